@@ -1,0 +1,110 @@
+"""Engines and transactions: one context manager owns each transaction."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+
+def is_sqlite(url: str) -> bool:
+    """True for the embedded SQLite backend."""
+    return url.startswith("sqlite")
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers (API, dashboard) run while a worker writes; foreign keys are off by default.
+    dbapi_connection.isolation_level = None  # we issue BEGIN ourselves, see _sqlite_begin
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    # pysqlite's own BEGIN handling is broken for SELECT-then-write; writers that must not race
+    # (claims) ask for BEGIN IMMEDIATE through the execution option `sqlite_lock`.
+    mode = conn.get_execution_options().get("sqlite_lock", "DEFERRED")
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """Build an engine for our tables; SQLite gets WAL and explicit transactions."""
+    if is_sqlite(url):
+        database = make_url(url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_size", 5)
+    kwargs.setdefault("max_overflow", 10)
+    return create_engine(url, **kwargs)
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    """Sessions that keep loaded objects usable after commit."""
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def session_scope(factory: sessionmaker[Session], *, immediate: bool = False) -> Iterator[Session]:
+    """One transaction: commit on success, roll back on error, always close.
+
+    `immediate=True` takes SQLite's write lock at BEGIN, so a read-then-write (a claim) cannot
+    interleave with another writer; on PostgreSQL callers use `SELECT ... FOR UPDATE` instead.
+    """
+    session = factory()
+    if immediate and is_sqlite(str(factory.kw["bind"].url)):
+        session.connection(execution_options={"sqlite_lock": "IMMEDIATE"})
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+TRANSIENT_ERRORS = (OperationalError, DBAPIError)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a database error is worth retrying (lost connection, lock timeout, restart)."""
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, OperationalError)
+
+
+def retry_transient(
+    fn: Any, *, attempts: int = 0, base_s: float = 0.5, max_s: float = 10.0, on_retry: Any = None
+) -> Any:
+    """Call fn() until it succeeds, backing off on transient database errors.
+
+    attempts=0 retries forever: a worker holding finished results must outlive a database restart.
+    """
+    delay = base_s
+    tries = 0
+    while True:
+        try:
+            return fn()
+        except TRANSIENT_ERRORS as error:
+            tries += 1
+            if not is_transient(error) or (attempts and tries >= attempts):
+                raise
+            if on_retry is not None:
+                on_retry(error, delay)
+            time.sleep(delay)
+            delay = min(max_s, delay * 2)

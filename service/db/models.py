@@ -1,0 +1,176 @@
+"""Our SQL tables. Every name starts with `as_` so it never meets Optuna's tables."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now; all timestamps are stored in UTC."""
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of our tables (Optuna's live in their own metadata)."""
+
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class User(Base):
+    """A person or robot with tokens; admins may act on every study."""
+
+    __tablename__ = "as_users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    tokens: Mapped[list[Token]] = relationship(back_populates="user", cascade="all, delete-orphan")
+
+
+class Token(Base):
+    """A bearer token, stored only as its SHA-256 digest."""
+
+    __tablename__ = "as_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("as_users.id", ondelete="CASCADE"), index=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(12))  # first characters, to recognise it in lists
+    label: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    user: Mapped[User] = relationship(back_populates="tokens")
+
+
+class Study(Base):
+    """A submitted study: its spec, owner, budget and lifecycle status."""
+
+    __tablename__ = "as_studies"
+    __table_args__ = (
+        UniqueConstraint("owner_id", "idempotency_key", name="uq_as_studies_idem"),
+        Index("ix_as_studies_runnable", "status", "priority"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    owner_id: Mapped[int] = mapped_column(ForeignKey("as_users.id"), index=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    spec_version: Mapped[int] = mapped_column(Integer, default=1)
+    # queued | running | paused | completed | cancelled | failed
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    n_trials: Mapped[int] = mapped_column(Integer)
+    optuna_name: Mapped[str] = mapped_column(String(100), unique=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_claim_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    owner: Mapped[User] = relationship()
+
+
+class Worker(Base):
+    """A worker process (one GPU slot) and its latest heartbeat."""
+
+    __tablename__ = "as_workers"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    device: Mapped[str] = mapped_column(String(100))  # "cuda:0 (NVIDIA H100)" or "cpu"
+    slot: Mapped[int] = mapped_column(Integer, default=0)
+    # idle | busy | stopped | lost
+    status: Mapped[str] = mapped_column(String(16), default="idle")
+    version: Mapped[str] = mapped_column(String(64), default="")
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    current_run_id: Mapped[int | None] = mapped_column(Integer)
+    current_epoch: Mapped[int | None] = mapped_column(Integer)
+    img_per_s: Mapped[float | None] = mapped_column(Float)
+    trials_done: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Run(Base):
+    """One attempt at one trial: who ran it, how it ended, and everything it measured."""
+
+    __tablename__ = "as_runs"
+    __table_args__ = (
+        Index("ix_as_runs_study_state", "study_id", "state"),
+        Index("ix_as_runs_study_value", "study_id", "value"),
+        Index("ix_as_runs_study_number", "study_id", "trial_number"),
+        Index("ix_as_runs_state_heartbeat", "state", "heartbeat_at"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("as_studies.id", ondelete="CASCADE"))
+    trial_number: Mapped[int | None] = mapped_column(Integer)
+    optuna_trial_id: Mapped[int | None] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    retry_of: Mapped[int | None] = mapped_column(Integer)
+    # queued (a retry waiting) | running | complete | pruned | failed | cancelled
+    state: Mapped[str] = mapped_column(String(16), default="running")
+    # Whether this row uses one unit of the study's n_trials (a lost attempt hands it to its retry).
+    counts_budget: Mapped[bool] = mapped_column(Boolean, default=True)
+    # diverged | oom | timeout | worker_lost | rejected | error | cancelled | data_unavailable
+    failure_reason: Mapped[str | None] = mapped_column(String(32))
+    failure_message: Mapped[str | None] = mapped_column(Text)
+    failure_epoch: Mapped[int | None] = mapped_column(Integer)
+    family: Mapped[str | None] = mapped_column(String(50), index=True)
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    config: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    worker_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    epochs_done: Mapped[int] = mapped_column(Integer, default=0)
+    value: Mapped[float | None] = mapped_column(Float)  # objective: validation accuracy
+    test_acc: Mapped[float | None] = mapped_column(Float)
+    value_std: Mapped[float | None] = mapped_column(Float)  # over seeds, where seeds > 1
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    img_per_s: Mapped[float | None] = mapped_column(Float)
+    peak_mem_bytes: Mapped[int | None] = mapped_column(Integer)
+    record: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # TrialRecord.to_json()
+    log_tail: Mapped[str | None] = mapped_column(Text)
+    epochs: Mapped[list[Epoch]] = relationship(
+        back_populates="run", cascade="all, delete-orphan", order_by="Epoch.epoch"
+    )
+
+
+class Epoch(Base):
+    """One epoch's report of a run, written as it happens (live progress, learning curves)."""
+
+    __tablename__ = "as_epochs"
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("as_runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
+    train_loss: Mapped[float | None] = mapped_column(Float)
+    val_acc: Mapped[float | None] = mapped_column(Float)
+    img_per_s: Mapped[float | None] = mapped_column(Float)
+    elapsed_s: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    run: Mapped[Run] = relationship(back_populates="epochs")
+
+
+class Meta(Base):
+    """Small key/value facts shared by every process (e.g. the dashboard's cookie secret)."""
+
+    __tablename__ = "as_meta"
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(Text, default="")

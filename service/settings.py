@@ -1,0 +1,58 @@
+"""Settings of every actsearch process, read from the environment (prefix ACTSEARCH_)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_home() -> Path:
+    """Where the embedded database, cache and logs live unless ACTSEARCH_HOME says otherwise."""
+    return Path.home() / ".actsearch"
+
+
+class Settings(BaseSettings):
+    """Validated configuration; built once per process by its entry point, never at import."""
+
+    model_config = SettingsConfigDict(env_prefix="ACTSEARCH_", extra="ignore")
+
+    home: Path = Field(default_factory=default_home, description="state directory")
+    database_url: str = Field(
+        default="", description="SQLAlchemy URL; empty means the SQLite file <home>/actsearch.db"
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    data: str | None = Field(
+        default=None,
+        description="where workers find CIFAR: a torchvision root, an image folder or a tarball",
+    )
+    cache_dir: Path | None = Field(default=None, description="decoded-data cache; <home>/cache")
+    # Heartbeats: a run whose worker is silent for `grace_s` seconds is failed as worker_lost.
+    heartbeat_s: float = Field(default=5.0, gt=0)
+    grace_s: float = Field(default=60.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1, description="attempts per trial incl. the first")
+    session_secret: str = Field(default="", description="signs dashboard cookies; random if empty")
+    log_level: str = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite", "postgresql")):
+            raise ValueError(
+                "ACTSEARCH_DATABASE_URL must be a sqlite:/// or postgresql+psycopg:// URL"
+            )
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to the embedded SQLite file."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home / 'actsearch.db'}"
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        """Directory for decoded datasets."""
+        return self.cache_dir or self.home / "cache"
