@@ -1,0 +1,1 @@
+"""Server-rendered dashboard pages, behind the same login as the API."""

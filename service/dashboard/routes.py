@@ -1,0 +1,7 @@
+"""Dashboard pages."""
+
+from fastapi import FastAPI
+
+
+def install(app: FastAPI) -> None:
+    """Mount the dashboard's pages and static files."""

@@ -1,0 +1,45 @@
+"""Dashboard session cookies: the token, signed with a secret every API process shares."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from service.db import Meta
+from service.store import Database
+
+SECRET_KEY = "session_secret"
+
+
+class SessionSigner:
+    """Signs and checks the session cookie (`token.signature`)."""
+
+    def __init__(self, secret: str) -> None:
+        self._secret = secret.encode()
+
+    def _sign(self, token: str) -> str:
+        return hmac.new(self._secret, token.encode(), hashlib.sha256).hexdigest()
+
+    def cookie_for(self, token: str) -> str:
+        """The cookie value for a verified token."""
+        return f"{token}.{self._sign(token)}"
+
+    def token_from_cookie(self, cookie: str | None) -> str | None:
+        """The token inside a genuine cookie, else None."""
+        if not cookie or "." not in cookie:
+            return None
+        token, signature = cookie.rsplit(".", 1)
+        return token if hmac.compare_digest(signature, self._sign(token)) else None
+
+
+def shared_secret(db: Database, configured: str = "") -> str:
+    """The configured secret, or one generated once and kept in the database for all processes."""
+    if configured:
+        return configured
+    with db.session(immediate=True) as session:
+        row = session.get(Meta, SECRET_KEY)
+        if row is None:
+            row = Meta(key=SECRET_KEY, value=secrets.token_hex(32))
+            session.add(row)
+        return row.value

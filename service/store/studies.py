@@ -1,0 +1,245 @@
+"""Submitted studies: creation (with their Optuna study and baselines) and lifecycle."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import optuna
+from search_space.spec import StudySpec, parse_spec
+from search_space.suggest import baseline_params
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from service.db import Run, Study, User, utcnow
+from service.db.optuna_storage import optuna_study_name
+from service.store.base import Conflict, Database, NotFound
+from service.store.users import UserInfo
+
+log = logging.getLogger(__name__)
+
+ACTIVE = ("queued", "running", "paused")
+RUNNABLE = ("queued", "running")
+FINAL = ("completed", "cancelled", "failed")
+# action -> (states it is allowed from, state it leads to)
+TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "cancel": (ACTIVE, "cancelled"),
+    "pause": (RUNNABLE, "paused"),
+    "resume": (("paused",), "running"),
+}
+RUN_STATES = ("queued", "running", "complete", "pruned", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class StudyInfo:
+    """A study as the rest of the code sees it."""
+
+    id: int
+    name: str
+    description: str
+    owner_id: int
+    owner: str
+    status: str
+    priority: int
+    n_trials: int
+    spec: dict[str, Any]
+    optuna_name: str
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    counts: dict[str, int] = field(default_factory=dict)  # runs by state (budget-counting ones)
+
+
+def _info(row: Study, owner: str, counts: Mapping[str, int] | None = None) -> StudyInfo:
+    return StudyInfo(
+        id=row.id,
+        name=row.name,
+        description=row.description,
+        owner_id=row.owner_id,
+        owner=owner,
+        status=row.status,
+        priority=row.priority,
+        n_trials=row.n_trials,
+        spec=row.spec,
+        optuna_name=row.optuna_name,
+        error=row.error,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        counts=dict(counts or {}),
+    )
+
+
+def run_counts(session: Session, study_id: int) -> dict[str, int]:
+    """Runs of a study by state, counting only those that use budget (retried losses do not)."""
+    rows = session.execute(
+        select(Run.state, func.count())
+        .where(Run.study_id == study_id, Run.counts_budget.is_(True))
+        .group_by(Run.state)
+    ).all()
+    counts = dict.fromkeys(RUN_STATES, 0)
+    counts.update({state: n for state, n in rows})
+    return counts
+
+
+class Studies:
+    """Create studies and move them through their lifecycle."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def create(
+        self,
+        owner: UserInfo,
+        spec_input: str | Mapping[str, Any],
+        idempotency_key: str | None = None,
+    ) -> tuple[StudyInfo, bool]:
+        """Validate the spec, store it, create its Optuna study and enqueue its baselines.
+
+        Returns (study, created); created is False when `idempotency_key` named an earlier one.
+        Raises search_space.spec.SpecError for an invalid spec.
+        """
+        spec = parse_spec(spec_input)
+        if idempotency_key:
+            earlier = self._by_key(owner.id, idempotency_key, spec)
+            if earlier is not None:
+                return earlier, False
+        try:
+            study_id = self._insert(owner, spec, idempotency_key)
+        except IntegrityError:
+            # A concurrent request with the same key won the race: answer with its study.
+            earlier = self._by_key(owner.id, idempotency_key or "", spec)
+            if earlier is None:
+                raise
+            return earlier, False
+        try:
+            self._create_optuna_study(study_id, spec)
+        except Exception:
+            self._delete_rows(study_id)
+            raise
+        return self.get(study_id), True
+
+    def _by_key(self, owner_id: int, key: str, spec: StudySpec) -> StudyInfo | None:
+        with self.db.session() as session:
+            row = session.scalars(
+                select(Study).where(Study.owner_id == owner_id, Study.idempotency_key == key)
+            ).first()
+            if row is None:
+                return None
+            if row.spec != spec.model_dump(mode="json"):
+                raise Conflict(
+                    f"Idempotency-Key {key!r} was already used for study {row.id} with another spec"
+                )
+            study_id = row.id
+        return self.get(study_id)
+
+    def _insert(self, owner: UserInfo, spec: StudySpec, key: str | None) -> int:
+        now = utcnow()
+        with self.db.session() as session:
+            row = Study(
+                name=spec.name,
+                description=spec.description or "",
+                owner_id=owner.id,
+                spec=spec.model_dump(mode="json"),
+                spec_version=spec.version,
+                status="queued",
+                priority=spec.priority,
+                n_trials=spec.n_trials,
+                optuna_name=f"pending-{uuid.uuid4().hex}",
+                idempotency_key=key,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(row)
+            session.flush()
+            row.optuna_name = optuna_study_name(row.id)
+            return row.id
+
+    def _create_optuna_study(self, study_id: int, spec: StudySpec) -> None:
+        study = optuna.create_study(
+            storage=self.db.optuna,
+            study_name=optuna_study_name(study_id),
+            direction="maximize",
+            load_if_exists=True,
+        )
+        study.set_user_attr("actsearch_study_id", study_id)
+        for params in baseline_params(spec):
+            study.enqueue_trial(params, skip_if_exists=True)
+
+    def _delete_rows(self, study_id: int) -> None:
+        with self.db.session() as session:
+            row = session.get(Study, study_id)
+            if row is not None:
+                session.delete(row)
+
+    def get(self, study_id: int) -> StudyInfo:
+        """A study with its run counts."""
+        with self.db.session() as session:
+            row = session.get(Study, study_id)
+            if row is None:
+                raise NotFound(f"study {study_id} does not exist")
+            owner = session.get(User, row.owner_id)
+            return _info(row, owner.name if owner else "?", run_counts(session, study_id))
+
+    def spec(self, study_id: int) -> StudySpec:
+        """A study's validated spec."""
+        return parse_spec(self.get(study_id).spec)
+
+    def transition(self, study_id: int, action: str) -> StudyInfo:
+        """cancel / pause / resume; Conflict when the study's state does not allow it."""
+        if action not in TRANSITIONS:
+            raise ValueError(f"unknown action {action!r}; valid: {', '.join(TRANSITIONS)}")
+        allowed, target = TRANSITIONS[action]
+        with self.db.session(immediate=True) as session:
+            row = session.get(Study, study_id, with_for_update=not self.db.sqlite)
+            if row is None:
+                raise NotFound(f"study {study_id} does not exist")
+            if row.status not in allowed:
+                raise Conflict(f"cannot {action} study {study_id}: it is {row.status}")
+            now = utcnow()
+            if action == "resume" and row.started_at is None:
+                target = "queued"
+            row.status = target
+            row.updated_at = now
+            if target == "cancelled":
+                row.finished_at = now
+                self._cancel_queued(session, study_id)
+        return self.get(study_id)
+
+    @staticmethod
+    def _cancel_queued(session: Session, study_id: int) -> None:
+        # Retries waiting for a worker will never run; running ones stop within one epoch.
+        for run in session.scalars(
+            select(Run).where(Run.study_id == study_id, Run.state == "queued")
+        ):
+            run.state = "cancelled"
+            run.failure_reason = "cancelled"
+            run.finished_at = utcnow()
+
+    def delete(self, study_id: int) -> None:
+        """Delete a study, its runs and its Optuna study."""
+        info = self.get(study_id)
+        self._delete_rows(study_id)
+        try:
+            optuna.delete_study(study_name=info.optuna_name, storage=self.db.optuna)
+        except KeyError:
+            log.warning("optuna study %s was already gone", info.optuna_name)
+
+    def fail(self, study_id: int, message: str) -> None:
+        """Mark a study failed with a message for its owner (e.g. its data cannot be found)."""
+        with self.db.session() as session:
+            row = session.get(Study, study_id)
+            if row is None or row.status in FINAL:
+                return
+            row.status = "failed"
+            row.error = message
+            row.updated_at = row.finished_at = utcnow()
+            self._cancel_queued(session, study_id)

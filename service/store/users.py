@@ -1,0 +1,146 @@
+"""Users and bearer tokens; a token is shown once and stored only as its SHA-256 digest."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+
+from service.db import Token, User, utcnow
+from service.store.base import Conflict, Database, NotFound
+
+TOKEN_PREFIX = "as_"
+
+
+def token_digest(token: str) -> str:
+    """The stored form of a token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    """A fresh random token (256 bits)."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    """A user as the rest of the code sees it."""
+
+    id: int
+    name: str
+    is_admin: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """A token's metadata; the secret itself is never stored."""
+
+    id: int
+    user_id: int
+    prefix: str
+    label: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+def _user(row: User) -> UserInfo:
+    return UserInfo(id=row.id, name=row.name, is_admin=row.is_admin, created_at=row.created_at)
+
+
+def _token(row: Token) -> TokenInfo:
+    return TokenInfo(
+        id=row.id,
+        user_id=row.user_id,
+        prefix=row.prefix,
+        label=row.label,
+        created_at=row.created_at,
+        last_used_at=row.last_used_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+class Users:
+    """Create users, issue and check tokens."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def create(self, name: str, *, is_admin: bool = False) -> tuple[UserInfo, str]:
+        """Create a user with a first token; returns the user and the token (shown once)."""
+        with self.db.session() as session:
+            if session.scalar(select(User.id).where(User.name == name)) is not None:
+                raise Conflict(f"user {name!r} already exists")
+            user = User(name=name, is_admin=is_admin, created_at=utcnow())
+            session.add(user)
+            session.flush()
+            token = self._issue(session, user.id, "initial")
+            return _user(user), token
+
+    def issue_token(self, user_id: int, label: str = "") -> tuple[TokenInfo, str]:
+        """A new token for an existing user."""
+        with self.db.session() as session:
+            if session.get(User, user_id) is None:
+                raise NotFound(f"user {user_id} does not exist")
+            token = self._issue(session, user_id, label)
+            row = session.scalars(select(Token).where(Token.digest == token_digest(token))).one()
+            return _token(row), token
+
+    @staticmethod
+    def _issue(session: object, user_id: int, label: str) -> str:
+        token = new_token()
+        row = Token(
+            user_id=user_id,
+            digest=token_digest(token),
+            prefix=token[:10],
+            label=label,
+            created_at=utcnow(),
+        )
+        session.add(row)  # type: ignore[attr-defined]
+        return token
+
+    def authenticate(self, token: str) -> UserInfo | None:
+        """The user a live token belongs to, or None."""
+        with self.db.session() as session:
+            row = session.scalars(
+                select(Token).where(Token.digest == token_digest(token), Token.revoked_at.is_(None))
+            ).first()
+            if row is None:
+                return None
+            return _user(row.user)
+
+    def revoke_token(self, token_id: int) -> None:
+        """Revoke a token; it stops working at once."""
+        with self.db.session() as session:
+            row = session.get(Token, token_id)
+            if row is None:
+                raise NotFound(f"token {token_id} does not exist")
+            row.revoked_at = row.revoked_at or utcnow()
+
+    def list(self) -> list[UserInfo]:
+        """Every user, by name."""
+        with self.db.session() as session:
+            return [_user(u) for u in session.scalars(select(User).order_by(User.name))]
+
+    def tokens(self, user_id: int) -> list[TokenInfo]:
+        """A user's tokens (metadata only)."""
+        with self.db.session() as session:
+            rows = session.scalars(select(Token).where(Token.user_id == user_id).order_by(Token.id))
+            return [_token(t) for t in rows]
+
+    def get_by_name(self, name: str) -> UserInfo:
+        """A user by name."""
+        with self.db.session() as session:
+            row = session.scalars(select(User).where(User.name == name)).first()
+            if row is None:
+                raise NotFound(f"user {name!r} does not exist")
+            return _user(row)
+
+    def count(self) -> int:
+        """How many users exist (the first start creates an admin when there are none)."""
+        with self.db.session() as session:
+            return len(session.scalars(select(User.id)).all())
