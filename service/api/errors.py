@@ -1,7 +1,157 @@
-"""Error responses: JSON bodies naming what was wrong; 500s logged with a request id."""
+"""Error responses: JSON bodies naming what was wrong; 500s logged with a request id.
 
-from fastapi import FastAPI
+Every response carries `X-Request-ID` (the client's, when it sent a sane one). Errors are
+`{"detail": <message or [{"loc": "a.b", "msg": ...}]>, "request_id": ...}`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from search_space.spec import SpecError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.store import Conflict, NotFound
+
+log = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# A client-chosen id is echoed only when it cannot smuggle anything into logs or headers.
+_SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
+
+
+def request_id_of(request: Request) -> str:
+    """The id of the request being served (set by RequestIdMiddleware)."""
+    return str(request.scope.get("request_id") or "-")
+
+
+def error_body(detail: Any, request_id: str) -> dict[str, Any]:
+    """The JSON body of every error response."""
+    return {"detail": detail, "request_id": request_id}
+
+
+def _incoming_id(scope: Scope) -> str:
+    for name, value in scope.get("headers", []):
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            if _SANE_ID.match(candidate):
+                return candidate
+    return uuid.uuid4().hex
+
+
+class RequestIdMiddleware:
+    """Tags each request with an id, returns it as X-Request-ID, and turns crashes into 500s.
+
+    Catching here (innermost of the user middleware, outside the routes) means a 500 carries the
+    same header and body shape as every other error, and the traceback goes only to our log.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _incoming_id(scope)
+        scope["request_id"] = request_id
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception(
+                "request %s %s %s failed", request_id, scope.get("method"), scope.get("path")
+            )
+            if started:
+                raise  # the client already has a status line; nothing better to send
+            body = error_body(
+                f"internal error; quote request id {request_id} when reporting it", request_id
+            )
+            await send_with_id(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
+            await send({"type": "http.response.body", "body": json.dumps(body).encode()})
+
+
+def _loc(parts: Sequence[Any]) -> str:
+    return ".".join(str(part) for part in parts)
+
+
+def validation_errors(errors: Sequence[Any]) -> list[dict[str, str]]:
+    """FastAPI/pydantic errors as [{loc: "query.limit", msg}] without echoing the input back."""
+    return [{"loc": _loc(error.get("loc", ())), "msg": str(error.get("msg", ""))} for error in errors]
+
+
+def spec_errors(error: SpecError) -> list[dict[str, str]]:
+    """A SpecError's field errors, each naming the spec field as a dotted path."""
+    items = getattr(error, "errors", None) or [{"loc": "", "msg": str(error)}]
+    out = []
+    for item in items:
+        loc = item.get("loc", "")
+        if not isinstance(loc, str):
+            loc = _loc(loc)
+        out.append({"loc": loc, "msg": str(item.get("msg", ""))})
+    return out
+
+
+def _json(
+    request: Request, status: int, detail: Any, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(error_body(detail, request_id_of(request)), status, headers=headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail if exc.detail is not None else "error"
+    return _json(request, exc.status_code, detail, dict(exc.headers or {}))
+
+
+async def _request_invalid(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return _json(request, 422, validation_errors(exc.errors()))
+
+
+async def _spec_invalid(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, SpecError)
+    return _json(request, 422, spec_errors(exc))
+
+
+async def _not_found(request: Request, exc: Exception) -> JSONResponse:
+    return _json(request, 404, str(exc))
+
+
+async def _conflict(request: Request, exc: Exception) -> JSONResponse:
+    return _json(request, 409, str(exc))
 
 
 def install(app: FastAPI) -> None:
     """Register the exception handlers and the request-id middleware."""
+    app.add_middleware(RequestIdMiddleware)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _request_invalid)
+    app.add_exception_handler(SpecError, _spec_invalid)
+    app.add_exception_handler(NotFound, _not_found)
+    app.add_exception_handler(Conflict, _conflict)
