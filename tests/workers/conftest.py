@@ -1,0 +1,50 @@
+"""Fixtures for the training-engine tests: small generated datasets and the real tarball."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from workers.data import DataSplits, DecodedDataset, split_dataset
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def generated_dataset(n_train: int = 320, n_test: int = 80, classes: int = 4, seed: int = 0):
+    """Learnable 32×32 images: noise plus a bright, class-specific stripe."""
+    g = torch.Generator().manual_seed(seed)
+
+    def make(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = torch.arange(n) % classes
+        images = (torch.rand(n, 3, 32, 32, generator=g) * 100).to(torch.uint8)
+        for k in range(classes):
+            rows = slice(4 * (k % 8), 4 * (k % 8) + 4)
+            images[labels == k, k % 3, rows, :] += 140
+        return images, labels
+
+    train_x, train_y = make(n_train)
+    test_x, test_y = make(n_test)
+    names = [f"class{k}" for k in range(classes)]
+    return DecodedDataset(train_x, train_y, test_x, test_y, names, f"generated-{seed}")
+
+
+@pytest.fixture(scope="session")
+def tiny_splits() -> DataSplits:
+    """256 train / 64 val / 80 test generated images in 4 classes."""
+    return split_dataset(generated_dataset(), val_size=64, train_subset=None, seed=0)
+
+
+@pytest.fixture(scope="session")
+def cifar10_tarball() -> Path:
+    """The shared CIFAR-10 JPEG tarball (env CIFAR10_JPEG_TAR, else ../shared/data)."""
+    env = os.environ.get("CIFAR10_JPEG_TAR")
+    for candidate in [Path(env)] if env else []:
+        if candidate.exists():
+            return candidate
+    candidate = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.xz"
+    if not candidate.exists():
+        pytest.skip("CIFAR-10 JPEG tarball not found (set CIFAR10_JPEG_TAR)")
+    return candidate
