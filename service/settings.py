@@ -28,6 +28,9 @@ class Settings(BaseSettings):
         default=None,
         description="where workers find CIFAR: a torchvision root, an image folder or a tarball",
     )
+    download: bool = Field(
+        default=True, description="let workers download torchvision CIFAR when it is missing"
+    )
     cache_dir: Path | None = Field(default=None, description="decoded-data cache; <home>/cache")
     # Heartbeats: a run whose worker is silent for `grace_s` seconds is failed as worker_lost.
     heartbeat_s: float = Field(default=5.0, gt=0)
