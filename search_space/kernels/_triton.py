@@ -1,0 +1,414 @@
+"""Triton kernels for the learnable activations (forward and backward, fp32 math).
+
+Imported lazily by `search_space.kernels._ops`: importing it imports triton, and
+`TRITON_INTERPRET=1` must be set before that to run the kernels on the CPU.
+
+Every kernel works on a 2-D tile of a logical (R, C, I) view of the input, where the memory
+offset of element (r, c, i) is r*C*I + c*I + i:
+- INNER mode (LAST=False): the program owns one channel c (params are scalars) and a
+  [BR, BX] tile over (r, i); a contiguous (N, C, H, W) tensor is R=N, I=H*W; a shared-scope
+  tensor of any dense layout is R=1, C=1, I=numel.
+- LAST mode (LAST=True, I == 1): a [BR, BX] tile over (r, c); params are [1, BX] vectors
+  gathered by channel; a channels_last (N, C, H, W) tensor is R=N*H*W, and an (N, C) one R=N.
+Parameter gradients are reduced inside each program and written to a partial buffer
+(INNER: [C, programs per channel, P]; LAST: [row blocks, C, P]) that the caller sums, so
+there are no atomics and the result is deterministic.
+"""
+
+# Triton compiles a subset of Python: `x in (A, B)` on constexprs and conditional
+# expressions over tensors are avoided on purpose.
+# ruff: noqa: SIM108, SIM109
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+# Family ids (the FAMILY argument), PAU forms and OPAU bases (the OPT argument); the ops
+# module passes the same numbers (`search_space.kernels._ops`).
+SMU: tl.constexpr = tl.constexpr(0)
+SMU1: tl.constexpr = tl.constexpr(1)
+SWISH: tl.constexpr = tl.constexpr(2)
+PAU: tl.constexpr = tl.constexpr(3)
+OPAU: tl.constexpr = tl.constexpr(4)
+FORM_A: tl.constexpr = tl.constexpr(0)
+FORM_B: tl.constexpr = tl.constexpr(1)
+FORM_C: tl.constexpr = tl.constexpr(2)
+CHEB_T: tl.constexpr = tl.constexpr(0)
+CHEB_U: tl.constexpr = tl.constexpr(1)
+HERM_H: tl.constexpr = tl.constexpr(2)
+HERM_HE: tl.constexpr = tl.constexpr(3)
+LAGUERRE: tl.constexpr = tl.constexpr(4)
+LEGENDRE: tl.constexpr = tl.constexpr(5)
+
+_INV_SQRT_PI: tl.constexpr = tl.constexpr(0.5641895835477563)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiling, parameter gather and per-program gradient reduction
+# ---------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _tile(R, C, INNER, LAST: tl.constexpr, BR: tl.constexpr, BX: tl.constexpr, BIG: tl.constexpr):
+    """Offsets, mask and channel index (scalar in INNER mode, [BX] vector in LAST mode)."""
+    pid0 = tl.program_id(0)
+    pid1 = tl.program_id(1)
+    if LAST:
+        rows = pid0 * BR + tl.arange(0, BR)
+        chan = pid1 * BX + tl.arange(0, BX)
+        rmask = rows < R
+        cmask = chan < C
+        if BIG:
+            rows = rows.to(tl.int64)
+        offs = rows[:, None] * C + chan[None, :]
+        mask = rmask[:, None] & cmask[None, :]
+    else:
+        nib = tl.cdiv(INNER, BX)
+        rb = pid0 // nib
+        ib = pid0 % nib
+        rows = rb * BR + tl.arange(0, BR)
+        cols = ib * BX + tl.arange(0, BX)
+        rmask = rows < R
+        if BIG:
+            rows = rows.to(tl.int64)
+            base = pid1.to(tl.int64) * INNER
+        else:
+            base = pid1 * INNER
+        offs = (rows[:, None] * C) * INNER + base + cols[None, :]
+        mask = rmask[:, None] & (cols < INNER)[None, :]
+        chan = pid1
+        cmask = chan < C
+    return offs, mask, chan, cmask
+
+
+@triton.jit
+def _param(p_ptr, chan, cmask, j: tl.constexpr, P: tl.constexpr, LAST: tl.constexpr):
+    """Parameter j for the tile: a scalar (INNER) or a [1, BX] row gathered by channel (LAST)."""
+    if LAST:
+        # masked channels get 1.0: finite for every family (0 would make SMU-1 divide by 0)
+        v = tl.load(p_ptr + chan * P + j, mask=cmask, other=1.0)[None, :]
+    else:
+        v = tl.load(p_ptr + chan * P + j)
+    return v
+
+
+@triton.jit
+def _put_grad(
+    part_ptr, chan, cmask, C, j: tl.constexpr, term, P: tl.constexpr, LAST: tl.constexpr
+):
+    """Reduce one parameter's gradient term over the tile into the partial buffer."""
+    pid0 = tl.program_id(0)
+    if LAST:
+        tl.store(part_ptr + (pid0 * C + chan) * P + j, tl.sum(term, axis=0), mask=cmask)
+    else:
+        n0 = tl.num_programs(0)
+        tl.store(part_ptr + (chan * n0 + pid0) * P + j, tl.sum(tl.sum(term, axis=1), axis=0))
+
+
+@triton.jit
+def _sign(v):
+    """sign(v) with sign(0) = 0, as torch.abs's gradient uses."""
+    return tl.where(v > 0, 1.0, tl.where(v < 0, -1.0, 0.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Family math (x and parameters fp32)
+# ---------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _smu_fwd(x, alpha, mu, VARIANT: tl.constexpr):
+    """SMU (VARIANT 0) or SMU-1 (VARIANT 1)."""
+    oma = 1.0 - alpha
+    if VARIANT == SMU:
+        y = 0.5 * ((1.0 + alpha) * x + oma * x * tl.math.erf(mu * oma * x))
+    else:
+        y = 0.5 * ((1.0 + alpha) * x + tl.sqrt(oma * oma * x * x + mu * mu))
+    return y
+
+
+@triton.jit
+def _smu_bwd(x, alpha, mu, VARIANT: tl.constexpr):
+    """(df/dx, df/dalpha, df/dmu)."""
+    oma = 1.0 - alpha
+    if VARIANT == SMU:
+        u = mu * oma * x
+        e = tl.exp(-u * u) * _INV_SQRT_PI
+        erfu = tl.math.erf(u)
+        dfdx = 0.5 * ((1.0 + alpha) + oma * erfu) + oma * u * e
+        dfda = 0.5 * x * (1.0 - erfu) - u * x * e
+        dfdm = oma * oma * x * x * e
+    else:
+        r = tl.sqrt(oma * oma * x * x + mu * mu)
+        inv = 1.0 / r
+        dfdx = 0.5 * ((1.0 + alpha) + oma * oma * x * inv)
+        dfda = 0.5 * (x - oma * x * x * inv)
+        dfdm = 0.5 * mu * inv
+    return dfdx, dfda, dfdm
+
+
+@triton.jit
+def _sigmoid(z):
+    return 1.0 / (1.0 + tl.exp(-z))
+
+
+@triton.jit
+def _poly(x, p_ptr, chan, cmask, OFF: tl.constexpr, DEG: tl.constexpr, P: tl.constexpr,
+          LAST: tl.constexpr):
+    """sum_{j=0..DEG} p[OFF+j] x^j by Horner."""
+    acc = _param(p_ptr, chan, cmask, OFF + DEG, P, LAST) + tl.zeros_like(x)
+    for t in tl.static_range(DEG):
+        acc = acc * x + _param(p_ptr, chan, cmask, OFF + DEG - 1 - t, P, LAST)
+    return acc
+
+
+@triton.jit
+def _dpoly(x, p_ptr, chan, cmask, OFF: tl.constexpr, DEG: tl.constexpr, P: tl.constexpr,
+           LAST: tl.constexpr):
+    """d/dx sum_{j=0..DEG} p[OFF+j] x^j = sum_{j=1..DEG} j p[OFF+j] x^(j-1) by Horner."""
+    acc = tl.zeros_like(x)
+    if DEG > 0:
+        acc = DEG * _param(p_ptr, chan, cmask, OFF + DEG, P, LAST) + acc
+        for t in tl.static_range(DEG - 1):
+            acc = acc * x + (DEG - 1 - t) * _param(p_ptr, chan, cmask, OFF + DEG - 1 - t, P, LAST)
+    return acc
+
+
+@triton.jit
+def _abs_poly(ax, p_ptr, chan, cmask, OFF: tl.constexpr, N: tl.constexpr, P: tl.constexpr,
+              LAST: tl.constexpr):
+    """(sum_{k=1..N} |b_k| ax^k, sum_{k=1..N} k |b_k| ax^(k-1)); b_k at p[OFF+k-1]."""
+    q = tl.zeros_like(ax)
+    dq = tl.zeros_like(ax)
+    for t in tl.static_range(N):
+        bk = tl.abs(_param(p_ptr, chan, cmask, OFF + N - t - 1, P, LAST))
+        q = (q + bk) * ax
+        if t == 0:
+            dq = N * bk + dq
+        else:
+            dq = dq * ax + (N - t) * bk
+    return q, dq
+
+
+@triton.jit
+def _pau_den(x, p_ptr, chan, cmask, M: tl.constexpr, N: tl.constexpr, FORM: tl.constexpr,
+             P: tl.constexpr, LAST: tl.constexpr):
+    """(Q, dQ/dx, s) where s is sign(A) for forms B/C (unused for A)."""
+    OFF: tl.constexpr = M + 1
+    if FORM == FORM_A:
+        q, dq = _abs_poly(tl.abs(x), p_ptr, chan, cmask, OFF, N, P, LAST)
+        s = _sign(x)
+        q = 1.0 + q
+        dq = s * dq
+    elif FORM == FORM_B:
+        # A = sum_{k=1..N} b_k x^k = x * poly(b_1..b_N); b_k at OFF+k-1
+        h = _poly(x, p_ptr, chan, cmask, OFF, N - 1, P, LAST)
+        dh = _dpoly(x, p_ptr, chan, cmask, OFF, N - 1, P, LAST)
+        a = x * h
+        s = _sign(a)
+        q = 1.0 + tl.abs(a)
+        dq = s * (h + x * dh)
+    else:
+        a = _poly(x, p_ptr, chan, cmask, OFF, N, P, LAST)
+        s = _sign(a)
+        q = 0.1 + tl.abs(a)
+        dq = s * _dpoly(x, p_ptr, chan, cmask, OFF, N, P, LAST)
+    return q, dq, s
+
+
+@triton.jit
+def _basis_first(x, BASIS: tl.constexpr):
+    """(f_1(x), f_1'(x))."""
+    if BASIS == CHEB_U or BASIS == HERM_H:
+        f1 = 2.0 * x
+        d1 = tl.zeros_like(x) + 2.0
+    elif BASIS == LAGUERRE:
+        f1 = 1.0 - x
+        d1 = tl.zeros_like(x) - 1.0
+    else:
+        f1 = x
+        d1 = tl.zeros_like(x) + 1.0
+    return f1, d1
+
+
+@triton.jit
+def _basis_next(x, f, fm, n: tl.constexpr, BASIS: tl.constexpr):
+    """f_{n+1} from f_n = f and f_{n-1} = fm."""
+    if BASIS == CHEB_T or BASIS == CHEB_U:
+        g = 2.0 * x * f - fm
+    elif BASIS == HERM_H:
+        g = 2.0 * x * f - (2.0 * n) * fm
+    elif BASIS == HERM_HE:
+        g = x * f - (1.0 * n) * fm
+    elif BASIS == LAGUERRE:
+        g = ((2.0 * n + 1.0 - x) * f - (1.0 * n) * fm) * (1.0 / (n + 1.0))
+    else:
+        g = ((2.0 * n + 1.0) * x * f - (1.0 * n) * fm) * (1.0 / (n + 1.0))
+    return g
+
+
+@triton.jit
+def _basis_next_d(x, f, df, dfm, n: tl.constexpr, BASIS: tl.constexpr):
+    """f'_{n+1} from f_n, f'_n and f'_{n-1} (the recurrence differentiated)."""
+    if BASIS == CHEB_T or BASIS == CHEB_U:
+        g = 2.0 * f + 2.0 * x * df - dfm
+    elif BASIS == HERM_H:
+        g = 2.0 * f + 2.0 * x * df - (2.0 * n) * dfm
+    elif BASIS == HERM_HE:
+        g = f + x * df - (1.0 * n) * dfm
+    elif BASIS == LAGUERRE:
+        g = (-f + (2.0 * n + 1.0 - x) * df - (1.0 * n) * dfm) * (1.0 / (n + 1.0))
+    else:
+        g = ((2.0 * n + 1.0) * (f + x * df) - (1.0 * n) * dfm) * (1.0 / (n + 1.0))
+    return g
+
+
+@triton.jit
+def _opau_fwd(x, p_ptr, chan, cmask, KN: tl.constexpr, KD: tl.constexpr, K: tl.constexpr,
+              BASIS: tl.constexpr, P: tl.constexpr, LAST: tl.constexpr):
+    """(N, D): N = sum_{i<=KN} c_i f_i, D = 1 + sum_{1<=j<=KD} |d_j| |f_j|; K = max(KN, KD)."""
+    num = _param(p_ptr, chan, cmask, 0, P, LAST) + tl.zeros_like(x)
+    den = tl.zeros_like(x) + 1.0
+    fm = tl.zeros_like(x) + 1.0
+    f, _d1 = _basis_first(x, BASIS)
+    for n in tl.static_range(1, K + 1):
+        if n <= KN:
+            num = num + _param(p_ptr, chan, cmask, n, P, LAST) * f
+        if n <= KD:
+            den = den + tl.abs(_param(p_ptr, chan, cmask, KN + n, P, LAST)) * tl.abs(f)
+        if n < K:
+            g = _basis_next(x, f, fm, n, BASIS)
+            fm = f
+            f = g
+    return num, den
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernels
+# ---------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def act_fwd_kernel(
+    x_ptr, y_ptr, p_ptr, R, C, INNER,
+    FAMILY: tl.constexpr, OPT: tl.constexpr, M: tl.constexpr, N: tl.constexpr,
+    K: tl.constexpr, P: tl.constexpr, LAST: tl.constexpr, BR: tl.constexpr, BX: tl.constexpr,
+    BIG: tl.constexpr,
+):
+    """y = f(x; params) for one tile; OPT is the SMU variant, PAU form or OPAU basis."""
+    offs, mask, chan, cmask = _tile(R, C, INNER, LAST, BR, BX, BIG)
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    if FAMILY == SMU:
+        y = _smu_fwd(x, _param(p_ptr, chan, cmask, 0, P, LAST),
+                     _param(p_ptr, chan, cmask, 1, P, LAST), 0)
+    elif FAMILY == SMU1:
+        y = _smu_fwd(x, _param(p_ptr, chan, cmask, 0, P, LAST),
+                     _param(p_ptr, chan, cmask, 1, P, LAST), 1)
+    elif FAMILY == SWISH:
+        y = x * _sigmoid(_param(p_ptr, chan, cmask, 0, P, LAST) * x)
+    elif FAMILY == PAU:
+        num = _poly(x, p_ptr, chan, cmask, 0, M, P, LAST)
+        q, _dq, _s = _pau_den(x, p_ptr, chan, cmask, M, N, OPT, P, LAST)
+        y = num / q
+    else:
+        num, den = _opau_fwd(x, p_ptr, chan, cmask, M, N, K, OPT, P, LAST)
+        y = num / den
+    tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def act_bwd_kernel(
+    x_ptr, dy_ptr, dx_ptr, p_ptr, part_ptr, R, C, INNER,
+    FAMILY: tl.constexpr, OPT: tl.constexpr, M: tl.constexpr, N: tl.constexpr,
+    K: tl.constexpr, P: tl.constexpr, LAST: tl.constexpr, BR: tl.constexpr, BX: tl.constexpr,
+    BIG: tl.constexpr, NEED_DX: tl.constexpr, NEED_DP: tl.constexpr,
+):
+    """dx = dy * f'(x) for one tile, and the tile's sum of dy * df/dparam for every param."""
+    offs, mask, chan, cmask = _tile(R, C, INNER, LAST, BR, BX, BIG)
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    if FAMILY == SMU or FAMILY == SMU1:
+        dfdx, dfda, dfdm = _smu_bwd(
+            x, _param(p_ptr, chan, cmask, 0, P, LAST), _param(p_ptr, chan, cmask, 1, P, LAST),
+            FAMILY - SMU,
+        )
+        if NEED_DP:
+            _put_grad(part_ptr, chan, cmask, C, 0, dy * dfda, P, LAST)
+            _put_grad(part_ptr, chan, cmask, C, 1, dy * dfdm, P, LAST)
+    elif FAMILY == SWISH:
+        beta = _param(p_ptr, chan, cmask, 0, P, LAST)
+        z = beta * x
+        sg = _sigmoid(z)
+        ds = sg * (1.0 - sg)
+        dfdx = sg + z * ds
+        if NEED_DP:
+            _put_grad(part_ptr, chan, cmask, C, 0, dy * x * x * ds, P, LAST)
+    elif FAMILY == PAU:
+        num = _poly(x, p_ptr, chan, cmask, 0, M, P, LAST)
+        dnum = _dpoly(x, p_ptr, chan, cmask, 0, M, P, LAST)
+        q, dq, s = _pau_den(x, p_ptr, chan, cmask, M, N, OPT, P, LAST)
+        rq = 1.0 / q
+        fval = num * rq
+        dfdx = (dnum - fval * dq) * rq
+        if NEED_DP:
+            g = dy * rq  # dF/da_j = x^j / Q
+            xp = tl.zeros_like(x) + 1.0
+            for j in tl.static_range(M + 1):
+                _put_grad(part_ptr, chan, cmask, C, j, g * xp, P, LAST)
+                xp = xp * x
+            h = -g * fval  # -dy * P / Q^2
+            if OPT == FORM_A:
+                ax = tl.abs(x)
+                xp = ax
+                for k in tl.static_range(1, N + 1):
+                    sb = _sign(_param(p_ptr, chan, cmask, M + k, P, LAST))
+                    _put_grad(part_ptr, chan, cmask, C, M + k, h * xp * sb, P, LAST)
+                    xp = xp * ax
+            elif OPT == FORM_B:
+                hs = h * s
+                xp = x
+                for k in tl.static_range(1, N + 1):
+                    _put_grad(part_ptr, chan, cmask, C, M + k, hs * xp, P, LAST)
+                    xp = xp * x
+            else:
+                hs = h * s
+                xp = tl.zeros_like(x) + 1.0
+                for k in tl.static_range(N + 1):
+                    _put_grad(part_ptr, chan, cmask, C, M + 1 + k, hs * xp, P, LAST)
+                    xp = xp * x
+    else:
+        # OPAU: pass 1 gives N and D; pass 2 recomputes the basis with its derivatives.
+        num, den = _opau_fwd(x, p_ptr, chan, cmask, M, N, K, OPT, P, LAST)
+        rd = 1.0 / den
+        fval = num * rd
+        g = dy * rd
+        h = -g * fval
+        if NEED_DP:
+            _put_grad(part_ptr, chan, cmask, C, 0, g, P, LAST)  # f_0 = 1
+        dnum = tl.zeros_like(x)
+        dden = tl.zeros_like(x)
+        fm = tl.zeros_like(x) + 1.0
+        dfm = tl.zeros_like(x)
+        f, df = _basis_first(x, OPT)
+        for n in tl.static_range(1, K + 1):
+            if n <= M:
+                dnum = dnum + _param(p_ptr, chan, cmask, n, P, LAST) * df
+                if NEED_DP:
+                    _put_grad(part_ptr, chan, cmask, C, n, g * f, P, LAST)
+            if n <= N:
+                dn = _param(p_ptr, chan, cmask, M + n, P, LAST)
+                sf = _sign(f)
+                dden = dden + tl.abs(dn) * sf * df
+                if NEED_DP:
+                    _put_grad(part_ptr, chan, cmask, C, M + n, h * _sign(dn) * tl.abs(f), P,
+                              LAST)
+            if n < K:
+                g1 = _basis_next(x, f, fm, n, OPT)
+                dg1 = _basis_next_d(x, f, df, dfm, n, OPT)
+                fm = f
+                dfm = df
+                f = g1
+                df = dg1
+        dfdx = (dnum - fval * dden) * rd
+    if NEED_DX:
+        tl.store(dx_ptr + offs, (dy * dfdx).to(dx_ptr.dtype.element_ty), mask=mask)

@@ -1,0 +1,271 @@
+"""Correctness checks of the fused kernels against the float64 PyTorch reference.
+
+Each case draws fresh random inputs (a few exact zeros in x, one exactly-zero denominator
+coefficient for PAU-A/OPAU), runs the kernel's forward and backward, and reports
+‖kernel − reference‖ / ‖reference‖ for y, dx and every parameter's gradient.
+
+Run on the CPU through Triton's interpreter (the interpreter tests do this in a subprocess):
+    TRITON_INTERPRET=1 python -m search_space.kernels.checks --matrix interpret --json
+or on a GPU:  python -m search_space.kernels.checks --matrix cuda --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from search_space import kernels
+from search_space.kernels import reference
+
+# A kernel error above TOLERANCE still passes when it is within this factor of the PyTorch
+# path's own error in the same precision (ill-conditioned inputs; see run_case).
+CONDITION_FACTOR = 2.0
+TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-2}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Config:
+    """One kernel: family, option (SMU variant / PAU form / OPAU basis) and degrees."""
+
+    family: str
+    option: str = ""
+    m: int = 0
+    n: int = 0
+
+    @property
+    def name(self) -> str:
+        """Short id, e.g. pau-A-5-4."""
+        if self.family in ("pau", "opau"):
+            return f"{self.family}-{self.option}-{self.m}-{self.n}"
+        return self.family
+
+
+@dataclass(frozen=True)
+class Case:
+    """A config with a parameter scope, a memory layout, a dtype and a shape."""
+
+    config: Config
+    scope: str  # shared | per_channel
+    layout: str  # contiguous | channels_last | 2d
+    dtype: str  # fp32 | bf16 | fp16
+    shape: tuple[int, ...]
+
+    @property
+    def id(self) -> str:
+        """Test id."""
+        dims = "x".join(map(str, self.shape))
+        return f"{self.config.name}-{self.scope}-{self.layout}-{self.dtype}-{dims}"
+
+
+def configs(matrix: str) -> list[Config]:
+    """Kernels to check: every family, form and basis; a sample (interpret) or more degrees."""
+    out = [Config("smu", "smu"), Config("smu1", "smu1"), Config("swish")]
+    if matrix == "interpret":
+        pau_deg = {"A": [(5, 4), (8, 8), (1, 1)], "B": [(5, 4), (3, 7), (8, 1)],
+                   "C": [(5, 4), (8, 8), (0, 0)]}
+        opau_deg = [(5, 4), (8, 8)]
+        extra = {"chebyshev_t": (0, 1), "hermite_he": (2, 6), "laguerre": (7, 3),
+                 "legendre": (1, 8)}
+    else:
+        pau_deg = {f: [(5, 4), (8, 8), (1, 1), (3, 7), (8, 2), (2, 5)] for f in "ABC"}
+        pau_deg["C"].append((0, 0))
+        opau_deg = [(5, 4), (8, 8), (1, 1), (3, 7), (8, 2)]
+        extra = {"chebyshev_t": (0, 1), "hermite_he": (6, 6), "laguerre": (7, 3),
+                 "legendre": (1, 8)}
+    for form, degs in pau_deg.items():
+        out += [Config("pau", form, m, n) for m, n in degs]
+    for basis in kernels.OPAU_BASES:
+        degs = list(opau_deg) + ([extra[basis]] if basis in extra else [])
+        out += [Config("opau", basis, m, n) for m, n in degs]
+    return out
+
+
+INTERPRET_SHAPES = {"contiguous": (2, 5, 3, 4), "channels_last": (2, 5, 3, 4), "2d": (7, 5)}
+CUDA_SHAPES: dict[str, list[tuple[int, ...]]] = {
+    "contiguous": [(8, 24, 17, 19), (16, 64, 32, 32), (64, 160, 4, 4)],
+    "channels_last": [(8, 24, 17, 19), (16, 64, 32, 32), (64, 160, 4, 4)],
+    "2d": [(300, 130), (4096, 16)],
+}
+
+
+def cases(matrix: str) -> list[Case]:
+    """The case list: `interpret` (small, CPU) or `cuda` (full matrix, larger shapes)."""
+    out = []
+    for i, cfg in enumerate(configs(matrix)):
+        for scope in ("shared", "per_channel"):
+            for layout in ("contiguous", "channels_last", "2d"):
+                if matrix == "interpret":
+                    out += [Case(cfg, scope, layout, dt, INTERPRET_SHAPES[layout])
+                            for dt in ("fp32", "bf16")]
+                    continue
+                shapes = CUDA_SHAPES[layout]
+                shape = shapes[i % len(shapes)]
+                default = (cfg.m, cfg.n) in ((0, 0), (5, 4))
+                dts = ("fp32", "bf16", "fp16") if default else ("fp32", "bf16")
+                out += [Case(cfg, scope, layout, dt, shape) for dt in dts]
+    return out
+
+
+def make_params(cfg: Config, channels: int | None, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """Fresh constrained parameter values (fp32, CPU) in each family's working range."""
+    lead = (channels,) if channels is not None else ()
+
+    def uniform(lo: float, hi: float, *shape: int) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(lead + shape, generator=gen)
+
+    def normal(scale: float, *shape: int) -> torch.Tensor:
+        return scale * torch.randn(lead + shape, generator=gen)
+
+    one = () if channels is not None else (1,)
+    if cfg.family == "smu":
+        return {"alpha": uniform(0.05, 0.45, *one), "mu": uniform(0.5, 2.5, *one)}
+    if cfg.family == "smu1":
+        return {"alpha": uniform(0.05, 0.45, *one), "mu": uniform(0.05, 1.0, *one)}
+    if cfg.family == "swish":
+        return {"beta": uniform(0.5, 2.0, *one)}
+    if cfg.family == "pau":
+        nb = cfg.n + 1 if cfg.option == "C" else cfg.n
+        a, b = normal(0.7, cfg.m + 1), normal(0.5, nb)
+        if cfg.option == "A" and nb:
+            b.view(-1, nb)[0, 0] = 0.0  # |b| at 0: its gradient must be 0 (torch.abs)
+        return {"a": a, "b": b}
+    c, d = normal(0.7, cfg.m + 1), normal(0.5, cfg.n)
+    if cfg.n:
+        d.view(-1, cfg.n)[0, 0] = 0.0
+    return {"c": c, "d": d}
+
+
+def call(cfg: Config, x: torch.Tensor, params: dict[str, torch.Tensor], fused: bool
+         ) -> torch.Tensor:
+    """The fused kernel (fused=True) or the PyTorch reference on x."""
+    mod: Any = kernels if fused else reference
+    if cfg.family in ("smu", "smu1"):
+        return mod.smu(x, params["alpha"], params["mu"], cfg.family)
+    if cfg.family == "swish":
+        return mod.swish(x, params["beta"])
+    if cfg.family == "pau":
+        return mod.pau(x, params["a"], params["b"], cfg.option)
+    return mod.opau(x, params["c"], params["d"], cfg.option)
+
+
+def make_input(case: Case, gen: torch.Generator, device: str) -> torch.Tensor:
+    """x in the case's dtype and layout, with a few exact zeros."""
+    x = 1.5 * torch.randn(case.shape, generator=gen)
+    x.view(-1)[:: max(x.numel() // 5, 1)] = 0.0
+    x = x.to(device=device, dtype=DTYPES[case.dtype])
+    if case.layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def _rel(got: torch.Tensor, want: torch.Tensor) -> float:
+    got64 = got.detach().to(torch.float64).cpu()
+    want64 = want.detach().to(torch.float64).cpu()
+    if not torch.isfinite(got64).all():
+        return math.inf
+    denom = want64.norm().item()
+    diff = (got64 - want64).norm().item()
+    return diff / denom if denom > 0 else diff
+
+
+def _poison(device: str, nbytes: int) -> None:
+    """Leave NaNs in the CUDA allocator's free blocks so unwritten outputs show up."""
+    if device.startswith("cuda"):
+        junk = torch.full((nbytes // 4 + 1024,), float("nan"), device=device)
+        del junk
+
+
+def run_case(case: Case, device: str, seed: int) -> dict[str, Any]:
+    """Errors of one case: {'id', 'errors': {y, dx, <param>...}, 'tolerance', 'ok'}."""
+    gen = torch.Generator().manual_seed(seed)
+    x = make_input(case, gen, device)
+    channels = x.shape[1] if case.scope == "per_channel" else None
+    params = {k: v.to(device) for k, v in make_params(case.config, channels, gen).items()}
+    dy = torch.randn(case.shape, generator=gen).to(device=device, dtype=x.dtype)
+
+    xr = x.detach().to(torch.float64).requires_grad_()
+    pr = {k: v.detach().to(torch.float64).requires_grad_() for k, v in params.items()}
+    yr = call(case.config, xr, pr, fused=False)
+    wrt = [xr, *pr.values()]
+    grads = torch.autograd.grad(yr, wrt, dy.to(torch.float64), allow_unused=True)
+    # a constant function (PAU-C of degree (0, 0)) leaves x out of the graph: its dx is 0
+    gr = [torch.zeros_like(w) if g is None else g for g, w in zip(grads, wrt, strict=True)]
+
+    _poison(device, 4 * x.numel() * x.element_size())
+    xk = x.detach().clone().requires_grad_()
+    pk = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
+    kernel = _errors(case.config, xk, pk, dy, fused=True, want_y=yr, want=gr)
+    # The PyTorch path in the same precision, against the same float64 reference: how well
+    # fp32 arithmetic can do on these inputs at all (PAU-C near a root of its denominator
+    # polynomial, say, is ill-conditioned for any fp32 implementation).
+    torch_path = _errors(case.config, x.detach().clone().requires_grad_(),
+                         {k: v.detach().clone().requires_grad_() for k, v in params.items()},
+                         dy, fused=False, want_y=yr, want=gr)
+    tol = TOLERANCE[x.dtype]
+    layout_kept = bool(kernel.pop("_layout_kept"))
+    torch_path.pop("_layout_kept")
+    within = [e < tol or e <= CONDITION_FACTOR * torch_path[k] for k, e in kernel.items()]
+    return {
+        "id": case.id,
+        "case": asdict(case),
+        "errors": kernel,
+        "torch_errors": torch_path,
+        "tolerance": tol,
+        "beyond_tolerance": sorted(k for k, e in kernel.items() if e >= tol),
+        "layout_kept": layout_kept,
+        "ok": layout_kept and all(within),
+    }
+
+
+def _errors(cfg: Config, x: torch.Tensor, params: dict[str, torch.Tensor], dy: torch.Tensor,
+            fused: bool, want_y: torch.Tensor, want: list[torch.Tensor]) -> dict[str, float]:
+    """Relative errors of y, dx and each parameter gradient, plus whether layouts were kept."""
+    y = call(cfg, x, params, fused=fused)
+    wrt = [x, *params.values()]
+    grads = torch.autograd.grad(y, wrt, dy, allow_unused=True)
+    got = [torch.zeros_like(w) if g is None else g for g, w in zip(grads, wrt, strict=True)]
+    errors = {"y": _rel(y, want_y), "dx": _rel(got[0], want[0])}
+    errors.update({f"d{k}": _rel(g, w) for k, g, w in
+                   zip(params, got[1:], want[1:], strict=True)})
+    kept = y.stride() == x.stride() and got[0].stride() == x.stride()
+    errors["_layout_kept"] = float(kept)
+    return errors
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a case matrix and print one JSON line per case (or a summary)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--matrix", choices=("interpret", "cuda"), default="interpret")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="one JSON object per case")
+    parser.add_argument("--only", default="", help="run the cases whose id contains this")
+    args = parser.parse_args(argv)
+    todo = [c for c in cases(args.matrix) if args.only in c.id]
+    failed = 0
+    start = time.perf_counter()
+    for i, case in enumerate(todo):
+        try:
+            result = run_case(case, args.device, args.seed + i)
+        except Exception as exc:  # report the case, keep checking the others
+            result = {"id": case.id, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        failed += not result["ok"]
+        if args.json:
+            print(json.dumps(result), flush=True)
+        elif not result["ok"]:
+            print("FAIL", json.dumps(result), flush=True)
+    summary = {"cases": len(todo), "failed": failed, "seconds": time.perf_counter() - start}
+    print(json.dumps({"summary": summary}) if args.json else summary, flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Fused Triton kernels run on the CPU by Triton's interpreter, against the float64 reference.
+
+TRITON_INTERPRET must be set before triton is imported, so the kernels run in one child
+process (`python -m search_space.kernels.checks --matrix interpret --json`) with the variable
+set there only: this pytest process (and so every other test) never sees it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from search_space import kernels
+from search_space.kernels import checks, reference
+
+ROOT = Path(__file__).resolve().parents[2]
+CASES = checks.cases("interpret")
+
+
+@pytest.fixture(scope="module")
+def interpreted() -> dict[str, dict[str, Any]]:
+    """Run every interpreter case once in a child process; results keyed by case id."""
+    env = {k: v for k, v in os.environ.items() if k != "ACTSEARCH_FUSED"}
+    env.update(TRITON_INTERPRET="1", PYTHONWARNINGS="ignore")
+    proc = subprocess.run(
+        [sys.executable, "-m", "search_space.kernels.checks", "--matrix", "interpret", "--json"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )
+    results = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("{"):
+            row = json.loads(line)
+            if "id" in row:
+                results[row["id"]] = row
+    assert results, f"the interpreter run printed no results:\n{proc.stderr[-4000:]}"
+    return results
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_kernel_matches_reference(case: checks.Case, interpreted: dict[str, dict[str, Any]]
+                                  ) -> None:
+    """Values and gradients (x and every parameter) within tolerance, layout kept."""
+    result = interpreted.get(case.id)
+    assert result is not None, f"{case.id} was not run (child process died?)"
+    assert result["ok"], json.dumps(result, indent=1)
+
+
+def test_matrix_covers_every_family_form_basis_scope_layout() -> None:
+    """The interpreter sample reaches every family, PAU form, OPAU basis, scope and layout."""
+    names = {(c.config.family, c.config.option) for c in CASES}
+    assert {("pau", f) for f in "ABC"} <= names
+    assert {("opau", b) for b in kernels.OPAU_BASES} <= names
+    assert {("smu", "smu"), ("smu1", "smu1"), ("swish", "")} <= names
+    assert {(c.scope, c.layout, c.dtype) for c in CASES} == {
+        (s, layout, d) for s in ("shared", "per_channel")
+        for layout in ("contiguous", "channels_last", "2d") for d in ("fp32", "bf16")
+    }
+    assert any(c.config.m == 8 and c.config.n == 8 for c in CASES)
+
+
+def test_this_process_has_no_interpreter_flag() -> None:
+    """The interpreter flag stays in the child: other tests import triton normally."""
+    assert os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
+
+
+def test_available_needs_cuda_and_respects_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPU tensors only under the interpreter; ACTSEARCH_FUSED=0 turns the kernels off."""
+    x = torch.zeros(2, 3)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert not kernels.available(x)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert kernels.available(x)
+    assert not kernels.available(x.double())
+    monkeypatch.setenv("ACTSEARCH_FUSED", "0")
+    assert not kernels.available(x)
+
+
+def test_bad_parameter_shapes_say_what_to_pass() -> None:
+    """Shapes that fit neither scope, unknown options and too-high degrees fail clearly."""
+    x = torch.zeros(2, 3, 4, 4)
+    with pytest.raises(ValueError, match=r"pass shape \(1,\) or \(C, 1\)"):
+        kernels.smu(x, torch.ones(2), torch.ones(1))
+    with pytest.raises(ValueError, match="unknown PAU form"):
+        kernels.pau(x, torch.ones(6), torch.ones(4), form="D")
+    with pytest.raises(ValueError, match="unknown OPAU basis"):
+        kernels.opau(x, torch.ones(6), torch.ones(4), basis="bessel")
+    with pytest.raises(ValueError, match="outside what the fused kernel supports"):
+        kernels.pau(x, torch.ones(10), torch.ones(4))
+    with pytest.raises(ValueError, match="unknown SMU variant"):
+        kernels.smu(x, torch.ones(1), torch.ones(1), variant="smu2")
+
+
+def test_reference_bases_match_scipy() -> None:
+    """The reference's recurrences give SciPy's orthogonal polynomials."""
+    special = pytest.importorskip("scipy.special")
+    grid = torch.linspace(-3, 3, 61, dtype=torch.float64)
+    funcs = {
+        "chebyshev_t": special.eval_chebyt, "chebyshev_u": special.eval_chebyu,
+        "hermite_h": special.eval_hermite, "hermite_he": special.eval_hermitenorm,
+        "laguerre": special.eval_laguerre, "legendre": special.eval_legendre,
+    }
+    for name, func in funcs.items():
+        for n, f in enumerate(reference.basis(grid, 8, name)):
+            want = torch.as_tensor(func(n, grid.numpy()))
+            assert torch.allclose(f, want, rtol=1e-12, atol=1e-9), (name, n)
+
+
+def test_reference_identities() -> None:
+    """SMU(alpha=0, mu=1/sqrt 2) is GELU; SMU-1(0) = mu/2; Swish(beta=1) is SiLU."""
+    x = torch.linspace(-5, 5, 101, dtype=torch.float64)
+    gelu = reference.smu(x, torch.tensor([0.0]), torch.tensor([1 / math.sqrt(2)]))
+    assert torch.allclose(gelu, torch.nn.functional.gelu(x), atol=1e-12)
+    zero = reference.smu(torch.zeros(1), torch.tensor([0.25]), torch.tensor([0.3]), "smu1")
+    assert zero.item() == pytest.approx(0.15)
+    assert torch.allclose(reference.swish(x, torch.tensor([1.0])), torch.nn.functional.silu(x))
