@@ -57,7 +57,8 @@ class StudyInfo:
     counts: dict[str, int] = field(default_factory=dict)  # runs by state (budget-counting ones)
 
 
-def _info(row: Study, owner: str, counts: Mapping[str, int] | None = None) -> StudyInfo:
+def study_info(row: Study, owner: str, counts: Mapping[str, int] | None = None) -> StudyInfo:
+    """The domain view of a study row."""
     return StudyInfo(
         id=row.id,
         name=row.name,
@@ -187,7 +188,7 @@ class Studies:
             if row is None:
                 raise NotFound(f"study {study_id} does not exist")
             owner = session.get(User, row.owner_id)
-            return _info(row, owner.name if owner else "?", run_counts(session, study_id))
+            return study_info(row, owner.name if owner else "?", run_counts(session, study_id))
 
     def spec(self, study_id: int) -> StudySpec:
         """A study's validated spec."""

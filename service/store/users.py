@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
@@ -13,6 +14,8 @@ from service.db import Token, User, utcnow
 from service.store.base import Conflict, Database, NotFound
 
 TOKEN_PREFIX = "as_"
+# last_used_at is refreshed at most this often, so authenticating stays a read on most requests.
+LAST_USED_RESOLUTION = timedelta(minutes=5)
 
 
 def token_digest(token: str) -> str:
@@ -106,12 +109,18 @@ class Users:
     def authenticate(self, token: str) -> UserInfo | None:
         """The user a live token belongs to, or None."""
         with self.db.session() as session:
-            row = session.scalars(
-                select(Token).where(Token.digest == token_digest(token), Token.revoked_at.is_(None))
+            found = session.execute(
+                select(Token, User)
+                .join(User, User.id == Token.user_id)
+                .where(Token.digest == token_digest(token), Token.revoked_at.is_(None))
             ).first()
-            if row is None:
+            if found is None:
                 return None
-            return _user(row.user)
+            row, user = found
+            now = utcnow()
+            if row.last_used_at is None or _aware(row.last_used_at) < now - LAST_USED_RESOLUTION:
+                row.last_used_at = now
+            return _user(user)
 
     def revoke_token(self, token_id: int) -> None:
         """Revoke a token; it stops working at once."""
@@ -126,11 +135,27 @@ class Users:
         with self.db.session() as session:
             return [_user(u) for u in session.scalars(select(User).order_by(User.name))]
 
-    def tokens(self, user_id: int) -> list[TokenInfo]:
+    def tokens(self, user_id: int) -> builtins.list[TokenInfo]:
         """A user's tokens (metadata only)."""
         with self.db.session() as session:
             rows = session.scalars(select(Token).where(Token.user_id == user_id).order_by(Token.id))
             return [_token(t) for t in rows]
+
+    def get(self, user_id: int) -> UserInfo:
+        """A user by id."""
+        with self.db.session() as session:
+            row = session.get(User, user_id)
+            if row is None:
+                raise NotFound(f"user {user_id} does not exist")
+            return _user(row)
+
+    def get_token(self, token_id: int) -> TokenInfo:
+        """A token's metadata by id."""
+        with self.db.session() as session:
+            row = session.get(Token, token_id)
+            if row is None:
+                raise NotFound(f"token {token_id} does not exist")
+            return _token(row)
 
     def get_by_name(self, name: str) -> UserInfo:
         """A user by name."""
@@ -144,3 +169,8 @@ class Users:
         """How many users exist (the first start creates an admin when there are none)."""
         with self.db.session() as session:
             return len(session.scalars(select(User.id)).all())
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite returns naive datetimes for timezone-aware columns; they are UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=utcnow().tzinfo)
