@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
 from service.api import errors
 from service.api.routes import ROUTERS
@@ -15,9 +21,73 @@ from service.store import Store
 
 log = logging.getLogger(__name__)
 
+DEFAULT_REAP_INTERVAL_S = 5.0
 
-def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
-    """Build the app on `store` (or on the settings' database, whose schema must be current)."""
+
+async def reap_forever(store: Store, grace_s: float, interval_s: float) -> None:
+    """Fail runs whose worker went silent, every `interval_s`, even when no worker is alive."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            reaped = await asyncio.to_thread(store.runs.reap_lost, grace_s)
+        except Exception:
+            # A database hiccup must not end the loop; the next round tries again.
+            log.exception("reaping lost runs failed; retrying in %.0f s", interval_s)
+            continue
+        if reaped:
+            log.info("reaped runs %s whose workers went silent", reaped)
+
+
+def _lifespan(
+    store: Store, settings: Settings, owns_store: bool, reap_interval_s: float | None
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        task = None
+        if reap_interval_s:
+            task = asyncio.create_task(reap_forever(store, settings.grace_s, reap_interval_s))
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if owns_store:
+                store.dispose()
+
+    return lifespan
+
+
+def _openapi_with_spec(app: FastAPI) -> dict[str, Any]:
+    """The generated schema plus the study spec's JSON schema (the body of POST /studies)."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title, version=app.version, summary=app.summary, routes=app.routes
+    )
+    from search_space.spec import StudySpec
+
+    spec_schema = StudySpec.model_json_schema(ref_template="#/components/schemas/{model}")
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for name, definition in spec_schema.pop("$defs", {}).items():
+        components.setdefault(name, definition)
+    components["StudySpec"] = spec_schema
+    app.openapi_schema = schema
+    return schema
+
+
+def create_app(
+    settings: Settings,
+    store: Store | None = None,
+    *,
+    reap_interval_s: float | None = DEFAULT_REAP_INTERVAL_S,
+) -> FastAPI:
+    """Build the app on `store` (or on the settings' database, whose schema must be current).
+
+    `reap_interval_s=None` turns off the background reaping of runs whose worker went silent.
+    """
+    owns_store = store is None
     store = store or Store.open(settings.resolved_database_url, max_attempts=settings.max_attempts)
     app = FastAPI(
         title="actsearch",
@@ -26,6 +96,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         openapi_url="/api/v1/openapi.json",
         docs_url="/api/v1/docs",
         redoc_url=None,
+        lifespan=_lifespan(store, settings, owns_store, reap_interval_s),
     )
     app.state.store = store
     app.state.settings = settings
@@ -34,4 +105,10 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router, prefix="/api/v1")
     dashboard.install(app)
+    app.openapi = lambda: _openapi_with_spec(app)  # type: ignore[method-assign]
     return app
+
+
+def app_from_env() -> FastAPI:
+    """The app configured from ACTSEARCH_* variables (`uvicorn --factory service.app:app_from_env`)."""
+    return create_app(Settings())

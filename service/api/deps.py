@@ -15,7 +15,7 @@ bearer = HTTPBearer(auto_error=False, description="a token from `actsearch users
 
 def get_store(request: Request) -> Store:
     """The app's store (built by create_app)."""
-    return request.app.state.store  # type: ignore[no-any-return]
+    return request.app.state.store
 
 
 StoreDep = Annotated[Store, Depends(get_store)]

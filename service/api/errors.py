@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.store import Conflict, NotFound
+from service.store.queries import InvalidQuery
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,9 @@ def _loc(parts: Sequence[Any]) -> str:
 
 def validation_errors(errors: Sequence[Any]) -> list[dict[str, str]]:
     """FastAPI/pydantic errors as [{loc: "query.limit", msg}] without echoing the input back."""
-    return [{"loc": _loc(error.get("loc", ())), "msg": str(error.get("msg", ""))} for error in errors]
+    return [
+        {"loc": _loc(error.get("loc", ())), "msg": str(error.get("msg", ""))} for error in errors
+    ]
 
 
 def spec_errors(error: SpecError) -> list[dict[str, str]]:
@@ -139,6 +142,11 @@ async def _spec_invalid(request: Request, exc: Exception) -> JSONResponse:
     return _json(request, 422, spec_errors(exc))
 
 
+async def _query_invalid(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InvalidQuery)
+    return _json(request, 422, [{"loc": exc.loc, "msg": exc.msg}])
+
+
 async def _not_found(request: Request, exc: Exception) -> JSONResponse:
     return _json(request, 404, str(exc))
 
@@ -153,5 +161,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _request_invalid)
     app.add_exception_handler(SpecError, _spec_invalid)
+    app.add_exception_handler(InvalidQuery, _query_invalid)
     app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(Conflict, _conflict)

@@ -2,4 +2,13 @@
 
 from fastapi import APIRouter
 
-ROUTERS: list[APIRouter] = []
+from service.api.routes import exports, health, studies, trials, users, workers
+
+ROUTERS: list[APIRouter] = [
+    health.router,
+    studies.router,
+    trials.router,
+    exports.router,
+    workers.router,
+    users.router,
+]

@@ -1,0 +1,275 @@
+"""Studies: submit (JSON or YAML, idempotent), list, detail, lifecycle, delete, clone."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Annotated, Any, Literal
+
+import yaml
+from fastapi import APIRouter, Body, Header, HTTPException, Path, Query, Request, Response, status
+from search_space.spec import SpecError
+from starlette.concurrency import run_in_threadpool
+
+from service.api.deps import CurrentUser, StoreDep, check_owner
+from service.api.schemas import Page, StudyDetail, StudyPublic, error_responses
+from service.api.views import study_detail, study_public
+from service.store import StudyInfo, UserInfo
+from service.store.queries import list_studies
+from service.store.queries import study_detail as load_study_detail
+
+router = APIRouter(tags=["studies"])
+
+MAX_SPEC_BYTES = 1_000_000
+JSON_TYPES = ("application/json",)
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain")
+STATUSES = Literal["queued", "running", "paused", "completed", "cancelled", "failed"]
+StudySort = Literal[
+    "created", "-created", "priority", "-priority", "name", "-name", "best", "-best", "id", "-id"
+]
+
+StudyId = Annotated[int, Path(ge=1, le=2**31 - 1, description="study id")]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[\x21-\x7e]+$",
+        description="repeat a submission safely: the same key and spec answer with the first study",
+    ),
+]
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$"
+
+
+def _spec_body_schema() -> dict[str, Any]:
+    """The request body's OpenAPI entry: the spec as JSON, or the same as YAML text."""
+    try:
+        from search_space.spec import StudySpec
+
+        json_schema: dict[str, Any] = {"$ref": "#/components/schemas/StudySpec"}
+        _ = StudySpec
+    except ImportError:  # pragma: no cover - the spec module is part of the package
+        json_schema = {"type": "object"}
+    return {
+        "requestBody": {
+            "required": True,
+            "description": "the study spec, as a JSON object or as YAML text",
+            "content": {
+                "application/json": {"schema": json_schema},
+                "application/yaml": {"schema": {"type": "string"}},
+            },
+        }
+    }
+
+
+def _no_nul(value: Any, loc: str = "") -> None:
+    # PostgreSQL text cannot hold NUL; refuse it at the edge with the field's name.
+    if isinstance(value, str) and "\x00" in value:
+        raise SpecError([{"loc": loc or "body", "msg": "text must not contain NUL characters"}])
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _no_nul(str(key), loc)
+            _no_nul(item, f"{loc}.{key}" if loc else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _no_nul(item, f"{loc}.{index}" if loc else str(index))
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def decode_spec(raw: bytes, media_type: str) -> dict[str, Any]:
+    """The submitted body as a mapping: JSON for JSON types, YAML (a JSON superset) otherwise."""
+    if len(raw) > MAX_SPEC_BYTES:
+        raise HTTPException(
+            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"a spec is at most {MAX_SPEC_BYTES} bytes"
+        )
+    is_json = media_type in JSON_TYPES or media_type.endswith("+json")
+    if media_type and not is_json and media_type not in YAML_TYPES:
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            f"send the spec as application/json or application/yaml, not {media_type}",
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise SpecError([{"loc": "body", "msg": "the body is not UTF-8 text"}]) from error
+    try:
+        data = json.loads(text) if is_json else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as error:
+        kind = "JSON" if is_json else "YAML"
+        raise SpecError([{"loc": "body", "msg": f"not valid {kind}: {error}"}]) from error
+    if not isinstance(data, dict):
+        raise SpecError(
+            [{"loc": "body", "msg": "the spec must be a mapping (an object) of fields"}]
+        )
+    _no_nul(data)
+    return data
+
+
+def _create(
+    store: StoreDep,
+    user: UserInfo,
+    spec: dict[str, Any],
+    key: str | None,
+    response: Response,
+) -> StudyPublic:
+    study, created = store.studies.create(user, spec, idempotency_key=key)
+    response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+    response.headers["Location"] = f"/api/v1/studies/{study.id}"
+    return study_public(study, None)
+
+
+@router.post(
+    "/studies",
+    response_model=StudyPublic,
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra=_spec_body_schema(),
+    responses={
+        200: {
+            "model": StudyPublic,
+            "description": "replayed: this Idempotency-Key's earlier study",
+        },
+        **error_responses(401, 409, 422),
+        413: {"model": error_responses(422)[422]["model"], "description": "spec too large"},
+        415: {"model": error_responses(422)[422]["model"], "description": "not JSON or YAML"},
+    },
+)
+async def create_study(
+    request: Request,
+    response: Response,
+    store: StoreDep,
+    user: CurrentUser,
+    key: IdempotencyKey = None,
+) -> StudyPublic:
+    """Submit a study spec (JSON object or YAML text); 201 with its id, status and links."""
+    spec = decode_spec(await request.body(), _media_type(request))
+    return await run_in_threadpool(_create, store, user, spec, key, response)
+
+
+@router.get("/studies", response_model=Page[StudyPublic], responses=error_responses(401, 422))
+def list_all_studies(
+    store: StoreDep,
+    _user: CurrentUser,
+    status_: Annotated[
+        list[STATUSES], Query(alias="status", description="any of these statuses")
+    ] = [],  # noqa: B006
+    owner: Annotated[str | None, Query(max_length=100, pattern=NAME_PATTERN)] = None,
+    q: Annotated[
+        str | None,
+        Query(max_length=200, pattern=r"^[^\x00]*$", description="text in name or description"),
+    ] = None,
+    sort: Annotated[StudySort, Query(description="key, '-' prefix for descending")] = "-created",
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+    cursor: Annotated[
+        str | None, Query(max_length=1000, description="next_cursor of the previous page")
+    ] = None,
+) -> Page[StudyPublic]:
+    """Studies, filtered and sorted, one page at a time (all users see all studies)."""
+    page = list_studies(
+        store.db, statuses=status_, owner=owner, q=q, sort=sort, limit=limit, offset=offset,
+        cursor=cursor,
+    )  # fmt: skip
+    return Page[StudyPublic](
+        items=[study_public(s.study, s.best) for s in page.items],
+        total=page.total, limit=page.limit, offset=page.offset, next_cursor=page.next_cursor,
+    )  # fmt: skip
+
+
+@router.get(
+    "/studies/{study_id}", response_model=StudyDetail, responses=error_responses(401, 404, 422)
+)
+def get_study(study_id: StudyId, store: StoreDep, _user: CurrentUser) -> StudyDetail:
+    """A study: status, spec, progress of its budget, best trial and per-family summary."""
+    return study_detail(load_study_detail(store.db, study_id))
+
+
+def _owned(store: StoreDep, user: UserInfo, study_id: int) -> StudyInfo:
+    study = store.studies.get(study_id)
+    check_owner(user, study)
+    return study
+
+
+def _transition(store: StoreDep, user: UserInfo, study_id: int, action: str) -> StudyPublic:
+    _owned(store, user, study_id)
+    return study_public(store.studies.transition(study_id, action), None)
+
+
+MUTATE_ERRORS = error_responses(401, 403, 404, 409, 422)
+
+
+@router.post("/studies/{study_id}/cancel", response_model=StudyPublic, responses=MUTATE_ERRORS)
+def cancel_study(study_id: StudyId, store: StoreDep, user: CurrentUser) -> StudyPublic:
+    """Cancel: no new trials; running ones stop within one epoch (owner or admin)."""
+    return _transition(store, user, study_id, "cancel")
+
+
+@router.post("/studies/{study_id}/pause", response_model=StudyPublic, responses=MUTATE_ERRORS)
+def pause_study(study_id: StudyId, store: StoreDep, user: CurrentUser) -> StudyPublic:
+    """Pause: workers claim no new trials until resumed (owner or admin)."""
+    return _transition(store, user, study_id, "pause")
+
+
+@router.post("/studies/{study_id}/resume", response_model=StudyPublic, responses=MUTATE_ERRORS)
+def resume_study(study_id: StudyId, store: StoreDep, user: CurrentUser) -> StudyPublic:
+    """Resume a paused study (owner or admin)."""
+    return _transition(store, user, study_id, "resume")
+
+
+@router.delete(
+    "/studies/{study_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=error_responses(401, 403, 404, 422),
+)
+def delete_study(study_id: StudyId, store: StoreDep, user: CurrentUser) -> Response:
+    """Delete a study with its trials and Optuna study (owner or admin)."""
+    _owned(store, user, study_id)
+    store.studies.delete(study_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396 JSON merge patch: objects merge key by key, null deletes, anything else replaces."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    merged = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value)
+    return merged
+
+
+@router.post(
+    "/studies/{study_id}/clone",
+    response_model=StudyPublic,
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        200: {
+            "model": StudyPublic,
+            "description": "replayed: this Idempotency-Key's earlier study",
+        },
+        **error_responses(401, 404, 409, 422),
+    },
+)
+def clone_study(
+    study_id: StudyId,
+    response: Response,
+    store: StoreDep,
+    user: CurrentUser,
+    changes: Annotated[
+        dict[str, Any],
+        Body(description="merged into the spec (JSON merge patch: null removes a field)"),
+    ] = {},  # noqa: B006
+    key: IdempotencyKey = None,
+) -> StudyPublic:
+    """Copy a study's spec with changes into a new study owned by the caller."""
+    _no_nul(changes)
+    source = store.studies.get(study_id)
+    spec = merge_patch(source.spec, changes)
+    return _create(store, user, spec, key, response)

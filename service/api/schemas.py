@@ -1,0 +1,335 @@
+"""Request and response schemas of the REST API (one family per resource; tables never leave)."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
+
+
+def _utc(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes for timezone-aware columns; they are stored in UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _finite(value: float | None) -> float | None:
+    # JSON has no NaN/Infinity: a diverged metric is reported as null rather than breaking the body.
+    return value if value is None or math.isfinite(value) else None
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+Metric = Annotated[float | None, PlainSerializer(_finite, return_type=float | None)]
+Params = dict[str, Any]
+
+T = TypeVar("T")
+
+
+class Out(BaseModel):
+    """Base of response schemas: built from domain objects or mappings."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+# -- errors ------------------------------------------------------------------------------------
+class FieldError(BaseModel):
+    """One invalid field: where (dotted path, e.g. `activations.smu.alpha`) and why."""
+
+    loc: str
+    msg: str
+
+
+class ErrorOut(BaseModel):
+    """Every error response: what was wrong, and the request id to quote."""
+
+    detail: str | list[FieldError]
+    request_id: str
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for the given error status codes."""
+    described = {
+        401: "missing or invalid token",
+        403: "not allowed for this user",
+        404: "no such object",
+        409: "conflicts with the object's current state",
+        422: "invalid request; `detail` lists the fields",
+        503: "not ready",
+    }
+    return {code: {"model": ErrorOut, "description": described[code]} for code in codes}
+
+
+# -- health --------------------------------------------------------------------------------------
+class HealthOut(BaseModel):
+    """The process is up."""
+
+    status: Literal["ok"] = "ok"
+    version: str
+
+
+class ReadyOut(BaseModel):
+    """The database answers and its schema is the one this code needs."""
+
+    status: Literal["ready"] = "ready"
+    database: str
+    schema_revision: str
+
+
+# -- users and tokens ------------------------------------------------------------------------
+class UserCreate(BaseModel):
+    """A new user."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
+    is_admin: bool = False
+
+
+class UserPublic(Out):
+    """A user."""
+
+    id: int
+    name: str
+    is_admin: bool
+    created_at: UtcDatetime
+
+
+class TokenCreate(BaseModel):
+    """A new token for a user."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: str = Field(default="", max_length=100)
+
+
+class TokenPublic(Out):
+    """A token's metadata; the secret is never shown again after creation."""
+
+    id: int
+    user_id: int
+    prefix: str
+    label: str
+    created_at: UtcDatetime
+    last_used_at: UtcDatetime | None
+    revoked_at: UtcDatetime | None
+
+
+class TokenCreated(TokenPublic):
+    """A token just issued: `token` is shown this once."""
+
+    token: str
+
+
+class UserCreated(BaseModel):
+    """A user just created, with a first token shown this once."""
+
+    user: UserPublic
+    token: str
+
+
+# -- studies -----------------------------------------------------------------------------------
+class Progress(Out):
+    """Where a study's budget stands: trials by state and what is left to run."""
+
+    budget: int = Field(description="n_trials of the spec")
+    complete: int
+    pruned: int
+    failed: int
+    cancelled: int
+    running: int
+    queued: int = Field(description="not started yet (retries waiting + unused budget)")
+
+
+class BestTrial(Out):
+    """The best finished trial so far."""
+
+    number: int | None
+    value: Metric
+    family: str | None
+    params: Params | None = None
+
+
+class StudyLinks(BaseModel):
+    """Where to find the study's parts."""
+
+    self: str
+    trials: str
+    leaderboard: str
+    export_csv: str
+    export_json: str
+    dashboard: str
+
+
+class StudyPublic(Out):
+    """A study as listed: status, owner, progress and its best trial."""
+
+    id: int
+    name: str
+    description: str
+    owner: str
+    owner_id: int
+    status: str = Field(description="queued | running | paused | completed | cancelled | failed")
+    priority: int
+    n_trials: int
+    error: str | None
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
+    progress: Progress
+    best: BestTrial | None
+    links: StudyLinks
+
+
+class FamilySummary(Out):
+    """Finished trials of one activation family: count, best, mean ± sample std of the value."""
+
+    family: str
+    runs: int = Field(description="attempts of this family in any state")
+    n: int = Field(description="complete trials with a value")
+    best: Metric
+    mean: Metric
+    std: Metric
+
+
+class StudyDetail(StudyPublic):
+    """A study with its spec and per-family summary."""
+
+    spec: dict[str, Any]
+    families: list[FamilySummary]
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list; `next_cursor` continues after its last item (null at the end)."""
+
+    items: list[T]
+    total: int = Field(description="items matching the filters, over all pages")
+    limit: int
+    offset: int
+    next_cursor: str | None
+
+
+# -- trials ------------------------------------------------------------------------------------
+class TrialPublic(Out):
+    """One attempt at one trial (a retry of a lost attempt is another row, same number's params)."""
+
+    run_id: int
+    number: int | None = Field(description="Optuna trial number; null while a retry waits")
+    attempt: int
+    retry_of: int | None
+    state: str = Field(description="queued | running | complete | pruned | failed | cancelled")
+    family: str | None
+    params: Params | None
+    value: Metric = Field(description="objective: validation accuracy")
+    value_std: Metric
+    test_acc: Metric
+    epochs_done: int
+    duration_s: Metric
+    img_per_s: Metric
+    peak_mem_bytes: int | None
+    failure_reason: str | None
+    failure_message: str | None
+    failure_epoch: int | None
+    worker_id: str | None
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
+
+
+class EpochPublic(Out):
+    """One epoch's report."""
+
+    epoch: int
+    train_loss: Metric
+    val_acc: Metric
+    img_per_s: Metric
+    elapsed_s: Metric
+
+
+class AttemptPublic(Out):
+    """One attempt in a trial's retry history."""
+
+    run_id: int
+    number: int | None
+    attempt: int
+    state: str
+    failure_reason: str | None
+    failure_message: str | None
+    worker_id: str | None
+    value: Metric
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
+
+
+class TrialDetail(TrialPublic):
+    """A trial with its resolved config, epochs, record, learned parameters and retries."""
+
+    config: dict[str, Any] | None
+    epochs: list[EpochPublic]
+    record: dict[str, Any] | None
+    activation_params: dict[str, Any] | None = Field(
+        description="learned activation parameters per site (from the record)"
+    )
+    curves: dict[str, Any] | None = Field(description="learned activation curves (from the record)")
+    log_tail: str | None
+    attempts: list[AttemptPublic]
+
+
+class TrialExport(TrialPublic):
+    """A trial in the JSON export: everything but the bulky record."""
+
+    config: dict[str, Any] | None
+
+
+class StudyExport(BaseModel):
+    """A study and all its trials."""
+
+    study: StudyDetail
+    trials: list[TrialExport]
+
+
+# -- leaderboard -------------------------------------------------------------------------------
+class LeaderboardRow(Out):
+    """One family's finished trials against the baseline family."""
+
+    family: str
+    n: int
+    mean: Metric
+    std: Metric
+    best: Metric
+    best_number: int | None
+    mean_test_acc: Metric
+    delta_vs_baseline: Metric = Field(description="mean minus the baseline family's mean")
+    is_baseline: bool
+
+
+class Leaderboard(BaseModel):
+    """Families ranked by mean value."""
+
+    study_id: int
+    baseline: str
+    rows: list[LeaderboardRow]
+
+
+# -- workers -----------------------------------------------------------------------------------
+class WorkerPublic(Out):
+    """A worker process and what it is doing."""
+
+    id: str
+    hostname: str
+    pid: int
+    device: str
+    slot: int
+    status: str = Field(description="idle | busy | stopped | lost")
+    version: str
+    started_at: UtcDatetime
+    heartbeat_at: UtcDatetime
+    heartbeat_age_s: float
+    stale: bool = Field(description="silent for longer than the grace period")
+    current_run_id: int | None
+    current_study_id: int | None
+    current_trial_number: int | None
+    current_epoch: int | None
+    img_per_s: Metric
+    trials_done: int
