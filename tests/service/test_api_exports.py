@@ -1,0 +1,123 @@
+"""Exports (CSV, JSON) and the per-family leaderboard (JSON, CSV, LaTeX)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from typing import Any
+
+import httpx
+import pytest
+
+from service.store import Store
+from tests.service.conftest import add_trial, new_person, spec
+
+pytestmark = pytest.mark.timeout(300)
+
+VALUES = {"relu": [0.80, 0.82, 0.81], "smu": [0.85, 0.83], "gelu": [0.79]}
+
+
+@pytest.fixture(scope="module")
+def scored(store: Store) -> dict[str, Any]:
+    """A study with complete trials of three families, one pruned and one running."""
+    owner = new_person(store, "exports")
+    study, _ = store.studies.create(owner.info, spec(name="lb", n_trials=10, baselines=["relu"]))
+    for family, values in VALUES.items():
+        for i, value in enumerate(values):
+            params = {
+                "activation": family,
+                **({f"{family}.alpha": 0.1 * (i + 1)} if family == "smu" else {}),
+            }
+            add_trial(
+                store, study.id, family=family, params=params, value=value, test_acc=value - 0.02
+            )
+    add_trial(store, study.id, family="smu", value=None, state="pruned")
+    add_trial(store, study.id, family="relu", value=None, state="running")
+    return {"study_id": study.id, "owner": owner}
+
+
+def test_csv_export_has_every_attempt_and_a_column_per_param(
+    api: httpx.Client, scored: dict[str, Any]
+) -> None:
+    response = api.get(
+        f"/api/v1/studies/{scored['study_id']}/export.csv", headers=scored["owner"].headers
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert len(rows) == 8
+    assert {
+        "number",
+        "state",
+        "family",
+        "value",
+        "test_acc",
+        "param.activation",
+        "param.smu.alpha",
+    } <= set(rows[0])
+    smu = [r for r in rows if r["family"] == "smu" and r["state"] == "complete"]
+    assert sorted(float(r["param.smu.alpha"]) for r in smu) == pytest.approx([0.1, 0.2])
+    assert [int(r["number"]) for r in rows] == sorted(int(r["number"]) for r in rows)
+
+
+def test_json_export_has_study_and_trials(client: httpx.Client, scored: dict[str, Any]) -> None:
+    body = client.get(
+        f"/api/v1/studies/{scored['study_id']}/export.json", headers=scored["owner"].headers
+    ).json()
+    assert body["study"]["id"] == scored["study_id"]
+    assert body["study"]["spec"]["name"] == "lb"
+    assert len(body["trials"]) == 8
+    assert all("config" in t and "params" in t for t in body["trials"])
+
+
+def test_leaderboard_ranks_families_against_the_baseline(
+    api: httpx.Client, scored: dict[str, Any]
+) -> None:
+    response = api.get(
+        f"/api/v1/studies/{scored['study_id']}/leaderboard", headers=scored["owner"].headers
+    )
+    assert response.status_code == 200, response.text
+    board = response.json()
+    assert board["baseline"] == "relu"
+    rows = {r["family"]: r for r in board["rows"]}
+    assert [r["family"] for r in board["rows"]] == ["smu", "relu", "gelu"]  # by mean, best first
+    relu_mean = statistics.mean(VALUES["relu"])
+    for family, values in VALUES.items():
+        row = rows[family]
+        assert row["n"] == len(values)
+        assert row["mean"] == pytest.approx(statistics.mean(values))
+        assert row["best"] == pytest.approx(max(values))
+        assert row["mean_test_acc"] == pytest.approx(statistics.mean(values) - 0.02)
+        assert row["delta_vs_baseline"] == pytest.approx(statistics.mean(values) - relu_mean)
+        if len(values) > 1:
+            assert row["std"] == pytest.approx(statistics.stdev(values))
+        else:
+            assert row["std"] is None
+    assert rows["relu"]["is_baseline"] and not rows["smu"]["is_baseline"]
+    assert rows["smu"]["best_number"] is not None
+
+
+def test_leaderboard_as_csv_and_latex(client: httpx.Client, scored: dict[str, Any]) -> None:
+    url = f"/api/v1/studies/{scored['study_id']}/leaderboard"
+    as_csv = client.get(url, params={"format": "csv"}, headers=scored["owner"].headers)
+    assert as_csv.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(as_csv.text)))
+    assert [r["family"] for r in rows] == ["smu", "relu", "gelu"]
+    latex = client.get(url, params={"format": "latex"}, headers=scored["owner"].headers)
+    assert latex.headers["content-type"].startswith("application/x-latex")
+    text = latex.text
+    assert text.startswith(r"\begin{tabular}") and r"\bottomrule" in text
+    assert r"$\Delta$ vs relu" in text
+    smu_line = next(line for line in text.splitlines() if line.startswith("smu &"))
+    assert f"{statistics.mean(VALUES['smu']):.4f}" in smu_line and "+0.0300" in smu_line
+
+
+def test_leaderboard_without_results_is_empty(client: httpx.Client, store: Store) -> None:
+    owner = new_person(store, "empty")
+    study, _ = store.studies.create(owner.info, spec())
+    board = client.get(f"/api/v1/studies/{study.id}/leaderboard", headers=owner.headers).json()
+    assert board["rows"] == [] and board["baseline"] == "relu"
+    assert (
+        client.get("/api/v1/studies/999999/leaderboard", headers=owner.headers).status_code == 404
+    )

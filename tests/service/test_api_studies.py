@@ -1,0 +1,305 @@
+"""Studies over the API: submit (JSON/YAML, idempotent), list, detail, lifecycle, delete, clone."""
+
+from __future__ import annotations
+
+import statistics
+import uuid
+
+import httpx
+import optuna
+import pytest
+import yaml
+
+from service.store import Store
+from tests.service.conftest import Person, add_trial, spec
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def submit(
+    api: httpx.Client, person: Person, body: dict | None = None, **headers: str
+) -> httpx.Response:
+    return api.post("/api/v1/studies", json=body or spec(), headers={**person.headers, **headers})
+
+
+def test_submit_json_answers_201_with_id_status_and_links(api: httpx.Client, alice: Person) -> None:
+    response = submit(api, alice, spec(name="first", description="relu vs smu"))
+    assert response.status_code == 201, response.text
+    study = response.json()
+    assert study["status"] == "queued"
+    assert study["owner"] == alice.name
+    assert study["progress"] == {
+        "budget": 4, "complete": 0, "pruned": 0, "failed": 0, "cancelled": 0, "running": 0,
+        "queued": 4,
+    }  # fmt: skip
+    assert study["links"]["self"] == f"/api/v1/studies/{study['id']}"
+    assert response.headers["location"] == study["links"]["self"]
+    detail = api.get(study["links"]["self"], headers=alice.headers).json()
+    assert detail["name"] == "first" and detail["description"] == "relu vs smu"
+    assert detail["spec"]["n_trials"] == 4
+
+
+@pytest.mark.parametrize("content_type", ["application/yaml", "text/plain", "application/x-yaml"])
+def test_submit_yaml_text(client: httpx.Client, alice: Person, content_type: str) -> None:
+    body = yaml.safe_dump(spec(name="from-yaml"))
+    response = client.post(
+        "/api/v1/studies", content=body, headers={**alice.headers, "Content-Type": content_type}
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["name"] == "from-yaml"
+
+
+def test_baselines_are_enqueued_in_optuna(
+    client: httpx.Client, alice: Person, store: Store
+) -> None:
+    study = submit(client, alice, spec(baselines=["relu"])).json()
+    optuna_study = optuna.load_study(study_name=f"actsearch-{study['id']}", storage=store.db.optuna)
+    waiting = optuna_study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert waiting and waiting[0].system_attrs["fixed_params"].get("activation") == "relu"
+
+
+def test_idempotency_key_replays_and_refuses_another_spec(api: httpx.Client, alice: Person) -> None:
+    key = uuid.uuid4().hex
+    first = submit(api, alice, spec(name="idem"), **{"Idempotency-Key": key})
+    again = submit(api, alice, spec(name="idem"), **{"Idempotency-Key": key})
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["id"] == first.json()["id"]
+    other = submit(api, alice, spec(name="idem", n_trials=9), **{"Idempotency-Key": key})
+    assert other.status_code == 409
+    assert key in other.json()["detail"] and str(first.json()["id"]) in other.json()["detail"]
+
+
+def test_invalid_spec_is_422_naming_the_field(api: httpx.Client, alice: Person) -> None:
+    bad = spec(activations={"relu": {}, "smu": {"alpha": {"low": 0.5, "high": 0.1}}})
+    response = submit(api, alice, bad)
+    assert response.status_code == 422
+    body = response.json()
+    assert body["request_id"] == response.headers["x-request-id"]
+    locs = [error["loc"] for error in body["detail"]]
+    assert any(loc.startswith("activations.smu.alpha") for loc in locs), body
+
+
+def test_unknown_family_and_missing_field_are_named(client: httpx.Client, alice: Person) -> None:
+    unknown = submit(client, alice, spec(activations={"nosuchact": {}}))
+    assert unknown.status_code == 422
+    assert any("nosuchact" in e["loc"] or "nosuchact" in e["msg"] for e in unknown.json()["detail"])
+    missing = {k: v for k, v in spec().items() if k != "activations"}
+    response = submit(client, alice, missing)
+    assert response.status_code == 422
+    assert any(e["loc"].startswith("activations") for e in response.json()["detail"])
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "fragment"),
+    [
+        ("[1, 2]", "application/json", "mapping"),
+        ("{not json", "application/json", "not valid JSON"),
+        ("a: [unclosed", "application/yaml", "not valid YAML"),
+        ('{"name": "x\\u0000y"}', "application/json", "NUL"),
+    ],
+)
+def test_undecodable_bodies_are_422(
+    client: httpx.Client, alice: Person, content: str, content_type: str, fragment: str
+) -> None:
+    response = client.post(
+        "/api/v1/studies", content=content, headers={**alice.headers, "Content-Type": content_type}
+    )
+    assert response.status_code == 422
+    assert any(fragment in e["msg"] for e in response.json()["detail"]), response.json()
+
+
+def test_other_media_types_are_415(client: httpx.Client, alice: Person) -> None:
+    response = client.post(
+        "/api/v1/studies", content=b"x", headers={**alice.headers, "Content-Type": "image/png"}
+    )
+    assert response.status_code == 415
+    assert "application/yaml" in response.json()["detail"]
+
+
+def test_list_filters_sorts_and_paginates(api: httpx.Client, alice: Person, bob: Person) -> None:
+    names = ["delta", "alpha", "charlie", "bravo"]
+    ids = {
+        n: submit(api, alice, spec(name=n, priority=i, description=f"about {n}")).json()["id"]
+        for i, n in enumerate(names)
+    }
+    submit(api, bob, spec(name="bobs"))
+    api.post(f"/api/v1/studies/{ids['charlie']}/pause", headers=alice.headers)
+
+    def listing(**params: object) -> dict:
+        response = api.get(
+            "/api/v1/studies", params={"owner": alice.name, **params}, headers=bob.headers
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    assert listing()["total"] == 4
+    assert [s["name"] for s in listing(sort="name")["items"]] == sorted(names)
+    assert [s["name"] for s in listing(sort="-name")["items"]] == sorted(names, reverse=True)
+    assert [s["name"] for s in listing(sort="-priority")["items"]] == names[::-1]
+    assert [s["name"] for s in listing(status="paused")["items"]] == ["charlie"]
+    both = listing(status=["paused", "queued"], sort="name")
+    assert both["total"] == 4
+    assert [s["name"] for s in listing(q="BRAV")["items"]] == ["bravo"]
+    assert listing(q="about")["total"] == 4
+    assert listing(q="100%_")["total"] == 0  # LIKE wildcards are matched literally
+
+    page = listing(sort="name", limit=3)
+    assert page["total"] == 4 and len(page["items"]) == 3 and page["next_cursor"]
+    rest = listing(sort="name", limit=3, cursor=page["next_cursor"])
+    assert [s["name"] for s in page["items"] + rest["items"]] == sorted(names)
+    assert rest["next_cursor"] is None
+    assert [s["name"] for s in listing(sort="name", limit=2, offset=2)["items"]] == [
+        "charlie",
+        "delta",
+    ]
+
+
+def test_list_sorts_by_best_value(client: httpx.Client, alice: Person, store: Store) -> None:
+    low = submit(client, alice, spec(name="low")).json()["id"]
+    high = submit(client, alice, spec(name="high")).json()["id"]
+    none = submit(client, alice, spec(name="none")).json()["id"]
+    add_trial(store, low, value=0.3)
+    add_trial(store, high, value=0.9)
+    items = client.get(
+        "/api/v1/studies", params={"owner": alice.name, "sort": "-best"}, headers=alice.headers
+    ).json()["items"]
+    assert [s["id"] for s in items] == [high, low, none]  # studies without results last
+    assert items[0]["best"]["value"] == pytest.approx(0.9)
+
+
+def test_cursor_of_another_sort_is_refused(client: httpx.Client, alice: Person) -> None:
+    for name in ("a", "b"):
+        submit(client, alice, spec(name=name))
+    page = client.get(
+        "/api/v1/studies",
+        params={"owner": alice.name, "limit": 1, "sort": "name"},
+        headers=alice.headers,
+    ).json()
+    response = client.get(
+        "/api/v1/studies",
+        params={"cursor": page["next_cursor"], "sort": "-created"},
+        headers=alice.headers,
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == "query.cursor"
+    garbage = client.get("/api/v1/studies", params={"cursor": "%%%"}, headers=alice.headers)
+    assert garbage.status_code == 422
+
+
+def test_detail_has_progress_best_and_family_summary(
+    api: httpx.Client, alice: Person, store: Store
+) -> None:
+    study_id = submit(api, alice, spec(n_trials=8)).json()["id"]
+    relu = [0.80, 0.84, 0.82]
+    for value in relu:
+        add_trial(store, study_id, family="relu", value=value)
+    add_trial(
+        store, study_id, family="smu", params={"activation": "smu", "smu.alpha": 0.2}, value=0.9
+    )
+    add_trial(store, study_id, family="smu", value=None, state="pruned")
+    add_trial(store, study_id, family="smu", value=None, state="failed")
+    add_trial(store, study_id, family="smu", value=0.7, state="running")
+
+    study = api.get(f"/api/v1/studies/{study_id}", headers=alice.headers).json()
+    assert study["status"] == "running"
+    assert study["progress"] == {
+        "budget": 8, "complete": 4, "pruned": 1, "failed": 1, "cancelled": 0, "running": 1,
+        "queued": 1,
+    }  # fmt: skip
+    assert study["best"]["value"] == pytest.approx(0.9)
+    assert study["best"]["family"] == "smu"
+    assert study["best"]["params"] == {"activation": "smu", "smu.alpha": 0.2}
+    families = {f["family"]: f for f in study["families"]}
+    assert families["relu"]["n"] == 3 and families["relu"]["runs"] == 3
+    assert families["relu"]["mean"] == pytest.approx(statistics.mean(relu))
+    assert families["relu"]["std"] == pytest.approx(statistics.stdev(relu))
+    assert families["relu"]["best"] == pytest.approx(0.84)
+    assert families["smu"]["n"] == 1 and families["smu"]["runs"] == 4
+    assert families["smu"]["std"] is None  # one value has no spread
+
+
+def test_unknown_study_is_404(api: httpx.Client, alice: Person) -> None:
+    response = api.get("/api/v1/studies/999999", headers=alice.headers)
+    assert response.status_code == 404
+    assert "999999" in response.json()["detail"]
+
+
+def test_cancel_pause_resume_and_conflicts(api: httpx.Client, alice: Person, store: Store) -> None:
+    study_id = submit(api, alice).json()["id"]
+    url = f"/api/v1/studies/{study_id}"
+    assert api.post(f"{url}/pause", headers=alice.headers).json()["status"] == "paused"
+    assert store.runs.claim_next("w-paused", [study_id]) is None  # a paused study hands out nothing
+    assert api.post(f"{url}/resume", headers=alice.headers).json()["status"] == "queued"
+    again = api.post(f"{url}/resume", headers=alice.headers)
+    assert again.status_code == 409 and "queued" in again.json()["detail"]
+    assert api.post(f"{url}/cancel", headers=alice.headers).json()["status"] == "cancelled"
+    assert api.post(f"{url}/pause", headers=alice.headers).status_code == 409
+    assert api.get(url, headers=alice.headers).json()["progress"]["queued"] == 0
+
+
+def test_cancel_stops_a_running_trial_within_an_epoch(
+    client: httpx.Client, alice: Person, store: Store
+) -> None:
+    study_id = submit(client, alice).json()["id"]
+    claim = store.runs.claim_next("w-cancel", [study_id])
+    assert claim is not None
+    client.post(f"/api/v1/studies/{study_id}/cancel", headers=alice.headers)
+    status = store.runs.report_epoch(
+        claim.run_id, 0, train_loss=1.0, val_acc=0.1, img_per_s=1.0, elapsed_s=1.0
+    )
+    assert status.stop_reason == "cancelled"
+
+
+def test_delete_removes_study_trials_and_optuna_study(
+    api: httpx.Client, alice: Person, store: Store
+) -> None:
+    study_id = submit(api, alice).json()["id"]
+    add_trial(store, study_id)
+    response = api.delete(f"/api/v1/studies/{study_id}", headers=alice.headers)
+    assert response.status_code == 204 and response.content == b""
+    assert api.get(f"/api/v1/studies/{study_id}", headers=alice.headers).status_code == 404
+    assert api.get(f"/api/v1/studies/{study_id}/trials", headers=alice.headers).status_code == 404
+    names = {s.study_name for s in optuna.get_all_study_summaries(store.db.optuna)}
+    assert f"actsearch-{study_id}" not in names
+    assert api.delete(f"/api/v1/studies/{study_id}", headers=alice.headers).status_code == 404
+
+
+def test_admin_may_act_on_any_study(client: httpx.Client, alice: Person, admin: Person) -> None:
+    study_id = submit(client, alice).json()["id"]
+    response = client.post(f"/api/v1/studies/{study_id}/cancel", headers=admin.headers)
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+
+
+def test_clone_merges_changes_and_belongs_to_the_caller(
+    api: httpx.Client, alice: Person, bob: Person
+) -> None:
+    source = submit(
+        api, alice, spec(name="source", training={"epochs": 1, "batch_size": 64})
+    ).json()
+    response = api.post(
+        f"/api/v1/studies/{source['id']}/clone",
+        json={"name": "copy", "n_trials": 7, "training": {"epochs": 3}},
+        headers=bob.headers,
+    )
+    assert response.status_code == 201, response.text
+    clone = response.json()
+    assert clone["id"] != source["id"] and clone["owner"] == bob.name
+    detail = api.get(clone["links"]["self"], headers=bob.headers).json()
+    assert detail["name"] == "copy" and detail["n_trials"] == 7
+    assert detail["spec"]["training"]["epochs"] == 3
+    assert detail["spec"]["training"]["batch_size"] == 64  # deep merge kept the sibling
+
+
+def test_clone_revalidates(client: httpx.Client, alice: Person) -> None:
+    source = submit(client, alice).json()
+    response = client.post(
+        f"/api/v1/studies/{source['id']}/clone",
+        json={"activations": {"smu": {"alpha": {"low": 0.9, "high": 0.1}}}},
+        headers=alice.headers,
+    )
+    assert response.status_code == 422
+    assert any(e["loc"].startswith("activations.smu.alpha") for e in response.json()["detail"])
+    assert (
+        client.post("/api/v1/studies/999999/clone", json={}, headers=alice.headers).status_code
+        == 404
+    )
