@@ -1,7 +1,174 @@
-"""Dashboard pages."""
+"""Dashboard pages: login, studies, one study, one trial, workers; static files and data routes.
 
-from fastapi import FastAPI
+Pages are thin server-rendered shells (header, headline facts); each page's JS module fetches
+its data from /api/v1 and /dashboard/data with the session cookie and polls while live.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.types import Scope
+
+from service.dashboard.auth import (
+    LoginRequired,
+    PageUser,
+    redirect_to_login,
+    safe_next,
+    session_user,
+    signed_in,
+    signed_out,
+)
+from service.dashboard.data import router as data_router
+from service.dashboard.importance import ImportanceCache
+from service.store import NotFound, UserInfo
+
+HERE = Path(__file__).parent
+STATIC = HERE / "static"
+STATIC_PREFIX = "/dashboard/static"
+
+router = APIRouter(include_in_schema=False)
+
+
+class RevalidatedStatic(StaticFiles):
+    """Static files the browser must revalidate (ETag → 304), so a new version shows at once."""
+
+    def file_response(
+        self, full_path: Any, stat_result: os.stat_result, scope: Scope, status_code: int = 200
+    ) -> Response:
+        """The file, marked `Cache-Control: no-cache`."""
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+
+
+def _static_version() -> str:
+    """A short hash of the static files' names and times: busts caches on upgrade."""
+    digest = hashlib.sha1()
+    for path in sorted(STATIC.rglob("*")):
+        if path.is_file():
+            digest.update(f"{path.relative_to(STATIC)}:{path.stat().st_mtime_ns}".encode())
+    return digest.hexdigest()[:10]
+
+
+def _templates() -> Jinja2Templates:
+    templates = Jinja2Templates(directory=HERE / "templates")
+    version = _static_version()
+    templates.env.globals["static"] = lambda path: f"{STATIC_PREFIX}/{path}?v={version}"
+    return templates
+
+
+def _render(
+    request: Request,
+    name: str,
+    user: UserInfo | None,
+    status_code: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    templates: Jinja2Templates = request.app.state.dashboard_templates
+    return templates.TemplateResponse(
+        request, name, {"user": user, **context}, status_code=status_code
+    )
+
+
+def _not_found(request: Request, user: UserInfo, message: str) -> HTMLResponse:
+    return _render(request, "error.html", user, status_code=404, message=message)
+
+
+# -- login ------------------------------------------------------------------------------------
+@router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request, token: str | None = None, next: str | None = None) -> Response:
+    """The login form; `?token=…` signs in directly (the link `actsearch up` prints)."""
+    if token:
+        if request.app.state.store.users.authenticate(token) is None:
+            return _render(
+                request,
+                "login.html",
+                None,
+                status_code=401,
+                error="that token is not valid (revoked or mistyped); ask an admin for a new one "
+                "with `actsearch users token <name>`",
+                next=safe_next(next),
+            )
+        return signed_in(request, token, next)
+    if session_user(request) is not None:
+        return RedirectResponse(safe_next(next), status_code=303)
+    return _render(request, "login.html", None, error=None, next=safe_next(next))
+
+
+@router.post("/login", response_class=HTMLResponse)
+def login(
+    request: Request,
+    token: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "/",
+) -> Response:
+    """Check the posted token; on success set the session cookie and go on."""
+    token = token.strip()
+    if not token or request.app.state.store.users.authenticate(token) is None:
+        return _render(
+            request,
+            "login.html",
+            None,
+            status_code=401,
+            error="unknown or revoked token; paste the token printed by `actsearch up` or "
+            "`actsearch users create`",
+            next=safe_next(next),
+        )
+    return signed_in(request, token, next)
+
+
+@router.post("/logout")
+def logout() -> Response:
+    """Drop the session cookie and return to the login form."""
+    return signed_out()
+
+
+# -- pages ------------------------------------------------------------------------------------
+@router.get("/", response_class=HTMLResponse)
+def studies_page(request: Request, user: PageUser) -> HTMLResponse:
+    """All studies: progress, best result, submit, cancel/pause/resume."""
+    return _render(request, "studies.html", user, page="studies")
+
+
+@router.get("/studies/{study_id}", response_class=HTMLResponse)
+def study_page(request: Request, study_id: int, user: PageUser) -> HTMLResponse:
+    """One study: headline vs baseline, family comparison, history, importance, trials."""
+    try:
+        study = request.app.state.store.studies.get(study_id)
+    except NotFound as error:
+        return _not_found(request, user, str(error))
+    can_manage = user.is_admin or study.owner_id == user.id
+    return _render(request, "study.html", user, page="study", study=study, can_manage=can_manage)
+
+
+@router.get("/studies/{study_id}/trials/{number}", response_class=HTMLResponse)
+def trial_page(request: Request, study_id: int, number: int, user: PageUser) -> HTMLResponse:
+    """One trial: parameters, curves, learned activations, record, manifest, failure."""
+    try:
+        study = request.app.state.store.studies.get(study_id)
+    except NotFound as error:
+        return _not_found(request, user, str(error))
+    return _render(request, "trial.html", user, page="trial", study=study, number=number)
+
+
+@router.get("/workers", response_class=HTMLResponse)
+def workers_page(request: Request, user: PageUser) -> HTMLResponse:
+    """Every worker: device, current trial and epoch, heartbeat, throughput."""
+    return _render(request, "workers.html", user, page="workers")
 
 
 def install(app: FastAPI) -> None:
     """Mount the dashboard's pages and static files."""
+    app.state.dashboard_templates = _templates()
+    app.state.importance = ImportanceCache()
+    app.add_exception_handler(LoginRequired, redirect_to_login)
+    app.mount(STATIC_PREFIX, RevalidatedStatic(directory=STATIC), name="dashboard-static")
+    app.include_router(router)
+    app.include_router(data_router)

@@ -1,0 +1,100 @@
+"""Dashboard-only JSON under /dashboard/data: the chart data and summaries the REST API lacks.
+
+Lists, details, trials, workers and every action go through /api/v1 (the pages call it with the
+session cookie); these routes add what only the dashboard draws. Same authentication.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import PlainTextResponse
+
+from service.api.deps import CurrentUser, StoreDep
+from service.dashboard import export, queries
+
+# Kept out of the OpenAPI document: these shapes serve the pages, not API clients.
+router = APIRouter(prefix="/dashboard/data", include_in_schema=False)
+
+@router.get("/studies/{study_id}/summary")
+def summary(study_id: int, _: CurrentUser, store: StoreDep) -> dict[str, Any]:
+    """Family leaderboard (per-state counts, best, mean ± std, median) and the headline."""
+    return queries.leaderboard(store.db, study_id)
+
+
+@router.get("/studies/{study_id}/values")
+def values(study_id: int, _: CurrentUser, store: StoreDep) -> dict[str, Any]:
+    """Column arrays (number, family, state, value) of all trials: history and distributions."""
+    store.studies.get(study_id)
+    return queries.trial_values(store.db, study_id)
+
+
+@router.get("/studies/{study_id}/importance")
+def importance(
+    study_id: int, request: Request, _: CurrentUser, store: StoreDep
+) -> dict[str, Any]:
+    """Parameter importance per family (Optuna PED-ANOVA on that family's complete trials)."""
+    store.studies.get(study_id)
+    return {"families": request.app.state.importance.for_study(store.db, study_id)}
+
+
+@router.get("/studies/{study_id}/params")
+def params(
+    study_id: int,
+    family: str,
+    _: CurrentUser,
+    store: StoreDep,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+) -> dict[str, Any]:
+    """A family's parameters and values of its best complete trials (parallel coordinates)."""
+    store.studies.get(study_id)
+    rows = queries.family_params(store.db, study_id, family, limit=limit)
+    names = sorted({name for _, p, _ in rows for name in p if name != "activation"})
+    return {
+        "family": family,
+        "params": names,
+        "number": [number for number, _, _ in rows],
+        "value": [value for _, _, value in rows],
+        "columns": {name: [p.get(name) for _, p, _ in rows] for name in names},
+    }
+
+
+@router.get("/studies/{study_id}/curves")
+def curves(
+    study_id: int,
+    _: CurrentUser,
+    store: StoreDep,
+    family: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 30,
+) -> dict[str, Any]:
+    """Learning curves of the best complete, the running and recently pruned trials."""
+    store.studies.get(study_id)
+    return {"trials": queries.learning_curves(store.db, study_id, family or None, limit)}
+
+
+def _download(text: str, filename: str, media_type: str) -> PlainTextResponse:
+    return PlainTextResponse(
+        text,
+        media_type=media_type,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@router.get("/studies/{study_id}/leaderboard.csv")
+def leaderboard_csv(study_id: int, _: CurrentUser, store: StoreDep) -> PlainTextResponse:
+    """The family leaderboard the study page shows, as CSV (accuracies as fractions)."""
+    board = queries.leaderboard(store.db, study_id)
+    return _download(
+        export.leaderboard_csv(board), f"study-{study_id}-leaderboard.csv", "text/csv"
+    )
+
+
+@router.get("/studies/{study_id}/leaderboard.tex")
+def leaderboard_tex(study_id: int, _: CurrentUser, store: StoreDep) -> PlainTextResponse:
+    """The family leaderboard as a LaTeX booktabs table (accuracies in %, best in bold)."""
+    name = store.studies.get(study_id).name
+    board = queries.leaderboard(store.db, study_id)
+    return _download(
+        export.leaderboard_latex(board, name), f"study-{study_id}-leaderboard.tex", "text/x-tex"
+    )

@@ -1,0 +1,133 @@
+"""Parameter importance per activation family, computed server-side with Optuna and cached.
+
+Each family's complete trials form their own in-memory Optuna study (only that family's
+parameters, so conditional parameters of other families never dilute the answer), scored with
+Optuna's PED-ANOVA evaluator: it needs no scikit-learn and stays fast at thousands of trials.
+Results are cached until the family's count of complete trials changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+from typing import Any
+
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+)
+from optuna.storages import InMemoryStorage
+
+from service.dashboard import queries
+from service.store import Database
+
+log = logging.getLogger(__name__)
+
+MIN_TRIALS = 5  # below this any importance estimate is noise; say so instead
+MAX_TRIALS = 5000  # the best ones; enough for a stable estimate, bounded cost
+# The family choice itself is constant within a family.
+SKIP_PARAMS = ("activation", "family")
+
+
+class ImportanceCache:
+    """Importances per (database, study, family), recomputed when new trials complete."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cache: dict[tuple[str, int, str], tuple[int, dict[str, Any]]] = {}
+
+    def for_study(self, db: Database, study_id: int) -> dict[str, dict[str, Any]]:
+        """{family: {"n", "importances", "evaluator", "note"}} for every family of the study."""
+        counts = queries.complete_counts(db, study_id)
+        out = {}
+        for family, n in sorted(counts.items()):
+            key = (db.url, study_id, family)
+            with self._lock:
+                cached = self._cache.get(key)
+            if cached is None or cached[0] != n:
+                cached = (n, family_importance(db, study_id, family))
+                with self._lock:
+                    self._cache[key] = cached
+            out[family] = cached[1]
+        return out
+
+
+def family_importance(db: Database, study_id: int, family: str) -> dict[str, Any]:
+    """Importance of one family's parameters on its complete trials (never raises)."""
+    rows = queries.family_params(db, study_id, family, limit=MAX_TRIALS)
+    result: dict[str, Any] = {
+        "n": len(rows),
+        "importances": {},
+        "evaluator": "PED-ANOVA (optuna)",
+        "note": None,
+    }
+    if len(rows) < MIN_TRIALS:
+        result["note"] = f"needs at least {MIN_TRIALS} complete trials (has {len(rows)})"
+        return result
+    distributions = _distributions(db, study_id, family, rows)
+    names = [n for n, d in distributions.items() if not d.single() and n not in SKIP_PARAMS]
+    if not names:
+        result["note"] = "no searched parameters in this family"
+        return result
+    if len({value for _, _, value in rows}) < 2:
+        result["note"] = "every trial scored the same; nothing to attribute"
+        return result
+    try:
+        result["importances"] = _evaluate(rows, {n: distributions[n] for n in names})
+    except Exception as error:  # an estimate failing must not break the page
+        log.warning("importance of study %s family %s failed: %s", study_id, family, error)
+        result["note"] = f"could not be computed: {error}"
+    return result
+
+
+def _distributions(
+    db: Database, study_id: int, family: str, rows: list[tuple[int, dict[str, Any], float]]
+) -> dict[str, BaseDistribution]:
+    """The family's parameter distributions: Optuna's own, else inferred from the values."""
+    common = set.intersection(*(set(params) for _, params, _ in rows))
+    for trial_id in queries.family_trial_ids(db, study_id, family):
+        try:
+            found = db.optuna.get_trial(trial_id).distributions
+        except KeyError:
+            break
+        if common <= set(found):
+            return {name: found[name] for name in sorted(common)}
+    return {name: _inferred([p[name] for _, p, _ in rows]) for name in sorted(common)}
+
+
+def _inferred(values: list[Any]) -> BaseDistribution:
+    numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+    if numeric:
+        low, high = float(min(values)), float(max(values))
+        log_scale = low > 0 and high / low > 100  # spans decades: treat as a log-scale range
+        return FloatDistribution(low, high, log=log_scale)
+    return CategoricalDistribution(sorted({str(v) for v in values}))
+
+
+def _evaluate(
+    rows: list[tuple[int, dict[str, Any], float]], distributions: dict[str, BaseDistribution]
+) -> dict[str, float]:
+    trials = []
+    for _, params, value in rows:
+        chosen = {}
+        for name, dist in distributions.items():
+            raw = params[name]
+            # Inferred categorical choices are strings; Optuna's own keep their JSON type.
+            missing = isinstance(dist, CategoricalDistribution) and raw not in dist.choices
+            chosen[name] = str(raw) if missing else raw
+        trials.append(
+            optuna.trial.create_trial(params=chosen, distributions=distributions, value=value)
+        )
+    study = optuna.create_study(storage=InMemoryStorage(), direction="maximize")
+    study.add_trials(trials)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PED-ANOVA is marked experimental
+        scores = optuna.importance.get_param_importances(
+            study,
+            evaluator=optuna.importance.PedAnovaImportanceEvaluator(),
+            params=list(distributions),
+        )
+    return {name: float(score) for name, score in scores.items()}

@@ -1,0 +1,170 @@
+// Shared helpers of the dashboard pages: fetching JSON, formatting, small DOM builders, polling.
+
+export class ApiError extends Error {
+  constructor(status, detail) {
+    super(typeof detail === "string" ? detail : `HTTP ${status}`);
+    this.status = status;
+    this.detail = detail;
+  }
+}
+
+// Fetch JSON with the session cookie. A 401 means the session ended: go back to the login form.
+export async function getJSON(url, options = {}) {
+  const response = await fetch(url, {
+    credentials: "same-origin",
+    headers: { Accept: "application/json", ...(options.headers || {}) },
+    ...options,
+  });
+  if (response.status === 401) {
+    location.assign(`/login?next=${encodeURIComponent(location.pathname + location.search)}`);
+    throw new ApiError(401, "signed out");
+  }
+  const text = await response.text();
+  const body = text ? JSON.parse(text) : null;
+  if (!response.ok) throw new ApiError(response.status, body && body.detail !== undefined ? body.detail : text);
+  return body;
+}
+
+export function postJSON(url, payload, headers = {}) {
+  return getJSON(url, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", ...headers },
+    body: payload === undefined ? undefined : JSON.stringify(payload),
+  });
+}
+
+// A readable one-line message from an API error's detail (string or [{loc, msg}]).
+export function detailText(error) {
+  const detail = error && error.detail;
+  if (Array.isArray(detail)) return detail.map((d) => (d.loc ? `${d.loc}: ${d.msg}` : d.msg)).join("; ");
+  return String((detail !== undefined && detail !== null ? detail : error && error.message) || error);
+}
+
+export function toast(message, bad = false) {
+  const box = document.getElementById("toast");
+  if (!box) return;
+  const item = el("div", { class: bad ? "msg bad" : "msg" }, message);
+  box.append(item);
+  setTimeout(() => item.remove(), bad ? 8000 : 3500);
+}
+
+// Unexpected failures are shown to the user and logged (the browser tests fail on them).
+export function reportError(context, error) {
+  toast(`${context}: ${detailText(error)}`, true);
+  console.error(context, error);
+}
+
+// el("td", {class: "num"}, "text", child, ...)
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key === "dataset") Object.assign(node.dataset, value);
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child === undefined || child === null || child === false) continue;
+    node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+export const $ = (selector, root = document) => root.querySelector(selector);
+
+export function pct(value, digits = 2) {
+  return value === null || value === undefined ? "–" : `${(100 * value).toFixed(digits)}%`;
+}
+
+export function pp(delta, digits = 2) {
+  if (delta === null || delta === undefined) return "–";
+  const sign = delta > 0 ? "+" : delta < 0 ? "−" : "±";
+  return `${sign}${Math.abs(100 * delta).toFixed(digits)} pp`;
+}
+
+export function meanStd(mean, std) {
+  if (mean === null || mean === undefined) return "–";
+  return std === null || std === undefined ? pct(mean) : `${pct(mean)} ± ${(100 * std).toFixed(2)}`;
+}
+
+export function num(value, digits = 0) {
+  if (value === null || value === undefined) return "–";
+  return Number(value).toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits });
+}
+
+export function duration(seconds) {
+  if (seconds === null || seconds === undefined) return "–";
+  if (seconds < 60) return `${seconds.toFixed(seconds < 10 ? 1 : 0)} s`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)} m ${Math.round(seconds % 60)} s`;
+  if (seconds < 86400) return `${Math.floor(seconds / 3600)} h ${Math.round((seconds % 3600) / 60)} m`;
+  return `${Math.floor(seconds / 86400)} d ${Math.round((seconds % 86400) / 3600)} h`;
+}
+
+export function ageSince(iso) {
+  if (!iso) return null;
+  return Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
+}
+
+export function bytes(value) {
+  if (value === null || value === undefined) return "–";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let v = value, i = 0;
+  while (v >= 1024 && i < units.length - 1) { v /= 1024; i += 1; }
+  return `${v.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+export function badge(state, extra = "") {
+  return el("span", { class: `badge ${state} ${extra}`.trim() }, state);
+}
+
+export function formatParam(value) {
+  if (typeof value === "number") {
+    if (Number.isInteger(value)) return String(value);
+    const abs = Math.abs(value);
+    return abs !== 0 && (abs < 1e-3 || abs >= 1e4) ? value.toExponential(2) : value.toPrecision(4).replace(/\.?0+$/, "");
+  }
+  return String(value);
+}
+
+export function paramsText(params) {
+  return Object.entries(params || {}).map(([k, v]) => `${k}=${formatParam(v)}`).join("  ");
+}
+
+// Stacked bar of finished / running / pruned / failed out of the budget.
+export function progressBar(progress) {
+  const budget = Math.max(progress.budget || 0, 1);
+  const part = (cls, n) => (n > 0 ? el("span", { class: cls, style: `width:${(100 * n) / budget}%`, title: `${n} ${cls}` }) : null);
+  const done = (progress.complete || 0) + (progress.pruned || 0) + (progress.failed || 0);
+  return [
+    el("span", { class: "progress", role: "progressbar", "aria-valuenow": done, "aria-valuemax": progress.budget },
+      part("complete", progress.complete), part("running", progress.running),
+      part("pruned", progress.pruned), part("failed", progress.failed)),
+    el("span", { class: "count" }, `${done} / ${progress.budget}`,
+      progress.running ? ` · ${progress.running} running` : ""),
+  ];
+}
+
+// Call `tick` every `ms` while `active()` holds; pauses while the tab is hidden.
+export function poll(tick, ms, active) {
+  let timer = null;
+  const schedule = () => {
+    clearTimeout(timer);
+    if (active() && !document.hidden) timer = setTimeout(run, ms);
+  };
+  const run = async () => {
+    try { await tick(); } catch (error) { reportError("refresh failed", error); }
+    schedule();
+  };
+  document.addEventListener("visibilitychange", schedule);
+  schedule();
+  return { restart: schedule };
+}
+
+export const currentUser = () => ({
+  id: Number(document.body.dataset.userId),
+  name: document.body.dataset.userName,
+  isAdmin: document.body.dataset.admin === "true",
+});
+
+export const LIVE = new Set(["queued", "running"]);
