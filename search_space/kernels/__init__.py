@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -21,7 +22,19 @@ from search_space.kernels._ops import (
     OpSpec,
 )
 
-__all__ = ["MAX_DEGREE", "OPAU_BASES", "PAU_FORMS", "available", "opau", "pau", "smu", "swish"]
+__all__ = [
+    "MAX_DEGREE",
+    "OPAU_BASES",
+    "PAU_FORMS",
+    "available",
+    "module_kernel",
+    "opau",
+    "pau",
+    "smu",
+    "swish",
+]
+
+Kernel = Callable[..., torch.Tensor]
 
 _SMU_VARIANTS = {"smu": 0, "smu1": 1, "smu-1": 1, "smu_1": 1}
 
@@ -97,3 +110,59 @@ def _check_degrees(name: str, m: int, n: int, minimum_n: int) -> None:
             f"(numerator 0..{MAX_DEGREE}, denominator {minimum_n}..{MAX_DEGREE}); "
             "use the PyTorch module path for these"
         )
+
+
+# -- adapter for search_space.modules -------------------------------------------------------------
+
+
+def _flat_scalar(p: torch.Tensor) -> torch.Tensor:
+    """A module's broadcast-shaped scalar parameter (() or (C, 1, 1)) as (1,) or (C,)."""
+    return p.reshape(-1)
+
+
+def _table(p: torch.Tensor) -> torch.Tensor:
+    """A module's coefficient tensor ((K,) or (K, C, 1, 1), index leading) as (K,) or (C, K)."""
+    if p.dim() <= 1:
+        return p
+    return p.reshape(p.shape[0], -1).t()
+
+
+def module_kernel(family: str, options: Mapping[str, str | int] | None = None
+                  ) -> Kernel | None:
+    """A fused replacement for a module's `fn` (x, *module.kernel_args(x)) -> y, or None.
+
+    None when the fused kernels do not cover the family or options (e.g. PAU form "unsafe",
+    degrees above MAX_DEGREE); the module then keeps its reference function.
+    """
+    opts = dict(options or {})
+    name = family.lower()
+    if name in ("smu", "smu1"):
+        def smu_fn(x: torch.Tensor, alpha: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+            return smu(x, _flat_scalar(alpha), _flat_scalar(mu), variant=name)
+        return smu_fn
+    if name == "swish":
+        def swish_fn(x: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+            return swish(x, _flat_scalar(beta))
+        return swish_fn
+    if name == "pau":
+        form = str(opts.get("form", "A")).upper()
+        if form not in PAU_FORMS or not _degrees_ok(opts, "m", "n", 5, 4):
+            return None
+
+        def pau_fn(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return pau(x, _table(a), _table(b), form=form)
+        return pau_fn
+    if name == "opau":
+        basis = str(opts.get("basis", "hermite_h")).lower()
+        if basis not in OPAU_BASES or not _degrees_ok(opts, "k", "l", 5, 4):
+            return None
+
+        def opau_fn(x: torch.Tensor, c: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+            return opau(x, _table(c), _table(d), basis=basis)
+        return opau_fn
+    return None
+
+
+def _degrees_ok(opts: Mapping[str, str | int], num: str, den: str, dnum: int, dden: int
+                ) -> bool:
+    return 0 <= int(opts.get(num, dnum)) <= MAX_DEGREE and 0 <= int(opts.get(den, dden)) <= MAX_DEGREE

@@ -24,8 +24,12 @@ MAX_DEGREE = 8
 
 # Elements per program: forward tiles are larger (few live values per element); backward
 # tiles smaller so degree-8 recurrences stay in registers.
-FWD_TILE = 4096
-BWD_TILE = 2048
+# Module attributes so bench/activations.py can sweep them; the defaults are its best measured.
+FWD_TILE = 2048
+BWD_TILE = 1024
+BWD_TILE_HIGH_DEGREE = 512  # max(m, n) >= 6: the recurrences hold more live values
+FWD_WARPS = 8
+BWD_WARPS = 8
 MAX_CHANNEL_BLOCK = 128
 _INT32_LIMIT = 2**31 - 1
 
@@ -106,8 +110,8 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _warps(elements: int) -> int:
-    return max(1, min(8, elements // 256))
+def _warps(elements: int, most: int) -> int:
+    return max(1, min(most, elements // 64))
 
 
 def _device_guard(x: torch.Tensor) -> contextlib.AbstractContextManager[Any]:
@@ -175,7 +179,7 @@ def launch_forward(x: torch.Tensor, table: torch.Tensor, per_channel: bool, spec
             xd, y, table, layout.R, layout.C, layout.I,
             FAMILY=spec.family, OPT=spec.opt, M=spec.m, N=spec.n, K=max(spec.m, spec.n),
             P=spec.n_params, LAST=layout.last, BR=br, BX=bx,
-            BIG=xd.numel() > _INT32_LIMIT, num_warps=_warps(br * bx),
+            BIG=xd.numel() > _INT32_LIMIT, num_warps=_warps(br * bx, FWD_WARPS),
         )
     return y
 
@@ -192,7 +196,8 @@ def launch_backward(
     p = spec.n_params
     if xd.numel() == 0:
         return dx, (torch.zeros_like(table) if need_dp else None)
-    br, bx, grid = _blocks(layout, BWD_TILE)
+    tile = BWD_TILE_HIGH_DEGREE if max(spec.m, spec.n) >= 6 else BWD_TILE
+    br, bx, grid = _blocks(layout, tile)
     if layout.last:
         part = torch.empty((grid[0], layout.C, p), device=xd.device, dtype=torch.float32)
     else:
@@ -204,7 +209,7 @@ def launch_backward(
             layout.R, layout.C, layout.I,
             FAMILY=spec.family, OPT=spec.opt, M=spec.m, N=spec.n, K=max(spec.m, spec.n),
             P=p, LAST=layout.last, BR=br, BX=bx, BIG=xd.numel() > _INT32_LIMIT,
-            NEED_DX=need_dx, NEED_DP=need_dp, num_warps=_warps(br * bx),
+            NEED_DX=need_dx, NEED_DP=need_dp, num_warps=_warps(br * bx, BWD_WARPS),
         )
     if not need_dp:
         return dx, None

@@ -66,6 +66,16 @@ def test_matrix_covers_every_family_form_basis_scope_layout() -> None:
     assert any(c.config.m == 8 and c.config.n == 8 for c in CASES)
 
 
+def test_cuda_matrix_covers_scopes_layouts_dtypes() -> None:
+    """Every family/form/basis meets every scope, layout and fp32/bf16; defaults fp16 too."""
+    combos = {(c.config.name, c.scope, c.layout, c.dtype) for c in checks.cases("cuda")}
+    for cfg in checks.configs("cuda"):
+        for scope in ("shared", "per_channel"):
+            for layout in ("contiguous", "channels_last", "2d"):
+                for dt in ("fp32", "bf16"):
+                    assert (cfg.name, scope, layout, dt) in combos
+
+
 def test_this_process_has_no_interpreter_flag() -> None:
     """The interpreter flag stays in the child: other tests import triton normally."""
     assert os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
@@ -121,3 +131,14 @@ def test_reference_identities() -> None:
     zero = reference.smu(torch.zeros(1), torch.tensor([0.25]), torch.tensor([0.3]), "smu1")
     assert zero.item() == pytest.approx(0.15)
     assert torch.allclose(reference.swish(x, torch.tensor([1.0])), torch.nn.functional.silu(x))
+
+
+def test_reference_pau_with_published_leaky_relu_fit() -> None:
+    """The published form-A (5, 4) set (b_1..b_4 in order) reproduces LeakyReLU(0.01) on [-3, 3]."""
+    a = torch.tensor([3.35583603e-02, 5.05000375e-01, 1.65343934, 2.01001052, 9.31901999e-01,
+                      1.52424124e-01], dtype=torch.float64)
+    b = torch.tensor([3.30847488e-06, 3.98021568, 5.12471206e-07, 3.01830109e-01],
+                     dtype=torch.float64)
+    x = torch.linspace(-3, 3, 601, dtype=torch.float64)
+    err = reference.pau(x, a, b, "A") - torch.nn.functional.leaky_relu(x, 0.01)
+    assert err.abs().max() < 0.05

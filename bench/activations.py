@@ -1,0 +1,387 @@
+"""Forward+backward time of one activation on a (512, 64, 32, 32) bf16 tensor.
+
+For ReLU, each learnable family's PyTorch reference path (eager, the modules' fp32-wrapped
+functions) and the fused Triton kernels, against the five-tensor traffic floor (read x, write
+y; read x and dy, write dx) at the copy bandwidth measured in the same run. Each fused kernel is
+checked against the float64 reference on the same tensor before it is timed. A small sweep of
+tile sizes / warps is timed too (kernels only), to choose the defaults in
+search_space/kernels/_ops.py.
+
+Needs a CUDA GPU. Usage: python bench/activations.py [--quick] [--out DIR]
+Writes bench/results/activations-<gpu>-<date>.json (and a copy under $OUT when set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from search_space import kernels  # noqa: E402
+from search_space.kernels import _ops, reference  # noqa: E402
+
+SHAPE: tuple[int, ...] = (512, 64, 32, 32)
+DTYPE = torch.bfloat16
+DEVICE = "cuda"  # --dry-run: "cpu" under TRITON_INTERPRET=1, tiny shape, wall-clock timings
+
+
+def bench_ms(fn: Callable[[], Any], quick: bool) -> float:
+    """Median milliseconds of fn on the GPU (CUDA events, L2 flushed between runs)."""
+    if DEVICE == "cpu":
+        import time
+
+        start = time.perf_counter()
+        fn()
+        return (time.perf_counter() - start) * 1e3
+    from triton.testing import do_bench
+
+    return float(do_bench(fn, warmup=25 if quick else 100, rep=100 if quick else 400,
+                          return_mode="median"))
+
+
+def copy_bandwidth(quick: bool) -> float:
+    """Device-to-device copy bandwidth in bytes/s, counting bytes read plus bytes written."""
+    n = 1 << 30 if DEVICE == "cuda" else 1 << 16  # 1 GiB each way
+    src = torch.empty(n // 2, dtype=torch.bfloat16, device=DEVICE).normal_()
+    dst = torch.empty_like(src)
+    ms = bench_ms(lambda: dst.copy_(src), quick)
+    return 2 * n / (ms * 1e-3)
+
+
+# -- families ---------------------------------------------------------------------------------
+
+FAMILIES: list[tuple[str, str, int, int]] = [
+    ("smu", "smu", 0, 0), ("smu1", "smu1", 0, 0), ("swish", "", 0, 0),
+    ("pau", "A", 5, 4), ("pau", "B", 5, 4), ("pau", "C", 5, 4),
+    *[("opau", b, 5, 4) for b in kernels.OPAU_BASES],
+    ("pau", "A", 8, 8), ("opau", "hermite_h", 8, 8),
+]
+
+
+def label(fam: tuple[str, str, int, int]) -> str:
+    """Row label, e.g. pau-A(5,4)."""
+    name, opt, m, n = fam
+    if name in ("pau", "opau"):
+        return f"{name}-{opt}({m},{n})"
+    return name
+
+
+def fused_params(fam: tuple[str, str, int, int], channels: int | None
+                 ) -> dict[str, torch.Tensor]:
+    """Parameters in the kernel API's shapes: shared (K,) / (1,), per-channel (C, K) / (C,)."""
+    from search_space.kernels.checks import Config, make_params
+
+    gen = torch.Generator().manual_seed(0)
+    cfg = Config(fam[0], fam[1], fam[2], fam[3])
+    return {k: v.to(DEVICE) for k, v in make_params(cfg, channels, gen).items()}
+
+
+def trainable(fam: tuple[str, str, int, int]) -> set[str]:
+    """Parameters trained by default (SMU: alpha fixed, mu trained)."""
+    return {"mu"} if fam[0] in ("smu", "smu1") else {"beta", "a", "b", "c", "d"}
+
+
+def fused_call(fam: tuple[str, str, int, int]) -> Callable[..., torch.Tensor]:
+    """The fused op as f(x, **params)."""
+    name, opt = fam[0], fam[1]
+    if name in ("smu", "smu1"):
+        return lambda x, alpha, mu: kernels.smu(x, alpha, mu, name)
+    if name == "swish":
+        return lambda x, beta: kernels.swish(x, beta)
+    if name == "pau":
+        return lambda x, a, b: kernels.pau(x, a, b, opt)
+    return lambda x, c, d: kernels.opau(x, c, d, opt)
+
+
+def eager_call(fam: tuple[str, str, int, int]) -> tuple[Callable[..., torch.Tensor], str]:
+    """The modules' reference path (fp32-wrapped functional), with broadcast-shaped params."""
+    name, opt = fam[0], fam[1]
+    try:
+        from search_space.modules import functional as fn
+    except ImportError:
+        fn = None
+    if fn is None:
+        return fused_like_reference(fam), "search_space.kernels.reference"
+    if name in ("smu", "smu1", "swish"):
+        return fn.in_fp32(getattr(fn, name)), "search_space.modules.functional"
+    if name == "pau":
+        return fn.in_fp32(fn.PAU_FORMS[opt]), "search_space.modules.functional"
+    return fn.in_fp32(fn.opau_kernel(opt)), "search_space.modules.functional"
+
+
+def fused_like_reference(fam: tuple[str, str, int, int]) -> Callable[..., torch.Tensor]:
+    """search_space.kernels.reference as f(x, *params) (when the modules are absent)."""
+    name, opt = fam[0], fam[1]
+    if name in ("smu", "smu1"):
+        return lambda x, a, m: reference.smu(x, a, m, name)
+    if name == "swish":
+        return reference.swish
+    if name == "pau":
+        return lambda x, a, b: reference.pau(x, a, b, opt)
+    return lambda x, c, d: reference.opau(x, c, d, opt)
+
+
+def to_module_shape(p: torch.Tensor, vector: bool) -> torch.Tensor:
+    """Kernel-API shared params -> the modules' broadcast shapes (() or (K,))."""
+    return p.reshape(()) if not vector else p
+
+
+# -- measurements -----------------------------------------------------------------------------
+
+
+def step_fn(f: Callable[..., torch.Tensor], x: torch.Tensor, params: list[torch.Tensor],
+            dy: torch.Tensor) -> Callable[[], Any]:
+    """One forward + backward (gradients of x and the trainable params)."""
+    wrt = [x, *[p for p in params if p.requires_grad]]
+
+    def run() -> Any:
+        y = f(x, *params)
+        return torch.autograd.grad(y, wrt, dy)
+
+    return run
+
+
+def rel_errors(fam: tuple[str, str, int, int], x: torch.Tensor, params: dict[str, torch.Tensor],
+               dy: torch.Tensor) -> dict[str, float]:
+    """Fused vs float64 reference on the bench tensor: y, dx, each trained parameter."""
+    names = [k for k in params if k in trainable(fam)]
+    xr = x.detach().double().requires_grad_()
+    pr = {k: v.detach().double().requires_grad_(k in names) for k, v in params.items()}
+    yr = fused_like_reference(fam)(xr, *pr.values())
+    gr = torch.autograd.grad(yr, [xr, *[pr[k] for k in names]], dy.double())
+    xk = x.detach().clone().requires_grad_()
+    pk = {k: v.detach().clone().requires_grad_(k in names) for k, v in params.items()}
+    yk = fused_call(fam)(xk, *pk.values())
+    gk = torch.autograd.grad(yk, [xk, *[pk[k] for k in names]], dy)
+
+    def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+        a64 = a.detach().double()
+        if not torch.isfinite(a64).all():
+            return float("inf")
+        return float((a64 - b).norm() / b.norm().clamp_min(1e-300))
+
+    out = {"y": rel(yk, yr), "dx": rel(gk[0], gr[0])}
+    out.update({f"d{k}": rel(g, w) for k, g, w in zip(names, gk[1:], gr[1:], strict=True)})
+    del xr, yr, gr
+    torch.cuda.empty_cache()
+    return out
+
+
+def kernel_only_ms(fam: tuple[str, str, int, int], x: torch.Tensor, params: dict[str, torch.Tensor],
+                   dy: torch.Tensor, quick: bool) -> tuple[float, float]:
+    """(forward, backward) milliseconds of the two Triton launches alone."""
+    spec = spec_of(fam, params)
+    channels = x.shape[1]
+    table, per_channel = _ops.pack_params(tuple(params.values()), spec.widths, channels)
+    fwd = launches_ms(x, dy, table, per_channel, spec, quick, backward=False)
+    bwd = launches_ms(x, dy, table, per_channel, spec, quick, backward=True)
+    return fwd, bwd
+
+
+def launches_ms(x: torch.Tensor, dy: torch.Tensor, table: torch.Tensor, per_channel: bool,
+                spec: _ops.OpSpec, quick: bool, backward: bool) -> float:
+    """Milliseconds of the forward or the backward launch alone."""
+    if backward:
+        return bench_ms(
+            lambda: _ops.launch_backward(x, dy, table, per_channel, spec, True, True), quick)
+    return bench_ms(lambda: _ops.launch_forward(x, table, per_channel, spec), quick)
+
+
+def spec_of(fam: tuple[str, str, int, int], params: dict[str, torch.Tensor]) -> _ops.OpSpec:
+    """The OpSpec the public function would build."""
+    name, opt, m, n = fam
+    if name in ("smu", "smu1"):
+        return _ops.OpSpec(_ops.FAMILY_IDS[name], 0, 0, 0, (1, 1))
+    if name == "swish":
+        return _ops.OpSpec(2, 0, 0, 0, (1,))
+    if name == "pau":
+        nb = params["b"].shape[-1]
+        return _ops.OpSpec(3, _ops.PAU_FORMS[opt], m, n, (m + 1, nb))
+    return _ops.OpSpec(4, _ops.OPAU_BASES[opt], m, n, (m + 1, n))
+
+
+SWEEP_FWD = [(1024, 4), (2048, 8), (4096, 8), (4096, 16), (8192, 16)]
+SWEEP_BWD = [(512, 4), (512, 8), (1024, 4), (1024, 8), (2048, 8), (2048, 16)]
+SWEEP_FAMILIES = [("smu", "smu", 0, 0), ("pau", "A", 5, 4), ("opau", "hermite_h", 5, 4),
+                  ("opau", "legendre", 8, 8)]
+
+
+def sweep(x: torch.Tensor, dy: torch.Tensor, quick: bool) -> list[dict[str, Any]]:
+    """Kernel-only times for tile/warp variants (shared params, the given layout)."""
+    rows = []
+    saved = (_ops.FWD_TILE, _ops.FWD_WARPS, _ops.BWD_TILE, _ops.BWD_WARPS,
+             _ops.BWD_TILE_HIGH_DEGREE)
+    try:
+        for fam in SWEEP_FAMILIES:
+            params = fused_params(fam, None)
+            spec = spec_of(fam, params)
+            table, per_channel = _ops.pack_params(tuple(params.values()), spec.widths, None)
+            for tile, warps in SWEEP_FWD:
+                _ops.FWD_TILE, _ops.FWD_WARPS = tile, warps
+                ms = launches_ms(x, dy, table, per_channel, spec, quick, backward=False)
+                rows.append({"family": label(fam), "pass": "fwd", "tile": tile, "warps": warps,
+                             "us": ms * 1e3})
+            for tile, warps in SWEEP_BWD:
+                _ops.BWD_TILE = _ops.BWD_TILE_HIGH_DEGREE = tile
+                _ops.BWD_WARPS = warps
+                ms = launches_ms(x, dy, table, per_channel, spec, quick, backward=True)
+                rows.append({"family": label(fam), "pass": "bwd", "tile": tile, "warps": warps,
+                             "us": ms * 1e3})
+    finally:
+        (_ops.FWD_TILE, _ops.FWD_WARPS, _ops.BWD_TILE, _ops.BWD_WARPS,
+         _ops.BWD_TILE_HIGH_DEGREE) = saved
+    return rows
+
+
+def measure(quick: bool, families: list[tuple[str, str, int, int]]) -> dict[str, Any]:
+    """All rows of the table, plus the sweep."""
+    torch.manual_seed(0)
+    bw = copy_bandwidth(quick)
+    numel = 1
+    for s in SHAPE:
+        numel *= s
+    floor_us = 5 * numel * torch.finfo(DTYPE).bits / 8 / bw * 1e6
+    x_cl = torch.randn(SHAPE, device=DEVICE, dtype=DTYPE).contiguous(
+        memory_format=torch.channels_last)
+    x_cont = x_cl.contiguous()
+    dy_cl = torch.randn_like(x_cl)
+    dy_cont = dy_cl.contiguous()
+    rows: list[dict[str, Any]] = []
+
+    def add(family: str, path: str, layout: str, scope: str, ms: float, **extra: Any) -> None:
+        rows.append({"family": family, "path": path, "layout": layout, "scope": scope,
+                     "us": ms * 1e3, "x_floor": ms * 1e3 / floor_us, **extra})
+
+    xg = x_cl.detach().requires_grad_()
+    add("relu", "eager", "channels_last", "-",
+        bench_ms(step_fn(lambda x: torch.relu(x), xg, [], dy_cl), quick))
+    source = ""
+    for fam in families:
+        name = label(fam)
+        train = trainable(fam)
+        shared = fused_params(fam, None)
+        eager_fn, source = eager_call(fam)
+        vec = fam[0] in ("pau", "opau")
+        eparams = [to_module_shape(v, vec).clone().requires_grad_(k in train)
+                   for k, v in shared.items()]
+        try:
+            add(name, "eager", "channels_last", "per_layer",
+                bench_ms(step_fn(eager_fn, xg, eparams, dy_cl), quick))
+        except torch.OutOfMemoryError:
+            add(name, "eager", "channels_last", "per_layer", float("nan"), note="OOM")
+        errs = rel_errors(fam, x_cl, shared, dy_cl)
+        for layout, x, dy in (("channels_last", x_cl, dy_cl), ("contiguous", x_cont, dy_cont)):
+            for scope, params in (("per_layer", shared),
+                                  ("per_channel", fused_params(fam, SHAPE[1]))):
+                fparams = [v.clone().requires_grad_(k in train) for k, v in params.items()]
+                xx = x.detach().requires_grad_()
+                ms = bench_ms(step_fn(fused_call(fam), xx, fparams, dy), quick)
+                fwd, bwd = kernel_only_ms(fam, x, params, dy, quick)
+                extra: dict[str, Any] = {"kernels_us": (fwd + bwd) * 1e3,
+                                         "fwd_us": fwd * 1e3, "bwd_us": bwd * 1e3}
+                if layout == "channels_last" and scope == "per_layer":
+                    extra["rel_err"] = errs
+                add(name, "fused", layout, scope, ms, **extra)
+    return {"copy_GBps": bw / 1e9, "floor_us": floor_us, "rows": rows,
+            "eager_source": source,
+            "sweep": sweep(x_cl, dy_cl, quick)}
+
+
+def table(result: dict[str, Any]) -> str:
+    """The short table printed last."""
+    rows = result["rows"]
+    relu = next(r["us"] for r in rows if r["family"] == "relu")
+    lines = [
+        f"{result['gpu']}  torch {result['torch']}  triton {result['triton']}  "
+        f"copy {result['copy_GBps']:.0f} GB/s  floor {result['floor_us']:.1f} us  "
+        f"(5 x {SHAPE} bf16)",
+        f"{'family':22s} {'eager':>9s} {'fused CL':>9s} {'kern CL':>8s} {'xfloor':>7s} "
+        f"{'fused NCHW':>10s} {'perC CL':>8s} {'perC NCHW':>9s} {'max rel err':>11s}",
+        f"{'relu':22s} {relu:9.1f} {'':>9s} {'':>8s} {relu / result['floor_us']:7.2f}",
+    ]
+    fams = [r["family"] for r in rows if r["path"] == "eager" and r["family"] != "relu"]
+    for fam in fams:
+        def get(path: str, layout: str, scope: str, key: str = "us",
+                fam: str = fam) -> float:
+            for r in rows:
+                if (r["family"], r["path"], r["layout"], r["scope"]) == (fam, path, layout, scope):
+                    return float(r.get(key, float("nan")))
+            return float("nan")
+
+        cl = next(r for r in rows if r["family"] == fam and r["path"] == "fused"
+                  and r["layout"] == "channels_last" and r["scope"] == "per_layer")
+        err = max(cl["rel_err"].values())
+        lines.append(
+            f"{fam:22s} {get('eager', 'channels_last', 'per_layer'):9.1f} {cl['us']:9.1f} "
+            f"{cl['kernels_us']:8.1f} {cl['x_floor']:7.2f} "
+            f"{get('fused', 'contiguous', 'per_layer'):10.1f} "
+            f"{get('fused', 'channels_last', 'per_channel'):8.1f} "
+            f"{get('fused', 'contiguous', 'per_channel'):9.1f} {err:11.1e}"
+        )
+    lines.append("times: us, median fwd+bwd; xfloor = fused CL / five-tensor floor; "
+                 "kern = the two Triton launches alone")
+    best = {}
+    for r in result["sweep"]:
+        key = (r["family"], r["pass"])
+        if key not in best or r["us"] < best[key]["us"]:
+            best[key] = r
+    lines.append("sweep best: " + "; ".join(
+        f"{f} {p} tile {r['tile']}/{r['warps']}w {r['us']:.1f}us" for (f, p), r in best.items()))
+    return "\n".join(lines)
+
+
+def main() -> int:
+    """Measure, write JSON, print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="shorter timing windows")
+    parser.add_argument("--only", default="", help="families whose label contains this")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check this script on the CPU (needs TRITON_INTERPRET=1); no JSON")
+    args = parser.parse_args()
+    global DEVICE, SHAPE
+    if args.dry_run:
+        DEVICE, SHAPE = "cpu", (2, 4, 4, 4)
+    elif not torch.cuda.is_available():
+        print("needs a CUDA GPU", file=sys.stderr)
+        return 2
+    import triton
+
+    fams = [f for f in FAMILIES if args.only in label(f)]
+    result = measure(args.quick, fams)
+    gpu = torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu-dry-run"
+    result.update({
+        "gpu": gpu, "torch": torch.__version__, "triton": triton.__version__,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "shape": list(SHAPE), "dtype": "bfloat16",
+        "defaults": {"FWD_TILE": _ops.FWD_TILE, "FWD_WARPS": _ops.FWD_WARPS,
+                     "BWD_TILE": _ops.BWD_TILE, "BWD_WARPS": _ops.BWD_WARPS,
+                     "BWD_TILE_HIGH_DEGREE": _ops.BWD_TILE_HIGH_DEGREE},
+    })
+    if args.dry_run:
+        print(table(result))
+        return 0
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", gpu).strip("-").lower()
+    name = f"activations-{slug}-{dt.date.today().isoformat()}.json"
+    out = ROOT / "bench" / "results" / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    if os.environ.get("OUT"):
+        shutil.copy(out, Path(os.environ["OUT"]) / name)
+    print(table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

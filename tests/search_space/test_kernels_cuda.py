@@ -1,0 +1,122 @@
+"""Fused Triton kernels on a CUDA GPU: the full correctness matrix, determinism, int64 indexing.
+
+Every case draws fresh random inputs (the seed is printed on failure) and compares values and
+gradients with the float64 PyTorch reference: relative error < 1e-5 (fp32), < 1e-2 (bf16/fp16),
+or within 2x the PyTorch path's own error in that precision (see checks.run_case).
+Run on the device machine: python -m pytest tests/search_space/test_kernels_cuda.py -q -m cuda
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from search_space import kernels
+from search_space.kernels import checks
+
+pytestmark = pytest.mark.cuda
+
+CASES = checks.cases("cuda")
+SEED = random.SystemRandom().randrange(2**31)
+
+
+@pytest.mark.parametrize("index", range(len(CASES)), ids=[c.id for c in CASES])
+def test_kernel_matches_reference(index: int) -> None:
+    """Values and gradients of x and every parameter within tolerance; layout kept."""
+    result = checks.run_case(CASES[index], "cuda", SEED + index)
+    assert result["ok"], f"seed {SEED + index}: " + json.dumps(result, indent=1)
+
+
+@pytest.mark.parametrize("scope", ["shared", "per_channel"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_backward_is_deterministic(scope: str, layout: str) -> None:
+    """Two backward passes on the same inputs give bitwise-equal dx and parameter gradients."""
+    x = torch.randn(64, 64, 32, 32, device="cuda", dtype=torch.bfloat16)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    lead = (64,) if scope == "per_channel" else ()
+    a = (0.5 * torch.randn(*lead, 6, device="cuda")).requires_grad_()
+    b = (0.5 * torch.randn(*lead, 4, device="cuda")).requires_grad_()
+    dy = torch.randn_like(x)
+    runs = []
+    for _ in range(2):
+        xg = x.clone().requires_grad_()
+        y = kernels.pau(xg, a, b, form="A")
+        runs.append(torch.autograd.grad(y, [xg, a, b], dy))
+    for first, second in zip(runs[0], runs[1], strict=True):
+        assert torch.equal(first, second)
+
+
+def test_autocast_bf16_keeps_dtype_and_matches() -> None:
+    """Under bf16 autocast after a conv, the op returns bf16 and the parameters get fp32 grads."""
+    conv = torch.nn.Conv2d(3, 16, 3, padding=1).cuda()
+    mu = torch.tensor([1.3], device="cuda", requires_grad=True)
+    alpha = torch.tensor([0.25], device="cuda")
+    x = torch.randn(8, 3, 16, 16, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        h = conv(x)
+        y = kernels.smu(h, alpha, mu)
+    assert y.dtype == torch.bfloat16
+    y.float().sum().backward()
+    assert mu.grad is not None and mu.grad.dtype == torch.float32
+    assert torch.isfinite(mu.grad).all()
+
+
+def test_module_kernel_matches_module_reference_functions() -> None:
+    """module_kernel(family) takes the modules' broadcast-shaped arguments and agrees with them."""
+    functional = pytest.importorskip("search_space.modules.functional")
+    x = torch.randn(8, 12, 9, 9, device="cuda").contiguous(memory_format=torch.channels_last)
+    per_c = (12, 1, 1)
+    cases = [
+        ("smu", {}, functional.smu, [torch.rand(per_c) * 0.4, torch.rand(per_c) + 0.5]),
+        ("smu1", {}, functional.smu1, [torch.rand(()) * 0.4, torch.rand(()) + 0.1]),
+        ("swish", {}, functional.swish, [torch.rand(per_c) + 0.5]),
+        ("pau", {"form": "C", "m": 5, "n": 4}, functional.pau_c,
+         [torch.randn(6, *per_c), torch.randn(5, *per_c)]),
+        ("opau", {"basis": "legendre", "k": 5, "l": 4},
+         lambda x, c, d: functional.opau(x, c, d, "legendre"),
+         [torch.randn(6), torch.randn(4)]),
+    ]
+    for family, options, ref, params in cases:
+        fn = kernels.module_kernel(family, options)
+        assert fn is not None, family
+        ps = [p.cuda().requires_grad_() for p in params]
+        y = fn(x, *ps)
+        gk = torch.autograd.grad(y.sum(), ps)
+        pr = [p.detach().clone().requires_grad_() for p in ps]
+        yr = ref(x, *pr)
+        gr = torch.autograd.grad(yr.sum(), pr)
+        assert torch.allclose(y, yr, rtol=1e-4, atol=1e-5), family
+        for g, w in zip(gk, gr, strict=True):
+            assert torch.allclose(g, w, rtol=1e-3, atol=1e-3), family
+    assert kernels.module_kernel("pau", {"form": "unsafe"}) is None
+    assert kernels.module_kernel("relu") is None
+
+
+def test_more_than_int32_elements() -> None:
+    """Tensors past 2**31 elements index with int64 (checked on the memory's tail).
+
+    One test for the three layouts so that one worker holds the ~17 GB at a time.
+    """
+    shape = (2, 64, 4097, 4097)  # 2.149e9 elements
+    for layout in ("shared", "contiguous", "channels_last"):
+        x = torch.randn(shape, device="cuda", dtype=torch.bfloat16)
+        if layout == "channels_last":
+            x = x.contiguous(memory_format=torch.channels_last)
+        per_channel = layout != "shared"
+        beta = torch.rand(64 if per_channel else 1, device="cuda") + 0.5
+        x.requires_grad_()
+        y = kernels.swish(x, beta)
+        (dx,) = torch.autograd.grad(y, [x], torch.ones_like(y))
+        # the last rows of the last image: past 2**31 in both memory formats
+        tail = x.detach()[-1:, :, -64:, :].float()
+        b = beta.view(1, -1, 1, 1) if per_channel else beta
+        s = torch.sigmoid(b * tail)
+        assert torch.allclose(y[-1:, :, -64:, :].float(), tail * s, rtol=1e-2, atol=1e-2), layout
+        want_dx = s + b * tail * s * (1 - s)
+        assert torch.allclose(dx[-1:, :, -64:, :].float(), want_dx, rtol=1e-2, atol=1e-2), layout
+        del x, y, dx
+        torch.cuda.empty_cache()
