@@ -145,13 +145,17 @@ const poller = { restart() {} };
 async function tick() {
   ticks += 1;
   await Promise.all([loadHeader(), table.load(), loadSummary()]);
-  if (ticks % 2 === 0 || !LIVE.has(status)) await loadCharts(); // charts are heavier: every other tick
+  // Charts cost more (every trial's value): every other tick, every eighth on big studies.
+  const every = table.total > 2000 ? 8 : 2;
+  if (ticks % every === 0 || !LIVE.has(status)) await loadCharts();
 }
 
 async function start() {
   await table.load(); // first: the table is what the page is judged by
   await Promise.all([loadHeader(), loadSummary()]);
+  performance.mark("actsearch:summary");
   await loadCharts();
+  performance.mark("actsearch:charts");
 }
 
 $("#curves-family").addEventListener("change", () => getJSON(`${DATA}/curves?limit=25${$("#curves-family").value ? `&family=${encodeURIComponent($("#curves-family").value)}` : ""}`)
