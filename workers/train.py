@@ -50,6 +50,7 @@ __all__ = [
     "TrialCancelled",
     "TrialFailure",
     "TrialRecord",
+    "recipe",
     "train_trial",
 ]
 
@@ -134,6 +135,47 @@ class TrainingConfig:
             raise ValueError("epochs, batch_size and eval_batch_size must be at least 1")
         if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.label_smoothing < 1:
             raise ValueError("lr must be > 0, weight_decay >= 0, label_smoothing in [0, 1)")
+
+
+# Recommended training settings per model (the CLI's and the bench's defaults; a study spec
+# states its own). The proxy follows airbench94 (github.com/KellerJordan/cifar10-airbench)
+# with its sum-loss hyperparameters rescaled to a mean loss over batches of 1024.
+PROXY_RECIPE: dict[str, Any] = {
+    "epochs": 10,
+    "batch_size": 1024,
+    "optimizer": "sgd",
+    "lr": 1.5,
+    "momentum": 0.85,
+    "nesterov": True,
+    "weight_decay": 1.33e-3,
+    "schedule": "linear",
+    "warmup_epochs": 2.3,
+    "label_smoothing": 0.2,
+    "augment": {"crop_padding": 2, "flip": True, "pad_mode": "reflect"},
+    "bias_lr_scale": 64.0,
+    "lookahead": {"start_epoch": 3, "every": 5, "decay": 0.95, "power": 3.0},
+    "eval_batch_size": 2000,
+}
+STANDARD_RECIPE: dict[str, Any] = {
+    "epochs": 30,
+    "batch_size": 512,
+    "optimizer": "sgd",
+    "lr": 0.2,
+    "momentum": 0.9,
+    "nesterov": True,
+    "weight_decay": 5e-4,
+    "schedule": "onecycle",
+    "warmup_epochs": 3.0,
+    "label_smoothing": 0.1,
+    "augment": {"crop_padding": 4, "flip": True, "pad_mode": "reflect"},
+    "eval_batch_size": 1024,
+}
+
+
+def recipe(model: str) -> dict[str, Any]:
+    """Recommended "training" settings for a model (a fresh, mutable copy)."""
+    chosen = PROXY_RECIPE if model == "proxy" else STANDARD_RECIPE
+    return {**chosen, "augment": dict(chosen["augment"])}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -587,18 +629,20 @@ def train_trial(
     polled during training and turns into TrialCancelled. on_step(epoch, step, steps) is for
     progress bars; act_factory replaces the factory built from config["activation"] (tests).
     """
-    trial = _Trial(config, data, device, on_epoch, should_stop, on_step, act_factory)
+    trial: _Trial | None = None
     with dev.free_cuda_cache_on_exit(device):
         try:
+            trial = _Trial(config, data, device, on_epoch, should_stop, on_step, act_factory)
             return trial.run()
         except (TrialPruned, TrialCancelled, TrialFailure, KeyboardInterrupt):
             raise
         except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
-            raise TrialFailure("oom", str(exc).splitlines()[0], trial.progress.epoch) from exc
+            epoch = trial.progress.epoch if trial else None
+            raise TrialFailure("oom", str(exc).splitlines()[0], epoch) from exc
         except Exception as exc:
             raise TrialFailure(
                 "error",
                 f"{type(exc).__name__}: {exc}",
-                trial.progress.epoch,
+                trial.progress.epoch if trial else None,
                 details=traceback.format_exc(),
             ) from exc

@@ -31,10 +31,26 @@ def generated_dataset(n_train: int = 320, n_test: int = 80, classes: int = 4, se
     return DecodedDataset(train_x, train_y, test_x, test_y, names, f"generated-{seed}")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Tiny models gain nothing from threads, and two threads crawl on a busy 2-core machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def tiny_splits() -> DataSplits:
     """256 train / 64 val / 80 test generated images in 4 classes."""
     return split_dataset(generated_dataset(), val_size=64, train_subset=None, seed=0)
+
+
+@pytest.fixture(scope="session")
+def micro_splits() -> DataSplits:
+    """128 train / 32 val / 32 test generated images: for runs that only need to complete."""
+    decoded = generated_dataset(n_train=160, n_test=32, seed=1)
+    return split_dataset(decoded, val_size=32, train_subset=None, seed=0)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,77 @@
+"""`actsearch train` (workers.train_cli.main): a run end to end, and the no-data message."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from workers import train_cli
+
+
+def _tarball(path: Path, classes: int = 3, per_class: int = 12) -> Path:
+    rng = np.random.default_rng(0)
+    with tarfile.open(path, "w") as tar:
+        for split, count in (("train", per_class), ("test", 4)):
+            for c in range(classes):
+                for i in range(count):
+                    pixels = rng.integers(0, 60, (32, 32, 3), dtype=np.uint8)
+                    pixels[:, :, c % 3] += 150  # a colour per class: learnable
+                    raw = io.BytesIO()
+                    Image.fromarray(pixels).save(raw, format="PNG")
+                    info = tarfile.TarInfo(f"{split}/class{c}/{i}.png")
+                    info.size = raw.tell()
+                    raw.seek(0)
+                    tar.addfile(info, raw)
+    return path
+
+
+def test_missing_data_exits_2_with_instructions_and_no_traceback(tmp_path, capsys) -> None:
+    code = train_cli.main(
+        ["--data", str(tmp_path / "nowhere"), "--cache-dir", str(tmp_path), "--device", "cpu"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "--data /path/to/cifar-root" in err and "ACTSEARCH_DATA" in err
+    assert "Traceback" not in err
+
+
+def test_a_run_writes_its_record(tmp_path, capsys, monkeypatch) -> None:
+    import workers.train
+
+    # The CLI builds the activation from its name through search_space; any factory will do.
+    seen = []
+    monkeypatch.setattr(
+        workers.train,
+        "make_act_factory",
+        lambda cfg: seen.append(cfg) or (lambda channels: __import__("torch").nn.GELU()),
+    )
+    out = tmp_path / "out" / "record.json"
+    argv = [
+        "--model", "lenet", "--activation", "gelu", "--epochs", "2", "--width", "0.5",
+        "--data", str(_tarball(tmp_path / "tiny.tar")), "--dataset", "folder",
+        "--cache-dir", str(tmp_path / "cache"), "--val-size", "6", "--batch-size", "8",
+        "--lr", "0.05", "--device", "cpu", "--seed", "3", "--json", str(out), "--quiet",
+    ]  # fmt: skip
+    assert train_cli.main(argv) == 0
+    record = json.loads(out.read_text())
+    assert record["epochs_done"] == 2 and record["manifest"]["seed"] == 3
+    config = record["manifest"]["config"]
+    assert config["training"]["batch_size"] == 8 and config["model"] == {
+        "name": "lenet",
+        "width": 0.5,
+    }
+    assert seen == [{"family": "gelu"}]
+    assert "val_acc" in capsys.readouterr().out
+
+
+def test_activation_option_accepts_json() -> None:
+    value = train_cli.activation_config('{"family": "smu", "params": {"mu": 2.0}}')
+    assert value == {"family": "smu", "params": {"mu": 2.0}}
+    with pytest.raises(ValueError, match="family"):
+        train_cli.activation_config('{"params": {}}')
