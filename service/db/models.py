@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -106,6 +108,17 @@ class Worker(Base):
     trials_done: Mapped[int] = mapped_column(Integer, default=0)
 
 
+RUN_SUMMARY_COLUMNS = (
+    "study_id",
+    "family",
+    "state",
+    "value",
+    "test_acc",
+    "counts_budget",
+    "trial_number",
+)
+
+
 class Run(Base):
     """One attempt at one trial: who ran it, how it ended, and everything it measured."""
 
@@ -115,13 +128,21 @@ class Run(Base):
         Index("ix_as_runs_study_value", "study_id", "value"),
         Index("ix_as_runs_study_number", "study_id", "trial_number"),
         Index("ix_as_runs_state_heartbeat", "state", "heartbeat_at"),
+        # 0003: one index per sortable metric of the API's trial pages, and a covering index of
+        # what study summaries aggregate (answered from the index on PostgreSQL).
+        Index("ix_as_runs_study_test_acc", "study_id", "test_acc", "id"),
+        Index("ix_as_runs_study_duration", "study_id", "duration_s", "id"),
+        Index("ix_as_runs_study_img_per_s", "study_id", "img_per_s", "id"),
+        Index("ix_as_runs_study_epochs", "study_id", "epochs_done", "id"),
+        Index("ix_as_runs_study_finished", "study_id", "finished_at", "id"),
+        Index("ix_as_runs_study_summary", *RUN_SUMMARY_COLUMNS),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("as_studies.id", ondelete="CASCADE"))
     trial_number: Mapped[int | None] = mapped_column(Integer)
     optuna_trial_id: Mapped[int | None] = mapped_column(Integer)
     attempt: Mapped[int] = mapped_column(Integer, default=1)
-    retry_of: Mapped[int | None] = mapped_column(Integer)
+    retry_of: Mapped[int | None] = mapped_column(Integer, index=True)  # migration 0003
     # queued (a retry waiting) | running | complete | pruned | failed | cancelled
     state: Mapped[str] = mapped_column(String(16), default="running")
     # Whether this row uses one unit of the study's n_trials (a lost attempt hands it to its retry).
@@ -131,7 +152,10 @@ class Run(Base):
     failure_message: Mapped[str | None] = mapped_column(Text)
     failure_epoch: Mapped[int | None] = mapped_column(Integer)
     family: Mapped[str | None] = mapped_column(String(50), index=True)
-    params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # jsonb on PostgreSQL (0003): trial filters on parameter ranges read keys without re-parsing.
+    params: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON().with_variant(JSONB(), "postgresql")
+    )
     config: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     worker_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -144,7 +168,7 @@ class Run(Base):
     value_std: Mapped[float | None] = mapped_column(Float)  # over seeds, where seeds > 1
     duration_s: Mapped[float | None] = mapped_column(Float)
     img_per_s: Mapped[float | None] = mapped_column(Float)
-    peak_mem_bytes: Mapped[int | None] = mapped_column(Integer)
+    peak_mem_bytes: Mapped[int | None] = mapped_column(BigInteger)  # > 2 GiB: 64 bits (0003)
     record: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # TrialRecord.to_json()
     log_tail: Mapped[str | None] = mapped_column(Text)
     epochs: Mapped[list[Epoch]] = relationship(
