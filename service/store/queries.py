@@ -34,7 +34,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from service.db import Epoch, Run, Study, User, Worker, utcnow
 from service.store.base import Database, NotFound
-from service.store.studies import FINAL, StudyInfo, run_counts, study_info
+from service.store.studies import FINAL, RUN_STATES, StudyInfo, study_info
 
 T = TypeVar("T")
 
@@ -85,11 +85,14 @@ def parse_sort(sort: str, keys: dict[str, SortColumn]) -> Sort:
     return Sort(name=sort, expr=keys[name], descending=descending)
 
 
-def _order_by(sort: Sort, id_col: SortColumn) -> list[Any]:
-    # NULLs (unfinished trials) always last, whatever the direction; id breaks ties stably.
+def _ordered(sort: Sort, id_col: SortColumn) -> list[Any]:
     if sort.descending:
-        return [sort.expr.desc().nulls_last(), id_col.desc()]
-    return [sort.expr.asc().nulls_last(), id_col.asc()]
+        return [sort.expr.desc(), id_col.desc()]
+    return [sort.expr.asc(), id_col.asc()]
+
+
+def _id_beyond(sort: Sort, id_col: SortColumn, last_id: int) -> ColumnElement[bool]:
+    return id_col < last_id if sort.descending else id_col > last_id
 
 
 def _encode_value(value: Any) -> Any:
@@ -129,16 +132,8 @@ def decode_cursor(cursor: str, sort: Sort) -> tuple[Any, int]:
     return value, last_id
 
 
-def _after(
-    sort: Sort, id_col: SortColumn, value: Any, last_id: int
-) -> ColumnElement[bool]:
-    """Rows strictly after (value, last_id) in the order _order_by gives."""
-    id_beyond = id_col < last_id if sort.descending else id_col > last_id
-    if value is None:  # already inside the trailing NULLs
-        return and_(sort.expr.is_(None), id_beyond)
-    bound = literal(value, type_=sort.expr.type)
-    beyond = sort.expr < bound if sort.descending else sort.expr > bound
-    return or_(beyond, and_(sort.expr == bound, id_beyond), sort.expr.is_(None))
+def _fetch(session: Session, query: Select[Any], offset: int, limit: int) -> list[Any]:
+    return list(session.execute(query.offset(offset).limit(limit)).mappings().all())
 
 
 def _page(
@@ -151,23 +146,46 @@ def _page(
     offset: int,
     cursor: str | None,
 ) -> tuple[list[Any], str | None]:
-    """Rows of one page (mappings) and the cursor after the last, fetching one extra to know."""
+    """Rows of one page (mappings) and the cursor after its last row.
+
+    The order is: rows with a sort value (ascending or descending, ties by id), then rows without
+    one (unfinished trials) by id. It is read as two queries, valued rows first, because each is
+    then an index range scan in either direction on both databases (a single
+    `ORDER BY x DESC NULLS LAST` cannot walk an ascending index). One extra row tells whether a
+    next page exists.
+    """
+    query = query.add_columns(sort.expr.label("_sort_value"), id_col.label("_sort_id"))
+    value: Any = None
+    last_id: int | None = None
     if cursor:
         value, last_id = decode_cursor(cursor, sort)
-        query = query.where(_after(sort, id_col, value, last_id))
-    query = query.add_columns(sort.expr.label("_sort_value"), id_col.label("_sort_id"))
-    rows = (
-        session.execute(query.order_by(*_order_by(sort, id_col)).limit(limit + 1).offset(offset))
-        .mappings()
-        .all()
-    )
+    in_nulls = last_id is not None and value is None
+    rows: list[Any] = []
+    head_skipped = 0
+    if not in_nulls:
+        head = query.where(sort.expr.is_not(None))
+        if last_id is not None:
+            bound = literal(value, type_=sort.expr.type)
+            beyond = sort.expr < bound if sort.descending else sort.expr > bound
+            same = and_(sort.expr == bound, _id_beyond(sort, id_col, last_id))
+            head = head.where(or_(beyond, same))
+        rows = _fetch(session, head.order_by(*_ordered(sort, id_col)), offset, limit + 1)
+        if not rows and offset:
+            head_skipped = _count(session, head)  # the offset stepped over every valued row
+    if len(rows) <= limit:
+        tail = query.where(sort.expr.is_(None))
+        if in_nulls and last_id is not None:
+            tail = tail.where(_id_beyond(sort, id_col, last_id))
+        tail_offset = 0 if rows else max(offset - head_skipped, 0)
+        by_id = id_col.desc() if sort.descending else id_col.asc()
+        rows += _fetch(session, tail.order_by(by_id), tail_offset, limit + 1 - len(rows))
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = None
     if more and rows:
         last = rows[-1]
         next_cursor = encode_cursor(sort, last["_sort_value"], last["_sort_id"])
-    return list(rows), next_cursor
+    return rows, next_cursor
 
 
 def _count(session: Session, query: Select[Any]) -> int:
@@ -220,39 +238,78 @@ class FamilyStats:
     mean_test_acc: float | None
 
 
-def family_stats(session: Session, study_id: int) -> list[FamilyStats]:
-    """Per-family counts and value statistics of a study's trials, in one aggregate query."""
-    value = case((SCORED, Run.value))
+@dataclass(frozen=True)
+class StudyAggregates:
+    """Budget-using runs by state, and per-family statistics, from one grouped scan."""
+
+    counts: dict[str, int]
+    families: list[FamilyStats]
+
+
+def study_aggregates(session: Session, study_id: int) -> StudyAggregates:
+    """Counts and family statistics of a study in one query grouped by (family, state).
+
+    The grouped columns are all in the covering index ix_as_runs_study_summary (0003), so
+    PostgreSQL answers from the index without reading the wide run rows.
+    """
     rows = session.execute(
         select(
             Run.family,
+            Run.state,
             func.count().label("runs"),
-            func.count(value).label("n"),
-            func.max(value).label("best"),
-            func.sum(value).label("total"),
-            func.sum(value * value).label("squares"),
-            func.avg(case((SCORED, Run.test_acc))).label("mean_test_acc"),
+            func.sum(case((Run.counts_budget.is_(True), 1), else_=0)).label("budget_runs"),
+            func.count(Run.value).label("n"),
+            func.max(Run.value).label("best"),
+            func.sum(Run.value).label("total"),
+            func.sum(Run.value * Run.value).label("squares"),
+            func.count(Run.test_acc).label("n_test"),
+            func.sum(Run.test_acc).label("test_total"),
         )
-        .where(Run.study_id == study_id, Run.family.is_not(None))
-        .group_by(Run.family)
-        .order_by(Run.family)
+        .where(Run.study_id == study_id)
+        .group_by(Run.family, Run.state)
     ).all()
-    out = []
+    counts = dict.fromkeys(RUN_STATES, 0)
+    families: dict[str, dict[str, Any]] = {}
     for row in rows:
-        n = int(row.n)
-        total = float(row.total) if row.total is not None else None
-        out.append(
-            FamilyStats(
-                family=row.family,
-                runs=int(row.runs),
-                n=n,
-                best=row.best,
-                mean=total / n if n and total is not None else None,
-                std=sample_std(n, total, row.squares),
-                mean_test_acc=row.mean_test_acc,
-            )
+        counts[row.state] = counts.get(row.state, 0) + int(row.budget_runs or 0)
+        if row.family is None:
+            continue  # claimed, not yet told which trial it is
+        family = families.setdefault(
+            row.family,
+            {
+                "runs": 0,
+                "n": 0,
+                "best": None,
+                "total": None,
+                "squares": None,
+                "n_test": 0,
+                "test_total": None,
+            },
         )
-    return out
+        family["runs"] += int(row.runs)
+        if row.state == "complete" and row.n:
+            family.update(
+                n=int(row.n), best=row.best, total=float(row.total), squares=float(row.squares)
+            )
+            family.update(n_test=int(row.n_test), test_total=row.test_total)
+    stats = [
+        FamilyStats(
+            family=name,
+            runs=f["runs"],
+            n=f["n"],
+            best=f["best"],
+            mean=f["total"] / f["n"] if f["n"] else None,
+            std=sample_std(f["n"], f["total"], f["squares"]),
+            mean_test_acc=float(f["test_total"]) / f["n_test"] if f["n_test"] else None,
+        )
+        for name, f in sorted(families.items())
+    ]
+    return StudyAggregates(counts=counts, families=stats)
+
+
+def family_stats(session: Session, study_id: int) -> list[FamilyStats]:
+    """Per-family counts and value statistics of a study's trials."""
+    return study_aggregates(session, study_id).families
 
 
 def best_run(session: Session, study_id: int) -> BestRun | None:
@@ -410,9 +467,10 @@ def study_detail(db: Database, study_id: int) -> StudyDetailView:
         ).first()
         if row is None:
             raise NotFound(f"study {study_id} does not exist")
-        info = study_info(row[0], row[1], run_counts(session, study_id))
+        aggregates = study_aggregates(session, study_id)
+        info = study_info(row[0], row[1], aggregates.counts)
         return StudyDetailView(
-            study=info, best=best_run(session, study_id), families=family_stats(session, study_id)
+            study=info, best=best_run(session, study_id), families=aggregates.families
         )
 
 
@@ -442,6 +500,7 @@ TRIAL_COLUMNS = (
 )
 TRIAL_FIELDS = tuple(column.key for column in TRIAL_COLUMNS)
 
+# Each key has an index (study_id, key[, id]) so a page is a short index range scan (0002, 0003).
 TRIAL_SORT_KEYS: dict[str, SortColumn] = {
     "number": Run.trial_number,
     "value": Run.value,
@@ -449,11 +508,7 @@ TRIAL_SORT_KEYS: dict[str, SortColumn] = {
     "duration_s": Run.duration_s,
     "img_per_s": Run.img_per_s,
     "epochs_done": Run.epochs_done,
-    "attempt": Run.attempt,
-    "created": Run.created_at,
     "finished": Run.finished_at,
-    "peak_mem_bytes": Run.peak_mem_bytes,
-    "id": Run.id,
 }
 TRIAL_SORTS = tuple(TRIAL_SORT_KEYS)
 
@@ -497,7 +552,7 @@ def numeric_param(name: str, sqlite: bool) -> ColumnElement[Any]:
         return case((kind.in_(("integer", "real")), type_coerce(number, Float)))
     element = Run.params.op("->")(name)
     text_value = Run.params.op("->>")(name)
-    return case((func.json_typeof(element) == "number", cast(text_value, Float)))
+    return case((func.jsonb_typeof(element) == "number", cast(text_value, Float)))
 
 
 def _trial_filters(
@@ -562,8 +617,9 @@ def list_trials(
         value_max=value_max,
     )
     with db.session() as session:
-        _require_study(session, study_id)
         total = _count(session, select(Run.id).where(*where))
+        if not total:  # only an empty answer needs telling "no such study" from "no match"
+            _require_study(session, study_id)
         rows, next_cursor = _page(
             session,
             select(*TRIAL_COLUMNS).where(*where),
@@ -685,12 +741,21 @@ class LeaderRow:
     is_baseline: bool
 
 
+def study_spec(db: Database, study_id: int) -> dict[str, Any]:
+    """A study's stored spec (without counting its runs)."""
+    with db.session() as session:
+        spec = session.scalar(select(Study.spec).where(Study.id == study_id))
+    if spec is None:
+        raise NotFound(f"study {study_id} does not exist")
+    return dict(spec)
+
+
 def leaderboard(db: Database, study_id: int, baseline: str) -> list[LeaderRow]:
     """Families with complete trials ranked by mean value, each against the baseline's mean."""
     with db.session() as session:
         _require_study(session, study_id)
         stats = [s for s in family_stats(session, study_id) if s.n > 0]
-        best_numbers = _best_number_by_family(session, study_id)
+        best_numbers = {s.family: _best_number(session, study_id, s.family) for s in stats}
     base = next((s.mean for s in stats if s.family == baseline), None)
     rows = [
         LeaderRow(
@@ -709,20 +774,14 @@ def leaderboard(db: Database, study_id: int, baseline: str) -> list[LeaderRow]:
     return sorted(rows, key=lambda r: (-(r.mean if r.mean is not None else -math.inf), r.family))
 
 
-def _best_number_by_family(session: Session, study_id: int) -> dict[str, int | None]:
-    ranked = (
-        select(
-            Run.family,
-            Run.trial_number,
-            func.row_number()
-            .over(partition_by=Run.family, order_by=(Run.value.desc(), Run.id))
-            .label("rank"),
-        )
-        .where(Run.study_id == study_id, SCORED, Run.family.is_not(None))
-        .subquery()
+def _best_number(session: Session, study_id: int, family: str) -> int | None:
+    # One probe of ix_as_runs_study_summary (study, family, state, value) from the top.
+    return session.scalar(
+        select(Run.trial_number)
+        .where(Run.study_id == study_id, Run.family == family, SCORED)
+        .order_by(Run.value.desc(), Run.id)
+        .limit(1)
     )
-    rows = session.execute(select(ranked.c.family, ranked.c.trial_number).where(ranked.c.rank == 1))
-    return {family: number for family, number in rows}
 
 
 # -- workers -------------------------------------------------------------------------------------

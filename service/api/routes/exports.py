@@ -20,7 +20,7 @@ from service.api.schemas import (
     error_responses,
 )
 from service.api.views import study_detail
-from service.store.queries import LeaderRow, export_trials, leaderboard
+from service.store.queries import LeaderRow, export_trials, leaderboard, study_spec
 from service.store.queries import study_detail as load_study_detail
 
 router = APIRouter(tags=["exports"])
@@ -173,8 +173,7 @@ def get_leaderboard(
     format: Annotated[Literal["json", "csv", "latex"], Query()] = "json",
 ) -> Any:
     """Activation families ranked by mean value: n, mean ± std, best, Δ mean vs the baseline."""
-    spec = store.studies.get(study_id).spec
-    baseline = baseline_family(spec)
+    baseline = baseline_family(study_spec(store.db, study_id))
     rows = leaderboard(store.db, study_id, baseline)
     if format == "csv":
         return Response(leaderboard_csv(rows), media_type="text/csv; charset=utf-8")

@@ -23,9 +23,7 @@ router = APIRouter(tags=["trials"])
 RunState = Literal["queued", "running", "complete", "pruned", "failed", "cancelled"]
 TrialSort = Literal[
     "number", "-number", "value", "-value", "test_acc", "-test_acc", "duration_s", "-duration_s",
-    "img_per_s", "-img_per_s", "epochs_done", "-epochs_done", "attempt", "-attempt",
-    "created", "-created", "finished", "-finished", "peak_mem_bytes", "-peak_mem_bytes",
-    "id", "-id",
+    "img_per_s", "-img_per_s", "epochs_done", "-epochs_done", "finished", "-finished",
 ]  # fmt: skip
 FAMILY_PATTERN = r"^[A-Za-z0-9_.-]{1,50}$"
 PARAM_PATTERN = r"^[^\x00-\x1f]{1,200}$"
