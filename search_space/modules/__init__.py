@@ -1,0 +1,5 @@
+"""Activation modules (torch). Import a family's class through the registry's module_path."""
+
+from .base import ActivationModule
+
+__all__ = ["ActivationModule"]

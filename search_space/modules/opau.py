@@ -1,0 +1,52 @@
+"""Orthogonal-Padé activation (Biswas et al., arXiv 2106.09693) over six polynomial bases."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from search_space.registry import DEFAULT_FIT_INTERVAL, DEFAULT_FIT_TARGET
+
+from . import functional
+from .base import ActivationModule, ParamValues
+from .functional import Kernel, in_fp32
+from .pau import coefficient_pair, lift_zeros
+
+
+class OPAU(ActivationModule):
+    """[Σ c_i f_i(x)] / [1 + Σ |d_j|·|f_j(x)|] for an orthogonal basis {f_i}."""
+
+    family = "opau"
+
+    def __init__(
+        self,
+        channels: int = 1,
+        *,
+        params: ParamValues | None = None,
+        options: Mapping[str, str | int] | None = None,
+        scope: str | None = None,
+        trainable: Mapping[str, bool] | None = None,
+        clamp: float | None = None,
+    ) -> None:
+        super().__init__(
+            channels, params=params, options=options, scope=scope, trainable=trainable, clamp=clamp
+        )
+        basis, k, dl = str(self.options["basis"]), int(self.options["k"]), int(self.options["l"])
+        pair = coefficient_pair(params, ("c", "d"))
+        if pair is None:
+            from search_space.fits import initial_coefficients
+
+            fitted = initial_coefficients(
+                "opau", basis, k, dl, DEFAULT_FIT_TARGET, DEFAULT_FIT_INTERVAL
+            )
+            pair = list(fitted["c"]), list(fitted["d"])
+        c, d = pair
+        if len(c) != k + 1 or len(d) != dl:
+            raise ValueError(
+                f"OPAU (k={k}, l={dl}) needs {k + 1} numerator and {dl} denominator coefficients, "
+                f"got {len(c)} and {len(d)}"
+            )
+        self._add_vector("c", c, self.trainable["c"])
+        self._add_vector("d", lift_zeros(d), self.trainable["d"], first_index=1)
+
+    def make_kernel(self) -> Kernel:
+        return in_fp32(functional.opau_kernel(str(self.options["basis"])))
