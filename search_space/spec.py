@@ -1,0 +1,692 @@
+"""The study spec: what a user submits (YAML or JSON), validated and versioned. Torch-free.
+
+Every searchable field takes a fixed value or a distribution:
+  - a scalar: fixed;
+  - {low, high, log?, step?}: a float range (an int range for integer fields; bounds must be
+    integers there);
+  - {choices: [...]}: categorical.
+Activation entries are flat: `smu: {alpha: {low: 0, high: 0.5}, mu: 1.0, scope: per_layer,
+trainable: {mu: true}}` — keys are the family's parameters and options (registry) plus scope,
+trainable, preset, init_target, init_interval and clamp.
+
+Errors: `SpecError(errors=[{"loc": "activations.smu.alpha", "msg": ...}, ...])`, a ValueError.
+`StudySpec.model_validate` raises pydantic's ValidationError with the same locations, so the API
+can also use the model directly as a request body.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from search_space.registry import (
+    ALL_SCOPES,
+    FIT_TARGETS,
+    Domain,
+    Family,
+    family_names,
+    get_alias,
+    get_family,
+)
+
+SPEC_VERSION = 1
+MODEL_NAMES: tuple[str, ...] = (
+    "resnet18",
+    "preact_resnet18",
+    "preact_resnet34",
+    "mobilenet_v2",
+    "shufflenet_v2",
+    "efficientnet_b0",
+    "lenet",
+    "vgg11",
+    "vgg16",
+    "proxy",
+)
+# Models whose classifier has hidden MLP layers: the only places Maxout (head-only) can go.
+MLP_HEAD_MODELS: tuple[str, ...] = ("lenet", "vgg11", "vgg16")
+DATASET_NAMES: tuple[str, ...] = ("cifar10", "cifar100", "folder")
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
+SCHEDULES: tuple[str, ...] = ("onecycle", "cosine", "linear", "constant")
+PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp16", "fp32")
+SAMPLER_NAMES: tuple[str, ...] = ("tpe", "random", "cmaes", "qmc", "grid")
+PRUNER_NAMES: tuple[str, ...] = ("median", "percentile", "hyperband", "successive_halving", "none")
+# Activation entry keys that are not family parameters or options.
+ENTRY_KEYS: tuple[str, ...] = (
+    "scope",
+    "trainable",
+    "preset",
+    "init_target",
+    "init_interval",
+    "clamp",
+)
+
+
+class SpecError(ValueError):
+    """An invalid study spec; `errors` lists {"loc": dotted path, "msg": reason} entries."""
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        self.errors = errors
+        summary = "; ".join(f"{e['loc'] or '(spec)'}: {e['msg']}" for e in errors)
+        super().__init__(f"invalid study spec: {summary}")
+
+
+# -- distributions --------------------------------------------------------------------------
+class Range(BaseModel):
+    """A numeric search range; integer-typed parameters need integer bounds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    low: int | float
+    high: int | float
+    log: bool = False
+    step: int | float | None = None
+
+
+class Choices(BaseModel):
+    """A categorical search over the listed values."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    choices: list[bool | int | float | str] = Field(min_length=1)
+
+
+def _kind_of(value: Any) -> str:
+    if isinstance(value, Choices) or (isinstance(value, Mapping) and "choices" in value):
+        return "@choices"
+    if isinstance(value, (Range, Mapping)):
+        return "@range"
+    return "@fixed"
+
+
+def _searchable(fixed: Any) -> Any:
+    return Annotated[
+        Annotated[fixed, Tag("@fixed")]
+        | Annotated[Range, Tag("@range")]
+        | Annotated[Choices, Tag("@choices")],
+        Discriminator(_kind_of),
+    ]
+
+
+SearchFloat = _searchable(float)
+SearchInt = _searchable(int)
+SearchBool = _searchable(bool)
+SearchStr = _searchable(str)
+SearchAny = _searchable(bool | int | float | str)
+_ANY_VALUE: TypeAdapter[Any] = TypeAdapter(SearchAny)
+
+
+@dataclass(frozen=True)
+class SearchDim:
+    """One Optuna parameter a spec searches: its name, distribution and value kind."""
+
+    name: str
+    dist: Range | Choices
+    kind: Literal["int", "float", "categorical"]
+
+
+def is_searched(value: Any) -> bool:
+    """True when a spec value is a distribution rather than a fixed value."""
+    return isinstance(value, (Range, Choices))
+
+
+# -- error plumbing -------------------------------------------------------------------------
+class _Errors:
+    """Collects (loc, msg) pairs while validating, then raises them as one ValidationError."""
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+        self.items: list[tuple[tuple[str | int, ...], str]] = []
+
+    def add(self, loc: tuple[str | int, ...], msg: str) -> None:
+        self.items.append((loc, msg))
+
+    def raise_if_any(self) -> None:
+        if not self.items:
+            return
+        details = [
+            InitErrorDetails(
+                type=PydanticCustomError("invalid_spec", "{reason}", {"reason": msg}),
+                loc=loc,
+                input=None,
+            )
+            for loc, msg in self.items
+        ]
+        raise ValidationError.from_exception_data(self.title, details)
+
+
+def check_value(value: Any, domain: Domain) -> list[str]:
+    """Why a fixed value or distribution does not fit a domain (empty when it does)."""
+    if isinstance(value, Choices):
+        problems = [f"choice {c!r}: {why}" for c in value.choices if (why := domain.check(c))]
+        if len({json.dumps(c) for c in value.choices}) != len(value.choices):
+            problems.append("choices must be distinct")
+        return problems
+    if isinstance(value, Range):
+        return _range_problems(value, domain)
+    why = domain.check(value)
+    return [why] if why else []
+
+
+def _range_problems(r: Range, domain: Domain) -> list[str]:
+    if domain.kind not in ("int", "float"):
+        return [f"a {domain.kind} parameter takes a value or {{choices: [...]}}, not a range"]
+    problems = []
+    if domain.kind == "int" and not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in (r.low, r.high)
+    ):
+        problems.append("an integer parameter needs integer low and high")
+    if domain.kind == "int" and r.step is not None and not isinstance(r.step, int):
+        problems.append("an integer parameter needs an integer step")
+    if not r.low < r.high:
+        problems.append(f"empty range: low ({r.low}) must be < high ({r.high})")
+    if r.log and r.low <= 0:
+        problems.append("a log range needs low > 0")
+    if r.step is not None and r.step <= 0:
+        problems.append("step must be > 0")
+    if r.log and r.step is not None and not (domain.kind == "int" and r.step == 1):
+        problems.append("log and step cannot be combined")
+    for bound in (r.low, r.high):
+        if math.isfinite(bound) and not domain.contains(float(bound)):
+            problems.append(f"{bound!r} is outside the domain {domain}")
+        elif not math.isfinite(bound):
+            problems.append("bounds must be finite")
+    return problems
+
+
+def _dim_kind(domain: Domain, value: Range | Choices) -> Literal["int", "float", "categorical"]:
+    if isinstance(value, Choices):
+        return "categorical"
+    return "int" if domain.kind == "int" else "float"
+
+
+# -- sections -------------------------------------------------------------------------------
+class DatasetSpec(BaseModel):
+    """Which data to train on; the validation split is taken from the training set."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["cifar10", "cifar100", "folder"] = "cifar10"
+    path: str | None = Field(default=None, description="image folder or tarball (name: folder)")
+    val_size: int = Field(default=5000, ge=0, description="images held out of train")
+    train_subset: int | None = Field(default=None, ge=1, description="use only this many")
+    split_seed: int = 0
+
+    @model_validator(mode="after")
+    def _folder_needs_path(self) -> DatasetSpec:
+        if self.name == "folder" and not self.path:
+            raise PydanticCustomError(
+                "invalid_spec", "{reason}", {"reason": "dataset 'folder' needs a path"}
+            )
+        return self
+
+
+class ModelSpec(BaseModel):
+    """Network architecture (name from MODEL_NAMES) and width multiplier."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: SearchStr = "resnet18"  # type: ignore[valid-type]
+    width: SearchFloat = 1.0  # type: ignore[valid-type]
+
+
+class AugmentSpec(BaseModel):
+    """On-GPU augmentation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    crop_padding: SearchInt = 4  # type: ignore[valid-type]  # pixels
+    flip: SearchBool = True  # type: ignore[valid-type]
+
+
+class TrainingSpec(BaseModel):
+    """Training hyperparameters; each is a fixed value or a distribution."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: SearchInt = 10  # type: ignore[valid-type]
+    batch_size: SearchInt = 512  # type: ignore[valid-type]
+    optimizer: SearchStr = "sgd"  # type: ignore[valid-type]
+    lr: SearchFloat = 0.1  # type: ignore[valid-type]  # peak learning rate
+    momentum: SearchFloat = 0.9  # type: ignore[valid-type]  # SGD momentum / AdamW beta1
+    nesterov: SearchBool = True  # type: ignore[valid-type]
+    weight_decay: SearchFloat = 5e-4  # type: ignore[valid-type]
+    schedule: SearchStr = "onecycle"  # type: ignore[valid-type]
+    warmup_epochs: SearchFloat = 1.0  # type: ignore[valid-type]
+    label_smoothing: SearchFloat = 0.0  # type: ignore[valid-type]
+    augment: AugmentSpec = Field(default_factory=AugmentSpec)
+    precision: SearchStr = "auto"  # type: ignore[valid-type]
+    compile: SearchBool = False  # type: ignore[valid-type]
+    eval_batch_size: SearchInt = 1024  # type: ignore[valid-type]
+
+
+TRAINING_DOMAINS: dict[str, Domain] = {
+    "epochs": Domain("int", low=1),
+    "batch_size": Domain("int", low=1),
+    "optimizer": Domain("str", choices=OPTIMIZERS),
+    "lr": Domain("float", low=0.0, low_open=True),
+    "momentum": Domain("float", low=0.0, high=1.0, high_open=True),
+    "nesterov": Domain("bool"),
+    "weight_decay": Domain("float", low=0.0),
+    "schedule": Domain("str", choices=SCHEDULES),
+    "warmup_epochs": Domain("float", low=0.0),
+    "label_smoothing": Domain("float", low=0.0, high=1.0, high_open=True),
+    "precision": Domain("str", choices=PRECISIONS),
+    "compile": Domain("bool"),
+    "eval_batch_size": Domain("int", low=1),
+}
+AUGMENT_DOMAINS: dict[str, Domain] = {
+    "crop_padding": Domain("int", low=0, high=16),
+    "flip": Domain("bool"),
+}
+MODEL_DOMAINS: dict[str, Domain] = {
+    "name": Domain("str", choices=MODEL_NAMES),
+    "width": Domain("float", low=0.0, low_open=True, high=8.0),
+}
+
+
+class ActivationSpec(BaseModel):
+    """One family's search settings; its parameters and options are extra keys (registry)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    scope: SearchStr | None = Field(  # type: ignore[valid-type]
+        default=None, description="shared | per_layer | per_channel (default: the family's)"
+    )
+    trainable: dict[str, bool] = Field(default_factory=dict)
+    preset: SearchStr | None = None  # type: ignore[valid-type]
+    init_target: SearchStr | None = Field(  # type: ignore[valid-type]
+        default=None, description="PAU/OPAU: " + " | ".join(FIT_TARGETS)
+    )
+    init_interval: tuple[float, float] | None = Field(
+        default=None, description="PAU/OPAU fit interval, default [-3, 3]"
+    )
+    clamp: float | None = Field(default=None, gt=0, description="PAU/OPAU: clamp |x| first")
+
+    def values(self) -> dict[str, Any]:
+        """The family parameters and options given (fixed values or distributions)."""
+        return dict(self.model_extra or {})
+
+
+class SamplerSpec(BaseModel):
+    """Optuna sampler."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["tpe", "random", "cmaes", "qmc", "grid"] = "tpe"
+    seed: int | None = None
+    constant_liar: bool = Field(default=True, description="TPE: for parallel workers")
+    multivariate: bool = Field(default=True, description="TPE")
+    group: bool = Field(default=True, description="TPE: conditional spaces (needs multivariate)")
+    n_startup_trials: int = Field(default=10, ge=0, description="TPE / CMA-ES random trials")
+    qmc_type: Literal["sobol", "halton"] = "sobol"
+
+    @model_validator(mode="after")
+    def _group_needs_multivariate(self) -> SamplerSpec:
+        if self.name == "tpe" and self.group and not self.multivariate:
+            raise PydanticCustomError(
+                "invalid_spec", "{reason}", {"reason": "TPE group=true needs multivariate=true"}
+            )
+        return self
+
+
+class PrunerSpec(BaseModel):
+    """Optuna pruner; fields apply to the pruners named in their descriptions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["median", "percentile", "hyperband", "successive_halving", "none"] = "median"
+    n_startup_trials: int = Field(default=5, ge=0, description="median, percentile")
+    n_warmup_steps: int = Field(default=0, ge=0, description="median, percentile (epochs)")
+    interval_steps: int = Field(default=1, ge=1, description="median, percentile")
+    percentile: float = Field(default=25.0, gt=0, lt=100, description="percentile")
+    min_resource: int | Literal["auto"] = Field(
+        default="auto", description="hyperband (auto = 1), successive_halving (epochs)"
+    )
+    max_resource: int | Literal["auto"] = Field(default="auto", description="hyperband")
+    reduction_factor: int = Field(default=3, ge=2, description="hyperband, successive_halving")
+    min_early_stopping_rate: int = Field(default=0, ge=0, description="successive_halving")
+
+
+class TimeoutsSpec(BaseModel):
+    """Time limits in seconds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trial_s: int | None = Field(default=3600, ge=1, description="one trial's wall time")
+    study_s: int | None = Field(default=None, ge=1, description="the whole study")
+
+
+class StudySpec(BaseModel):
+    """A study: data, model, training, activation families to search, sampler and budget."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[1] = 1
+    name: str = Field(min_length=1, max_length=200)
+    description: str = ""
+    dataset: DatasetSpec = Field(default_factory=DatasetSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    activations: dict[str, ActivationSpec] = Field(
+        min_length=1, description="family name -> its ranges; one family is picked per trial"
+    )
+    baselines: list[str] = Field(
+        default_factory=list,
+        description="families enqueued first at their defaults (added to activations if absent)",
+    )
+    sampler: SamplerSpec = Field(default_factory=SamplerSpec)
+    pruner: PrunerSpec = Field(default_factory=PrunerSpec)
+    n_trials: int = Field(default=20, ge=1)
+    seeds: int = Field(default=1, ge=1, description="seeds per configuration")
+    seed: int = 0
+    priority: int = 0
+    timeouts: TimeoutsSpec = Field(default_factory=TimeoutsSpec)
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_name_shorthand(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("activations", mode="before")
+    @classmethod
+    def _lowercase_families(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {str(k).lower(): ({} if v is None else v) for k, v in value.items()}
+        return value
+
+    @field_validator("baselines", mode="before")
+    @classmethod
+    def _lowercase_baselines(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [v.lower() if isinstance(v, str) else v for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _semantics(self) -> StudySpec:
+        errors = _Errors("StudySpec")
+        _check_section(errors, ("model",), self.model, MODEL_DOMAINS)
+        _check_section(errors, ("training",), self.training, TRAINING_DOMAINS)
+        _check_section(errors, ("training", "augment"), self.training.augment, AUGMENT_DOMAINS)
+        for i, name in enumerate(self.baselines):
+            try:
+                get_family(name)
+            except ValueError as exc:
+                errors.add(("baselines", i), str(exc))
+                continue
+            if name not in self.activations:
+                self.activations[name] = ActivationSpec()
+        for key, entry in self.activations.items():
+            _check_activation(errors, key, entry, self)
+        if self.sampler.name == "grid":
+            continuous = [d.name for d in self.search_space() if _is_continuous(d)]
+            if continuous:
+                errors.add(
+                    ("sampler", "name"),
+                    "the grid sampler needs discrete values: give a step or choices for "
+                    + ", ".join(continuous),
+                )
+        errors.raise_if_any()
+        return self
+
+    def search_space(self) -> list[SearchDim]:
+        """Every Optuna parameter this spec can suggest (conditional ones included), in order."""
+        return list(_search_dims(self))
+
+    def family_keys(self) -> list[str]:
+        """Activation choices in spec order (family names or aliases)."""
+        return list(self.activations)
+
+
+def _is_continuous(dim: SearchDim) -> bool:
+    return isinstance(dim.dist, Range) and dim.kind == "float" and dim.dist.step is None
+
+
+def _check_section(
+    errors: _Errors, loc: tuple[str, ...], section: BaseModel, domains: Mapping[str, Domain]
+) -> None:
+    for name, domain in domains.items():
+        for msg in check_value(getattr(section, name), domain):
+            errors.add((*loc, name), msg)
+
+
+def _entry_help(family: Family) -> str:
+    extra = [k for k in ENTRY_KEYS if k not in ("init_target", "init_interval", "clamp")]
+    if family.fit_init:
+        extra += ["init_target", "init_interval"]
+    if family.polynomial:
+        extra.append("clamp")
+    return (
+        f"parameters: {', '.join(family.params) or 'none'}; options: "
+        f"{', '.join(family.options) or 'none'}; also: {', '.join(extra)}"
+    )
+
+
+def option_or_param_domain(family: Family, name: str) -> Domain | None:
+    """The domain of a family parameter or option, or None when the family has no such key."""
+    if name in family.params:
+        return family.params[name].domain
+    if name in family.options:
+        return family.options[name].domain
+    return None
+
+
+def _check_activation(errors: _Errors, key: str, entry: ActivationSpec, spec: StudySpec) -> None:
+    loc: tuple[str, ...] = ("activations", key)
+    try:
+        family = get_family(key)
+    except ValueError as exc:
+        errors.add(loc, str(exc))
+        return
+    alias = get_alias(key)
+    extras = entry.model_extra if entry.model_extra is not None else {}
+    for name in list(extras):
+        domain = option_or_param_domain(family, name)
+        if domain is None:
+            errors.add(
+                (*loc, name), f"{key} has no parameter or option {name!r}; {_entry_help(family)}"
+            )
+            continue
+        try:
+            value = _ANY_VALUE.validate_python(extras[name])
+        except ValidationError as exc:
+            errors.add((*loc, name), exc.errors()[0]["msg"])
+            continue
+        extras[name] = value
+        for msg in check_value(value, domain):
+            errors.add((*loc, name), msg)
+        if alias is not None:
+            fixed = {**alias.params, **alias.options}
+            if name in fixed and value != fixed[name]:
+                errors.add((*loc, name), f"{key} fixes {name} = {fixed[name]!r}")
+    _check_scope(errors, loc, entry, family)
+    _check_trainable(errors, loc, key, entry, family)
+    _check_preset_and_init(errors, loc, entry, family)
+    if "lower" in extras and "upper" in extras:
+        lower, upper = extras["lower"], extras["upper"]
+        if not is_searched(lower) and not is_searched(upper) and lower > upper:
+            errors.add((*loc, "lower"), "lower must be ≤ upper")
+    if family.head_only:
+        names = _choices_of(spec.model.name)
+        bad = [n for n in names if n not in MLP_HEAD_MODELS]
+        if bad:
+            errors.add(
+                loc,
+                f"{key} is for MLP heads only; models with one: {', '.join(MLP_HEAD_MODELS)} "
+                f"(not {', '.join(map(str, bad))})",
+            )
+
+
+def _choices_of(value: Any) -> list[Any]:
+    if isinstance(value, Choices):
+        return list(value.choices)
+    return [value]
+
+
+def _check_scope(
+    errors: _Errors, loc: tuple[str, ...], entry: ActivationSpec, family: Family
+) -> None:
+    if entry.scope is None:
+        return
+    allowed = family.scopes if family.learnable else ALL_SCOPES
+    domain = Domain("str", choices=tuple(allowed))
+    for msg in check_value(entry.scope, domain):
+        errors.add((*loc, "scope"), f"{msg} (scopes of {family.name}: {', '.join(allowed)})")
+
+
+def _check_trainable(
+    errors: _Errors, loc: tuple[str, ...], key: str, entry: ActivationSpec, family: Family
+) -> None:
+    alias = get_alias(key)
+    for name, flag in entry.trainable.items():
+        if name in family.trainable_names:
+            if alias is not None and name in alias.trainable and flag != alias.trainable[name]:
+                errors.add((*loc, "trainable", name), f"{key} fixes trainable {name} = false")
+            continue
+        if name in family.params:
+            if flag:
+                errors.add((*loc, "trainable", name), f"{family.name}'s {name} cannot be trainable")
+            continue
+        errors.add(
+            (*loc, "trainable", name),
+            f"{key} has no trainable parameter {name!r}; trainable: "
+            f"{', '.join(family.trainable_names) or 'none'}",
+        )
+
+
+def _check_preset_and_init(
+    errors: _Errors, loc: tuple[str, ...], entry: ActivationSpec, family: Family
+) -> None:
+    extras = entry.model_extra or {}
+    if entry.preset is not None:
+        domain = Domain("str", choices=tuple(family.presets))
+        for msg in check_value(entry.preset, domain):
+            errors.add(
+                (*loc, "preset"),
+                f"{msg} (presets of {family.name}: {', '.join(family.presets) or 'none'})",
+            )
+        for preset_name in _choices_of(entry.preset):
+            preset = family.presets.get(str(preset_name), {})
+            for opt, fixed in preset.items():
+                if opt in family.options and opt in extras and _choices_of(extras[opt]) != [fixed]:
+                    errors.add((*loc, opt), f"preset {preset_name!r} fixes {opt} = {fixed!r}")
+            if entry.init_target is not None and any(k in preset for k in family.coefficients):
+                errors.add(
+                    (*loc, "init_target"),
+                    f"preset {preset_name!r} sets the coefficients; give preset or init_target",
+                )
+    if not family.fit_init:
+        for name in ("init_target", "init_interval"):
+            if getattr(entry, name) is not None:
+                errors.add((*loc, name), f"{family.name} takes no {name} (only pau, opau)")
+    elif entry.init_target is not None:
+        for msg in check_value(entry.init_target, Domain("str", choices=FIT_TARGETS)):
+            errors.add((*loc, "init_target"), msg)
+    if entry.init_interval is not None and not entry.init_interval[0] < entry.init_interval[1]:
+        errors.add((*loc, "init_interval"), "init_interval must be [low, high] with low < high")
+    if entry.clamp is not None and not family.polynomial:
+        errors.add((*loc, "clamp"), f"{family.name} takes no clamp (only pau, opau)")
+
+
+def _search_dims(spec: StudySpec) -> Iterator[SearchDim]:
+    for name, domain in MODEL_DOMAINS.items():
+        value = getattr(spec.model, name)
+        if is_searched(value):
+            yield SearchDim(f"model.{name}", value, _dim_kind(domain, value))
+    for name, domain in TRAINING_DOMAINS.items():
+        value = getattr(spec.training, name)
+        if is_searched(value):
+            yield SearchDim(f"training.{name}", value, _dim_kind(domain, value))
+        if name == "label_smoothing":  # keep the nested section at its place in the spec
+            for aug, aug_domain in AUGMENT_DOMAINS.items():
+                aug_value = getattr(spec.training.augment, aug)
+                if is_searched(aug_value):
+                    yield SearchDim(
+                        f"training.augment.{aug}", aug_value, _dim_kind(aug_domain, aug_value)
+                    )
+    keys = spec.family_keys()
+    if len(keys) > 1:
+        yield SearchDim("activation", Choices(choices=list(keys)), "categorical")
+    for key in keys:
+        yield from activation_dims(key, spec.activations[key])
+
+
+def activation_dims(key: str, entry: ActivationSpec) -> Iterator[SearchDim]:
+    """The conditional Optuna parameters of one activation entry (`<key>.<name>`)."""
+    family = get_family(key)
+    for name, value in entry.values().items():
+        domain = option_or_param_domain(family, name)
+        if domain is not None and is_searched(value):
+            yield SearchDim(f"{key}.{name}", value, _dim_kind(domain, value))
+    for name in ("scope", "preset", "init_target"):
+        value = getattr(entry, name)
+        if isinstance(value, Choices):
+            yield SearchDim(f"{key}.{name}", value, "categorical")
+
+
+# -- parsing --------------------------------------------------------------------------------
+def _loc(parts: tuple[str | int, ...]) -> str:
+    return ".".join(str(p) for p in parts if not (isinstance(p, str) and p.startswith("@")))
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    msg = str(error["msg"])
+    if error["type"] == "extra_forbidden":
+        return "unknown field"
+    return msg.removeprefix("Value error, ")
+
+
+def spec_errors(exc: ValidationError) -> list[dict[str, str]]:
+    """pydantic errors as SpecError entries (union tags dropped from locations)."""
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for error in exc.errors():
+        item = (_loc(error["loc"]), _message(error))
+        if item not in seen:
+            seen.add(item)
+            out.append({"loc": item[0], "msg": item[1]})
+    return out
+
+
+def parse_spec(source: str | bytes | Mapping[str, Any] | StudySpec) -> StudySpec:
+    """Validate a spec given as YAML/JSON text or a mapping; raises SpecError naming each field."""
+    if isinstance(source, StudySpec):
+        source = source.model_dump(mode="json")
+    if isinstance(source, (str, bytes)):
+        try:
+            data = yaml.safe_load(source)
+        except yaml.YAMLError as exc:
+            raise SpecError([{"loc": "", "msg": f"not valid YAML/JSON: {exc}"}]) from exc
+    else:
+        data = source
+    if not isinstance(data, Mapping):
+        raise SpecError([{"loc": "", "msg": "the spec must be a mapping (YAML/JSON object)"}])
+    if "activations" not in data:
+        raise SpecError(
+            [{"loc": "activations", "msg": f"required; families: {', '.join(family_names())}"}]
+        )
+    try:
+        return StudySpec.model_validate(dict(data))
+    except ValidationError as exc:
+        raise SpecError(spec_errors(exc)) from exc
+
+
+def dump_spec(spec: StudySpec) -> dict[str, Any]:
+    """The spec as a JSON-ready dict that `parse_spec` accepts again unchanged."""
+    return spec.model_dump(mode="json", exclude_none=True)
