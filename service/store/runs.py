@@ -12,11 +12,11 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import optuna
 from optuna.trial import TrialState
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
 from service.db import Epoch, Run, Study, Worker, utcnow
@@ -160,6 +160,29 @@ class Runs:
             study.status = "completed"
             study.finished_at = study.updated_at = utcnow()
 
+    def release(self, run_id: int) -> None:
+        """Undo a claim that never reached Optuna (e.g. its data is missing): no trace is left.
+
+        A fresh run is deleted, giving its budget unit back; a retry goes back to the queue, since
+        the budget unit it carries was handed over by a lost attempt that no longer counts.
+        """
+        with self.db.session(immediate=True) as session:
+            run = self._get(session, run_id)
+            if run.optuna_trial_id is not None:
+                raise ValueError(
+                    f"run {run_id} already has Optuna trial {run.optuna_trial_id}; finish it instead"
+                )
+            worker_id = run.worker_id
+            if run.retry_of is not None:
+                run.state, run.worker_id = "queued", None
+                run.started_at = run.heartbeat_at = None
+            else:
+                session.delete(run)
+            if worker_id:
+                session.execute(
+                    update(Worker).where(Worker.id == worker_id).values(current_run_id=None)
+                )
+
     # -- running ----------------------------------------------------------------------------
     def attach_trial(
         self,
@@ -240,6 +263,9 @@ class Runs:
             raise ValueError(f"finish state must be one of {FINISHED_RUN_STATES}, not {state!r}")
         with self.db.session(immediate=True) as session:
             run = self._get(session, run_id)
+            stored = (run.state, run.value, run.failure_reason, run.record)
+            if run.finished_at is not None and stored == (state, value, failure_reason, record):
+                return True  # a retry after a lost acknowledgement: already stored
             if run.state != "running":
                 log.warning(
                     "run %s was %s before it finished; its result is dropped", run_id, run.state
@@ -293,15 +319,18 @@ class Runs:
     def _reap(self, run_id: int, cutoff: datetime) -> bool:
         with self.db.session(immediate=True) as session:
             # The conditional UPDATE makes concurrent reapers agree on one winner.
-            won = session.execute(
-                update(Run)
-                .where(Run.id == run_id, Run.state == "running", Run.heartbeat_at < cutoff)
-                .values(
-                    state="failed",
-                    failure_reason="worker_lost",
-                    finished_at=utcnow(),
-                    failure_message="worker stopped heartbeating",
-                )
+            won = cast(
+                CursorResult[Any],
+                session.execute(
+                    update(Run)
+                    .where(Run.id == run_id, Run.state == "running", Run.heartbeat_at < cutoff)
+                    .values(
+                        state="failed",
+                        failure_reason="worker_lost",
+                        finished_at=utcnow(),
+                        failure_message="worker stopped heartbeating",
+                    )
+                ),
             ).rowcount
             if not won:
                 return False
@@ -379,6 +408,14 @@ class Runs:
         """The worker (and its current run) is alive."""
         now = utcnow()
         with self.db.session() as session:
+            # Run row first, then the worker row: the order every other writer (report_epoch,
+            # finish, reap) locks them in, so a heartbeat never deadlocks with its own worker.
+            if run_id is not None:
+                session.execute(
+                    update(Run)
+                    .where(Run.id == run_id, Run.state == "running")
+                    .values(heartbeat_at=now)
+                )
             session.execute(
                 update(Worker)
                 .where(Worker.id == worker_id)
@@ -386,12 +423,6 @@ class Runs:
                     heartbeat_at=now, current_run_id=run_id, status="busy" if run_id else "idle"
                 )
             )
-            if run_id is not None:
-                session.execute(
-                    update(Run)
-                    .where(Run.id == run_id, Run.state == "running")
-                    .values(heartbeat_at=now)
-                )
 
     def worker_stopped(self, worker_id: str) -> None:
         """A worker exited cleanly."""

@@ -1,0 +1,236 @@
+"""One claimed run through the real objective, in-process: real store, real Optuna, real training.
+
+These cover the objective's branches cheaply (no process start-up); the worker-process tests
+cover the same paths end to end.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from worker_helpers import (
+    epochs_of,
+    make_image_folder,
+    make_user,
+    open_store,
+    runs_of,
+    tiny_spec,
+    wait_for,
+)
+
+from search_space.suggest import suggest_config
+from service.settings import Settings
+from service.store import Store, UserInfo
+from workers.objective import TorchTraining, TrialRunner, retry_trial
+from workers.worker import SlotOptions
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny image folder shared by this module's studies."""
+    return make_image_folder(tmp_path_factory.mktemp("folder"))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """A fresh embedded database."""
+    store = open_store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    yield store
+    store.dispose()
+
+
+@pytest.fixture
+def user(store: Store) -> UserInfo:
+    """A study owner."""
+    return make_user(store)
+
+
+@pytest.fixture(scope="module")
+def training(tmp_path_factory: pytest.TempPathFactory) -> TorchTraining:
+    """The real training side on the CPU, its data cache shared by this module."""
+    home = tmp_path_factory.mktemp("home")
+    return TorchTraining(Settings(home=home), SlotOptions(threads=1))
+
+
+def _runner(store: Store, training: TorchTraining, worker_id: str = "w-test") -> TrialRunner:
+    store.runs.register_worker(worker_id, hostname="test", pid=1, device="cpu")
+    return TrialRunner(store=store, settings=Settings(), worker_id=worker_id, training=training)
+
+
+def test_complete_run_stores_epochs_record_and_tells_optuna(
+    store: Store, user: UserInfo, folder: Path, training: TorchTraining
+) -> None:
+    study, _ = store.studies.create(user, tiny_spec(folder, n_trials=1, epochs=2))
+    runner = _runner(store, training)
+    claim = store.runs.claim_next("w-test")
+    assert claim is not None
+    outcome = runner.run(claim)
+    assert outcome.state == "complete"
+    (run,) = runs_of(store, study.id)
+    assert run.state == "complete" and run.value == pytest.approx(outcome.value)
+    assert run.record is not None and run.record["epochs_done"] == 2
+    assert run.record["manifest"]["config"]["training"]["epochs"] == 2
+    assert [e.epoch for e in epochs_of(store, run.id)] == [0, 1]
+    assert run.params and run.family in ("relu", "leaky_relu") and run.config
+    trial = optuna.load_study(study_name=study.optuna_name, storage=store.db.optuna).trials[0]
+    assert trial.state == TrialState.COMPLETE and trial.value == pytest.approx(run.value)
+    assert set(trial.intermediate_values) == {0, 1}
+    assert store.studies.get(study.id).status == "completed"
+
+
+def test_several_seeds_average_and_record_each(
+    store: Store, user: UserInfo, folder: Path, training: TorchTraining
+) -> None:
+    study, _ = store.studies.create(user, tiny_spec(folder, n_trials=1, epochs=1, seeds=3))
+    claim = store.runs.claim_next("w-test")
+    assert claim is not None
+    _runner(store, training).run(claim)
+    (run,) = runs_of(store, study.id)
+    seeds = run.record["seeds"]
+    assert [s["seed"] for s in seeds] == [0, 1, 2]
+    values = [s["val_acc"] for s in seeds]
+    assert run.value == pytest.approx(sum(values) / 3)
+    assert run.value_std is not None and run.value_std >= 0
+    assert len(epochs_of(store, run.id)) == 1  # the first seed's curve only
+
+
+def test_retry_trial_suggests_exactly_the_lost_parameters(
+    store: Store, user: UserInfo, folder: Path
+) -> None:
+    study, _ = store.studies.create(user, tiny_spec(folder, n_trials=2))
+    spec_study = optuna.load_study(study_name=study.optuna_name, storage=store.db.optuna)
+    from search_space.spec import parse_spec
+
+    spec = parse_spec(store.studies.get(study.id).spec)
+    first = spec_study.ask()
+    config = suggest_config(first, spec)
+    lost = dict(first.params)
+    spec_study.tell(first, state=TrialState.FAIL)
+    again = retry_trial(spec_study, lost, retry_of=1)
+    assert suggest_config(again, spec) == config
+    assert again.params == lost and again.number != first.number
+
+
+def test_missing_data_fails_the_study_and_leaves_no_run(
+    store: Store, user: UserInfo, tmp_path: Path, training: TorchTraining
+) -> None:
+    study, _ = store.studies.create(user, tiny_spec(tmp_path / "nowhere", n_trials=3))
+    claim = store.runs.claim_next("w-test")
+    assert claim is not None
+    outcome = _runner(store, training).run(claim)
+    assert outcome.state == "released"
+    info = store.studies.get(study.id)
+    assert info.status == "failed" and info.error and "nowhere" in info.error
+    assert runs_of(store, study.id) == []
+    trials = optuna.load_study(study_name=study.optuna_name, storage=store.db.optuna).trials
+    assert trials == []
+    assert store.runs.claim_next("w-test") is None
+
+
+def test_diverging_run_is_recorded_with_its_epoch(
+    store: Store, user: UserInfo, folder: Path, training: TorchTraining
+) -> None:
+    study, _ = store.studies.create(user, tiny_spec(folder, n_trials=1, epochs=3, lr=1e6))
+    claim = store.runs.claim_next("w-test")
+    assert claim is not None
+    outcome = _runner(store, training).run(claim)
+    assert outcome.state == "failed" and outcome.reason == "diverged"
+    (run,) = runs_of(store, study.id)
+    assert run.state == "failed" and run.failure_reason == "diverged"
+    assert run.failure_epoch is not None and 0 <= run.failure_epoch < 3
+    assert "nan" in (run.failure_message or "").lower() or "inf" in (run.failure_message or "")
+    trial = optuna.load_study(study_name=study.optuna_name, storage=store.db.optuna).trials[0]
+    assert trial.state == TrialState.FAIL
+
+
+def test_signal_hands_back_after_the_epoch_unless_it_is_the_last(
+    store: Store, user: UserInfo, folder: Path, training: TorchTraining
+) -> None:
+    study, _ = store.studies.create(user, tiny_spec(folder, n_trials=2, epochs=3))
+    runner = _runner(store, training)
+    runner.stopping.set()  # SIGTERM arrived: this run is handed back after its first epoch
+    claim = store.runs.claim_next("w-test")
+    assert claim is not None
+    assert runner.run(claim).state == "handed_back"
+    lost, retry = runs_of(store, study.id)
+    assert lost.state == "failed" and lost.failure_reason == "worker_lost"
+    assert lost.epochs_done == 1 and not lost.counts_budget
+    assert retry.state == "queued" and retry.retry_of == lost.id and retry.params == lost.params
+
+    # A one-epoch study is in its last epoch when the signal is seen: it finishes normally.
+    last, _ = store.studies.create(user, tiny_spec(folder, n_trials=1, epochs=1, priority=5))
+    claim = store.runs.claim_next("w-test")
+    assert claim is not None and claim.study_id == last.id
+    assert runner.run(claim).state == "complete"
+
+
+def test_cancel_stops_a_running_trial_within_one_epoch(
+    store: Store, user: UserInfo, folder: Path, training: TorchTraining
+) -> None:
+    study, _ = store.studies.create(user, tiny_spec(folder, n_trials=1, epochs=50))
+    claim = store.runs.claim_next("w-test")
+    assert claim is not None
+
+    at_cancel: list[int] = []
+
+    def cancel_after_first_epoch() -> None:
+        wait_for(lambda: runs_of(store, study.id)[0].epochs_done >= 1, 120, "a first epoch")
+        store.studies.transition(study.id, "cancel")
+        at_cancel.append(runs_of(store, study.id)[0].epochs_done)
+
+    canceller = threading.Thread(target=cancel_after_first_epoch)
+    canceller.start()
+    outcome = _runner(store, training).run(claim)
+    canceller.join()
+    assert outcome.state == "cancelled"
+    (run,) = runs_of(store, study.id)
+    assert run.state == "cancelled" and run.failure_reason == "cancelled"
+    assert run.epochs_done <= at_cancel[0] + 1  # at most the epoch that was running
+    assert store.studies.get(study.id).status == "cancelled"
+
+
+def test_prescreen_rejects_without_training(
+    store: Store, user: UserInfo, folder: Path, training: TorchTraining
+) -> None:
+    spec = tiny_spec(folder, n_trials=1, activations={"elu": {"alpha": 5000.0}})
+    study, _ = store.studies.create(user, spec)
+    claim = store.runs.claim_next("w-test")
+    assert claim is not None
+    outcome = _runner(store, training).run(claim)
+    assert outcome.state == "failed" and outcome.reason == "rejected"
+    (run,) = runs_of(store, study.id)
+    assert run.failure_reason == "rejected" and "exploding" in (run.failure_message or "")
+    assert run.epochs_done == 0 and epochs_of(store, run.id) == []
+    trial = optuna.load_study(study_name=study.optuna_name, storage=store.db.optuna).trials[0]
+    assert trial.state == TrialState.FAIL
+
+
+def test_pruner_stops_a_worse_trial(
+    store: Store, user: UserInfo, folder: Path, training: TorchTraining
+) -> None:
+    spec = tiny_spec(folder, n_trials=2, epochs=4, lr={"choices": [0.5, 1e-7]}, pruner="median")
+    spec["pruner"] = {"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0}
+    study, _ = store.studies.create(user, spec)
+    optuna_study = optuna.load_study(study_name=study.optuna_name, storage=store.db.optuna)
+    # A learning trial first, then one that cannot learn: the median pruner must stop it.
+    optuna_study.enqueue_trial({"training.lr": 0.5, "activation": "relu"})
+    optuna_study.enqueue_trial({"training.lr": 1e-7, "activation": "relu"})
+    runner = _runner(store, training)
+    outcomes = []
+    for _ in range(2):
+        claim = store.runs.claim_next("w-test")
+        assert claim is not None
+        outcomes.append(runner.run(claim))
+    assert [o.state for o in outcomes] == ["complete", "pruned"], outcomes
+    good, bad = runs_of(store, study.id)
+    assert good.params["training.lr"] == 0.5 and bad.params["training.lr"] == 1e-7
+    assert bad.state == "pruned" and bad.epochs_done < 4
+    assert bad.value is not None and bad.value < good.value
+    trial = optuna_study.trials[1]
+    assert trial.state == TrialState.PRUNED
+    assert store.studies.get(study.id).status == "completed"

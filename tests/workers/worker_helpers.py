@@ -1,0 +1,217 @@
+"""Helpers for the worker-process tests: throw-away databases, tiny data, real worker processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from PIL import Image
+from sqlalchemy import create_engine, select, text
+
+from service.db import Epoch, Run, Worker, make_engine
+from service.migrate import upgrade
+from service.store import Store, UserInfo
+
+T = TypeVar("T")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
+
+
+# -- databases ------------------------------------------------------------------------------
+def create_pg_database(prefix: str = "as_test") -> str:
+    """A fresh PostgreSQL database of our own; returns its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(f"{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return f"{PG_SERVER}/{name}"
+
+
+def drop_pg_database(url: str) -> None:
+    """Drop a database made by create_pg_database, ending its leftover connections first."""
+    name = url.rsplit("/", 1)[1]
+    admin = create_engine(f"{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
+    for _ in range(5):
+        try:
+            with admin.connect() as connection:
+                connection.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :name AND pid <> pg_backend_pid()"
+                    ),
+                    {"name": name},
+                )
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+            break
+        except Exception:  # the server may be restarting (see the restart test)
+            time.sleep(1)
+    admin.dispose()
+
+
+def open_store(url: str) -> Store:
+    """Migrate a fresh database and open the store on it."""
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    return Store.open(url)
+
+
+def make_user(store: Store, name: str = "alice") -> UserInfo:
+    """A user to own studies."""
+    user, _token = store.users.create(name)
+    return user
+
+
+# -- data and specs -------------------------------------------------------------------------
+def make_image_folder(
+    root: Path, classes: int = 10, train_per_class: int = 12, test_per_class: int = 4
+) -> Path:
+    """An image folder (train/<class>/*.png, test/<class>/*.png) of learnable 32×32 images."""
+    rng = np.random.default_rng(0)
+    for split, per_class in (("train", train_per_class), ("test", test_per_class)):
+        for k in range(classes):
+            folder = root / split / f"class{k:02d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 90, size=(32, 32, 3), dtype=np.uint8)
+                pixels[3 * k : 3 * k + 3, :, k % 3] += 150  # a class-specific bright stripe
+                Image.fromarray(pixels).save(folder / f"{i:03d}.png")
+    return root
+
+
+def tiny_spec(
+    folder: Path,
+    *,
+    n_trials: int,
+    epochs: int = 1,
+    name: str = "tiny",
+    lr: Any = None,
+    sampler: str = "random",
+    pruner: str = "none",
+    seeds: int = 1,
+    priority: int = 0,
+    activations: dict[str, Any] | None = None,
+    width: float = 0.25,
+) -> dict[str, Any]:
+    """The cheapest study that still trains for real: lenet at a tiny width on a tiny folder."""
+    return {
+        "version": 1,
+        "name": name,
+        "dataset": {"name": "folder", "path": str(folder), "val_size": 20},
+        "model": {"name": "lenet", "width": width},
+        "training": {
+            "epochs": epochs,
+            "batch_size": 50,
+            "eval_batch_size": 200,
+            "lr": lr if lr is not None else {"low": 0.005, "high": 0.05, "log": True},
+            "augment": {"crop_padding": 0, "flip": False},
+        },
+        "activations": activations or {"relu": {}, "leaky_relu": {}},
+        "sampler": {"name": sampler},
+        "pruner": {"name": pruner},
+        "n_trials": n_trials,
+        "seeds": seeds,
+        "priority": priority,
+    }
+
+
+# -- worker processes -----------------------------------------------------------------------
+def worker_env(url: str, home: Path, **settings: Any) -> dict[str, str]:
+    """Environment of a worker process: our database and home, fast heartbeats."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "ACTSEARCH_DATABASE_URL": url,
+            "ACTSEARCH_HOME": str(home),
+            "ACTSEARCH_HEARTBEAT_S": "0.5",
+            "ACTSEARCH_GRACE_S": "4",
+            "ACTSEARCH_LOG_LEVEL": "INFO",
+            "OMP_NUM_THREADS": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update({f"ACTSEARCH_{k.upper()}": str(v) for k, v in settings.items()})
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    return env
+
+
+@contextmanager
+def worker_processes(
+    args: list[str], env: dict[str, str], log_path: Path, *, stop_timeout: float = 60
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`python -m workers worker ARGS` (a supervisor and its slots); stopped with SIGTERM after."""
+    with open(log_path, "ab") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "workers", "worker", *args],
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield process
+        finally:
+            stop_process(process, stop_timeout)
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 60) -> int | None:
+    """SIGTERM, wait, then kill: what a service manager does."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.25) -> T:
+    """Poll until predicate() is truthy; fail the test saying what did not happen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = predicate()
+        except Exception:  # the database may be restarting
+            value = None  # type: ignore[assignment]
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def runs_of(store: Store, study_id: int) -> list[Run]:
+    """Every run row of a study, oldest first."""
+    with store.db.session() as session:
+        return list(session.scalars(select(Run).where(Run.study_id == study_id).order_by(Run.id)))
+
+
+def epochs_of(store: Store, run_id: int) -> list[Epoch]:
+    """A run's epoch rows in order."""
+    with store.db.session() as session:
+        return list(
+            session.scalars(select(Epoch).where(Epoch.run_id == run_id).order_by(Epoch.epoch))
+        )
+
+
+def workers_of(store: Store) -> list[Worker]:
+    """Every registered worker."""
+    with store.db.session() as session:
+        return list(session.scalars(select(Worker).order_by(Worker.started_at)))
+
+
+def log_text(path: Path) -> str:
+    """A worker log, for assertion messages."""
+    return path.read_text(errors="replace") if path.exists() else ""

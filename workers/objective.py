@@ -1,0 +1,673 @@
+"""One claimed run → one Optuna trial → training → live reports → finish.
+
+Order of writes, so that nothing is half-written: the data are resolved before Optuna is asked
+(missing data fail the study and release the claim without a trace); then the trial is created
+(a retry gets a trial fixed to the lost attempt's parameters) and attached to the run; each epoch
+is stored at once and reported to Optuna (pruning); the run's outcome is stored, then told to
+Optuna. Every database write is retried with back-off while the database is unreachable: epoch
+reports are buffered meanwhile and training goes on; final results wait for the database.
+
+Several seeds (config "seeds" > 1): seed i trains with config["seed"] + i. Only the first seed's
+curve is stored per epoch and used for pruning; the objective is the mean final validation
+accuracy over the seeds, value_std their population standard deviation, and the record (the
+first seed's) gains "seeds": one summary per seed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import statistics
+import threading
+import time
+import traceback
+import uuid
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from search_space.spec import SpecError, StudySpec, parse_spec
+from search_space.suggest import make_pruner, make_sampler, suggest_config
+from service.db import is_transient
+from service.settings import Settings
+from service.store import Claim, NotFound, RunStatus, Store
+
+if TYPE_CHECKING:
+    from workers.worker import SlotOptions
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+LOG_TAIL_CHARS = 20_000
+
+
+# -- database outages -----------------------------------------------------------------------
+def is_db_outage(error: BaseException) -> bool:
+    """Whether an error (or what caused it) is a lost or refused database connection or lock."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        try:
+            if is_transient(current):
+                return True
+        except Exception:  # pragma: no cover - is_transient only inspects types
+            pass
+        if type(current).__name__ == "OperationalError":  # psycopg / sqlite3 DB-API errors
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def describe_db_error(error: BaseException) -> str:
+    """The first line of the innermost message: short enough for a warning."""
+    inner: BaseException = error
+    while inner.__cause__ is not None:
+        inner = inner.__cause__
+    text = str(inner).strip().splitlines()
+    return f"{type(inner).__name__}: {text[0] if text else ''}"
+
+
+def db_retry(
+    fn: Callable[[], T],
+    what: str,
+    *,
+    attempts: int = 0,
+    stop: threading.Event | None = None,
+    base_s: float = 0.5,
+    max_s: float = 10.0,
+) -> T:
+    """fn(), retried with back-off while the database is unreachable (attempts=0: forever).
+
+    Optuna wraps driver errors in StorageInternalError, so the whole cause chain is inspected.
+    `stop` (when set) ends the waiting and re-raises, for retries that may be abandoned.
+    """
+    delay, tries = base_s, 0
+    while True:
+        try:
+            return fn()
+        except Exception as error:
+            tries += 1
+            if not is_db_outage(error) or (attempts and tries >= attempts):
+                raise
+            if stop is not None and stop.is_set():
+                raise
+            log.warning(
+                "database unreachable while trying to %s (%s); retrying in %.1f s",
+                what,
+                describe_db_error(error),
+                delay,
+            )
+            time.sleep(delay)
+            delay = min(max_s, delay * 2)
+
+
+# -- what needs torch -----------------------------------------------------------------------
+class DataMissing(RuntimeError):
+    """The study's data cannot be found on this worker; the message says how to provide it."""
+
+
+class Training:
+    """The torch side of a trial (data, training, pre-screen); the storage benchmark swaps it."""
+
+    def device_description(self, gpu_label: str) -> str:
+        """What the workers page shows, e.g. "cuda:1 (NVIDIA H100 80GB HBM3)" or "cpu"."""
+        raise NotImplementedError
+
+    def load_data(self, dataset_cfg: dict[str, Any]) -> Any:
+        """The decoded splits a config's "dataset" names; DataMissing when not found."""
+        raise NotImplementedError
+
+    def prescreen(self, config: dict[str, Any]) -> tuple[bool, str | None]:
+        """(ok, reason): whether the activation is worth training at all."""
+        raise NotImplementedError
+
+    def train(
+        self,
+        config: dict[str, Any],
+        data: Any,
+        on_epoch: Callable[[Any], None],
+        should_stop: Callable[[], bool],
+    ) -> Any:
+        """Train one seed; returns a TrialRecord (raises TrialFailure, TrialPruned, …)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def default(settings: Settings, options: SlotOptions) -> Training:
+        """The real thing: workers.train on this slot's device."""
+        return TorchTraining(settings, options)
+
+
+class TorchTraining(Training):
+    """workers.train / workers.data / search_space.curves on one device, data cached per process."""
+
+    def __init__(self, settings: Settings, options: SlotOptions) -> None:
+        import torch  # only the training side pays for torch
+
+        if options.threads:
+            torch.set_num_threads(options.threads)
+        self.settings = settings
+        self.device = torch.device("cuda:0" if options.device == "cuda" else "cpu")
+        self._data: dict[str, Any] = {}
+
+    def device_description(self, gpu_label: str) -> str:
+        """cuda:<physical id> (<name>) or cpu."""
+        if self.device.type != "cuda":
+            return "cpu"
+        import torch
+
+        return f"cuda:{gpu_label or 0} ({torch.cuda.get_device_name(self.device)})"
+
+    def load_data(self, dataset_cfg: dict[str, Any]) -> Any:
+        """Decoded once per process per dataset config (then kept, also on the device)."""
+        from workers.data import DataUnavailableError, load_dataset
+
+        key = json.dumps(dataset_cfg, sort_keys=True, default=str)
+        if key not in self._data:
+            try:
+                self._data[key] = load_dataset(
+                    dataset_cfg,
+                    data=self.settings.data,
+                    cache_dir=self.settings.resolved_cache_dir,
+                )
+            except DataUnavailableError as error:
+                raise DataMissing(str(error)) from error
+        return self._data[key]
+
+    def prescreen(self, config: dict[str, Any]) -> tuple[bool, str | None]:
+        """search_space.curves.prescreen on the config's activation."""
+        from search_space.curves import prescreen
+
+        result = prescreen(config["activation"])
+        return bool(result.ok), result.reason
+
+    def train(
+        self,
+        config: dict[str, Any],
+        data: Any,
+        on_epoch: Callable[[Any], None],
+        should_stop: Callable[[], bool],
+    ) -> Any:
+        """workers.train.train_trial on this slot's device."""
+        from workers.train import TrialCancelled, train_trial
+
+        def epoch_callback(report: Any) -> None:
+            try:
+                on_epoch(report)
+            except Stop as stop:
+                raise TrialCancelled(stop.reason) from stop
+
+        try:
+            return train_trial(
+                config, data, self.device, on_epoch=epoch_callback, should_stop=should_stop
+            )
+        except TrialCancelled as cancelled:
+            cause = cancelled.__cause__
+            # should_stop() said yes (a second signal): hand the run back.
+            raise cause if isinstance(cause, Stop) else Stop("handed_back") from cancelled
+
+
+# -- one run --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended, as far as this worker is concerned."""
+
+    state: str  # complete | pruned | failed | cancelled | handed_back | abandoned | released
+    value: float | None = None
+    reason: str | None = None
+
+
+class Stop(Exception):
+    """Raised from the epoch callback to end a run early; reason says what to do with it.
+
+    Training implementations must let it through unchanged (TorchTraining translates it to and
+    from workers.train.TrialCancelled, the one stop signal train_trial passes through).
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason  # cancelled | abandoned | handed_back
+
+
+@dataclass
+class _Reports:
+    """Epoch reports not yet stored (the database was unreachable); stored in order later."""
+
+    epochs: list[Any] = field(default_factory=list)
+    optuna: list[tuple[int, float]] = field(default_factory=list)
+
+
+@dataclass
+class TrialRunner:
+    """Runs claimed runs for one worker process (keeps loaded Optuna studies per process)."""
+
+    store: Store
+    settings: Settings
+    worker_id: str
+    training: Training
+    stopping: threading.Event = field(default_factory=threading.Event)  # finish epoch, hand back
+    aborting: threading.Event = field(default_factory=threading.Event)  # hand back now
+    _studies: dict[str, optuna.Study] = field(default_factory=dict, repr=False)
+
+    def run(self, claim: Claim) -> Outcome:
+        """Train a claimed run to its end and store everything; never raises for a bad trial."""
+        try:
+            spec = parse_spec(claim.spec)
+        except SpecError as error:
+            return self._refuse(claim, f"the stored spec is no longer valid: {error}")
+        try:
+            data = self.training.load_data(dataset_config(spec))
+        except DataMissing as error:
+            return self._refuse(claim, str(error))
+        study = self._study(claim, spec)
+        trial = db_retry(lambda: self._trial(study, claim), "create the Optuna trial")
+        config = db_retry(lambda: suggest_config(trial, spec), "suggest the parameters")
+        params = dict(trial.params)
+        family = str(config["activation"]["family"])
+        db_retry(
+            lambda: self.store.runs.attach_trial(
+                claim.run_id,
+                trial_id=trial._trial_id,
+                number=trial.number,
+                params=params,
+                family=family,
+                config=config,
+            ),
+            "attach the trial",
+        )
+        log.info(
+            "run %s: study %s trial #%s attempt %s started (%s) %s",
+            claim.run_id, claim.study_id, trial.number, claim.attempt,
+            family, _short(params),
+        )  # fmt: skip
+        return _Attempt(self, claim, study, trial, config, data).run()
+
+    def _refuse(self, claim: Claim, message: str) -> Outcome:
+        """The study cannot run here at all: fail it with the message, leave no run behind."""
+        log.error("study %s cannot run: %s", claim.study_id, message)
+        db_retry(lambda: self.store.studies.fail(claim.study_id, message), "fail the study")
+        db_retry(lambda: self.store.runs.release(claim.run_id), "release the run")
+        return Outcome("released", reason=message)
+
+    def _study(self, claim: Claim, spec: StudySpec) -> optuna.Study:
+        study = self._studies.get(claim.optuna_name)
+        if study is None:
+            study = db_retry(
+                lambda: optuna.load_study(
+                    study_name=claim.optuna_name,
+                    storage=self.store.db.optuna,
+                    sampler=make_sampler(process_sampler_spec(spec, claim.optuna_name)),
+                    pruner=make_pruner(spec),
+                ),
+                "load the Optuna study",
+            )
+            self._studies[claim.optuna_name] = study
+        return study
+
+    @staticmethod
+    def _trial(study: optuna.Study, claim: Claim) -> optuna.Trial:
+        if claim.params is None:
+            return study.ask()
+        return retry_trial(study, claim.params, claim.retry_of)
+
+
+def process_sampler_spec(spec: StudySpec, optuna_name: str) -> StudySpec:
+    """The spec with the sampler seed this worker process must use.
+
+    Every worker process has its own sampler. With one shared seed, independent samplers
+    (random, TPE's start-up, CMA-ES, grid order) would propose the same parameters in every
+    process, so a given seed is offset per process. QMC is the opposite: its sequence is indexed
+    by trial and must be scrambled identically everywhere, so all processes share one seed
+    (derived from the study when the spec sets none).
+    """
+    seed = spec.sampler.seed
+    if spec.sampler.name == "qmc":
+        seed = seed if seed is not None else zlib.crc32(optuna_name.encode()) & 0x7FFFFFFF
+    elif seed is not None:
+        seed = (seed + zlib.crc32(f"{os.getpid()}-{uuid.uuid4()}".encode())) & 0x7FFFFFFF
+    if seed == spec.sampler.seed:
+        return spec
+    sampler = spec.sampler.model_copy(update={"seed": seed})
+    return spec.model_copy(update={"sampler": sampler})
+
+
+def retry_trial(study: optuna.Study, params: dict[str, Any], retry_of: int | None) -> optuna.Trial:
+    """A new running trial whose suggestions return exactly `params` (a lost attempt's).
+
+    Optuna's own mechanism for fixed parameters (what enqueue_trial uses) is the system
+    attribute "fixed_params"; creating the trial RUNNING instead of WAITING keeps other
+    workers' ask() from taking it. The study's own (cached) storage must create it, so that
+    later writes through that cache know the trial.
+    """
+    template = FrozenTrial(
+        number=-1,  # the storage numbers it
+        state=TrialState.RUNNING,
+        value=None,
+        datetime_start=datetime.now(),
+        datetime_complete=None,
+        params={},
+        distributions={},
+        user_attrs={},
+        system_attrs={"fixed_params": params, "actsearch_retry_of_run": retry_of},
+        intermediate_values={},
+        trial_id=-1,
+    )
+    trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
+    return optuna.Trial(study, trial_id)
+
+
+def dataset_config(spec: StudySpec) -> dict[str, Any]:
+    """The "dataset" part of every trial config of a study (datasets are never searched)."""
+    dataset = spec.dataset
+    return dataset.model_dump(mode="json") if hasattr(dataset, "model_dump") else dict(dataset)
+
+
+class _Attempt:
+    """One run from its first epoch to its stored outcome."""
+
+    def __init__(
+        self,
+        runner: TrialRunner,
+        claim: Claim,
+        study: optuna.Study,
+        trial: optuna.Trial,
+        config: dict[str, Any],
+        data: Any,
+    ) -> None:
+        self.runner = runner
+        self.store = runner.store
+        self.claim = claim
+        self.study = study
+        self.trial = trial
+        self.config = config
+        self.data = data
+        self.seeds = max(1, int(config.get("seeds", 1) or 1))
+        self.seed_index = 0
+        self.pending = _Reports()
+        self.last_val: float | None = None
+        self.last_epoch: int | None = None
+        self.started = time.monotonic()
+
+    @property
+    def run_id(self) -> int:
+        """The run this attempt trains."""
+        return self.claim.run_id
+
+    def run(self) -> Outcome:
+        """Pre-screen, train every seed, store the outcome."""
+        ok, reason = self.runner.training.prescreen(self.config)
+        if not ok:
+            return self._fail("rejected", reason or "rejected by the pre-screen", None, None)
+        records: list[Any] = []
+        try:
+            for index in range(self.seeds):
+                self.seed_index = index
+                seed_config = {**self.config, "seed": int(self.config.get("seed", 0)) + index}
+                seed_config["seeds"] = 1
+                records.append(
+                    self.runner.training.train(
+                        seed_config, self.data, self._on_epoch, self._should_stop
+                    )
+                )
+        except optuna.TrialPruned:
+            return self._pruned()
+        except Stop as stop:
+            return self._stopped(stop.reason)
+        except Exception as error:
+            return self._failed(error)
+        return self._complete(records)
+
+    # -- during training --------------------------------------------------------------------
+    def _should_stop(self) -> bool:
+        return self.runner.aborting.is_set()
+
+    def _on_epoch(self, report: Any) -> None:
+        last = report.epoch == report.epochs - 1 and self.seed_index == self.seeds - 1
+        if self.seed_index == 0:
+            log.info(
+                "run %s epoch %d/%d: loss %.4f val_acc %.4f %.0f img/s",
+                self.run_id, report.epoch + 1, report.epochs, report.train_loss,
+                report.val_acc, report.img_per_s,
+            )  # fmt: skip
+            self.last_val, self.last_epoch = report.val_acc, report.epoch
+            self.pending.epochs.append(report)
+            self.pending.optuna.append((report.epoch, float(report.val_acc)))
+            self._stop_if_asked(self._flush(), last)
+            prune = self._report_to_optuna()
+        else:
+            log.info(
+                "run %s seed %d/%d epoch %d/%d: val_acc %.4f",
+                self.run_id, self.seed_index + 1, self.seeds, report.epoch + 1, report.epochs,
+                report.val_acc,
+            )  # fmt: skip
+            self._stop_if_asked(self._status(), last)
+            prune = False
+        if prune:
+            raise optuna.TrialPruned(f"pruned at epoch {report.epoch}")
+
+    def _stop_if_asked(self, status: RunStatus | None, last: bool) -> None:
+        reason = status.stop_reason if status is not None else None
+        if reason == "cancelled":
+            raise Stop("cancelled")
+        if reason is not None:
+            raise Stop("abandoned")  # reaped meanwhile: its retry belongs to another worker
+        if self.runner.stopping.is_set() and not last:
+            raise Stop("handed_back")
+
+    def _flush(self, *, wait: bool = False) -> RunStatus | None:
+        """Store buffered epochs in order; None when the database is unreachable (kept)."""
+        status = None
+        while self.pending.epochs:
+            report = self.pending.epochs[0]
+            try:
+                status = self._store_epoch(report, wait=wait)
+            except Stop:
+                raise
+            except Exception as error:
+                if not is_db_outage(error):
+                    raise
+                log.warning(
+                    "run %s: epoch %d kept until the database is back (%s)",
+                    self.run_id, report.epoch + 1, describe_db_error(error),
+                )  # fmt: skip
+                return None
+            self.pending.epochs.pop(0)
+        return status
+
+    def _flush_final(self) -> None:
+        """Store every buffered epoch, waiting for the database (the run is ending)."""
+        with contextlib.suppress(Stop):  # the run is gone; finish() will say so
+            self._flush(wait=True)
+
+    def _store_epoch(self, report: Any, *, wait: bool) -> RunStatus:
+        def write() -> RunStatus:
+            return self.store.runs.report_epoch(
+                self.run_id,
+                report.epoch,
+                train_loss=_finite(report.train_loss),
+                val_acc=_finite(report.val_acc),
+                img_per_s=_finite(report.img_per_s),
+                elapsed_s=_finite(report.elapsed_s),
+                worker_id=self.runner.worker_id,
+            )
+
+        try:
+            return db_retry(write, "store an epoch", attempts=0 if wait else 1)
+        except NotFound as error:
+            raise Stop("abandoned") from error  # the study was deleted meanwhile
+
+    def _report_to_optuna(self) -> bool:
+        """Report buffered values to Optuna; whether the pruner says stop (False if unreachable)."""
+        try:
+            while self.pending.optuna:
+                epoch, value = self.pending.optuna[0]
+                self.trial.report(value, epoch)
+                self.pending.optuna.pop(0)
+            return bool(self.trial.should_prune())
+        except optuna.exceptions.UpdateFinishedTrialError as error:
+            raise Stop("abandoned") from error  # reaped meanwhile: Optuna's trial is failed
+        except Exception as error:
+            if not is_db_outage(error):
+                raise
+            log.warning("run %s: pruning check skipped (%s)", self.run_id, describe_db_error(error))
+            return False
+
+    def _status(self) -> RunStatus | None:
+        try:
+            return self.store.runs.status(self.run_id)
+        except NotFound as error:
+            raise Stop("abandoned") from error
+        except Exception as error:
+            if not is_db_outage(error):
+                raise
+            return None
+
+    # -- outcomes ---------------------------------------------------------------------------
+    def _complete(self, records: list[Any]) -> Outcome:
+        values = [float(r.val_acc) for r in records]
+        tests = [float(r.test_acc) for r in records]
+        record = records[0].to_json()
+        value_std = None
+        if len(records) > 1:
+            value_std = statistics.pstdev(values)
+            record["seeds"] = [
+                {
+                    "seed": int(self.config.get("seed", 0)) + i,
+                    "val_acc": r.val_acc,
+                    "best_val_acc": r.best_val_acc,
+                    "test_acc": r.test_acc,
+                    "duration_s": r.duration_s,
+                }
+                for i, r in enumerate(records)
+            ]
+        value = statistics.fmean(values)
+        stored = self._finish(
+            state="complete",
+            value=value,
+            value_std=value_std,
+            test_acc=statistics.fmean(tests),
+            record=record,
+        )
+        if stored:
+            self._tell(value)
+        log.info(
+            "run %s complete: val_acc %.4f test_acc %.4f in %.1f s",
+            self.run_id, value, statistics.fmean(tests), time.monotonic() - self.started,
+        )  # fmt: skip
+        return Outcome("complete", value=value)
+
+    def _pruned(self) -> Outcome:
+        self._flush_final()
+        if self._finish(state="pruned", value=self.last_val):
+            self._tell(None, TrialState.PRUNED)
+        log.info("run %s pruned after epoch %s", self.run_id, (self.last_epoch or 0) + 1)
+        return Outcome("pruned", value=self.last_val, reason="pruned")
+
+    def _stopped(self, reason: str) -> Outcome:
+        if reason == "abandoned":
+            log.warning(
+                "run %s was taken from this worker (reaped or deleted); dropped", self.run_id
+            )
+            return Outcome("abandoned", reason="worker_lost")
+        self._flush_final()
+        if reason == "cancelled":
+            if self._finish(
+                state="cancelled",
+                value=self.last_val,
+                failure_reason="cancelled",
+                failure_message="the study was cancelled",
+                failure_epoch=self.last_epoch,
+            ):
+                self._tell(None, TrialState.FAIL)
+            log.info("run %s cancelled with its study", self.run_id)
+            return Outcome("cancelled", reason="cancelled")
+        db_retry(
+            lambda: self.store.runs.hand_back(self.run_id, "worker stopped (signal)"),
+            "hand the run back",
+        )
+        log.info("run %s handed back for a retry with the same parameters", self.run_id)
+        return Outcome("handed_back", reason="worker_lost")
+
+    def _failed(self, error: Exception) -> Outcome:
+        kind = getattr(error, "kind", None)
+        if kind is None:  # not a TrialFailure: a bug or an unexpected error in this worker
+            trace = traceback.format_exc()
+            return self._fail("error", f"{type(error).__name__}: {error}", self.last_epoch, trace)
+        message = str(getattr(error, "message", error))
+        details: str | None = getattr(error, "details", None)
+        epoch: int | None = getattr(error, "epoch", None)
+        return self._fail(str(kind), message, epoch, details or message)
+
+    def _fail(self, reason: str, message: str, epoch: int | None, details: str | None) -> Outcome:
+        self._flush_final()
+        if self._finish(
+            state="failed",
+            value=None,
+            failure_reason=reason,
+            failure_message=message,
+            failure_epoch=epoch,
+            log_tail=(details or message)[-LOG_TAIL_CHARS:],
+        ):
+            self._tell(None, TrialState.FAIL)
+        where = f" at epoch {epoch + 1}" if epoch is not None else ""
+        log.warning("run %s failed (%s%s): %s", self.run_id, reason, where, message)
+        return Outcome("failed", reason=reason)
+
+    def _finish(self, *, state: str, value: float | None, **fields: Any) -> bool:
+        """Store the outcome (waiting for the database); False if the run was reaped meanwhile."""
+        if state == "complete":
+            self._flush_final()
+        try:
+            return bool(
+                db_retry(
+                    lambda: self.store.runs.finish(
+                        self.run_id, state=state, value=_finite(value), **fields
+                    ),
+                    "store the run's outcome",
+                )
+            )
+        except NotFound:
+            log.warning("run %s is gone (study deleted?); its outcome is dropped", self.run_id)
+            return False
+
+    def _tell(self, value: float | None, state: TrialState | None = None) -> None:
+        """Report buffered epochs to Optuna, then finish its trial (waiting for the database)."""
+
+        def tell() -> None:
+            while self.pending.optuna:
+                epoch, reported = self.pending.optuna[0]
+                self.trial.report(reported, epoch)
+                self.pending.optuna.pop(0)
+            if state is None:
+                self.study.tell(self.trial, _finite(value), skip_if_finished=True)
+            else:
+                self.study.tell(self.trial, state=state, skip_if_finished=True)
+
+        try:
+            db_retry(tell, "tell Optuna the result")
+        except optuna.exceptions.UpdateFinishedTrialError:
+            log.warning("run %s: its Optuna trial was already finished", self.run_id)
+        except Exception:
+            log.exception("run %s: Optuna could not be told the result", self.run_id)
+
+
+def _finite(value: float | None) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _short(params: dict[str, Any]) -> str:
+    text = ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+    )
+    return text if len(text) < 300 else text[:297] + "..."

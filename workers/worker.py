@@ -1,0 +1,231 @@
+"""One worker slot: register, heartbeat, then claim → train → report → finish until told to stop.
+
+Signals: the first SIGTERM/SIGINT lets the current epoch finish, then the run is handed back (a
+retry with the same parameters is queued at once) — unless that epoch was the run's last, in which
+case the run is finished normally. A second signal aborts the running epoch and hands back too.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+import random
+import signal
+import socket
+import threading
+import uuid
+from dataclasses import dataclass
+from types import FrameType
+
+from service.migrate import SchemaOutOfDate
+from service.settings import Settings
+from service.store import Claim, Store
+from workers.objective import Training, TrialRunner, db_retry, describe_db_error, is_db_outage
+
+log = logging.getLogger(__name__)
+
+IDLE_S = 1.0  # base pause when nothing is runnable; jittered so idle workers do not poll in step
+MAX_BACKOFF_S = 30.0
+
+
+class FatalWorkerError(RuntimeError):
+    """A problem restarting will not fix (schema out of date, bad URL): the message says what to do."""
+
+
+@dataclass(frozen=True)
+class SlotOptions:
+    """How one slot runs: which device, which studies, how many trials."""
+
+    slot: int = 0
+    device: str = "cpu"  # "cpu" or "cuda" (the one GPU this process sees)
+    gpu_label: str = ""  # the physical GPU id, for the workers page
+    studies: tuple[int, ...] | None = None  # only these study ids; None: every study
+    max_trials: int | None = None  # exit after this many runs; None: run until stopped
+    parent_pid: int | None = None  # stop when this supervisor goes away
+    threads: int | None = None  # torch CPU threads
+
+
+def new_worker_id(slot: int) -> str:
+    """A worker id unique to this process: host, pid, slot and a random suffix."""
+    return f"{socket.gethostname()[:32]}-{os.getpid()}-s{slot}-{uuid.uuid4().hex[:6]}"
+
+
+def package_version() -> str:
+    """The installed actsearch version (shown on the workers page)."""
+    try:
+        return importlib.metadata.version("actsearch")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class SlotWorker:
+    """The process loop of one slot; build it, then call run()."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        options: SlotOptions,
+        *,
+        training: Training | None = None,
+        store: Store | None = None,
+    ) -> None:
+        self.settings = settings
+        self.options = options
+        self.worker_id = new_worker_id(options.slot)
+        self.stopping = threading.Event()  # first signal: stop after this epoch
+        self.aborting = threading.Event()  # second signal: stop within a training step
+        self.trials = 0
+        self._training = training
+        self._store = store
+        self._current_run: int | None = None
+        self._beat_stop = threading.Event()
+        self._signals = 0
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def run(self) -> int:
+        """Register, heartbeat and process runs until stopped or --max-trials; returns 0."""
+        self._install_signal_handlers()
+        store = self._store or self._open_store()
+        training = self._training or Training.default(self.settings, self.options)
+        runner = TrialRunner(
+            store=store,
+            settings=self.settings,
+            worker_id=self.worker_id,
+            training=training,
+            stopping=self.stopping,
+            aborting=self.aborting,
+        )
+        db_retry(
+            lambda: store.runs.register_worker(
+                self.worker_id,
+                hostname=socket.gethostname(),
+                pid=os.getpid(),
+                device=training.device_description(self.options.gpu_label),
+                slot=self.options.slot,
+                version=package_version(),
+            ),
+            "register the worker",
+        )
+        log.info("worker %s ready on %s", self.worker_id, training.device_description(""))
+        beat = threading.Thread(target=self._beat, args=(store,), name="heartbeat", daemon=True)
+        beat.start()
+        try:
+            self._loop(store, runner)
+        finally:
+            self._beat_stop.set()
+            beat.join(timeout=10)
+            self._stopped(store)
+            if self._store is None:
+                store.dispose()
+        log.info("worker %s stopped after %d trial(s)", self.worker_id, self.trials)
+        return 0
+
+    def request_stop(self) -> None:
+        """Stop after the current epoch (what SIGTERM does)."""
+        self.stopping.set()
+
+    def _open_store(self) -> Store:
+        url = self.settings.resolved_database_url
+        try:
+            return db_retry(
+                lambda: Store.open(url, max_attempts=self.settings.max_attempts),
+                "open the database",
+                attempts=0,
+                stop=self.stopping,
+            )
+        except SchemaOutOfDate as error:
+            raise FatalWorkerError(str(error)) from error
+
+    def _stopped(self, store: Store) -> None:
+        try:
+            db_retry(
+                lambda: store.runs.worker_stopped(self.worker_id),
+                "mark the worker stopped",
+                attempts=5,
+            )
+        except Exception as error:
+            log.warning("could not mark worker %s stopped: %s", self.worker_id, error)
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # embedded in a test or a thread: the owner calls request_stop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self._signals += 1
+        name = signal.Signals(signum).name
+        if self._signals == 1:
+            log.info("%s: finishing the current epoch, then stopping (again: stop now)", name)
+            self.stopping.set()
+        elif self._signals == 2:
+            log.info("%s: stopping now; the running trial is handed back", name)
+            self.stopping.set()
+            self.aborting.set()
+        else:
+            raise KeyboardInterrupt
+
+    # -- the loop ---------------------------------------------------------------------------
+    def _loop(self, store: Store, runner: TrialRunner) -> None:
+        failures = 0
+        while not self.stopping.is_set() and not self._enough():
+            try:
+                claim = store.runs.claim_next(self.worker_id, self._study_ids())
+                failures = 0
+            except Exception as error:
+                failures += 1
+                self._back_off(error, failures)
+                continue
+            if claim is None:
+                self._idle()
+                continue
+            self._process(runner, claim)
+
+    def _process(self, runner: TrialRunner, claim: Claim) -> None:
+        self._current_run = claim.run_id
+        try:
+            runner.run(claim)
+        finally:
+            self._current_run = None
+        self.trials += 1
+
+    def _enough(self) -> bool:
+        limit = self.options.max_trials
+        return limit is not None and self.trials >= limit
+
+    def _study_ids(self) -> list[int] | None:
+        return list(self.options.studies) if self.options.studies else None
+
+    def _idle(self) -> None:
+        pause = min(IDLE_S, self.settings.heartbeat_s) * random.uniform(0.5, 1.5)
+        self.stopping.wait(pause)
+
+    def _back_off(self, error: Exception, failures: int) -> None:
+        delay = min(MAX_BACKOFF_S, 0.5 * 2 ** min(failures, 10)) * random.uniform(0.8, 1.2)
+        if is_db_outage(error):
+            log.warning(
+                "database unreachable (%s); retrying in %.1f s", describe_db_error(error), delay
+            )
+        else:
+            log.exception("claiming a run failed; retrying in %.1f s", delay)
+        self.stopping.wait(delay)
+
+    # -- heartbeats -------------------------------------------------------------------------
+    def _beat(self, store: Store) -> None:
+        """Background thread: heartbeat (worker and run), reap lost runs, watch the supervisor."""
+        interval = self.settings.heartbeat_s
+        while not self._beat_stop.wait(interval * random.uniform(0.9, 1.0)):
+            try:
+                store.runs.heartbeat(self.worker_id, self._current_run)
+                # Every live worker reaps, so a lost run is failed within grace + one interval
+                # even while all other workers are busy training.
+                for run_id in store.runs.reap_lost(self.settings.grace_s):
+                    log.warning(
+                        "run %s lost its worker (silent > %.0f s)", run_id, self.settings.grace_s
+                    )
+            except Exception as error:
+                log.warning("heartbeat failed: %s", describe_db_error(error))
+            if self.options.parent_pid and os.getppid() != self.options.parent_pid:
+                log.warning("the supervisor (pid %s) is gone; stopping", self.options.parent_pid)
+                self.stopping.set()

@@ -1,0 +1,194 @@
+"""`actsearch worker`: start one training process per GPU slot against the shared database."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from service.settings import Settings
+
+log = logging.getLogger("actsearch.worker")
+
+EXAMPLES = """\
+examples:
+  actsearch worker                      all GPUs (one process each), or one CPU process
+  actsearch worker --gpus 0,1 --per-gpu 2
+  actsearch worker --gpus cpu --studies 3,5 --max-trials 10
+  ACTSEARCH_DATABASE_URL=postgresql+psycopg://user@db-host/actsearch actsearch worker --data /data
+
+Every process claims the next trial of the highest-priority runnable study, trains it, reports
+each epoch and repeats. SIGTERM or Ctrl-C: the current epoch finishes, then the run is handed back
+(retried with the same parameters) unless it was in its last epoch; press again to stop at once.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `actsearch worker` options."""
+    parser = argparse.ArgumentParser(
+        prog="actsearch worker",
+        description="Run training workers: one OS process per GPU slot.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--gpus",
+        default=None,
+        help="GPUs to use: 0,1 | all | cpu (default: all GPUs if CUDA is available, else cpu)",
+    )
+    parser.add_argument(
+        "--per-gpu", type=int, default=1, help="worker processes per GPU (default 1)"
+    )
+    parser.add_argument(
+        "--studies", default=None, help="only work on these study ids, e.g. 3,5 (default: all)"
+    )
+    parser.add_argument(
+        "--max-trials",
+        type=int,
+        default=None,
+        help="each process exits after this many trials (default: run until stopped)",
+    )
+    parser.add_argument(
+        "--data", default=None, help="CIFAR data: a torchvision root, image folder or tarball"
+    )
+    parser.add_argument(
+        "--database-url", default=None, help="SQLAlchemy URL (default: ACTSEARCH_DATABASE_URL)"
+    )
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING")
+    # Set by the supervisor for each child process; not for people.
+    parser.add_argument("--slot", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
+    parser.add_argument("--gpu-label", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+def parse_ids(text: str | None) -> tuple[int, ...] | None:
+    """Study ids from '3,5' → (3, 5); None or '' → None (every study)."""
+    if not text:
+        return None
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(
+            f"--studies {text!r}: give study ids separated by commas, e.g. 3,5"
+        ) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `actsearch worker` (and, with --slot, of each slot's process)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = _settings(args)
+        studies = parse_ids(args.studies)
+        if args.max_trials is not None and args.max_trials < 1:
+            raise ValueError("--max-trials must be at least 1")
+    except ValueError as error:
+        parser.error(str(error))
+    _configure_logging(settings.log_level, args.slot)
+    if args.slot is not None:
+        return _run_slot(settings, args, studies)
+    return _supervise(settings, args)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, object] = {}
+    if args.database_url:
+        overrides["database_url"] = args.database_url
+    if args.data:
+        overrides["data"] = args.data
+    if args.log_level:
+        overrides["log_level"] = args.log_level.upper()
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except Exception as error:  # pydantic's ValidationError names the field
+        raise ValueError(str(error)) from error
+
+
+def _configure_logging(level: str, slot: int | None) -> None:
+    who = "supervisor" if slot is None else f"slot {slot}"
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format=f"%(asctime)s {who} %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    # Optuna logs every finished trial at INFO and alembic its schema check; our lines say more.
+    for noisy in ("optuna", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _supervise(settings: Settings, args: argparse.Namespace) -> int:
+    from workers.supervisor import EXIT_FATAL, Supervisor, cpu_threads, plan_slots
+
+    try:
+        slots = plan_slots(args.gpus, args.per_gpu)
+    except ValueError as error:
+        print(f"actsearch worker: error: {error}", file=sys.stderr)
+        return 2
+    env = dict(os.environ)
+    # Children read the same settings from the environment (keeps passwords out of `ps`).
+    env["ACTSEARCH_DATABASE_URL"] = settings.resolved_database_url
+    env["ACTSEARCH_HOME"] = str(settings.home)
+    env["ACTSEARCH_LOG_LEVEL"] = settings.log_level
+    if settings.data:
+        env["ACTSEARCH_DATA"] = settings.data
+    command = [sys.executable, "-m", "workers", "worker", *_passed_on(args)]
+    log.info(
+        "starting %d worker process(es) on %s (database %s)",
+        len(slots),
+        ", ".join(sorted({"cpu" if s.gpu is None else f"gpu {s.gpu}" for s in slots})),
+        _redact(settings.resolved_database_url),
+    )
+    code = Supervisor(slots, command, env=env, threads=cpu_threads(slots)).run()
+    if code == EXIT_FATAL:
+        print("actsearch worker: error: the workers cannot start (see above)", file=sys.stderr)
+    return code
+
+
+def _passed_on(args: argparse.Namespace) -> list[str]:
+    passed: list[str] = []
+    if args.studies:
+        passed += ["--studies", args.studies]
+    if args.max_trials is not None:
+        passed += ["--max-trials", str(args.max_trials)]
+    return passed
+
+
+def _run_slot(settings: Settings, args: argparse.Namespace, studies: tuple[int, ...] | None) -> int:
+    from workers.supervisor import EXIT_FATAL
+    from workers.worker import FatalWorkerError, SlotOptions, SlotWorker
+
+    options = SlotOptions(
+        slot=args.slot,
+        device=args.device,
+        gpu_label=args.gpu_label,
+        studies=studies,
+        max_trials=args.max_trials,
+        parent_pid=args.parent_pid,
+        threads=args.threads,
+    )
+    try:
+        code = SlotWorker(settings, options).run()
+    except FatalWorkerError as error:
+        log.error("%s", error)
+        code = EXIT_FATAL
+    # Everything is stored and the connections are closed; skip the interpreter's teardown of
+    # torch's module graph, which takes seconds and delays the supervisor's shutdown.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for logs."""
+    head, sep, tail = url.partition("@")
+    if not sep or ":" not in head.split("//", 1)[-1]:
+        return url
+    scheme, _, credentials = head.partition("//")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}//{user}:***@{tail}"
