@@ -51,6 +51,41 @@ def bench_ms(fn: Callable[[], Any], quick: bool) -> float:
                           return_mode="median"))
 
 
+def graph_ms(fn: Callable[[], Any], quick: bool) -> float:
+    """Median milliseconds of fn captured in a CUDA graph and replayed: GPU time alone."""
+    if DEVICE == "cpu":
+        return bench_ms(fn, quick)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    try:
+        return bench_ms(graph.replay, quick)
+    finally:
+        del graph
+        torch.cuda.empty_cache()
+
+
+def cpu_issue_us(fn: Callable[[], Any], n: int = 50) -> float:
+    """Host microseconds to issue one call (no synchronisation inside the loop)."""
+    import time
+
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(n):
+        fn()
+    elapsed = time.perf_counter() - start
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+    return elapsed / n * 1e6
+
+
 def copy_bandwidth(quick: bool) -> float:
     """Device-to-device copy bandwidth in bytes/s, counting bytes read plus bytes written."""
     n = 1 << 30 if DEVICE == "cuda" else 1 << 16  # 1 GiB each way
@@ -212,10 +247,9 @@ def spec_of(fam: tuple[str, str, int, int], params: dict[str, torch.Tensor]) -> 
     return _ops.OpSpec(4, _ops.OPAU_BASES[opt], m, n, (m + 1, n))
 
 
-SWEEP_FWD = [(1024, 4), (2048, 8), (4096, 8), (4096, 16), (8192, 16)]
-SWEEP_BWD = [(512, 4), (512, 8), (1024, 4), (1024, 8), (2048, 8), (2048, 16)]
-SWEEP_FAMILIES = [("smu", "smu", 0, 0), ("pau", "A", 5, 4), ("opau", "hermite_h", 5, 4),
-                  ("opau", "legendre", 8, 8)]
+SWEEP_FWD = [(2048, 8), (4096, 8)]
+SWEEP_BWD = [(512, 4), (1024, 2), (1024, 4), (1024, 8), (2048, 4), (2048, 8)]
+SWEEP_FAMILIES = [("pau", "A", 5, 4), ("opau", "hermite_h", 5, 4)]
 
 
 def sweep(x: torch.Tensor, dy: torch.Tensor, quick: bool) -> list[dict[str, Any]]:
@@ -245,7 +279,8 @@ def sweep(x: torch.Tensor, dy: torch.Tensor, quick: bool) -> list[dict[str, Any]
     return rows
 
 
-def measure(quick: bool, families: list[tuple[str, str, int, int]]) -> dict[str, Any]:
+def measure(quick: bool, families: list[tuple[str, str, int, int]],
+            on_rows: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """All rows of the table, plus the sweep."""
     torch.manual_seed(0)
     bw = copy_bandwidth(quick)
@@ -265,8 +300,9 @@ def measure(quick: bool, families: list[tuple[str, str, int, int]]) -> dict[str,
                      "us": ms * 1e3, "x_floor": ms * 1e3 / floor_us, **extra})
 
     xg = x_cl.detach().requires_grad_()
-    add("relu", "eager", "channels_last", "-",
-        bench_ms(step_fn(lambda x: torch.relu(x), xg, [], dy_cl), quick))
+    relu_step = step_fn(lambda x: torch.relu(x), xg, [], dy_cl)
+    add("relu", "eager", "channels_last", "-", bench_ms(relu_step, quick),
+        graph_us=graph_ms(relu_step, quick) * 1e3, cpu_us=cpu_issue_us(relu_step))
     source = ""
     for fam in families:
         name = label(fam)
@@ -277,8 +313,9 @@ def measure(quick: bool, families: list[tuple[str, str, int, int]]) -> dict[str,
         eparams = [to_module_shape(v, vec).clone().requires_grad_(k in train)
                    for k, v in shared.items()]
         try:
-            add(name, "eager", "channels_last", "per_layer",
-                bench_ms(step_fn(eager_fn, xg, eparams, dy_cl), quick))
+            estep = step_fn(eager_fn, xg, eparams, dy_cl)
+            add(name, "eager", "channels_last", "per_layer", bench_ms(estep, quick),
+                graph_us=graph_ms(estep, quick) * 1e3, cpu_us=cpu_issue_us(estep, 10))
         except torch.OutOfMemoryError:
             add(name, "eager", "channels_last", "per_layer", float("nan"), note="OOM")
         errs = rel_errors(fam, x_cl, shared, dy_cl)
@@ -287,51 +324,65 @@ def measure(quick: bool, families: list[tuple[str, str, int, int]]) -> dict[str,
                                   ("per_channel", fused_params(fam, SHAPE[1]))):
                 fparams = [v.clone().requires_grad_(k in train) for k, v in params.items()]
                 xx = x.detach().requires_grad_()
-                ms = bench_ms(step_fn(fused_call(fam), xx, fparams, dy), quick)
+                fstep = step_fn(fused_call(fam), xx, fparams, dy)
+                ms = bench_ms(fstep, quick)
                 fwd, bwd = kernel_only_ms(fam, x, params, dy, quick)
                 extra: dict[str, Any] = {"kernels_us": (fwd + bwd) * 1e3,
                                          "fwd_us": fwd * 1e3, "bwd_us": bwd * 1e3}
+                if layout == "channels_last":
+                    extra["graph_us"] = graph_ms(fstep, quick) * 1e3
+                    extra["cpu_us"] = cpu_issue_us(fstep)
                 if layout == "channels_last" and scope == "per_layer":
                     extra["rel_err"] = errs
                 add(name, "fused", layout, scope, ms, **extra)
-    return {"copy_GBps": bw / 1e9, "floor_us": floor_us, "rows": rows,
-            "eager_source": source,
-            "sweep": sweep(x_cl, dy_cl, quick)}
+    result = {"copy_GBps": bw / 1e9, "floor_us": floor_us, "rows": rows,
+              "eager_source": source, "sweep": []}
+    on_rows(result)  # saved before the sweep, in case the run is cut short
+    result["sweep"] = sweep(x_cl, dy_cl, quick)
+    return result
 
 
 def table(result: dict[str, Any]) -> str:
-    """The short table printed last."""
+    """The short table printed last (channels_last input, per-layer parameters)."""
     rows = result["rows"]
-    relu = next(r["us"] for r in rows if r["family"] == "relu")
+    floor = result["floor_us"]
+
+    def pick(fam: str, path: str, layout: str = "channels_last", scope: str = "per_layer"
+             ) -> dict[str, Any]:
+        for r in rows:
+            if (r["family"], r["path"], r["layout"]) == (fam, path, layout) and (
+                    r["scope"] == scope or path == "eager"):
+                return r
+        return {}
+
     lines = [
         f"{result['gpu']}  torch {result['torch']}  triton {result['triton']}  "
-        f"copy {result['copy_GBps']:.0f} GB/s  floor {result['floor_us']:.1f} us  "
-        f"(5 x {SHAPE} bf16)",
-        f"{'family':22s} {'eager':>9s} {'fused CL':>9s} {'kern CL':>8s} {'xfloor':>7s} "
-        f"{'fused NCHW':>10s} {'perC CL':>8s} {'perC NCHW':>9s} {'max rel err':>11s}",
-        f"{'relu':22s} {relu:9.1f} {'':>9s} {'':>8s} {relu / result['floor_us']:7.2f}",
+        f"copy {result['copy_GBps']:.0f} GB/s  floor {floor:.1f} us  "
+        f"(5 x {tuple(result['shape'])} bf16)",
+        f"{'family':21s} {'eager':>7s} {'eagerG':>7s} {'fused':>7s} {'fusedG':>7s} "
+        f"{'kern':>6s} {'G/floor':>7s} {'cpu':>6s} {'perC G':>7s} {'NCHW':>6s} {'err':>8s}",
     ]
+    relu = pick("relu", "eager")
+    lines.append(f"{'relu':21s} {relu['us']:7.1f} {relu.get('graph_us', 0):7.1f} "
+                 f"{'':7s} {'':7s} {'':6s} {relu.get('graph_us', 0) / floor:7.2f} "
+                 f"{relu.get('cpu_us', 0):6.0f}")
     fams = [r["family"] for r in rows if r["path"] == "eager" and r["family"] != "relu"]
     for fam in fams:
-        def get(path: str, layout: str, scope: str, key: str = "us",
-                fam: str = fam) -> float:
-            for r in rows:
-                if (r["family"], r["path"], r["layout"], r["scope"]) == (fam, path, layout, scope):
-                    return float(r.get(key, float("nan")))
-            return float("nan")
-
-        cl = next(r for r in rows if r["family"] == fam and r["path"] == "fused"
-                  and r["layout"] == "channels_last" and r["scope"] == "per_layer")
-        err = max(cl["rel_err"].values())
+        e, f = pick(fam, "eager"), pick(fam, "fused")
+        pc = pick(fam, "fused", scope="per_channel")
+        nchw = pick(fam, "fused", layout="contiguous")
+        err = max(f.get("rel_err", {"-": float("nan")}).values())
         lines.append(
-            f"{fam:22s} {get('eager', 'channels_last', 'per_layer'):9.1f} {cl['us']:9.1f} "
-            f"{cl['kernels_us']:8.1f} {cl['x_floor']:7.2f} "
-            f"{get('fused', 'contiguous', 'per_layer'):10.1f} "
-            f"{get('fused', 'channels_last', 'per_channel'):8.1f} "
-            f"{get('fused', 'contiguous', 'per_channel'):9.1f} {err:11.1e}"
+            f"{fam:21s} {e.get('us', float('nan')):7.1f} {e.get('graph_us', float('nan')):7.1f} "
+            f"{f['us']:7.1f} {f.get('graph_us', float('nan')):7.1f} {f['kernels_us']:6.1f} "
+            f"{f.get('graph_us', float('nan')) / floor:7.2f} {f.get('cpu_us', float('nan')):6.0f} "
+            f"{pc.get('graph_us', float('nan')):7.1f} {nchw.get('us', float('nan')):6.1f} "
+            f"{err:8.1e}"
         )
-    lines.append("times: us, median fwd+bwd; xfloor = fused CL / five-tensor floor; "
-                 "kern = the two Triton launches alone")
+    lines.append("us, median fwd+bwd. eager/fused: timed as issued from Python; G: CUDA-graph "
+                 "replay (GPU time); kern: the two Triton launches; cpu: host us to issue one "
+                 "step; perC: per-channel params; NCHW: contiguous input; err: max rel err vs "
+                 "float64")
     best = {}
     for r in result["sweep"]:
         key = (r["family"], r["pass"])
@@ -359,26 +410,30 @@ def main() -> int:
     import triton
 
     fams = [f for f in FAMILIES if args.only in label(f)]
-    result = measure(args.quick, fams)
     gpu = torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu-dry-run"
-    result.update({
+    meta = {
         "gpu": gpu, "torch": torch.__version__, "triton": triton.__version__,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "shape": list(SHAPE), "dtype": "bfloat16",
         "defaults": {"FWD_TILE": _ops.FWD_TILE, "FWD_WARPS": _ops.FWD_WARPS,
                      "BWD_TILE": _ops.BWD_TILE, "BWD_WARPS": _ops.BWD_WARPS,
                      "BWD_TILE_HIGH_DEGREE": _ops.BWD_TILE_HIGH_DEGREE},
-    })
-    if args.dry_run:
-        print(table(result))
-        return 0
+    }
     slug = re.sub(r"[^A-Za-z0-9]+", "-", gpu).strip("-").lower()
     name = f"activations-{slug}-{dt.date.today().isoformat()}.json"
-    out = ROOT / "bench" / "results" / name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    if os.environ.get("OUT"):
-        shutil.copy(out, Path(os.environ["OUT"]) / name)
+
+    def save(result: dict[str, Any]) -> None:
+        result.update(meta)
+        if args.dry_run:
+            return
+        out = ROOT / "bench" / "results" / name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1))
+        if os.environ.get("OUT"):
+            shutil.copy(out, Path(os.environ["OUT"]) / name)
+
+    result = measure(args.quick, fams, save)
+    save(result)
     print(table(result))
     return 0
 

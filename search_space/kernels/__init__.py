@@ -63,8 +63,9 @@ def available(x: torch.Tensor) -> bool:
     return _triton_importable()
 
 
-def smu(x: torch.Tensor, alpha: torch.Tensor, mu: torch.Tensor, variant: str = "smu"
-        ) -> torch.Tensor:
+def smu(
+    x: torch.Tensor, alpha: torch.Tensor, mu: torch.Tensor, variant: str = "smu"
+) -> torch.Tensor:
     """SMU (variant "smu") or SMU-1 ("smu1"); alpha, mu: shape (1,) or (C,), mu > 0."""
     try:
         family = _SMU_VARIANTS[variant.lower()]
@@ -90,8 +91,9 @@ def pau(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, form: str = "A") -> t
     return FusedActivation.apply(x, spec, a, b)
 
 
-def opau(x: torch.Tensor, c: torch.Tensor, d: torch.Tensor, basis: str = "hermite_h"
-         ) -> torch.Tensor:
+def opau(
+    x: torch.Tensor, c: torch.Tensor, d: torch.Tensor, basis: str = "hermite_h"
+) -> torch.Tensor:
     """Orthogonal-Padé [sum_i c_i f_i] / [1 + sum_j |d_j||f_j|]; c: (k+1,) or (C, k+1); d: (l,) or (C, l)."""
     key = basis.lower()
     if key not in OPAU_BASES:
@@ -127,8 +129,7 @@ def _table(p: torch.Tensor) -> torch.Tensor:
     return p.reshape(p.shape[0], -1).t()
 
 
-def module_kernel(family: str, options: Mapping[str, str | int] | None = None
-                  ) -> Kernel | None:
+def module_kernel(family: str, options: Mapping[str, str | int] | None = None) -> Kernel | None:
     """A fused replacement for a module's `fn` (x, *module.kernel_args(x)) -> y, or None.
 
     None when the fused kernels do not cover the family or options (e.g. PAU form "unsafe",
@@ -137,12 +138,16 @@ def module_kernel(family: str, options: Mapping[str, str | int] | None = None
     opts = dict(options or {})
     name = family.lower()
     if name in ("smu", "smu1"):
+
         def smu_fn(x: torch.Tensor, alpha: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
             return smu(x, _flat_scalar(alpha), _flat_scalar(mu), variant=name)
+
         return smu_fn
     if name == "swish":
+
         def swish_fn(x: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
             return swish(x, _flat_scalar(beta))
+
         return swish_fn
     if name == "pau":
         form = str(opts.get("form", "A")).upper()
@@ -151,6 +156,7 @@ def module_kernel(family: str, options: Mapping[str, str | int] | None = None
 
         def pau_fn(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
             return pau(x, _table(a), _table(b), form=form)
+
         return pau_fn
     if name == "opau":
         basis = str(opts.get("basis", "hermite_h")).lower()
@@ -159,10 +165,12 @@ def module_kernel(family: str, options: Mapping[str, str | int] | None = None
 
         def opau_fn(x: torch.Tensor, c: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
             return opau(x, _table(c), _table(d), basis=basis)
+
         return opau_fn
     return None
 
 
-def _degrees_ok(opts: Mapping[str, str | int], num: str, den: str, dnum: int, dden: int
-                ) -> bool:
-    return 0 <= int(opts.get(num, dnum)) <= MAX_DEGREE and 0 <= int(opts.get(den, dden)) <= MAX_DEGREE
+def _degrees_ok(opts: Mapping[str, str | int], num: str, den: str, dnum: int, dden: int) -> bool:
+    return (
+        0 <= int(opts.get(num, dnum)) <= MAX_DEGREE and 0 <= int(opts.get(den, dden)) <= MAX_DEGREE
+    )

@@ -25,11 +25,14 @@ MAX_DEGREE = 8
 # Elements per program: forward tiles are larger (few live values per element); backward
 # tiles smaller so degree-8 recurrences stay in registers.
 # Module attributes so bench/activations.py can sweep them; the defaults are its best measured.
+# Measured on an H100 (bench/results/activations-nvidia-h100-*.json, sweep): forward tiles
+# barely matter (all within 5%); backward is bound by the per-parameter block reductions, so
+# fewer warps and 8 elements per thread won (PAU-A (5,4): 166 us at 1024/4 warps vs 237 at 1024/8).
 FWD_TILE = 2048
 BWD_TILE = 1024
-BWD_TILE_HIGH_DEGREE = 512  # max(m, n) >= 6: the recurrences hold more live values
+BWD_TILE_HIGH_DEGREE = 1024  # max(m, n) >= 6 (legendre (8,8): 472 us at 1024/4 vs 643 at 1024/8)
 FWD_WARPS = 8
-BWD_WARPS = 8
+BWD_WARPS = 4
 MAX_CHANNEL_BLOCK = 128
 _INT32_LIMIT = 2**31 - 1
 
@@ -115,7 +118,8 @@ def _warps(elements: int, most: int) -> int:
 
 
 def _device_guard(x: torch.Tensor) -> contextlib.AbstractContextManager[Any]:
-    if x.is_cuda:
+    """Triton launches on the current device: switch only when x lives elsewhere."""
+    if x.is_cuda and x.device.index != torch.cuda.current_device():
         return torch.cuda.device(x.device)
     return contextlib.nullcontext()
 
@@ -123,16 +127,19 @@ def _device_guard(x: torch.Tensor) -> contextlib.AbstractContextManager[Any]:
 def pack_params(
     params: tuple[torch.Tensor, ...], widths: tuple[int, ...], channels: int | None
 ) -> tuple[torch.Tensor, bool]:
-    """One fp32 table [1 or C, P] of all parameters; per-channel if any parameter is."""
+    """One fp32 table [P, 1 or C] of all parameters (parameter-major); per-channel if any is."""
     per_channel = any(_is_per_channel(p, w, channels) for p, w in zip(params, widths, strict=True))
     rows = channels if per_channel and channels is not None else 1
     cols = []
     for p, w in zip(params, widths, strict=True):
         if w == 0:
             continue
-        q = p.detach().to(torch.float32).reshape(-1, w)
-        cols.append(q.expand(rows, w) if q.shape[0] != rows else q)
-    return torch.cat(cols, dim=1).contiguous(), per_channel
+        q = p.detach().reshape(-1, w).t()  # [w, 1 or C]
+        cols.append(q.expand(w, rows) if q.shape[1] != rows else q)
+    table = torch.cat(cols, dim=0) if len(cols) > 1 else cols[0]
+    if table.dtype != torch.float32 or not table.is_contiguous():
+        table = table.to(torch.float32).contiguous()
+    return table, per_channel
 
 
 def _is_per_channel(p: torch.Tensor, width: int, channels: int | None) -> bool:
@@ -151,6 +158,8 @@ def unpack_grads(
     grad: torch.Tensor, params: tuple[torch.Tensor, ...], widths: tuple[int, ...]
 ) -> list[torch.Tensor]:
     """Split the [rows, P] gradient table back into each parameter's own shape and dtype."""
+    if grad.shape[1] != sum(widths):
+        raise AssertionError("gradient table does not match the parameter widths")
     out = []
     start = 0
     for p, w in zip(params, widths, strict=True):
@@ -159,14 +168,16 @@ def unpack_grads(
         if w == 0:
             out.append(torch.zeros_like(p))
             continue
-        if p.numel() == w:
+        if p.numel() == w and g.shape[0] != 1:
             g = g.sum(dim=0)
-        out.append(g.reshape(p.shape).to(p.dtype))
+        g = g.reshape(p.shape)
+        out.append(g if g.dtype == p.dtype else g.to(p.dtype))
     return out
 
 
-def launch_forward(x: torch.Tensor, table: torch.Tensor, per_channel: bool, spec: OpSpec
-                   ) -> torch.Tensor:
+def launch_forward(
+    x: torch.Tensor, table: torch.Tensor, per_channel: bool, spec: OpSpec
+) -> torch.Tensor:
     """y = f(x) with the input's dtype and memory layout."""
     xd, layout = plan_layout(x, per_channel)
     y = torch.empty_like(xd)
@@ -176,45 +187,79 @@ def launch_forward(x: torch.Tensor, table: torch.Tensor, per_channel: bool, spec
     tri = _triton_module()
     with _device_guard(xd):
         tri.act_fwd_kernel[grid](
-            xd, y, table, layout.R, layout.C, layout.I,
-            FAMILY=spec.family, OPT=spec.opt, M=spec.m, N=spec.n, K=max(spec.m, spec.n),
-            P=spec.n_params, LAST=layout.last, BR=br, BX=bx,
-            BIG=xd.numel() > _INT32_LIMIT, num_warps=_warps(br * bx, FWD_WARPS),
+            xd,
+            y,
+            table,
+            layout.R,
+            layout.C,
+            layout.I,
+            FAMILY=spec.family,
+            OPT=spec.opt,
+            M=spec.m,
+            N=spec.n,
+            K=max(spec.m, spec.n),
+            P=spec.n_params,
+            LAST=layout.last,
+            BR=br,
+            BX=bx,
+            BIG=xd.numel() > _INT32_LIMIT,
+            num_warps=_warps(br * bx, FWD_WARPS),
         )
     return y
 
 
 def launch_backward(
-    x: torch.Tensor, dy: torch.Tensor, table: torch.Tensor, per_channel: bool, spec: OpSpec,
-    need_dx: bool, need_dp: bool,
+    x: torch.Tensor,
+    dy: torch.Tensor,
+    table: torch.Tensor,
+    per_channel: bool,
+    spec: OpSpec,
+    need_dx: bool,
+    need_dp: bool,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(dx or None, [rows, P] parameter-gradient table or None)."""
+    """(dx or None, [1 or C, P] parameter-gradient table or None)."""
     xd, layout = plan_layout(x, per_channel)
     if dy.dtype != xd.dtype or dy.stride() != xd.stride() or dy.shape != xd.shape:
         dy = torch.empty_like(xd).copy_(dy)
     dx = torch.empty_like(xd) if need_dx else None
     p = spec.n_params
     if xd.numel() == 0:
-        return dx, (torch.zeros_like(table) if need_dp else None)
+        return dx, (torch.zeros_like(table).t() if need_dp else None)
     tile = BWD_TILE_HIGH_DEGREE if max(spec.m, spec.n) >= 6 else BWD_TILE
     br, bx, grid = _blocks(layout, tile)
     if layout.last:
-        part = torch.empty((grid[0], layout.C, p), device=xd.device, dtype=torch.float32)
+        part = torch.empty((grid[0], p, layout.C), device=xd.device, dtype=torch.float32)
     else:
         part = torch.empty((layout.C, grid[0], p), device=xd.device, dtype=torch.float32)
     tri = _triton_module()
     with _device_guard(xd):
         tri.act_bwd_kernel[grid](
-            xd, dy, dx if dx is not None else dy, table, part,
-            layout.R, layout.C, layout.I,
-            FAMILY=spec.family, OPT=spec.opt, M=spec.m, N=spec.n, K=max(spec.m, spec.n),
-            P=p, LAST=layout.last, BR=br, BX=bx, BIG=xd.numel() > _INT32_LIMIT,
-            NEED_DX=need_dx, NEED_DP=need_dp, num_warps=_warps(br * bx, BWD_WARPS),
+            xd,
+            dy,
+            dx if dx is not None else dy,
+            table,
+            part,
+            layout.R,
+            layout.C,
+            layout.I,
+            FAMILY=spec.family,
+            OPT=spec.opt,
+            M=spec.m,
+            N=spec.n,
+            K=max(spec.m, spec.n),
+            P=p,
+            LAST=layout.last,
+            BR=br,
+            BX=bx,
+            BIG=xd.numel() > _INT32_LIMIT,
+            NEED_DX=need_dx,
+            NEED_DP=need_dp,
+            num_warps=_warps(br * bx, BWD_WARPS),
         )
     if not need_dp:
         return dx, None
     # The partial sums are fp32, fixed in order: the result is deterministic.
-    grad = part.sum(dim=0) if layout.last else part.sum(dim=1)
+    grad = part.sum(dim=0).t() if layout.last else part.sum(dim=1)
     return dx, grad
 
 
@@ -244,5 +289,8 @@ class FusedActivation(torch.autograd.Function):
         pgrads: list[torch.Tensor | None] = [None] * len(params)
         if grad is not None:
             pgrads = list(unpack_grads(grad, tuple(params), ctx.spec.widths))
-            pgrads = [g if need else None for g, need in zip(pgrads, ctx.needs_input_grad[2:], strict=True)]
+            pgrads = [
+                g if need else None
+                for g, need in zip(pgrads, ctx.needs_input_grad[2:], strict=True)
+            ]
         return (dx, None, *pgrads)

@@ -11,7 +11,7 @@ offset of element (r, c, i) is r*C*I + c*I + i:
 - LAST mode (LAST=True, I == 1): a [BR, BX] tile over (r, c); params are [1, BX] vectors
   gathered by channel; a channels_last (N, C, H, W) tensor is R=N*H*W, and an (N, C) one R=N.
 Parameter gradients are reduced inside each program and written to a partial buffer
-(INNER: [C, programs per channel, P]; LAST: [row blocks, C, P]) that the caller sums, so
+(INNER: [C, programs per channel, P]; LAST: [row blocks, P, C]) that the caller sums, so
 there are no atomics and the result is deterministic.
 """
 
@@ -82,24 +82,27 @@ def _tile(R, C, INNER, LAST: tl.constexpr, BR: tl.constexpr, BX: tl.constexpr, B
 
 
 @triton.jit
-def _param(p_ptr, chan, cmask, j: tl.constexpr, P: tl.constexpr, LAST: tl.constexpr):
-    """Parameter j for the tile: a scalar (INNER) or a [1, BX] row gathered by channel (LAST)."""
+def _param(p_ptr, chan, cmask, j: tl.constexpr, PS, LAST: tl.constexpr):
+    """Parameter j for the tile: a scalar (INNER) or a [1, BX] row of channels (LAST).
+
+    The table is [P, PS] (parameter-major, PS = C per channel or 1 shared), so a LAST-mode
+    row of channels is one coalesced load.
+    """
     if LAST:
         # masked channels get 1.0: finite for every family (0 would make SMU-1 divide by 0)
-        v = tl.load(p_ptr + chan * P + j, mask=cmask, other=1.0)[None, :]
+        v = tl.load(p_ptr + j * PS + chan, mask=cmask, other=1.0)[None, :]
     else:
-        v = tl.load(p_ptr + chan * P + j)
+        v = tl.load(p_ptr + j * PS + chan)
     return v
 
 
 @triton.jit
-def _put_grad(
-    part_ptr, chan, cmask, C, j: tl.constexpr, term, P: tl.constexpr, LAST: tl.constexpr
-):
+def _put_grad(part_ptr, chan, cmask, C, j: tl.constexpr, term, P: tl.constexpr, LAST: tl.constexpr):
     """Reduce one parameter's gradient term over the tile into the partial buffer."""
     pid0 = tl.program_id(0)
     if LAST:
-        tl.store(part_ptr + (pid0 * C + chan) * P + j, tl.sum(term, axis=0), mask=cmask)
+        # [row blocks, P, C]: a coalesced row of channels per parameter
+        tl.store(part_ptr + (pid0 * P + j) * C + chan, tl.sum(term, axis=0), mask=cmask)
     else:
         n0 = tl.num_programs(0)
         tl.store(part_ptr + (chan * n0 + pid0) * P + j, tl.sum(tl.sum(term, axis=1), axis=0))
@@ -153,35 +156,32 @@ def _sigmoid(z):
 
 
 @triton.jit
-def _poly(x, p_ptr, chan, cmask, OFF: tl.constexpr, DEG: tl.constexpr, P: tl.constexpr,
-          LAST: tl.constexpr):
+def _poly(x, p_ptr, chan, cmask, OFF: tl.constexpr, DEG: tl.constexpr, PS, LAST: tl.constexpr):
     """sum_{j=0..DEG} p[OFF+j] x^j by Horner."""
-    acc = _param(p_ptr, chan, cmask, OFF + DEG, P, LAST) + tl.zeros_like(x)
+    acc = _param(p_ptr, chan, cmask, OFF + DEG, PS, LAST) + tl.zeros_like(x)
     for t in tl.static_range(DEG):
-        acc = acc * x + _param(p_ptr, chan, cmask, OFF + DEG - 1 - t, P, LAST)
+        acc = acc * x + _param(p_ptr, chan, cmask, OFF + DEG - 1 - t, PS, LAST)
     return acc
 
 
 @triton.jit
-def _dpoly(x, p_ptr, chan, cmask, OFF: tl.constexpr, DEG: tl.constexpr, P: tl.constexpr,
-           LAST: tl.constexpr):
+def _dpoly(x, p_ptr, chan, cmask, OFF: tl.constexpr, DEG: tl.constexpr, PS, LAST: tl.constexpr):
     """d/dx sum_{j=0..DEG} p[OFF+j] x^j = sum_{j=1..DEG} j p[OFF+j] x^(j-1) by Horner."""
     acc = tl.zeros_like(x)
     if DEG > 0:
-        acc = DEG * _param(p_ptr, chan, cmask, OFF + DEG, P, LAST) + acc
+        acc = DEG * _param(p_ptr, chan, cmask, OFF + DEG, PS, LAST) + acc
         for t in tl.static_range(DEG - 1):
-            acc = acc * x + (DEG - 1 - t) * _param(p_ptr, chan, cmask, OFF + DEG - 1 - t, P, LAST)
+            acc = acc * x + (DEG - 1 - t) * _param(p_ptr, chan, cmask, OFF + DEG - 1 - t, PS, LAST)
     return acc
 
 
 @triton.jit
-def _abs_poly(ax, p_ptr, chan, cmask, OFF: tl.constexpr, N: tl.constexpr, P: tl.constexpr,
-              LAST: tl.constexpr):
+def _abs_poly(ax, p_ptr, chan, cmask, OFF: tl.constexpr, N: tl.constexpr, PS, LAST: tl.constexpr):
     """(sum_{k=1..N} |b_k| ax^k, sum_{k=1..N} k |b_k| ax^(k-1)); b_k at p[OFF+k-1]."""
     q = tl.zeros_like(ax)
     dq = tl.zeros_like(ax)
     for t in tl.static_range(N):
-        bk = tl.abs(_param(p_ptr, chan, cmask, OFF + N - t - 1, P, LAST))
+        bk = tl.abs(_param(p_ptr, chan, cmask, OFF + N - t - 1, PS, LAST))
         q = (q + bk) * ax
         if t == 0:
             dq = N * bk + dq
@@ -191,28 +191,37 @@ def _abs_poly(ax, p_ptr, chan, cmask, OFF: tl.constexpr, N: tl.constexpr, P: tl.
 
 
 @triton.jit
-def _pau_den(x, p_ptr, chan, cmask, M: tl.constexpr, N: tl.constexpr, FORM: tl.constexpr,
-             P: tl.constexpr, LAST: tl.constexpr):
+def _pau_den(
+    x,
+    p_ptr,
+    chan,
+    cmask,
+    M: tl.constexpr,
+    N: tl.constexpr,
+    FORM: tl.constexpr,
+    PS,
+    LAST: tl.constexpr,
+):
     """(Q, dQ/dx, s) where s is sign(A) for forms B/C (unused for A)."""
     OFF: tl.constexpr = M + 1
     if FORM == FORM_A:
-        q, dq = _abs_poly(tl.abs(x), p_ptr, chan, cmask, OFF, N, P, LAST)
+        q, dq = _abs_poly(tl.abs(x), p_ptr, chan, cmask, OFF, N, PS, LAST)
         s = _sign(x)
         q = 1.0 + q
         dq = s * dq
     elif FORM == FORM_B:
         # A = sum_{k=1..N} b_k x^k = x * poly(b_1..b_N); b_k at OFF+k-1
-        h = _poly(x, p_ptr, chan, cmask, OFF, N - 1, P, LAST)
-        dh = _dpoly(x, p_ptr, chan, cmask, OFF, N - 1, P, LAST)
+        h = _poly(x, p_ptr, chan, cmask, OFF, N - 1, PS, LAST)
+        dh = _dpoly(x, p_ptr, chan, cmask, OFF, N - 1, PS, LAST)
         a = x * h
         s = _sign(a)
         q = 1.0 + tl.abs(a)
         dq = s * (h + x * dh)
     else:
-        a = _poly(x, p_ptr, chan, cmask, OFF, N, P, LAST)
+        a = _poly(x, p_ptr, chan, cmask, OFF, N, PS, LAST)
         s = _sign(a)
         q = 0.1 + tl.abs(a)
-        dq = s * _dpoly(x, p_ptr, chan, cmask, OFF, N, P, LAST)
+        dq = s * _dpoly(x, p_ptr, chan, cmask, OFF, N, PS, LAST)
     return q, dq, s
 
 
@@ -264,18 +273,28 @@ def _basis_next_d(x, f, df, dfm, n: tl.constexpr, BASIS: tl.constexpr):
 
 
 @triton.jit
-def _opau_fwd(x, p_ptr, chan, cmask, KN: tl.constexpr, KD: tl.constexpr, K: tl.constexpr,
-              BASIS: tl.constexpr, P: tl.constexpr, LAST: tl.constexpr):
+def _opau_fwd(
+    x,
+    p_ptr,
+    chan,
+    cmask,
+    KN: tl.constexpr,
+    KD: tl.constexpr,
+    K: tl.constexpr,
+    BASIS: tl.constexpr,
+    PS,
+    LAST: tl.constexpr,
+):
     """(N, D): N = sum_{i<=KN} c_i f_i, D = 1 + sum_{1<=j<=KD} |d_j| |f_j|; K = max(KN, KD)."""
-    num = _param(p_ptr, chan, cmask, 0, P, LAST) + tl.zeros_like(x)
+    num = _param(p_ptr, chan, cmask, 0, PS, LAST) + tl.zeros_like(x)
     den = tl.zeros_like(x) + 1.0
     fm = tl.zeros_like(x) + 1.0
     f, _d1 = _basis_first(x, BASIS)
     for n in tl.static_range(1, K + 1):
         if n <= KN:
-            num = num + _param(p_ptr, chan, cmask, n, P, LAST) * f
+            num = num + _param(p_ptr, chan, cmask, n, PS, LAST) * f
         if n <= KD:
-            den = den + tl.abs(_param(p_ptr, chan, cmask, KN + n, P, LAST)) * tl.abs(f)
+            den = den + tl.abs(_param(p_ptr, chan, cmask, KN + n, PS, LAST)) * tl.abs(f)
         if n < K:
             g = _basis_next(x, f, fm, n, BASIS)
             fm = f
@@ -290,38 +309,68 @@ def _opau_fwd(x, p_ptr, chan, cmask, KN: tl.constexpr, KD: tl.constexpr, K: tl.c
 
 @triton.jit
 def act_fwd_kernel(
-    x_ptr, y_ptr, p_ptr, R, C, INNER,
-    FAMILY: tl.constexpr, OPT: tl.constexpr, M: tl.constexpr, N: tl.constexpr,
-    K: tl.constexpr, P: tl.constexpr, LAST: tl.constexpr, BR: tl.constexpr, BX: tl.constexpr,
+    x_ptr,
+    y_ptr,
+    p_ptr,
+    R,
+    C,
+    INNER,
+    FAMILY: tl.constexpr,
+    OPT: tl.constexpr,
+    M: tl.constexpr,
+    N: tl.constexpr,
+    K: tl.constexpr,
+    P: tl.constexpr,
+    LAST: tl.constexpr,
+    BR: tl.constexpr,
+    BX: tl.constexpr,
     BIG: tl.constexpr,
 ):
     """y = f(x; params) for one tile; OPT is the SMU variant, PAU form or OPAU basis."""
     offs, mask, chan, cmask = _tile(R, C, INNER, LAST, BR, BX, BIG)
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     if FAMILY == SMU:
-        y = _smu_fwd(x, _param(p_ptr, chan, cmask, 0, P, LAST),
-                     _param(p_ptr, chan, cmask, 1, P, LAST), 0)
+        y = _smu_fwd(
+            x, _param(p_ptr, chan, cmask, 0, C, LAST), _param(p_ptr, chan, cmask, 1, C, LAST), 0
+        )
     elif FAMILY == SMU1:
-        y = _smu_fwd(x, _param(p_ptr, chan, cmask, 0, P, LAST),
-                     _param(p_ptr, chan, cmask, 1, P, LAST), 1)
+        y = _smu_fwd(
+            x, _param(p_ptr, chan, cmask, 0, C, LAST), _param(p_ptr, chan, cmask, 1, C, LAST), 1
+        )
     elif FAMILY == SWISH:
-        y = x * _sigmoid(_param(p_ptr, chan, cmask, 0, P, LAST) * x)
+        y = x * _sigmoid(_param(p_ptr, chan, cmask, 0, C, LAST) * x)
     elif FAMILY == PAU:
-        num = _poly(x, p_ptr, chan, cmask, 0, M, P, LAST)
-        q, _dq, _s = _pau_den(x, p_ptr, chan, cmask, M, N, OPT, P, LAST)
+        num = _poly(x, p_ptr, chan, cmask, 0, M, C, LAST)
+        q, _dq, _s = _pau_den(x, p_ptr, chan, cmask, M, N, OPT, C, LAST)
         y = num / q
     else:
-        num, den = _opau_fwd(x, p_ptr, chan, cmask, M, N, K, OPT, P, LAST)
+        num, den = _opau_fwd(x, p_ptr, chan, cmask, M, N, K, OPT, C, LAST)
         y = num / den
     tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def act_bwd_kernel(
-    x_ptr, dy_ptr, dx_ptr, p_ptr, part_ptr, R, C, INNER,
-    FAMILY: tl.constexpr, OPT: tl.constexpr, M: tl.constexpr, N: tl.constexpr,
-    K: tl.constexpr, P: tl.constexpr, LAST: tl.constexpr, BR: tl.constexpr, BX: tl.constexpr,
-    BIG: tl.constexpr, NEED_DX: tl.constexpr, NEED_DP: tl.constexpr,
+    x_ptr,
+    dy_ptr,
+    dx_ptr,
+    p_ptr,
+    part_ptr,
+    R,
+    C,
+    INNER,
+    FAMILY: tl.constexpr,
+    OPT: tl.constexpr,
+    M: tl.constexpr,
+    N: tl.constexpr,
+    K: tl.constexpr,
+    P: tl.constexpr,
+    LAST: tl.constexpr,
+    BR: tl.constexpr,
+    BX: tl.constexpr,
+    BIG: tl.constexpr,
+    NEED_DX: tl.constexpr,
+    NEED_DP: tl.constexpr,
 ):
     """dx = dy * f'(x) for one tile, and the tile's sum of dy * df/dparam for every param."""
     offs, mask, chan, cmask = _tile(R, C, INNER, LAST, BR, BX, BIG)
@@ -329,14 +378,16 @@ def act_bwd_kernel(
     dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     if FAMILY == SMU or FAMILY == SMU1:
         dfdx, dfda, dfdm = _smu_bwd(
-            x, _param(p_ptr, chan, cmask, 0, P, LAST), _param(p_ptr, chan, cmask, 1, P, LAST),
+            x,
+            _param(p_ptr, chan, cmask, 0, C, LAST),
+            _param(p_ptr, chan, cmask, 1, C, LAST),
             FAMILY - SMU,
         )
         if NEED_DP:
             _put_grad(part_ptr, chan, cmask, C, 0, dy * dfda, P, LAST)
             _put_grad(part_ptr, chan, cmask, C, 1, dy * dfdm, P, LAST)
     elif FAMILY == SWISH:
-        beta = _param(p_ptr, chan, cmask, 0, P, LAST)
+        beta = _param(p_ptr, chan, cmask, 0, C, LAST)
         z = beta * x
         sg = _sigmoid(z)
         ds = sg * (1.0 - sg)
@@ -344,9 +395,9 @@ def act_bwd_kernel(
         if NEED_DP:
             _put_grad(part_ptr, chan, cmask, C, 0, dy * x * x * ds, P, LAST)
     elif FAMILY == PAU:
-        num = _poly(x, p_ptr, chan, cmask, 0, M, P, LAST)
-        dnum = _dpoly(x, p_ptr, chan, cmask, 0, M, P, LAST)
-        q, dq, s = _pau_den(x, p_ptr, chan, cmask, M, N, OPT, P, LAST)
+        num = _poly(x, p_ptr, chan, cmask, 0, M, C, LAST)
+        dnum = _dpoly(x, p_ptr, chan, cmask, 0, M, C, LAST)
+        q, dq, s = _pau_den(x, p_ptr, chan, cmask, M, N, OPT, C, LAST)
         rq = 1.0 / q
         fval = num * rq
         dfdx = (dnum - fval * dq) * rq
@@ -361,7 +412,7 @@ def act_bwd_kernel(
                 ax = tl.abs(x)
                 xp = ax
                 for k in tl.static_range(1, N + 1):
-                    sb = _sign(_param(p_ptr, chan, cmask, M + k, P, LAST))
+                    sb = _sign(_param(p_ptr, chan, cmask, M + k, C, LAST))
                     _put_grad(part_ptr, chan, cmask, C, M + k, h * xp * sb, P, LAST)
                     xp = xp * ax
             elif OPT == FORM_B:
@@ -378,7 +429,7 @@ def act_bwd_kernel(
                     xp = xp * x
     else:
         # OPAU: pass 1 gives N and D; pass 2 recomputes the basis with its derivatives.
-        num, den = _opau_fwd(x, p_ptr, chan, cmask, M, N, K, OPT, P, LAST)
+        num, den = _opau_fwd(x, p_ptr, chan, cmask, M, N, K, OPT, C, LAST)
         rd = 1.0 / den
         fval = num * rd
         g = dy * rd
@@ -392,16 +443,15 @@ def act_bwd_kernel(
         f, df = _basis_first(x, OPT)
         for n in tl.static_range(1, K + 1):
             if n <= M:
-                dnum = dnum + _param(p_ptr, chan, cmask, n, P, LAST) * df
+                dnum = dnum + _param(p_ptr, chan, cmask, n, C, LAST) * df
                 if NEED_DP:
                     _put_grad(part_ptr, chan, cmask, C, n, g * f, P, LAST)
             if n <= N:
-                dn = _param(p_ptr, chan, cmask, M + n, P, LAST)
+                dn = _param(p_ptr, chan, cmask, M + n, C, LAST)
                 sf = _sign(f)
                 dden = dden + tl.abs(dn) * sf * df
                 if NEED_DP:
-                    _put_grad(part_ptr, chan, cmask, C, M + n, h * _sign(dn) * tl.abs(f), P,
-                              LAST)
+                    _put_grad(part_ptr, chan, cmask, C, M + n, h * _sign(dn) * tl.abs(f), P, LAST)
             if n < K:
                 g1 = _basis_next(x, f, fm, n, OPT)
                 dg1 = _basis_next_d(x, f, df, dfm, n, OPT)

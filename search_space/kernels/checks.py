@@ -25,8 +25,11 @@ from search_space import kernels
 from search_space.kernels import reference
 
 # A kernel error above TOLERANCE still passes when it is within this factor of the PyTorch
-# path's own error in the same precision (ill-conditioned inputs; see run_case).
-CONDITION_FACTOR = 2.0
+# path's own error in the same precision on the same inputs (ill-conditioned inputs, e.g.
+# PAU-C near a root of its denominator polynomial, where fp32 rounding decides; see run_case),
+# and under HARD_CAP, which no implementation error survives.
+CONDITION_FACTOR = 4.0
+HARD_CAP = 1e-3
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-2}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -69,17 +72,28 @@ def configs(matrix: str) -> list[Config]:
     """Kernels to check: every family, form and basis; a sample (interpret) or more degrees."""
     out = [Config("smu", "smu"), Config("smu1", "smu1"), Config("swish")]
     if matrix == "interpret":
-        pau_deg = {"A": [(5, 4), (8, 8), (1, 1)], "B": [(5, 4), (3, 7), (8, 1)],
-                   "C": [(5, 4), (8, 8), (0, 0)]}
+        pau_deg = {
+            "A": [(5, 4), (8, 8), (1, 1)],
+            "B": [(5, 4), (3, 7), (8, 1)],
+            "C": [(5, 4), (8, 8), (0, 0)],
+        }
         opau_deg = [(5, 4), (8, 8)]
-        extra = {"chebyshev_t": (0, 1), "hermite_he": (2, 6), "laguerre": (7, 3),
-                 "legendre": (1, 8)}
+        extra = {
+            "chebyshev_t": (0, 1),
+            "hermite_he": (2, 6),
+            "laguerre": (7, 3),
+            "legendre": (1, 8),
+        }
     else:
         pau_deg = {f: [(5, 4), (8, 8), (1, 1), (3, 7), (8, 2), (2, 5)] for f in "ABC"}
         pau_deg["C"].append((0, 0))
         opau_deg = [(5, 4), (8, 8), (1, 1), (3, 7), (8, 2)]
-        extra = {"chebyshev_t": (0, 1), "hermite_he": (6, 6), "laguerre": (7, 3),
-                 "legendre": (1, 8)}
+        extra = {
+            "chebyshev_t": (0, 1),
+            "hermite_he": (6, 6),
+            "laguerre": (7, 3),
+            "legendre": (1, 8),
+        }
     for form, degs in pau_deg.items():
         out += [Config("pau", form, m, n) for m, n in degs]
     for basis in kernels.OPAU_BASES:
@@ -103,8 +117,10 @@ def cases(matrix: str) -> list[Case]:
         for scope in ("shared", "per_channel"):
             for layout in ("contiguous", "channels_last", "2d"):
                 if matrix == "interpret":
-                    out += [Case(cfg, scope, layout, dt, INTERPRET_SHAPES[layout])
-                            for dt in ("fp32", "bf16")]
+                    out += [
+                        Case(cfg, scope, layout, dt, INTERPRET_SHAPES[layout])
+                        for dt in ("fp32", "bf16")
+                    ]
                     continue
                 shapes = CUDA_SHAPES[layout]
                 shape = shapes[i % len(shapes)]
@@ -143,8 +159,9 @@ def make_params(cfg: Config, channels: int | None, gen: torch.Generator) -> dict
     return {"c": c, "d": d}
 
 
-def call(cfg: Config, x: torch.Tensor, params: dict[str, torch.Tensor], fused: bool
-         ) -> torch.Tensor:
+def call(
+    cfg: Config, x: torch.Tensor, params: dict[str, torch.Tensor], fused: bool
+) -> torch.Tensor:
     """The fused kernel (fused=True) or the PyTorch reference on x."""
     mod: Any = kernels if fused else reference
     if cfg.family in ("smu", "smu1"):
@@ -157,8 +174,8 @@ def call(cfg: Config, x: torch.Tensor, params: dict[str, torch.Tensor], fused: b
 
 
 def make_input(case: Case, gen: torch.Generator, device: str) -> torch.Tensor:
-    """x in the case's dtype and layout, with a few exact zeros."""
-    x = 1.5 * torch.randn(case.shape, generator=gen)
+    """x ~ N(0, 1) (post-normalisation activations) in the case's dtype and layout, a few 0s."""
+    x = torch.randn(case.shape, generator=gen)
     x.view(-1)[:: max(x.numel() // 5, 1)] = 0.0
     x = x.to(device=device, dtype=DTYPES[case.dtype])
     if case.layout == "channels_last":
@@ -206,13 +223,22 @@ def run_case(case: Case, device: str, seed: int) -> dict[str, Any]:
     # The PyTorch path in the same precision, against the same float64 reference: how well
     # fp32 arithmetic can do on these inputs at all (PAU-C near a root of its denominator
     # polynomial, say, is ill-conditioned for any fp32 implementation).
-    torch_path = _errors(case.config, x.detach().clone().requires_grad_(),
-                         {k: v.detach().clone().requires_grad_() for k, v in params.items()},
-                         dy, fused=False, want_y=yr, want=gr)
+    torch_path = _errors(
+        case.config,
+        x.detach().clone().requires_grad_(),
+        {k: v.detach().clone().requires_grad_() for k, v in params.items()},
+        dy,
+        fused=False,
+        want_y=yr,
+        want=gr,
+    )
     tol = TOLERANCE[x.dtype]
     layout_kept = bool(kernel.pop("_layout_kept"))
     torch_path.pop("_layout_kept")
-    within = [e < tol or e <= CONDITION_FACTOR * torch_path[k] for k, e in kernel.items()]
+    within = [
+        e < tol or (e <= CONDITION_FACTOR * torch_path[k] and e < HARD_CAP)
+        for k, e in kernel.items()
+    ]
     return {
         "id": case.id,
         "case": asdict(case),
@@ -225,16 +251,22 @@ def run_case(case: Case, device: str, seed: int) -> dict[str, Any]:
     }
 
 
-def _errors(cfg: Config, x: torch.Tensor, params: dict[str, torch.Tensor], dy: torch.Tensor,
-            fused: bool, want_y: torch.Tensor, want: list[torch.Tensor]) -> dict[str, float]:
+def _errors(
+    cfg: Config,
+    x: torch.Tensor,
+    params: dict[str, torch.Tensor],
+    dy: torch.Tensor,
+    fused: bool,
+    want_y: torch.Tensor,
+    want: list[torch.Tensor],
+) -> dict[str, float]:
     """Relative errors of y, dx and each parameter gradient, plus whether layouts were kept."""
     y = call(cfg, x, params, fused=fused)
     wrt = [x, *params.values()]
     grads = torch.autograd.grad(y, wrt, dy, allow_unused=True)
     got = [torch.zeros_like(w) if g is None else g for g, w in zip(grads, wrt, strict=True)]
     errors = {"y": _rel(y, want_y), "dx": _rel(got[0], want[0])}
-    errors.update({f"d{k}": _rel(g, w) for k, g, w in
-                   zip(params, got[1:], want[1:], strict=True)})
+    errors.update({f"d{k}": _rel(g, w) for k, g, w in zip(params, got[1:], want[1:], strict=True)})
     kept = y.stride() == x.stride() and got[0].stride() == x.stride()
     errors["_layout_kept"] = float(kept)
     return errors

@@ -36,8 +36,9 @@ def _coef(table: torch.Tensor, j: int, x: torch.Tensor) -> torch.Tensor:
     return _chan(table.reshape(-1, table.shape[-1])[:, j], x)
 
 
-def smu(x: torch.Tensor, alpha: torch.Tensor, mu: torch.Tensor, variant: str = "smu"
-        ) -> torch.Tensor:
+def smu(
+    x: torch.Tensor, alpha: torch.Tensor, mu: torch.Tensor, variant: str = "smu"
+) -> torch.Tensor:
     """SMU / SMU-1 as ACTIVATIONS.md section 1 writes them."""
     z = x.to(_compute_dtype(x))
     a, m = _chan(alpha, z), _chan(mu, z)
@@ -101,8 +102,9 @@ def basis(x: torch.Tensor, degree: int, name: str) -> list[torch.Tensor]:
     return fs[: degree + 1]
 
 
-def opau(x: torch.Tensor, c: torch.Tensor, d: torch.Tensor, basis_name: str = "hermite_h"
-         ) -> torch.Tensor:
+def opau(
+    x: torch.Tensor, c: torch.Tensor, d: torch.Tensor, basis_name: str = "hermite_h"
+) -> torch.Tensor:
     """Orthogonal-Padé [sum c_i f_i] / [1 + sum |d_j||f_j|] (ACTIVATIONS.md section 3)."""
     z = x.to(_compute_dtype(x))
     k, l = c.shape[-1] - 1, d.shape[-1]  # noqa: E741
