@@ -63,7 +63,9 @@ class DataSplits:
     classes: list[str]
     checksum: str
     source: str = ""
-    _on_device: dict[str, DataSplits] = field(default_factory=dict, repr=False, compare=False)
+    _on_device: dict[str, DataSplits] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @property
     def num_classes(self) -> int:

@@ -13,7 +13,7 @@ copied back into the net; default off) and ``betas`` (AdamW; default [0.9, 0.999
 
 from __future__ import annotations
 
-import importlib.util
+import copy
 import logging
 import math
 import time
@@ -198,60 +198,51 @@ class SiteRecorder:
         """ids of all parameters owned by activation modules."""
         return {id(p) for module, _ in self.sites for p in module.parameters()}
 
-    def named_sites(self, model: nn.Module) -> list[tuple[str, nn.Module, int]]:
-        """(name in model, module, channels) for every site, in build order."""
-        names = {id(m): name for name, m in model.named_modules()}
-        return [(names[id(m)], m, c) for m, c in self.sites if id(m) in names]
+    @property
+    def head_only(self) -> bool:
+        """Whether the wrapped factory makes head-only modules (Maxout)."""
+        return bool(getattr(self.factory, "head_only", False))
+
+    @property
+    def width_factor(self) -> int:
+        """Inputs per output of the wrapped factory's modules (Maxout: k)."""
+        return int(getattr(self.factory, "width_factor", 1))
 
 
 def make_act_factory(activation_cfg: dict[str, Any]) -> ActFactory:
-    """The activation factory for a config's "activation" part (from search_space.build)."""
-    # Imported here: search_space.build pulls in torch modules and is written alongside this.
-    from search_space.build import ActivationConfig, ActivationFactory
+    """The activation factory for a config's "activation" part (search_space.build)."""
+    # Imported here so that `import workers.train` stays light (the registry loads lazily).
+    from search_space.build import ActivationFactory
 
-    factory = ActivationFactory(ActivationConfig(**activation_cfg))
-    return factory if callable(factory) else factory.factory
-
-
-def activation_parameters(model: nn.Module, recorder: SiteRecorder) -> dict[str, Any]:
-    """Learned activation parameters per site (search_space's view when it is installed)."""
-    if importlib.util.find_spec("search_space.build") is not None:
-        from search_space.build import activation_parameters as from_search_space
-
-        return dict(from_search_space(model))
-    return {
-        name: {p_name: p.detach().float().flatten().tolist() for p_name, p in m.named_parameters()}
-        for name, m, _ in recorder.named_sites(model)
-        if any(True for _ in m.parameters())
-    }
+    return ActivationFactory(activation_cfg)
 
 
-def activation_curves(model: nn.Module, recorder: SiteRecorder) -> dict[str, Any]:
-    """f and f' of every site on CURVE_GRID (search_space's curves when installed)."""
-    if importlib.util.find_spec("search_space.curves") is not None:
-        from search_space.curves import activation_curves as from_search_space
+def activation_parameters(model: nn.Module) -> dict[str, Any]:
+    """Learned activation parameters per site (constrained values, as the registry shows them)."""
+    from search_space.build import activation_parameters as parameters
 
-        return dict(from_search_space(model, CURVE_GRID))
-    curves = {}
-    for name, module, channels in recorder.named_sites(model):
-        curves[name] = _site_curve(module, channels)
-    return curves
+    return dict(parameters(model))
 
 
-def _site_curve(module: nn.Module, channels: int) -> dict[str, list[float]]:
-    # Fallback: every channel sees the grid; per-channel curves are averaged into one.
-    param = next(module.parameters(), None)
-    where = param.device if param is not None else torch.device("cpu")
-    grid = torch.tensor(CURVE_GRID, dtype=torch.float32, device=where)
-    x = grid.view(1, 1, -1, 1).repeat(1, channels, 1, 1).requires_grad_(True)
-    with torch.enable_grad():
-        y = module(x)
-        (dy,) = torch.autograd.grad(y.sum(), x)
-    return {
-        "x": CURVE_GRID.tolist(),
-        "f": y.detach().mean(dim=1).flatten().tolist(),
-        "df": dy.mean(dim=1).flatten().tolist(),
-    }
+def activation_curves(model: nn.Module) -> dict[str, Any]:
+    """f and f' of every activation site on CURVE_GRID, computed on CPU copies of the sites."""
+    from search_space.build import activation_sites
+    from search_space.curves import activation_curves as curves
+
+    # Copies keep the curve sampling off the training device and away from the live modules.
+    tree = nn.Module()
+    for name, module in activation_sites(model).items():
+        _attach(tree, name, copy.deepcopy(module).cpu())
+    return dict(curves(tree, CURVE_GRID))
+
+
+def _attach(root: nn.Module, dotted: str, module: nn.Module) -> None:
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        if not hasattr(root, part):
+            root.add_module(part, nn.Module())
+        root = getattr(root, part)
+    root.add_module(leaf, module)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -412,8 +403,8 @@ class _Trial:
         dev.synchronize(self.device)
         data_s = time.perf_counter() - t0
 
-        initial_params = activation_parameters(model, recorder)
-        initial_curves = activation_curves(model, recorder)
+        initial_params = activation_parameters(model)
+        initial_curves = activation_curves(model)
         runner = model
         if self.train_cfg.compile:
             runner = torch.compile(model)  # type: ignore[assignment]
@@ -427,7 +418,7 @@ class _Trial:
         t0 = time.perf_counter()
         test_acc = self._evaluate(runner, data.test_x, data.test_y)
         self.progress.eval_s += time.perf_counter() - t0
-        return self._record(model, recorder, data, data_s, test_acc, initial_params, initial_curves)
+        return self._record(model, data, data_s, test_acc, initial_params, initial_curves)
 
     def _build_model(self, data: DataSplits) -> tuple[nn.Module, SiteRecorder]:
         factory = self.act_factory or make_act_factory(self.config.get("activation", {}))
@@ -575,7 +566,6 @@ class _Trial:
     def _record(
         self,
         model: nn.Module,
-        recorder: SiteRecorder,
         data: DataSplits,
         data_s: float,
         test_acc: float,
@@ -603,11 +593,11 @@ class _Trial:
             precision=dev.precision_name(self.dtype),
             activation_params={
                 "initial": initial_params,
-                "final": activation_parameters(model, recorder),
+                "final": activation_parameters(model),
             },
             activation_curves={
                 "initial": initial_curves,
-                "final": activation_curves(model, recorder),
+                "final": activation_curves(model),
             },
             manifest=build_manifest(self.config, self.device, data.checksum, self.seed),
         )

@@ -54,6 +54,13 @@ def micro_splits() -> DataSplits:
 
 
 @pytest.fixture(scope="session")
+def nano_splits() -> DataSplits:
+    """32 train / 16 val / 16 test generated images: one tiny epoch per model and family."""
+    decoded = generated_dataset(n_train=48, n_test=16, seed=2)
+    return split_dataset(decoded, val_size=16, train_subset=None, seed=0)
+
+
+@pytest.fixture(scope="session")
 def cifar10_tarball() -> Path:
     """The shared CIFAR-10 JPEG tarball (env CIFAR10_JPEG_TAR, else ../shared/data)."""
     env = os.environ.get("CIFAR10_JPEG_TAR")

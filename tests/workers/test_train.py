@@ -25,7 +25,7 @@ from workers.train import (
 CPU = torch.device("cpu")
 
 
-def config(model: str = "proxy", width: float = 0.25, **training) -> dict:
+def config(model: str = "proxy", width: float = 0.25, activation=None, **training) -> dict:
     """A resolved trial config (docs/architecture.md) sized for a CPU test."""
     train = {
         "epochs": 1,
@@ -48,15 +48,78 @@ def config(model: str = "proxy", width: float = 0.25, **training) -> dict:
         "dataset": {"name": "cifar10", "val_size": 64, "train_subset": None, "split_seed": 0},
         "model": {"name": model, "width": width},
         "training": train,
-        "activation": {"family": "gelu", "params": {}, "options": {}, "scope": "per_layer"},
+        "activation": activation or GELU,
         "seed": 0,
         "seeds": 1,
         "timeout_s": 600,
     }
 
 
+GELU = {
+    "family": "gelu",
+    "params": {},
+    "options": {},
+    "scope": None,
+    "trainable": {},
+    "preset": None,
+    "init_target": None,
+    "init_interval": None,
+    "clamp": None,
+}
+# The families the issue names, as activation configs (registry defaults otherwise).
+FAMILIES = {
+    "relu": {"family": "relu"},
+    "gelu": GELU,
+    "smu": {"family": "smu"},
+    "pau": {"family": "pau"},
+    "opau": {"family": "opau"},
+    "swish": {"family": "swish"},
+    "prelu_per_channel": {"family": "prelu", "scope": "per_channel"},
+    "frelu": {"family": "frelu"},
+    "acon_c": {"family": "acon_c"},
+}
+
+
+def _family_sample(model_index: int) -> list[str]:
+    # Three families per model, rotating, so that every family runs on three or more models.
+    names = list(FAMILIES)
+    return [names[(model_index + 3 * j) % len(names)] for j in range(3)]
+
+
+MODEL_FAMILY_PAIRS = [
+    (model, family) for i, model in enumerate(MODEL_NAMES) for family in _family_sample(i)
+]
+
+
+@pytest.mark.parametrize(("model", "family"), MODEL_FAMILY_PAIRS)
+def test_every_model_trains_with_registry_activations(model: str, family: str, nano_splits) -> None:
+    cfg = config(model, width=0.125, activation=FAMILIES[family], batch_size=16)
+    record = train_trial(cfg, nano_splits, CPU)
+    assert record.epochs_done == 1
+    assert 0.0 <= record.val_acc <= 1.0 and 0.0 <= record.test_acc <= 1.0
+    assert math.isfinite(record.train_loss[0]) and record.img_per_s > 0
+    assert record.precision == "fp32"
+    sites = record.activation_curves["final"]
+    assert sites and all(len(c["f"]) == len(c["x"]) for c in sites.values())
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_every_family_trains_the_proxy(family: str, nano_splits) -> None:
+    record = train_trial(config(activation=FAMILIES[family], batch_size=16), nano_splits, CPU)
+    assert math.isfinite(record.train_loss[0])
+    assert len(record.activation_params["final"]) == 7  # the proxy's seven sites
+
+
+def test_maxout_widens_lenet_and_is_refused_elsewhere(nano_splits) -> None:
+    maxout = {"family": "maxout", "options": {"k": 2}}
+    record = train_trial(config("lenet", activation=maxout, batch_size=16), nano_splits, CPU)
+    assert math.isfinite(record.train_loss[0])
+    with pytest.raises(TrialFailure, match="Maxout"):
+        train_trial(config("resnet18", activation=maxout), nano_splits, CPU)
+
+
 class PerChannelSlope(nn.Module):
-    """A learnable per-channel activation (PReLU-like) that only fits its own layer's width."""
+    """A plain learnable per-channel module (PReLU-like), for act_factory injection."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -66,49 +129,26 @@ class PerChannelSlope(nn.Module):
         return torch.where(x >= 0, x, x * self.slope.view(1, -1, 1, 1))
 
 
-def _gelu(channels: int) -> nn.Module:
-    return nn.GELU()
-
-
-PLAIN_FAMILIES = {
-    "relu": lambda c: nn.ReLU(),
-    "gelu": lambda c: nn.GELU(),
-    "per_channel": PerChannelSlope,
-}
-
-
-@pytest.mark.parametrize("model", MODEL_NAMES)
-def test_every_model_trains_through_the_real_training_code(model: str, micro_splits) -> None:
-    family = list(PLAIN_FAMILIES)[MODEL_NAMES.index(model) % len(PLAIN_FAMILIES)]
-    cfg = config(model, width=0.125)
-    record = train_trial(cfg, micro_splits, CPU, act_factory=PLAIN_FAMILIES[family])
-    assert record.epochs_done == 1
-    assert 0.0 <= record.val_acc <= 1.0 and 0.0 <= record.test_acc <= 1.0
-    assert math.isfinite(record.train_loss[0]) and record.img_per_s > 0
-    assert record.precision == "fp32"
-
-
 def test_a_short_run_learns_the_generated_task(tiny_splits) -> None:
-    record = train_trial(config(epochs=4), tiny_splits, CPU, act_factory=PLAIN_FAMILIES["gelu"])
+    record = train_trial(config(epochs=4), tiny_splits, CPU)
     assert record.best_val_acc >= 0.6  # four classes: chance is 0.25
     assert record.train_loss[-1] < record.train_loss[0]
 
 
 def test_same_seed_same_result_on_cpu(tiny_splits) -> None:
-    cfg = config("proxy", epochs=2, width=0.25)
-    first = train_trial(cfg, tiny_splits, CPU, act_factory=PerChannelSlope)
-    second = train_trial(cfg, tiny_splits, CPU, act_factory=PerChannelSlope)
+    cfg = config("proxy", epochs=2, activation=FAMILIES["prelu_per_channel"])
+    first = train_trial(cfg, tiny_splits, CPU)
+    second = train_trial(cfg, tiny_splits, CPU)
     assert first.val_accs == second.val_accs
     assert first.train_loss == second.train_loss
-    other = train_trial({**cfg, "seed": 1}, tiny_splits, CPU, act_factory=PerChannelSlope)
+    assert first.activation_params == second.activation_params
+    other = train_trial({**cfg, "seed": 1}, tiny_splits, CPU)
     assert other.train_loss != first.train_loss
 
 
 def test_on_epoch_reports_every_epoch(tiny_splits) -> None:
     reports: list[EpochReport] = []
-    record = train_trial(
-        config(epochs=3), tiny_splits, CPU, on_epoch=reports.append, act_factory=_gelu
-    )
+    record = train_trial(config(epochs=3), tiny_splits, CPU, on_epoch=reports.append)
     assert [r.epoch for r in reports] == [0, 1, 2]
     assert all(r.epochs == 3 and r.img_per_s > 0 for r in reports)
     assert [r.val_acc for r in reports] == record.val_accs
@@ -120,13 +160,13 @@ def test_pruning_and_cancellation_pass_through_unchanged(tiny_splits) -> None:
         raise optuna.TrialPruned("pruned by the test")
 
     with pytest.raises(optuna.TrialPruned, match="by the test"):
-        train_trial(config(epochs=2), tiny_splits, CPU, on_epoch=prune, act_factory=_gelu)
+        train_trial(config(epochs=2), tiny_splits, CPU, on_epoch=prune)
 
     def cancel(report: EpochReport) -> None:
         raise TrialCancelled("study cancelled")
 
     with pytest.raises(TrialCancelled, match="study cancelled"):
-        train_trial(config(epochs=2), tiny_splits, CPU, on_epoch=cancel, act_factory=_gelu)
+        train_trial(config(epochs=2), tiny_splits, CPU, on_epoch=cancel)
 
 
 def test_should_stop_cancels_within_the_epoch(tiny_splits) -> None:
@@ -137,7 +177,7 @@ def test_should_stop_cancels_within_the_epoch(tiny_splits) -> None:
         return len(calls) >= 2
 
     with pytest.raises(TrialCancelled):
-        train_trial(config(epochs=3), tiny_splits, CPU, should_stop=should_stop, act_factory=_gelu)
+        train_trial(config(epochs=3), tiny_splits, CPU, should_stop=should_stop)
     assert len(calls) == 2  # checked during the first epoch, not after the last
 
 
@@ -157,14 +197,14 @@ def test_nan_loss_is_a_diverged_failure(tiny_splits) -> None:
 def test_huge_lr_diverges(tiny_splits) -> None:
     cfg = config("lenet", epochs=3, lr=1e8, schedule="constant", warmup_epochs=0)
     with pytest.raises(TrialFailure) as info:
-        train_trial(cfg, tiny_splits, CPU, act_factory=_gelu)
+        train_trial(cfg, tiny_splits, CPU)
     assert info.value.kind == "diverged"
 
 
 def test_timeout(tiny_splits) -> None:
     cfg = {**config(epochs=3), "timeout_s": 1e-6}
     with pytest.raises(TrialFailure) as info:
-        train_trial(cfg, tiny_splits, CPU, act_factory=_gelu)
+        train_trial(cfg, tiny_splits, CPU)
     assert info.value.kind == "timeout" and info.value.epoch == 0
 
 
@@ -181,7 +221,7 @@ def test_out_of_memory(tiny_splits) -> None:
 
 def test_other_errors_carry_the_traceback(tiny_splits) -> None:
     with pytest.raises(TrialFailure) as info:
-        train_trial(config("resnet50"), tiny_splits, CPU, act_factory=_gelu)
+        train_trial(config("resnet50"), tiny_splits, CPU)
     failure = info.value
     assert failure.kind == "error" and "resnet18" in failure.message
     assert failure.details is not None and "Traceback" in failure.details
@@ -189,7 +229,7 @@ def test_other_errors_carry_the_traceback(tiny_splits) -> None:
 
 def test_bad_training_settings_are_errors(tiny_splits) -> None:
     with pytest.raises(TrialFailure, match="unknown optimizer 'lion'; valid: sgd, adamw"):
-        train_trial(config(optimizer="lion"), tiny_splits, CPU, act_factory=_gelu)
+        train_trial(config(optimizer="lion"), tiny_splits, CPU)
 
 
 @pytest.mark.parametrize("schedule", ["onecycle", "cosine", "linear", "constant"])
@@ -206,10 +246,11 @@ def test_schedules_warm_up_then_follow_their_shape(schedule: str) -> None:
 
 
 def test_weight_decay_skips_norm_bias_and_activation_parameters() -> None:
+    from search_space.build import no_weight_decay_parameters
     from workers.models import build_model
-    from workers.train import SiteRecorder
+    from workers.train import SiteRecorder, make_act_factory
 
-    recorder = SiteRecorder(PerChannelSlope)
+    recorder = SiteRecorder(make_act_factory(FAMILIES["prelu_per_channel"]))
     model = build_model("resnet18", 10, recorder, width=0.125)
     cfg = TrainingConfig(weight_decay=5e-4, bias_lr_scale=4.0)
     groups = param_groups(model, recorder.parameter_ids(), cfg)
@@ -218,15 +259,22 @@ def test_weight_decay_skips_norm_bias_and_activation_parameters() -> None:
     assert norms["weight_decay"] == 0 and norms["lr_scale"] == 4.0
     assert all(p.ndim == 1 for p in norms["params"])
     assert activation["weight_decay"] == 0 and activation["lr_scale"] == 1.0
-    slopes = {id(m.slope) for m in model.modules() if isinstance(m, PerChannelSlope)}
-    assert {id(p) for p in activation["params"]} == slopes
+    expected = {id(p) for p in no_weight_decay_parameters(model)}
+    assert {id(p) for p in activation["params"]} == expected and len(expected) == 17
     every = {id(p) for p in model.parameters()}
     assert sum(len(g["params"]) for g in groups) == len(every)
 
 
+def test_plain_module_factories_can_be_injected(tiny_splits) -> None:
+    record = train_trial(
+        config("resnet18", width=0.125), tiny_splits, CPU, act_factory=PerChannelSlope
+    )
+    assert record.epochs_done == 1 and record.activation_params["final"] == {}
+
+
 def test_adamw_and_the_proxy_recipe_options_run(tiny_splits) -> None:
     adamw = config(optimizer="adamw", lr=3e-3, weight_decay=0.05, schedule="cosine")
-    assert train_trial(adamw, tiny_splits, CPU, act_factory=_gelu).epochs_done == 1
+    assert train_trial(adamw, tiny_splits, CPU).epochs_done == 1
     recipe = config(
         epochs=4,
         lr=0.2,
@@ -237,13 +285,13 @@ def test_adamw_and_the_proxy_recipe_options_run(tiny_splits) -> None:
         lookahead={"start_epoch": 1, "every": 2, "decay": 0.9, "power": 3.0},
         augment={"crop_padding": 2, "flip": True, "pad_mode": "zeros"},
     )
-    record = train_trial(recipe, tiny_splits, CPU, act_factory=_gelu)
+    record = train_trial(recipe, tiny_splits, CPU)
     assert record.epochs_done == 4 and math.isfinite(record.train_loss[-1])
 
 
 def test_record_is_json_with_metrics_timings_parameters_and_manifest(tiny_splits) -> None:
-    cfg = config(epochs=2, lr=0.2)
-    record = train_trial(copy.deepcopy(cfg), tiny_splits, CPU, act_factory=PerChannelSlope)
+    cfg = config(epochs=2, lr=0.2, activation=FAMILIES["prelu_per_channel"])
+    record = train_trial(copy.deepcopy(cfg), tiny_splits, CPU)
     blob = json.loads(json.dumps(record.to_json()))
     for key in ("val_acc", "best_val_acc", "test_acc", "train_loss", "val_accs", "img_per_s",
                 "peak_memory_bytes", "data_s", "train_s", "eval_s", "duration_s"):  # fmt: skip
@@ -260,6 +308,63 @@ def test_record_is_json_with_metrics_timings_parameters_and_manifest(tiny_splits
     initial, final = blob["activation_params"]["initial"], blob["activation_params"]["final"]
     assert initial.keys() == final.keys() and len(initial) == 7  # the proxy's seven sites
     site = next(iter(initial))
+    assert len(initial[site]["a"]) == 24  # per channel: the whitening layer's 24 channels
     assert initial[site] != final[site]
     curves = blob["activation_curves"]["final"][site]
     assert len(curves["x"]) == len(curves["f"]) == len(curves["df"])
+
+
+@pytest.mark.realdata
+def test_proxy_learns_real_cifar10_in_one_epoch_on_cpu(cifar10_tarball, tmp_path_factory) -> None:
+    import dataclasses
+    import os
+    import time
+    from pathlib import Path
+
+    from workers.data import load_dataset
+    from workers.train import recipe
+
+    # ACTSEARCH_CACHE_DIR keeps the decoded tensors between sessions; else decode once here.
+    cache = Path(os.environ.get("ACTSEARCH_CACHE_DIR") or tmp_path_factory.mktemp("cache"))
+    dataset = {"name": "cifar10", "val_size": 5000, "train_subset": 5000, "split_seed": 0}
+    data = load_dataset(dataset, str(cifar10_tarball), cache)
+    started = time.perf_counter()
+    again = load_dataset(dataset, str(cifar10_tarball), cache)
+    assert time.perf_counter() - started < 5.0  # read from the cache, not decoded again
+    assert (
+        data.checksum
+        == again.checksum
+        == ("18ee257832403cf6f3f79ff7db1e971124c3f510d031eb5c9213eee4dab66e51")
+    )
+    assert len(data.train_y) == 5000 and len(data.val_y) == 5000 and len(data.test_y) == 10000
+    assert torch.bincount(data.train_y).tolist() == [500] * 10
+    # 2,000 test images keep the final evaluation short on two cores.
+    data = dataclasses.replace(data, test_x=data.test_x[:2000], test_y=data.test_y[:2000])
+    training = recipe("proxy")
+    training.update(
+        epochs=1, batch_size=128, lr=0.2, warmup_epochs=0.3, label_smoothing=0.0, lookahead=None
+    )
+    cfg = config("proxy", width=0.5)
+    cfg["training"] = training
+    record = train_trial(cfg, data, CPU)
+    assert record.val_acc >= 0.35, record.val_accs
+    assert record.test_acc >= 0.35
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize(
+    ("model", "family"), [("proxy", "smu"), ("resnet18", "pau"), ("efficientnet_b0", "opau")]
+)
+def test_cuda_training_uses_bf16_and_reports_gpu_memory(
+    model: str, family: str, tiny_splits
+) -> None:
+    device = torch.device("cuda")
+    cfg = config(model, epochs=2, activation=FAMILIES[family])
+    record = train_trial(cfg, tiny_splits, device)
+    assert record.precision == "bf16" and record.peak_memory_kind == "cuda_max_allocated"
+    assert record.manifest["gpu"] and record.manifest["cuda"]
+    assert all(math.isfinite(loss) for loss in record.train_loss)
+    assert record.activation_curves["final"]
+    fp32 = train_trial({**cfg, "training": {**cfg["training"], "precision": "fp32"}},
+                       tiny_splits, device)  # fmt: skip
+    assert fp32.precision == "fp32"

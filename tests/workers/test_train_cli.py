@@ -41,16 +41,7 @@ def test_missing_data_exits_2_with_instructions_and_no_traceback(tmp_path, capsy
     assert "Traceback" not in err
 
 
-def test_a_run_writes_its_record(tmp_path, capsys, monkeypatch) -> None:
-    import workers.train
-
-    # The CLI builds the activation from its name through search_space; any factory will do.
-    seen = []
-    monkeypatch.setattr(
-        workers.train,
-        "make_act_factory",
-        lambda cfg: seen.append(cfg) or (lambda channels: __import__("torch").nn.GELU()),
-    )
+def test_a_run_writes_its_record(tmp_path, capsys) -> None:
     out = tmp_path / "out" / "record.json"
     argv = [
         "--model", "lenet", "--activation", "gelu", "--epochs", "2", "--width", "0.5",
@@ -66,7 +57,8 @@ def test_a_run_writes_its_record(tmp_path, capsys, monkeypatch) -> None:
         "name": "lenet",
         "width": 0.5,
     }
-    assert seen == [{"family": "gelu"}]
+    assert config["activation"] == {"family": "gelu"}
+    assert len(record["activation_curves"]["final"]) == 4  # LeNet's four sites
     assert "val_acc" in capsys.readouterr().out
 
 

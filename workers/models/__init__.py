@@ -32,6 +32,8 @@ MODELS: dict[str, ModelBuilder] = {
     "proxy": proxy,
 }
 MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
+# Models that widen the layer before each site by the factory's width_factor (Maxout's k).
+WIDENING_MODELS = ("lenet",)
 
 __all__ = [
     "MODEL_NAMES",
@@ -52,4 +54,9 @@ def build_model(
         raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODEL_NAMES)}")
     if not width > 0:
         raise ValueError(f"model width must be positive, not {width}")
+    if getattr(act_factory, "head_only", False) and key not in WIDENING_MODELS:
+        raise ValueError(
+            f"this activation needs every layer before it widened (Maxout); models that do "
+            f"this: {', '.join(WIDENING_MODELS)}"
+        )
     return MODELS[key](num_classes, act_factory, width)

@@ -20,13 +20,15 @@ class LeNet(nn.Module):
         super().__init__()
         c1, c2 = scaled(6, width), scaled(16, width)
         f1, f2 = scaled(120, width), scaled(84, width)
+        # Maxout-style activations take k inputs per output: widen the layer before each site.
+        k = int(getattr(act_factory, "width_factor", 1))
         self.features = nn.Sequential(
-            nn.Conv2d(3, c1, 5), act_factory(c1), nn.MaxPool2d(2),
-            nn.Conv2d(c1, c2, 5), act_factory(c2), nn.MaxPool2d(2),
+            nn.Conv2d(3, c1 * k, 5), act_factory(c1), nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2 * k, 5), act_factory(c2), nn.MaxPool2d(2),
         )  # fmt: skip
         self.classifier = nn.Sequential(
-            nn.Linear(c2 * 5 * 5, f1), ChannelAct(act_factory(f1)),
-            nn.Linear(f1, f2), ChannelAct(act_factory(f2)),
+            nn.Linear(c2 * 5 * 5, f1 * k), ChannelAct(act_factory(f1)),
+            nn.Linear(f1, f2 * k), ChannelAct(act_factory(f2)),
             nn.Linear(f2, num_classes),
         )  # fmt: skip
 

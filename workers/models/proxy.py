@@ -94,7 +94,7 @@ class ProxyNet(nn.Module):
         self.whiten_bias.requires_grad_(epoch < WHITEN_BIAS_EPOCHS)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.whiten_act(self.whiten(x) + self.whiten_bias.view(1, -1, 1, 1))
+        x = self.whiten_act(self.whiten(x) + self.whiten_bias.to(x.dtype).view(1, -1, 1, 1))
         x = self.group3(self.group2(self.group1(x)))
         return self.head(self.pool(x).flatten(1)) * LOGIT_SCALE
 

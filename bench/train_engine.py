@@ -1,0 +1,262 @@
+"""Training-engine benchmark: proxy accuracy/time, ResNet-18 throughput, ResNet-18 30 epochs.
+
+Runs in one process through the real training code (workers.train.train_trial) on data loaded
+once. Parts are chosen by flags (default: all three):
+
+  python bench/train_engine.py --data ../shared/data/cifar10-jpg.tar.xz [--proxy] [--throughput]
+                               [--resnet30] [--proxy-runs 3] [--out bench/results]
+
+* proxy: the airbench-style proxy network with GELU, its recipe (workers.train.PROXY_RECIPE),
+  a warm-up run first; reports validation accuracy (no TTA), test accuracy and the seconds spent
+  in training steps (evaluation excluded), per run.
+* throughput: ResNet-18 + ReLU, batch 512, bf16 autocast, channels_last, data resident; images/s
+  over 80 steps of the second epoch, timed with CUDA events from the trainer's on_step hook.
+* resnet30: ResNet-18 + ReLU, 30 epochs of the standard recipe; test accuracy.
+
+Prints a table last and writes JSON naming the GPU, torch version and date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import re
+import socket
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from workers.data import DataSplits, load_dataset  # noqa: E402
+from workers.device import device_name  # noqa: E402
+from workers.train import STANDARD_RECIPE, recipe, train_trial  # noqa: E402
+
+log = logging.getLogger("bench.train_engine")
+THROUGHPUT_WARMUP_STEPS = 4
+THROUGHPUT_STEPS = 80
+
+
+def activation_factory(family: str) -> Any:
+    """The registry's factory for a family, or torch's module when search_space lacks build."""
+    try:
+        from workers.train import make_act_factory
+
+        return make_act_factory({"family": family})
+    except ImportError:
+        log.warning("search_space.build not importable: using torch's %s module", family)
+        modules = {"gelu": nn.GELU, "relu": nn.ReLU}
+        return lambda channels: modules[family]()
+
+
+def trial_config(model: str, training: dict[str, Any], family: str, seed: int) -> dict[str, Any]:
+    """A resolved trial config for the bench."""
+    return {
+        "dataset": {"name": "cifar10", "val_size": 5000, "train_subset": None, "split_seed": 0},
+        "model": {"name": model, "width": 1.0},
+        "training": training,
+        "activation": {"family": family},
+        "seed": seed,
+        "seeds": 1,
+        "timeout_s": None,
+    }
+
+
+def bench_proxy(data: DataSplits, device: torch.device, runs: int, variant: dict[str, Any]) -> dict:
+    """Warm-up run, then `runs` timed runs of the proxy recipe (with the variant's overrides)."""
+    training = {**recipe("proxy"), **variant.get("training", {})}
+    family = variant.get("activation", "gelu")
+    factory = activation_factory(family)
+    warm = {**training, "epochs": 1}
+    train_trial(trial_config("proxy", warm, family, 999), data, device, act_factory=factory)
+    results = []
+    for seed in range(runs):
+        cfg = trial_config("proxy", training, family, seed)
+        record = train_trial(cfg, data, device, act_factory=factory)
+        results.append(
+            {
+                "seed": seed,
+                "val_acc": record.val_acc,
+                "test_acc": record.test_acc,
+                "train_s": record.train_s,
+                "img_per_s": record.img_per_s,
+                "val_accs": record.val_accs,
+            }
+        )
+        log.info("proxy %s seed %d: %s", variant["name"], seed, results[-1])
+    return {
+        "variant": variant["name"],
+        "activation": family,
+        "training": training,
+        "runs": results,
+        "val_acc_mean": statistics.fmean(r["val_acc"] for r in results),
+        "test_acc_mean": statistics.fmean(r["test_acc"] for r in results),
+        "train_s_median": statistics.median(r["train_s"] for r in results),
+    }
+
+
+def bench_throughput(data: DataSplits, device: torch.device, compile_model: bool) -> dict:
+    """ResNet-18 ReLU img/s over 80 steps of epoch 2, CUDA events around the trainer's steps."""
+    training = {**STANDARD_RECIPE, "epochs": 2, "batch_size": 512, "compile": compile_model}
+    events: dict[str, torch.cuda.Event] = {}
+
+    def on_step(epoch: int, step: int, steps: int) -> None:
+        # on_step runs after step `step` was queued: the window holds THROUGHPUT_STEPS steps.
+        if epoch != 1:
+            return
+        if step == THROUGHPUT_WARMUP_STEPS - 1:
+            events["start"] = torch.cuda.Event(enable_timing=True)
+            events["start"].record()
+        if step == THROUGHPUT_WARMUP_STEPS + THROUGHPUT_STEPS - 1:
+            events["end"] = torch.cuda.Event(enable_timing=True)
+            events["end"].record()
+
+    cfg = trial_config("resnet18", training, "relu", 0)
+    record = train_trial(cfg, data, device, on_step=on_step, act_factory=activation_factory("relu"))
+    torch.cuda.synchronize(device)
+    seconds = events["start"].elapsed_time(events["end"]) / 1000
+    img_per_s = THROUGHPUT_STEPS * 512 / seconds
+    return {
+        "compile": compile_model,
+        "steps": THROUGHPUT_STEPS,
+        "batch_size": 512,
+        "img_per_s": img_per_s,
+        "ms_per_step": 1000 * seconds / THROUGHPUT_STEPS,
+        "epoch_s_50k": 50_000 / img_per_s,
+        "trainer_img_per_s_whole_run": record.img_per_s,
+        "peak_memory_bytes": record.peak_memory_bytes,
+    }
+
+
+def bench_resnet30(data: DataSplits, device: torch.device) -> dict:
+    """ResNet-18 ReLU, 30 epochs of the standard recipe."""
+    training = {**STANDARD_RECIPE, "epochs": 30}
+    cfg = trial_config("resnet18", training, "relu", 0)
+    record = train_trial(cfg, data, device, act_factory=activation_factory("relu"))
+    return {
+        "training": training,
+        "val_acc": record.val_acc,
+        "best_val_acc": record.best_val_acc,
+        "test_acc": record.test_acc,
+        "train_s": record.train_s,
+        "img_per_s": record.img_per_s,
+        "val_accs": record.val_accs,
+    }
+
+
+PROXY_VARIANTS = {
+    "recipe": {"name": "recipe"},
+    "no_lookahead": {"name": "no_lookahead", "training": {"lookahead": None}},
+    "12ep": {"name": "12ep", "training": {"epochs": 12, "warmup_epochs": 2.8}},
+    "compiled": {"name": "compiled", "training": {"compile": True}},
+}
+
+
+def machine(device: torch.device) -> dict[str, Any]:
+    """What ran the bench."""
+    cuda = device.type == "cuda"
+    return {
+        "gpu": device_name(device) if cuda else None,
+        "device": str(device),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda if cuda else None,
+        "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "python": platform.python_version(),
+        "hostname": socket.gethostname(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def table(results: dict[str, Any]) -> str:
+    """The short table printed last."""
+    lines = [f"{'part':<34} {'value':>44}", "-" * 79]
+    for proxy in results.get("proxy", []):
+        label = f"proxy {proxy['activation']} {proxy['variant']}"
+        value = (
+            f"val {proxy['val_acc_mean']:.4f} test {proxy['test_acc_mean']:.4f} "
+            f"train {proxy['train_s_median']:.2f} s"
+        )
+        lines.append(f"{label:<34} {value:>44}")
+    for item in results.get("throughput", []):
+        label = "resnet18 relu img/s" + (" compiled" if item["compile"] else "")
+        value = f"{item['img_per_s']:,.0f} img/s ({item['epoch_s_50k']:.2f} s / 50k)"
+        lines.append(f"{label:<34} {value:>44}")
+    if "resnet30" in results:
+        r = results["resnet30"]
+        value = f"test {r['test_acc']:.4f} val {r['val_acc']:.4f} train {r['train_s']:.1f} s"
+        lines.append(f"{'resnet18 relu 30 epochs':<34} {value:>44}")
+    m = results["machine"]
+    lines.append(f"on {m['gpu'] or m['device']}, torch {m['torch']}, {m['date']}")
+    return "\n".join(lines)
+
+
+def output_path(out_dir: Path, info: dict[str, Any]) -> Path:
+    """bench/results/train_engine-<gpu>-torch<version>-<date>.json"""
+    gpu = re.sub(r"[^A-Za-z0-9]+", "-", info["gpu"] or "cpu").strip("-").lower()
+    version = re.sub(r"[^0-9.]", "", info["torch"].split("+")[0])
+    return out_dir / f"train_engine-{gpu}-torch{version}-{info['date'][:10]}.json"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the selected parts and write the results."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=os.environ.get("CIFAR10_JPEG_TAR"))
+    parser.add_argument("--cache-dir", type=Path, default=ROOT / "var" / "cache")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--proxy", action="store_true")
+    parser.add_argument("--throughput", action="store_true")
+    parser.add_argument("--resnet30", action="store_true")
+    parser.add_argument("--proxy-runs", type=int, default=3)
+    parser.add_argument("--subset", type=int, help="train on a subset (CPU smoke runs)")
+    parser.add_argument(
+        "--proxy-variants", default="recipe", help="comma list: " + ",".join(PROXY_VARIANTS)
+    )
+    parser.add_argument("--compile-throughput", action="store_true", help="also time compiled")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if not (args.proxy or args.throughput or args.resnet30):
+        args.proxy = args.throughput = args.resnet30 = True
+
+    device = torch.device(args.device)
+    started = time.perf_counter()
+    data = load_dataset(
+        {"name": "cifar10", "val_size": 5000, "train_subset": args.subset, "split_seed": 0},
+        args.data,
+        args.cache_dir,
+    ).to(device)
+    results: dict[str, Any] = {"machine": machine(device), "data_checksum": data.checksum}
+    results["data_load_s"] = time.perf_counter() - started
+    if args.proxy:
+        names = [n.strip() for n in args.proxy_variants.split(",") if n.strip()]
+        results["proxy"] = [
+            bench_proxy(data, device, args.proxy_runs, PROXY_VARIANTS[n]) for n in names
+        ]
+    if args.throughput:
+        results["throughput"] = [bench_throughput(data, device, compile_model=False)]
+        if args.compile_throughput:
+            results["throughput"].append(bench_throughput(data, device, compile_model=True))
+    if args.resnet30:
+        results["resnet30"] = bench_resnet30(data, device)
+    results["total_s"] = time.perf_counter() - started
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = output_path(args.out, results["machine"])
+    path.write_text(json.dumps(results, indent=1))
+    print(f"results written to {path}")
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
