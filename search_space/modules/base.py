@@ -4,14 +4,15 @@ Every module is built as `Cls(channels, params=..., options=..., scope=..., trai
 clamp=...)`; missing values come from the family's registry defaults. Scalar parameters are stored
 as tensors shaped () for `shared`/`per_layer` scope and (C,) for `per_channel` (broadcast over
 dim 1 of (N, C, ...) inputs). Positive parameters are stored as log(value) and clamped, so they can
-never leave (0, ∞). `module.fn` is the forward function `(x, *constrained params) -> y`; it
-defaults to the fp32-wrapped reference in `search_space.modules.functional`, and a fused kernel
-with the same signature can replace it.
+never leave (0, ∞). `module.fn` is the forward function `(x, *constrained params) -> y`: the
+fp32-wrapped reference in `search_space.modules.functional`. On CUDA the fused kernels of
+`search_space.kernels` (same signature) replace it where they cover the family and options.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from search_space import kernels as fused
 from search_space.registry import (
     POSITIVE_MAX,
     POSITIVE_MIN,
@@ -91,6 +93,9 @@ class ActivationModule(nn.Module):
         for name, pspec in family.params.items():
             self._add_scalar(name, values[name], pspec, bool(flags.get(name, False)))
         self.fn: Kernel = self.make_kernel()
+        # Fused Triton kernels (search_space.kernels) replace `fn` on CUDA where they cover the
+        # family; set False to force the reference path on this module.
+        self.allow_fused = True
 
     def make_kernel(self) -> Kernel:
         """The forward function (x, *kernel_args) -> y; subclasses return their reference."""
@@ -148,6 +153,10 @@ class ActivationModule(nn.Module):
         trailing = [1] * max(x.dim() - 2, 0)
         return value.reshape(*value.shape[:lead], -1, *trailing)
 
+    def kernel_param_names(self) -> list[str]:
+        """Names of the parameters `kernel_args` passes, in order."""
+        return list(self._stored)
+
     def kernel_args(self, x: Tensor) -> list[Tensor]:
         """Arguments after x of `self.fn`, in the order the reference function takes them."""
         return [self.broadcast(name, x) for name in self._stored]
@@ -155,7 +164,15 @@ class ActivationModule(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.clamp is not None:
             x = x.clamp(-self.clamp, self.clamp)
-        return self.fn(x, *self.kernel_args(x))
+        return self.kernel_for(x)(x, *self.kernel_args(x))
+
+    def kernel_for(self, x: Tensor) -> Kernel:
+        """The fused kernel where it covers this family and input (CUDA), else `self.fn`."""
+        if self.allow_fused and fused.available(x):
+            kernel = _fused_kernel(self.family, tuple(sorted(self.options.items())))
+            if kernel is not None:
+                return kernel
+        return self.fn
 
     # -- scopes, records, curves -------------------------------------------------------------
     def share_from(self, other: ActivationModule) -> None:
@@ -210,6 +227,12 @@ class ActivationModule(nn.Module):
         if self.clamp is not None:
             parts.append(f"clamp={self.clamp}")
         return ", ".join(parts)
+
+
+@functools.cache
+def _fused_kernel(family: str, options: tuple[tuple[str, str | int], ...]) -> Kernel | None:
+    # Looked up per (family, options) rather than stored on the module: closures don't pickle.
+    return fused.module_kernel(family, dict(options))
 
 
 def _family_of(cls: type[ActivationModule]) -> Family:

@@ -35,7 +35,7 @@ class FReLU(ActivationModule):
     def forward(self, x: Tensor) -> Tensor:
         # (N, C) inputs (MLP head) are 1×1 maps: only the centre tap applies.
         spatial = x if x.dim() == 4 else x.reshape(x.shape[0], x.shape[1], 1, -1)
-        funnel = self.bn(self.conv(spatial)).reshape(x.shape)
+        funnel = self.bn(self.conv(spatial.to(self.conv.weight.dtype))).reshape(x.shape)
         # max is exact in any dtype; conv/BN follow autocast like every other layer.
         return torch.maximum(x, funnel.to(x.dtype))
 

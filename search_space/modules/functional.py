@@ -78,13 +78,13 @@ def _horner(coefficients: Tensor, x: Tensor) -> Tensor:
 def pau_a(x: Tensor, a: Tensor, b: Tensor) -> Tensor:
     """PAU form A: P(x) / (1 + Σ_{k=1..n} |b_k|·|x|^k); b[k-1] holds b_k."""
     ax = x.abs()
-    tail = _horner(b.abs().flip(0), ax) * ax  # Σ |b_k| |x|^k = |x|·Σ |b_k| |x|^(k−1)
+    tail = _horner(b.abs(), ax) * ax  # Σ |b_k| |x|^k = |x|·Σ |b_k| |x|^(k−1)
     return _horner(a, x) / (1 + tail)
 
 
 def pau_b(x: Tensor, a: Tensor, b: Tensor) -> Tensor:
     """PAU form B ("safe PAU"): P(x) / (1 + |Σ_{k=1..n} b_k x^k|)."""
-    return _horner(a, x) / (1 + (_horner(b.flip(0), x) * x).abs())
+    return _horner(a, x) / (1 + (_horner(b, x) * x).abs())
 
 
 def pau_c(x: Tensor, a: Tensor, b: Tensor) -> Tensor:
@@ -94,7 +94,7 @@ def pau_c(x: Tensor, a: Tensor, b: Tensor) -> Tensor:
 
 def pau_unsafe(x: Tensor, a: Tensor, b: Tensor) -> Tensor:
     """PAU without the safety absolute values: P(x) / (1 + Σ_{k=1..n} b_k x^k); has poles."""
-    return _horner(a, x) / (1 + _horner(b.flip(0), x) * x)
+    return _horner(a, x) / (1 + _horner(b, x) * x)
 
 
 PAU_FORMS: dict[str, Kernel] = {"A": pau_a, "B": pau_b, "C": pau_c, "unsafe": pau_unsafe}
