@@ -50,6 +50,7 @@ class ErrorOut(BaseModel):
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries for the given error status codes."""
     described = {
+        400: "the body is not valid JSON",
         401: "missing or invalid token",
         403: "not allowed for this user",
         404: "no such object",
@@ -80,7 +81,7 @@ class ReadyOut(BaseModel):
 class UserCreate(BaseModel):
     """A new user."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
     is_admin: bool = False
@@ -98,7 +99,7 @@ class UserPublic(Out):
 class TokenCreate(BaseModel):
     """A new token for a user."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     label: str = Field(default="", max_length=100)
 

@@ -144,7 +144,13 @@ def test_user_cannot_revoke_someone_elses_token(
 
 
 def test_bad_user_bodies_are_422(client: httpx.Client, admin: Person) -> None:
-    for body in ({"name": ""}, {"name": "has space"}, {"name": "x", "extra": 1}, {}):
+    for body in (
+        {"name": ""},
+        {"name": "has space"},
+        {"name": "x", "extra": 1},
+        {},
+        {"name": "y", "is_admin": 0},
+    ):
         response = client.post("/api/v1/users", json=body, headers=admin.headers)
         assert response.status_code == 422, body
         assert all(e["loc"].startswith("body") for e in response.json()["detail"])

@@ -79,6 +79,13 @@ def test_invalid_spec_is_422_naming_the_field(api: httpx.Client, alice: Person) 
     assert any(loc.startswith("activations.smu.alpha") for loc in locs), body
 
 
+def test_values_our_columns_cannot_hold_are_422(client: httpx.Client, alice: Person) -> None:
+    for field in ("n_trials", "priority"):
+        response = submit(client, alice, spec(**{field: 2**40}))
+        assert response.status_code == 422, response.text
+        assert [e["loc"] for e in response.json()["detail"]] == [field]
+
+
 def test_unknown_family_and_missing_field_are_named(client: httpx.Client, alice: Person) -> None:
     unknown = submit(client, alice, spec(activations={"nosuchact": {}}))
     assert unknown.status_code == 422

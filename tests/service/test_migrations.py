@@ -100,8 +100,9 @@ def test_models_match_the_migrations(empty_db_url: str) -> None:
                 opts={
                     # SQLite has one INTEGER type; 0003 widens the column on PostgreSQL only.
                     "compare_type": not sqlite,
-                    "include_name": lambda name, kind, _parent: kind != "table"
-                    or name in Base.metadata.tables,
+                    "include_name": lambda name, kind, _parent: (
+                        kind != "table" or name in Base.metadata.tables
+                    ),
                 },
             )
             differences = compare_metadata(context, Base.metadata)

@@ -8,9 +8,9 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from fastapi import APIRouter, Body, Header, HTTPException, Path, Query, Request, Response, status
-from search_space.spec import SpecError
 from starlette.concurrency import run_in_threadpool
 
+from search_space.spec import SpecError
 from service.api.deps import CurrentUser, StoreDep, check_owner
 from service.api.schemas import Page, StudyDetail, StudyPublic, error_responses
 from service.api.views import study_detail, study_public
@@ -254,7 +254,7 @@ def merge_patch(target: Any, patch: Any) -> Any:
             "model": StudyPublic,
             "description": "replayed: this Idempotency-Key's earlier study",
         },
-        **error_responses(401, 404, 409, 422),
+        **error_responses(400, 401, 404, 409, 422),
     },
 )
 def clone_study(

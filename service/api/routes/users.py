@@ -40,7 +40,7 @@ def list_users(store: StoreDep, _admin: AdminUser) -> list[UserPublic]:
     "/users",
     response_model=UserCreated,
     status_code=status.HTTP_201_CREATED,
-    responses=error_responses(401, 403, 409, 422),
+    responses=error_responses(400, 401, 403, 409, 422),
 )
 def create_user(body: UserCreate, store: StoreDep, _admin: AdminUser) -> UserCreated:
     """Create a user with a first token, shown this once (admin only)."""
@@ -71,7 +71,7 @@ def list_tokens(user_id: UserId, store: StoreDep, user: CurrentUser) -> list[Tok
     "/users/{user_id}/tokens",
     response_model=TokenCreated,
     status_code=status.HTTP_201_CREATED,
-    responses=error_responses(401, 403, 404, 422),
+    responses=error_responses(400, 401, 403, 404, 422),
 )
 def create_token(
     user_id: UserId, store: StoreDep, _admin: AdminUser, body: TokenCreate | None = None
