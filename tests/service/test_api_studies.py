@@ -223,6 +223,9 @@ def test_detail_has_progress_best_and_family_summary(
     assert families["relu"]["best"] == pytest.approx(0.84)
     assert families["smu"]["n"] == 1 and families["smu"]["runs"] == 4
     assert families["smu"]["std"] is None  # one value has no spread
+    paused = api.post(f"/api/v1/studies/{study_id}/pause", headers=alice.headers).json()
+    assert paused["status"] == "paused" and paused["best"]["value"] == pytest.approx(0.9)
+    assert paused["progress"] == {**study["progress"]}
 
 
 def test_unknown_study_is_404(api: httpx.Client, alice: Person) -> None:

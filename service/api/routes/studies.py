@@ -119,7 +119,7 @@ def _create(
     study, created = store.studies.create(user, spec, idempotency_key=key)
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
     response.headers["Location"] = f"/api/v1/studies/{study.id}"
-    return study_public(study, None)
+    return _public(store, study.id)
 
 
 @router.post(
@@ -187,6 +187,12 @@ def get_study(study_id: StudyId, store: StoreDep, _user: CurrentUser) -> StudyDe
     return study_detail(load_study_detail(store.db, study_id))
 
 
+def _public(store: StoreDep, study_id: int) -> StudyPublic:
+    """A study as listed, read after a change (progress and best trial included)."""
+    view = load_study_detail(store.db, study_id)
+    return study_public(view.study, view.best)
+
+
 def _owned(store: StoreDep, user: UserInfo, study_id: int) -> StudyInfo:
     study = store.studies.get(study_id)
     check_owner(user, study)
@@ -195,7 +201,8 @@ def _owned(store: StoreDep, user: UserInfo, study_id: int) -> StudyInfo:
 
 def _transition(store: StoreDep, user: UserInfo, study_id: int, action: str) -> StudyPublic:
     _owned(store, user, study_id)
-    return study_public(store.studies.transition(study_id, action), None)
+    store.studies.transition(study_id, action)
+    return _public(store, study_id)
 
 
 MUTATE_ERRORS = error_responses(401, 403, 404, 409, 422)
