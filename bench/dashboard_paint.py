@@ -197,8 +197,12 @@ def load_once(browser: Any, base: str, token: str, study_id: int) -> dict[str, A
     page.on("request", lambda r: requests.append(r.url))
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.goto(f"{base}/studies/{study_id}")
-    page.wait_for_function("() => performance.getEntriesByName('actsearch:charts').length > 0",
-                           timeout=60_000)  # fmt: skip
+    try:
+        page.wait_for_function(
+            "() => performance.getEntriesByName('actsearch:charts').length > 0", timeout=60_000
+        )
+    except Exception as error:
+        raise RuntimeError(f"the study page did not finish drawing; console errors: {errors}") from error
     timings = page.evaluate(TIMINGS_JS)
     context.close()
     timings["requests"] = requests
@@ -234,6 +238,8 @@ def machine(browser_version: str) -> dict[str, Any]:
         "chromium": browser_version,
         "database": "sqlite (embedded, WAL)",
         "gpu": None,
+        # The machine is shared: a high load average explains slow outliers.
+        "load_avg_1m": round(os.getloadavg()[0], 2),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -300,7 +306,7 @@ def _print(result: dict[str, Any]) -> None:
         print(f"{r['start']:>7.0f}{r['ms']:>7.0f}{r['bytes'] / 1024:>8.1f}  /{r['url'][:90]}")
     print(
         f"\ndashboard first paint — {m['hostname']} ({m['cores']} cores, {m['cpu']}), "
-        f"chromium {m['chromium']}, {m['date']}"
+        f"chromium {m['chromium']}, load average {m['load_avg_1m']}, {m['date']}"
     )
     print(f"study page, {result['trials']:,} trials, {result['loads']} cold loads "
           f"(fresh browser context each)\n")  # fmt: skip

@@ -13,9 +13,9 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState
+
 from search_space.spec import parse_spec
 from search_space.suggest import config_family, make_sampler, suggest_config
-
 from service.store import Store
 
 CURVE_X = [round(-4.0 + 0.1 * i, 4) for i in range(81)]
@@ -27,18 +27,28 @@ def smu(x: float, alpha: float, mu: float) -> float:
     return 0.5 * ((1 + alpha) * x + (1 - alpha) * x * math.erf(mu * (1 - alpha) * x))
 
 
-def curve(alpha: float, mu: float) -> dict[str, list[float]]:
-    """{"x", "f", "df"} of SMU on the grid (df by central differences)."""
+def curve(alpha: float, mu: float, per_channel: bool = False) -> dict[str, list[float]]:
+    """{"x", "f", "df"} of SMU on the grid (df by central differences), as search_space.curves
+    writes it; a per-channel site also gets the envelope over channels (f_min … df_max)."""
     h = 1e-4
     f = [smu(x, alpha, mu) for x in CURVE_X]
     df = [(smu(x + h, alpha, mu) - smu(x - h, alpha, mu)) / (2 * h) for x in CURVE_X]
-    return {"x": CURVE_X, "f": f, "df": df}
+    entry = {"x": CURVE_X, "f": f, "df": df}
+    if per_channel:
+        entry |= {"f_min": [v - 0.2 for v in f], "f_max": [v + 0.2 for v in f],
+                  "df_min": [v - 0.1 for v in df], "df_max": [v + 0.1 for v in df]}  # fmt: skip
+    return entry
 
 
 def record(value: float, test_acc: float, epochs: list[float], trained_mu: float) -> dict[str, Any]:
     """A TrialRecord.to_json()-shaped record with learned curves per site."""
-    initial = {site: curve(0.25, 1.0) for site in SITES}
-    final = {site: curve(0.25 - 0.05 * i, trained_mu * (1 + 0.5 * i)) for i, site in enumerate(SITES)}
+    # The last site is per-channel: its curves carry an envelope.
+    last = len(SITES) - 1
+    initial = {site: curve(0.25, 1.0, i == last) for i, site in enumerate(SITES)}
+    final = {
+        site: curve(0.25 - 0.05 * i, trained_mu * (1 + 0.5 * i), i == last)
+        for i, site in enumerate(SITES)
+    }
     return {
         "val_acc": value,
         "best_val_acc": max(epochs),

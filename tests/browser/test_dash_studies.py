@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, Server, assert_clean, sign_in
+from conftest import ROOT, SCREENSHOTS, Server, assert_clean, sign_in
 from dashboard_helpers import FakeWorker, curve_of
 from playwright.sync_api import expect
 
@@ -43,6 +43,7 @@ def test_submit_shows_errors_beside_fields_then_queues_and_runs(
     assert int(note.get_attribute("data-line")) == line_of(bad, "n_trials")
     expect(page.locator("#spec-editor .gutter .bad")).to_have_text(str(line_of(bad, "n_trials") + 1))
     expect(page.locator("#spec-status")).to_contain_text("not submitted")
+    page.screenshot(path=str(SCREENSHOTS / "spec-errors.png"))
 
     page.fill("#spec-text", spec_text("ui-submitted", 4))
     page.click("#spec-submit")

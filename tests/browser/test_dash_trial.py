@@ -62,7 +62,11 @@ def test_learned_activation_curves_from_the_trial_table(page: Any, server: Serve
     expect(page.locator("#act-params tbody tr")).to_have_count(2 * len(SITES))
     expect(page.locator("#trial-params")).to_contain_text("activation")
     assert len(series_names(page, "chart-epochs")) == 2
-    page.select_option("#site-select", SITES[1])
+    page.select_option("#site-select", SITES[-1])  # per-channel: the envelope is drawn as a band
+    page.wait_for_function(
+        """() => echarts.getInstanceByDom(document.getElementById('chart-df')).getOption()
+                 .series.some(s => s.id === 'trained-band-high')"""
+    )
     page.screenshot(path=str(SCREENSHOTS / "trial-learned-curves.png"), full_page=True)
     assert_clean(page)
 

@@ -10,11 +10,15 @@ export class ApiError extends Error {
 
 // Fetch JSON with the session cookie. A 401 means the session ended: go back to the login form.
 export async function getJSON(url, options = {}) {
-  const response = await fetch(url, {
+  return readJSON(await fetch(url, {
     credentials: "same-origin",
-    headers: { Accept: "application/json", ...(options.headers || {}) },
     ...options,
-  });
+    headers: { Accept: "application/json", ...(options.headers || {}) },
+  }));
+}
+
+// The body of a fetch() response, or ApiError (401 goes to the login form).
+export async function readJSON(response) {
   if (response.status === 401) {
     location.assign(`/login?next=${encodeURIComponent(location.pathname + location.search)}`);
     throw new ApiError(401, "signed out");

@@ -186,6 +186,9 @@ function wire() {
   $("#spec-cancel").addEventListener("click", () => $("#submit-panel").classList.add("hidden"));
   $("#spec-example").addEventListener("click", () => { editor.value = EXAMPLE; });
   $("#spec-submit").addEventListener("click", submit);
+  $("#spec-text").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) { event.preventDefault(); submit(); }
+  });
   const reload = () => refresh().catch((error) => reportError("loading studies failed", error));
   $("#study-filter").addEventListener("input", debounce((event) => { state.q = event.target.value.trim(); reload(); }, 250));
   $("#status-filter").addEventListener("change", (event) => { state.status = event.target.value; reload(); });

@@ -17,7 +17,11 @@ export function normalizeCurves(curves) {
   if (!curves || typeof curves !== "object") return [];
   const initial = curves.initial || curves.init || null;
   const final = curves.final || curves.trained || null;
-  const curve = (c, prefix = "") => (c && Array.isArray(c.x) ? { x: c[`x${prefix}`] || c.x, f: c[`f${prefix}`], df: c[`df${prefix}`] } : null);
+  const curve = (c, suffix = "") => (c && Array.isArray(c.x) ? {
+    x: c[`x${suffix}`] || c.x, f: c[`f${suffix}`], df: c[`df${suffix}`],
+    // Per-channel sites also carry the envelope over their channels.
+    f_min: c.f_min, f_max: c.f_max, df_min: c.df_min, df_max: c.df_max,
+  } : null);
   if (initial || final) {
     const names = [...new Set([...Object.keys(final || {}), ...Object.keys(initial || {})])];
     return names.map((name) => ({ name, final: curve((final || {})[name]), initial: curve((initial || {})[name]) }));
@@ -33,17 +37,33 @@ const reluPrime = (x) => (x > 0 ? 1 : 0);
 
 function curveSeries(site, key, reference) {
   const series = [];
+  const bands = []; // after the lines: the legend takes its colour from the first series of a name
   const xs = (site.final || site.initial).x;
   series.push({ name: "ReLU", type: "line", symbol: "none", data: xs.map((x) => [x, reference(x)]),
     lineStyle: { color: "#b8bfcc", width: 1.5 }, itemStyle: { color: "#b8bfcc" }, z: 1 });
   for (const [label, curve, style] of [["initial", site.initial, { type: "dashed", color: "#d99a1e" }], ["trained", site.final, { type: "solid", color: "#2f6fed" }]]) {
     if (!curve || !curve[key]) continue;
+    bands.push(...envelope(label, curve, key, style.color));
     channels(curve[key]).forEach((ys, c) => series.push({
       name: label, type: "line", symbol: "none", data: curve.x.map((x, i) => [x, ys[i]]), z: label === "trained" ? 3 : 2,
       lineStyle: { width: c ? 1 : 2, opacity: c ? 0.5 : 1, ...style }, itemStyle: { color: style.color },
     }));
   }
-  return series;
+  return [...series, ...bands];
+}
+
+// The band between the lowest and highest channel's curve (a stacked pair of invisible lines).
+function envelope(label, curve, key, color) {
+  const lo = curve[`${key}_min`];
+  const hi = curve[`${key}_max`];
+  if (!Array.isArray(lo) || !Array.isArray(hi)) return [];
+  // stackStrategy "all": the band's height stacks on a negative lower edge too.
+  const common = { name: label, type: "line", symbol: "none", stack: `${label}-band`, stackStrategy: "all",
+    lineStyle: { opacity: 0 }, itemStyle: { color }, tooltip: { show: false }, silent: true, z: 0 };
+  return [
+    { ...common, id: `${label}-band-low`, data: curve.x.map((x, i) => [x, lo[i]]) },
+    { ...common, id: `${label}-band-high`, data: curve.x.map((x, i) => [x, hi[i] - lo[i]]), areaStyle: { color, opacity: 0.15 } },
+  ];
 }
 
 function allSitesSeries(key) {

@@ -30,7 +30,7 @@ async function refresh() {
     : [el("tr", {}, el("td", { colspan: 10, class: "empty" }, "No workers yet: start one with `actsearch worker --gpus 0`."))]));
   const busy = workers.filter((w) => w.status === "busy").length;
   const stale = workers.filter((w) => w.stale).length;
-  $("#workers-summary").textContent = `${workers.length} workers · ${busy} busy${stale ? ` · ${stale} silent` : ""}`;
+  $("#workers-summary").textContent = `${workers.length} ${workers.length === 1 ? "worker" : "workers"} · ${busy} busy${stale ? ` · ${stale} silent` : ""}`;
 }
 
 refresh()
