@@ -138,12 +138,13 @@ def bench_throughput(data: DataSplits, device: torch.device, compile_model: bool
     }
 
 
-def bench_resnet30(data: DataSplits, device: torch.device) -> dict:
-    """ResNet-18 ReLU, 30 epochs of the standard recipe."""
-    training = {**STANDARD_RECIPE, "epochs": 30}
+def bench_resnet30(data: DataSplits, device: torch.device, variant: dict[str, Any]) -> dict:
+    """ResNet-18 ReLU, 30 epochs of the standard recipe (with the variant's overrides)."""
+    training = {**STANDARD_RECIPE, "epochs": 30, **variant.get("training", {})}
     cfg = trial_config("resnet18", training, "relu", 0)
     record = train_trial(cfg, data, device, act_factory=activation_factory("relu"))
     return {
+        "variant": variant["name"],
         "training": training,
         "val_acc": record.val_acc,
         "best_val_acc": record.best_val_acc,
@@ -154,11 +155,82 @@ def bench_resnet30(data: DataSplits, device: torch.device) -> dict:
     }
 
 
+def _time_loop(model: nn.Module, batches: Any, device: torch.device, steps: int) -> float:
+    """Seconds per step of a bare SGD loop (bf16 autocast), CUDA events after 10 warm-up steps."""
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4, fused=True
+    )
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    for i in range(10 + steps):
+        if i == 10:
+            start.record()
+        x, y = next(batches)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    end.record()
+    torch.cuda.synchronize(device)
+    return start.elapsed_time(end) / 1000 / steps
+
+
+def diagnose(data: DataSplits, device: torch.device) -> list[dict[str, Any]]:
+    """Bare ResNet-18 loops: which part (activation module, data path) costs what."""
+    from workers.augment import AugmentConfig, Normalizer, TrainBatches
+    from workers.models import build_model
+
+    torch.backends.cudnn.benchmark = True
+    normalizer = Normalizer.fit(data.train_x).to(device)
+    static_x = normalizer(data.train_x[:512]).contiguous(memory_format=torch.channels_last)
+    static_y = data.train_y[:512]
+
+    def static() -> Any:
+        while True:
+            yield static_x, static_y
+
+    def pipeline() -> Any:
+        generator = torch.Generator(device=device).manual_seed(0)
+        batches = TrainBatches(
+            data.train_x, data.train_y, 512, normalizer, AugmentConfig(), generator, True
+        )
+        while True:
+            yield from batches
+
+    factories = {
+        "torch relu inplace": lambda c: nn.ReLU(inplace=True),
+        "registry relu": activation_factory("relu"),
+    }
+    rows = []
+    for name, factory, source in [
+        ("torch relu inplace, static batch", factories["torch relu inplace"], static),
+        ("registry relu, static batch", factories["registry relu"], static),
+        ("registry relu, on-GPU aug", factories["registry relu"], pipeline),
+    ]:
+        torch.manual_seed(0)
+        model = build_model("resnet18", 10, factory).to(device)
+        model = model.to(memory_format=torch.channels_last)
+        seconds = _time_loop(model, source(), device, THROUGHPUT_STEPS)
+        rows.append({"name": name, "img_per_s": 512 / seconds, "ms_per_step": 1000 * seconds})
+        log.info("diagnose %s", rows[-1])
+    return rows
+
+
+RESNET30_VARIANTS = {
+    "recipe": {"name": "recipe"},
+    "lr0.4": {"name": "lr0.4", "training": {"lr": 0.4}},
+    "lr0.8": {"name": "lr0.8", "training": {"lr": 0.8}},
+}
+
 PROXY_VARIANTS = {
     "recipe": {"name": "recipe"},
     "no_lookahead": {"name": "no_lookahead", "training": {"lookahead": None}},
     "12ep": {"name": "12ep", "training": {"epochs": 12, "warmup_epochs": 2.8}},
     "compiled": {"name": "compiled", "training": {"compile": True}},
+    "12ep_compiled": {
+        "name": "12ep_compiled",
+        "training": {"epochs": 12, "warmup_epochs": 2.8, "compile": True},
+    },
 }
 
 
@@ -191,13 +263,30 @@ def table(results: dict[str, Any]) -> str:
         label = "resnet18 relu img/s" + (" compiled" if item["compile"] else "")
         value = f"{item['img_per_s']:,.0f} img/s ({item['epoch_s_50k']:.2f} s / 50k)"
         lines.append(f"{label:<34} {value:>44}")
-    if "resnet30" in results:
-        r = results["resnet30"]
+    for r in results.get("resnet30", []):
         value = f"test {r['test_acc']:.4f} val {r['val_acc']:.4f} train {r['train_s']:.1f} s"
-        lines.append(f"{'resnet18 relu 30 epochs':<34} {value:>44}")
+        lines.append(f"{'resnet18 relu 30 epochs ' + r['variant']:<34} {value:>44}")
+    for d in results.get("diagnose", []):
+        value = f"{d['img_per_s']:,.0f} img/s ({d['ms_per_step']:.2f} ms/step)"
+        lines.append(f"{'loop ' + d['name']:<34} {value:>44}")
+    for error in results.get("errors", []):
+        lines.append(f"error: {error}")
     m = results["machine"]
     lines.append(f"on {m['gpu'] or m['device']}, torch {m['torch']}, {m['date']}")
     return "\n".join(lines)
+
+
+def save(results: dict[str, Any], out_dir: Path, started: float) -> Path:
+    """Write the results so far (after every part: a cut-short run keeps what it measured)."""
+    results["total_s"] = time.perf_counter() - started
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = output_path(out_dir, results["machine"])
+    path.write_text(json.dumps(results, indent=1))
+    return path
+
+
+def _names(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
 
 
 def output_path(out_dir: Path, info: dict[str, Any]) -> Path:
@@ -222,10 +311,14 @@ def main(argv: list[str] | None = None) -> int:
         "--proxy-variants", default="recipe", help="comma list: " + ",".join(PROXY_VARIANTS)
     )
     parser.add_argument("--compile-throughput", action="store_true", help="also time compiled")
+    parser.add_argument("--resnet30-variants", default="recipe", help=",".join(RESNET30_VARIANTS))
+    parser.add_argument(
+        "--diagnose", action="store_true", help="time bare ResNet-18 loops beside the trainer"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    if not (args.proxy or args.throughput or args.resnet30):
+    if not (args.proxy or args.throughput or args.resnet30 or args.diagnose):
         args.proxy = args.throughput = args.resnet30 = True
 
     device = torch.device(args.device)
@@ -237,22 +330,41 @@ def main(argv: list[str] | None = None) -> int:
     ).to(device)
     results: dict[str, Any] = {"machine": machine(device), "data_checksum": data.checksum}
     results["data_load_s"] = time.perf_counter() - started
-    if args.proxy:
-        names = [n.strip() for n in args.proxy_variants.split(",") if n.strip()]
-        results["proxy"] = [
-            bench_proxy(data, device, args.proxy_runs, PROXY_VARIANTS[n]) for n in names
-        ]
+    parts: list[tuple[str, Any]] = []
     if args.throughput:
-        results["throughput"] = [bench_throughput(data, device, compile_model=False)]
+        parts.append(("throughput", lambda: bench_throughput(data, device, compile_model=False)))
         if args.compile_throughput:
-            results["throughput"].append(bench_throughput(data, device, compile_model=True))
+            parts.append(("throughput", lambda: bench_throughput(data, device, compile_model=True)))
+    if args.diagnose:
+        parts.append(("diagnose", lambda: diagnose(data, device)))
     if args.resnet30:
-        results["resnet30"] = bench_resnet30(data, device)
-    results["total_s"] = time.perf_counter() - started
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = output_path(args.out, results["machine"])
-    path.write_text(json.dumps(results, indent=1))
+        for name in _names(args.resnet30_variants):
+            parts.append(
+                ("resnet30", lambda n=name: bench_resnet30(data, device, RESNET30_VARIANTS[n]))
+            )
+    # Fast parts first: a run cut short by its time limit still reports them.
+    if args.proxy:
+        for name in _names(args.proxy_variants):
+            parts.append(
+                (
+                    "proxy",
+                    lambda n=name: bench_proxy(data, device, args.proxy_runs, PROXY_VARIANTS[n]),
+                )
+            )
+    for key, run in parts:
+        # One failing part (say, a compile error) must not cost the others' device time.
+        try:
+            value = run()
+        except Exception as exc:
+            log.exception("%s failed", key)
+            results.setdefault("errors", []).append(f"{key}: {type(exc).__name__}: {exc}")
+            continue
+        if key == "diagnose":
+            results[key] = value
+        else:
+            results.setdefault(key, []).append(value)
+        save(results, args.out, started)
+    path = save(results, args.out, started)
     print(f"results written to {path}")
     print(table(results))
     return 0

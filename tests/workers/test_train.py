@@ -353,7 +353,8 @@ def test_proxy_learns_real_cifar10_in_one_epoch_on_cpu(cifar10_tarball, tmp_path
 
 @pytest.mark.cuda
 @pytest.mark.parametrize(
-    ("model", "family"), [("proxy", "smu"), ("resnet18", "pau"), ("efficientnet_b0", "opau")]
+    ("model", "family"),
+    [("proxy", "smu"), ("proxy", "opau"), ("resnet18", "pau"), ("efficientnet_b0", "acon_c")],
 )
 def test_cuda_training_uses_bf16_and_reports_gpu_memory(
     model: str, family: str, tiny_splits

@@ -17,6 +17,9 @@ class BasicBlock(nn.Module):
         self.conv1, self.bn1 = conv_bn(c_in, c_out, stride)
         self.act1 = act_factory(c_out)
         self.conv2, self.bn2 = conv_bn(c_out, c_out)
+        # Zero-initialised last BN scale: each block starts as (activated) identity, which
+        # trains faster and better at large batch (Goyal et al., 2017).
+        nn.init.zeros_(self.bn2.weight)
         self.shortcut = nn.Sequential()
         if stride != 1 or c_in != c_out:
             self.shortcut = nn.Sequential(*conv_bn(c_in, c_out, stride, kernel=1))
