@@ -152,7 +152,7 @@ export function drawParams(container, data) {
     data.value[i],
   ]);
   return draw(container, {
-    parallel: { left: 40, right: 70, top: 40, bottom: 30, parallelAxisDefault: { nameTextStyle: { color: "#667085", fontSize: 11 }, axisLabel: { color: "#667085", fontSize: 10 } } },
+    parallel: { left: 40, right: 110, top: 40, bottom: 30, parallelAxisDefault: { nameTextStyle: { color: "#667085", fontSize: 11 }, axisLabel: { color: "#667085", fontSize: 10 } } },
     parallelAxis: axes,
     visualMap: { show: true, dimension: valueDim, min: lo, max: Math.max(hi, lo + 1e-6), right: 0, top: 40, itemHeight: 120, calculable: true, precision: 4,
       inRange: { color: ["#c9d6f2", "#2f6fed", "#1c2230"] }, textStyle: { fontSize: 10, color: "#667085" }, formatter: (v) => pctLabel(v) },
