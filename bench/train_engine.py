@@ -220,6 +220,11 @@ RESNET30_VARIANTS = {
     "recipe": {"name": "recipe"},
     "lr0.4": {"name": "lr0.4", "training": {"lr": 0.4}},
     "lr0.8": {"name": "lr0.8", "training": {"lr": 0.8}},
+    "cutout": {
+        "name": "cutout",
+        "training": {"augment": {"crop_padding": 4, "flip": True, "cutout": 8}},
+    },
+    "bs256": {"name": "bs256", "training": {"batch_size": 256, "lr": 0.2}},
 }
 
 PROXY_VARIANTS = {
@@ -290,10 +295,11 @@ def _names(text: str) -> list[str]:
 
 
 def output_path(out_dir: Path, info: dict[str, Any]) -> Path:
-    """bench/results/train_engine-<gpu>-torch<version>-<date>.json"""
+    """bench/results/train_engine-<gpu>-torch<version>-<date and time>.json"""
     gpu = re.sub(r"[^A-Za-z0-9]+", "-", info["gpu"] or "cpu").strip("-").lower()
     version = re.sub(r"[^0-9.]", "", info["torch"].split("+")[0])
-    return out_dir / f"train_engine-{gpu}-torch{version}-{info['date'][:10]}.json"
+    stamp = info["date"][:16].replace(":", "")  # 2026-11-23T0516: one file per run
+    return out_dir / f"train_engine-{gpu}-torch{version}-{stamp}.json"
 
 
 def main(argv: list[str] | None = None) -> int:

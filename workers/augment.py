@@ -29,6 +29,7 @@ class AugmentConfig:
     crop_padding: int = 4  # pixels added on each side before a random 32×32 crop; 0 = no crop
     flip: bool = True  # random horizontal flip with probability 1/2
     pad_mode: str = "reflect"  # "reflect" or "zeros" (see module docstring)
+    cutout: int = 0  # side of a square set to 0 (the mean colour) at a random place; 0 = off
 
     @classmethod
     def from_dict(cls, value: dict[str, Any] | None) -> AugmentConfig:
@@ -38,11 +39,14 @@ class AugmentConfig:
             crop_padding=int(value.get("crop_padding", cls.crop_padding)),
             flip=bool(value.get("flip", cls.flip)),
             pad_mode=str(value.get("pad_mode", cls.pad_mode)),
+            cutout=int(value.get("cutout", cls.cutout)),
         )
         if config.pad_mode not in PAD_MODES:
             raise ValueError(f"unknown pad_mode {config.pad_mode!r}; valid: {', '.join(PAD_MODES)}")
         if not 0 <= config.crop_padding <= 16:
             raise ValueError(f"crop_padding must be between 0 and 16, not {config.crop_padding}")
+        if not 0 <= config.cutout <= 32:
+            raise ValueError(f"cutout must be between 0 and 32, not {config.cutout}")
         return config
 
 
@@ -109,8 +113,18 @@ def random_flip_mask(n: int, generator: torch.Generator, device: torch.device) -
     return torch.rand(n, generator=generator, device=device) < 0.5
 
 
+def cutout_mask(centres: Tensor, size: int, height: int, width: int) -> Tensor:
+    """N×1×H×W booleans: a size×size square around each (row, col) centre, clipped at borders."""
+    rows = torch.arange(height, device=centres.device).view(1, height, 1)
+    cols = torch.arange(width, device=centres.device).view(1, 1, width)
+    top = (centres[:, 0] - size // 2).view(-1, 1, 1)
+    left = (centres[:, 1] - size // 2).view(-1, 1, 1)
+    inside = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)
+    return inside.unsqueeze(1)
+
+
 def augment_batch(images: Tensor, config: AugmentConfig, generator: torch.Generator) -> Tensor:
-    """Random crop (after padding) and random flip of a normalised float batch."""
+    """Random crop (after padding), random flip and cutout of a normalised float batch."""
     n, size = images.shape[0], images.shape[-1]
     if config.crop_padding > 0:
         padded = pad(images, config.crop_padding, config.pad_mode)
@@ -118,6 +132,9 @@ def augment_batch(images: Tensor, config: AugmentConfig, generator: torch.Genera
         images = crop_at(padded, offsets, size)
     if config.flip:
         images = flip_where(images, random_flip_mask(n, generator, images.device))
+    if config.cutout > 0:
+        centres = torch.randint(0, size, (n, 2), generator=generator, device=images.device)
+        images = images.masked_fill(cutout_mask(centres, config.cutout, size, size), 0.0)
     return images
 
 

@@ -160,7 +160,7 @@ STANDARD_RECIPE: dict[str, Any] = {
     "epochs": 30,
     "batch_size": 512,
     "optimizer": "sgd",
-    "lr": 0.2,
+    "lr": 0.4,
     "momentum": 0.9,
     "nesterov": True,
     "weight_decay": 5e-4,

@@ -11,6 +11,7 @@ from workers.augment import (
     TrainBatches,
     augment_batch,
     crop_at,
+    cutout_mask,
     eval_batches,
     flip_where,
     pad,
@@ -121,3 +122,17 @@ def test_augment_config_validation() -> None:
     assert AugmentConfig.from_dict({"crop_padding": 2, "flip": False}).crop_padding == 2
     with pytest.raises(ValueError, match="pad_mode"):
         AugmentConfig.from_dict({"pad_mode": "wrap"})
+
+
+def test_cutout_blanks_one_clipped_square_per_image() -> None:
+    mask = cutout_mask(torch.tensor([[10, 10], [0, 31]]), 8, 32, 32)
+    assert mask.shape == (2, 1, 32, 32)
+    assert mask[0].sum() == 64 and mask[0, 0, 6:14, 6:14].all()
+    assert mask[1].sum() == 4 * 5 and mask[1, 0, 0:4, 27:32].all()  # clipped at the corner
+    images = torch.ones(16, 3, 32, 32)
+    out = augment_batch(
+        images, AugmentConfig(crop_padding=0, flip=False, cutout=8), torch.Generator()
+    )
+    zeros = (out == 0).all(dim=1).flatten(1).sum(dim=1)  # blanked pixels, all channels at once
+    assert ((zeros > 0) & (zeros <= 64)).all()
+    assert torch.equal(out[out != 0], torch.ones_like(out[out != 0]))
