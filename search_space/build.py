@@ -45,7 +45,7 @@ class ActivationConfig(BaseModel):
         family, *_ = resolve_settings(
             self.family, self.params, self.options, self.trainable, self.preset
         )
-        if self.scope is not None and family.learnable and self.scope not in family.scopes:
+        if self.scope is not None and self.scope not in family.scopes:
             raise ValueError(
                 f"{family.name} supports scopes {', '.join(family.scopes)}, not {self.scope!r}"
             )

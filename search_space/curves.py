@@ -46,29 +46,45 @@ def _as_module(module_or_config: nn.Module | ActivationConfig | Mapping[str, Any
 
 
 def _constant_input(module: nn.Module, x: Tensor, channels: int) -> Tensor:
-    """x (G,) as the module's input: (G, C) for pointwise modules, a constant 3×3 map otherwise."""
+    """x (G,) as the module's input: (G, C·k) for pointwise modules, a constant 3×3 map otherwise."""
     width = channels * getattr(module, "width_factor", 1)
     if getattr(module, "pointwise", True):
         return x[:, None].expand(-1, width)
     return x[:, None, None, None].expand(-1, width, 3, 3)
 
 
+def _response(model: nn.Module, inputs: Tensor) -> Tensor:
+    out = model(inputs)
+    return out[:, :, 1, 1] if out.dim() == 4 else out
+
+
 def channel_curves(
     module: nn.Module, x: ArrayLike, dtype: torch.dtype = torch.float64
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Per-channel f and df/dx, each (G, C), of a module (eval mode, a copy) on the points x."""
+    """Per-channel f and df/dx, each (G, C), of a module (eval mode, a copy) on the points x.
+
+    df is the total derivative for an input that equals x everywhere: one reverse pass when
+    each output channel depends on its own input channel only (every family but Meta-ACON),
+    central differences otherwise.
+    """
     model = copy.deepcopy(module).to(dtype).eval()
     channels = int(getattr(model, "channels", 1))
     points = torch.as_tensor(np.asarray(x, dtype=np.float64).ravel(), dtype=dtype)
-
-    def response(v: Tensor) -> Tensor:
-        out = model(_constant_input(model, v, channels))
-        return out[:, :, 1, 1] if out.dim() == 4 else out
-
-    with torch.no_grad():
-        out = torch.func.jvp(response, (points,), (torch.ones_like(points),))
-    f, df = out[0], out[1]
-    return f.double().cpu().numpy(), df.double().cpu().numpy()
+    if getattr(model, "channel_separable", True):
+        inputs = _constant_input(model, points, channels).clone().requires_grad_(True)
+        with torch.enable_grad():
+            f = _response(model, inputs)
+            (grad,) = torch.autograd.grad(f.sum(), inputs)
+        # Sum the k inputs of each output (Maxout) and the taps of a constant map.
+        df = grad.reshape(grad.shape[0], channels, -1).sum(dim=2)
+    else:
+        step = 1e-5 if dtype == torch.float64 else 1e-3
+        with torch.no_grad():
+            f = _response(model, _constant_input(model, points, channels))
+            up = _response(model, _constant_input(model, points + step, channels))
+            down = _response(model, _constant_input(model, points - step, channels))
+        df = (up - down) / (2 * step)
+    return f.detach().double().cpu().numpy(), df.detach().double().cpu().numpy()
 
 
 def _varies_by_channel(module: nn.Module) -> bool:
@@ -114,12 +130,16 @@ def _first_bad(x: NDArray[np.float64], bad: NDArray[np.bool_]) -> str:
 
 
 def prescreen(
-    config: ActivationConfig | Mapping[str, Any],
+    config: ActivationConfig | Mapping[str, Any] | nn.Module,
     *,
     f_limit: float = F_LIMIT,
     df_limit: float = DF_LIMIT,
 ) -> PrescreenResult:
-    """Reject a candidate before training: non-finite, exploding, or constant on [-10, 10]."""
+    """Reject a candidate before training: non-finite, exploding, or constant on [-10, 10].
+
+    Evaluated in fp32 (the compute precision of every op) at the initial parameters; a module
+    may be given instead of a config.
+    """
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(PRESCREEN_SEED)

@@ -11,6 +11,7 @@ from typing import Any
 
 from search_space.registry import (
     ALIASES,
+    ALL_SCOPES,
     DEFAULT_FIT_INTERVAL,
     FAMILIES,
     FIT_TARGETS,
@@ -73,9 +74,9 @@ def _family_section(family: Family) -> list[str]:
             lines.append(f"| `{name}` | {o.default} | {o.domain} | {o.doc} |")
         lines.append("")
     scopes = (
-        f"{', '.join(family.scopes)} (default {family.default_scope})"
-        if family.learnable
-        else "ignored (no trainable parameters)"
+        "ignored (no trainable parameters)"
+        if not family.learnable and family.scopes == ALL_SCOPES
+        else f"{', '.join(family.scopes)} (default {family.default_scope})"
     )
     lines.append(f"- scopes: {scopes}")
     if family.presets:

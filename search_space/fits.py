@@ -355,8 +355,9 @@ def _padded(
     return [(a, (list(b) + [0.0] * size)[:size]) for a, b in previous if len(b) <= size]
 
 
-def build_tables(degrees: Sequence[tuple[int, int]] = TABLE_DEGREES) -> dict[str, Any]:
+def build_tables(degrees: Sequence[tuple[int, int]] | None = None) -> dict[str, Any]:
     """Fit every tabulated (family, form/basis, degrees, target) on the default interval."""
+    degrees = TABLE_DEGREES if degrees is None else degrees
     tables: dict[str, Any] = {
         "about": "Least-squares fits of PAU / OPAU to common activations; regenerate with "
         "`python -m search_space.fits`. Errors are over the fit grid of the interval.",

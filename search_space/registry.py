@@ -604,7 +604,7 @@ def resolve_settings(
     for kind, given, known in (
         ("parameter", params, family.params),
         ("option", options, family.options),
-        ("trainable flag", trainable, flags),
+        ("trainable flag", trainable, {**family.params, **family.coefficients}),
     ):
         unknown = sorted(set(given or {}) - set(known))
         if unknown:
@@ -612,9 +612,17 @@ def resolve_settings(
                 f"{family.name} has no {kind} {', '.join(map(repr, unknown))}; valid: "
                 f"{', '.join(known) or 'none'}"
             )
+    for key, value in {**(params or {}), **(options or {})}.items():
+        spec = family.params.get(key) or family.options.get(key)
+        why = spec.domain.check(value) if spec is not None else None
+        if why:
+            raise ValueError(f"{family.name} {key}: {why}")
+    for key, flag in (trainable or {}).items():
+        if flag and key not in flags:
+            raise ValueError(f"{family.name}'s {key} cannot be trainable")
     values.update({k: float(v) for k, v in (params or {}).items()})
     opts.update(options or {})
-    flags.update(trainable or {})
+    flags.update({k: v for k, v in (trainable or {}).items() if k in flags})
     return family, values, opts, flags
 
 

@@ -37,7 +37,6 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from search_space.registry import (
-    ALL_SCOPES,
     FIT_TARGETS,
     Domain,
     Family,
@@ -544,7 +543,7 @@ def _check_scope(
 ) -> None:
     if entry.scope is None:
         return
-    allowed = family.scopes if family.learnable else ALL_SCOPES
+    allowed = family.scopes
     domain = Domain("str", choices=tuple(allowed))
     for msg in check_value(entry.scope, domain):
         errors.add((*loc, "scope"), f"{msg} (scopes of {family.name}: {', '.join(allowed)})")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import warnings
 from typing import Any
 
 import optuna
@@ -208,13 +209,16 @@ def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     """The Optuna sampler the spec names (TPE defaults to constant_liar for parallel workers)."""
     s = spec.sampler
     if s.name == "tpe":
-        return optuna.samplers.TPESampler(
-            seed=s.seed,
-            constant_liar=s.constant_liar,
-            multivariate=s.multivariate,
-            group=s.group,
-            n_startup_trials=s.n_startup_trials,
-        )
+        with warnings.catch_warnings():
+            # `group` (conditional spaces) is marked experimental; we opt in knowingly.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(
+                seed=s.seed,
+                constant_liar=s.constant_liar,
+                multivariate=s.multivariate,
+                group=s.group,
+                n_startup_trials=s.n_startup_trials,
+            )
     if s.name == "random":
         return optuna.samplers.RandomSampler(seed=s.seed)
     if s.name == "cmaes":
@@ -224,7 +228,9 @@ def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
             )
         return optuna.samplers.CmaEsSampler(seed=s.seed, n_startup_trials=s.n_startup_trials)
     if s.name == "qmc":
-        return optuna.samplers.QMCSampler(qmc_type=s.qmc_type, scramble=True, seed=s.seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.QMCSampler(qmc_type=s.qmc_type, scramble=True, seed=s.seed)
     return optuna.samplers.GridSampler(grid_search_space(spec), seed=s.seed)
 
 

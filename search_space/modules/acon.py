@@ -26,6 +26,7 @@ class MetaAcon(ActivationModule):
 
     family = "meta_acon"
     pointwise = False
+    channel_separable = False
 
     def __init__(
         self,

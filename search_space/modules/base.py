@@ -56,6 +56,8 @@ class ActivationModule(nn.Module):
     family: ClassVar[str] = ""
     # f(x) depends on each element alone; FReLU and Meta-ACON look at neighbours / the map mean.
     pointwise: ClassVar[bool] = True
+    # Output channel c depends on input channel c only (Meta-ACON's β mixes channels).
+    channel_separable: ClassVar[bool] = True
     width_factor: int = 1  # Maxout consumes k·C features and returns C
 
     def __init__(
@@ -79,7 +81,7 @@ class ActivationModule(nn.Module):
         if self.channels < 1:
             raise ValueError(f"channels must be ≥ 1, got {channels}")
         self.scope = scope or family.default_scope
-        if family.learnable and self.scope not in family.scopes:
+        if self.scope not in family.scopes:
             raise ValueError(
                 f"{family.name} supports scopes {', '.join(family.scopes)}, not {self.scope!r}"
             )

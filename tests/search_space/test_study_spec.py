@@ -1,0 +1,347 @@
+"""Study spec validation, round trips, define-by-run suggestions, baselines, sampler and pruner."""
+
+from __future__ import annotations
+
+import copy
+import json
+import warnings
+from typing import Any
+
+import optuna
+import pytest
+import torch
+import yaml
+
+from search_space.build import ActivationConfig, ActivationFactory
+from search_space.curves import prescreen
+from search_space.registry import ALIASES, FAMILIES
+from search_space.spec import MODEL_NAMES, SpecError, StudySpec, parse_spec
+from search_space.suggest import (
+    baseline_params,
+    config_family,
+    grid_search_space,
+    make_pruner,
+    make_sampler,
+    suggest_config,
+)
+
+QUICKSTART = """
+version: 1
+name: quickstart
+description: ""
+dataset: {name: cifar10, val_size: 5000, train_subset: null, split_seed: 0}
+model: resnet18
+training:
+  epochs: 10
+  batch_size: 512
+  optimizer: sgd
+  lr: {low: 0.01, high: 0.4, log: true}
+  momentum: 0.9
+  nesterov: true
+  weight_decay: 5.0e-4
+  schedule: onecycle
+  warmup_epochs: 1.0
+  label_smoothing: 0.0
+  augment: {crop_padding: 4, flip: true}
+  precision: auto
+  compile: false
+activations:
+  relu: {}
+  smu: {alpha: {low: 0.0, high: 0.5}, mu: {low: 0.5, high: 5.0, log: true}, scope: per_layer,
+        trainable: {mu: true, alpha: false}}
+  pau: {m: 5, n: 4, form: A, init_target: {choices: [leaky_relu, gelu]}}
+  opau: {basis: {choices: [hermite_h, hermite_he]}, k: 5, l: 4}
+baselines: [relu]
+sampler: {name: tpe, seed: 0, constant_liar: true}
+pruner: {name: median, n_startup_trials: 5, n_warmup_steps: 1}
+n_trials: 60
+seeds: 1
+seed: 0
+priority: 0
+timeouts: {trial_s: 3600}
+"""
+
+RESOLVED_KEYS = {"dataset", "model", "training", "activation", "seed", "seeds", "timeout_s"}
+ACTIVATION_KEYS = {
+    "family", "params", "options", "scope", "trainable", "preset", "init_target",
+    "init_interval", "clamp",
+}  # fmt: skip
+
+
+def _all_families_spec() -> dict[str, Any]:
+    """Every family and alias, with a searched value wherever the family has one to search."""
+    activations: dict[str, Any] = {name: {} for name in [*FAMILIES, *ALIASES]}
+    activations["smu"] = {"alpha": {"low": 0.0, "high": 0.5}, "mu": {"low": 0.5, "high": 5.0, "log": True},
+                          "trainable": {"alpha": True}, "preset": {"choices": ["classification", "detection"]}}
+    activations["smu1"] = {"mu": {"low": 0.01, "high": 1.0, "log": True}, "scope": {"choices": ["shared", "per_channel"]}}
+    activations["pau"] = {"m": {"low": 3, "high": 6}, "n": 4, "form": {"choices": ["A", "B", "C"]},
+                          "init_target": {"choices": ["leaky_relu", "gelu"]}, "clamp": 8.0}
+    activations["opau"] = {"basis": {"choices": ["chebyshev_t", "legendre"]}, "k": 5, "l": {"choices": [2, 4]}}
+    activations["leaky_relu"] = {"negative_slope": {"low": 0.01, "high": 0.3, "log": True}}
+    activations["gelu"] = {"approximate": {"choices": ["none", "tanh"]}}
+    activations["swish"] = {"beta": {"low": 0.5, "high": 2.0, "step": 0.5}}
+    activations["acon_c"] = {"p2": {"choices": [0.0, 0.1]}, "scope": "per_layer"}
+    activations["maxout"] = {"k": {"low": 2, "high": 4}}
+    return {
+        "name": "everything",
+        "model": "lenet",  # Maxout needs an MLP head
+        "training": {"lr": {"low": 0.01, "high": 0.4, "log": True}, "epochs": {"choices": [2, 4]},
+                     "augment": {"flip": {"choices": [True, False]}}},
+        "activations": activations,
+        "baselines": ["relu", "gelu"],
+    }  # fmt: skip
+
+
+def _first_values(spec: StudySpec, key: str) -> dict[str, Any]:
+    """FixedTrial params for one family: the first choice / the low end of every range."""
+    params: dict[str, Any] = {"activation": key}
+    for dim in spec.search_space():
+        owner = dim.name.split(".", 1)[0]
+        if owner not in ("model", "training") and owner != key:
+            continue
+        if dim.name == "activation":
+            continue
+        dist = dim.dist
+        params[dim.name] = dist.choices[0] if hasattr(dist, "choices") else dist.low
+    return params
+
+
+def test_quickstart_parses_and_suggests() -> None:
+    spec = parse_spec(QUICKSTART)
+    names = [d.name for d in spec.search_space()]
+    assert names == ["training.lr", "activation", "smu.alpha", "smu.mu", "pau.init_target", "opau.basis"]
+    config = suggest_config(
+        optuna.trial.FixedTrial({"training.lr": 0.1, "activation": "smu", "smu.alpha": 0.2, "smu.mu": 2.0}),
+        spec,
+    )
+    assert set(config) == RESOLVED_KEYS and set(config["activation"]) == ACTIVATION_KEYS
+    assert config["activation"] == {
+        "family": "smu", "params": {"alpha": 0.2, "mu": 2.0}, "options": {}, "scope": "per_layer",
+        "trainable": {"alpha": False, "mu": True}, "preset": None, "init_target": None,
+        "init_interval": None, "clamp": None,
+    }  # fmt: skip
+    assert config["training"]["lr"] == 0.1 and config["training"]["eval_batch_size"] == 1024
+    assert config["model"] == {"name": "resnet18", "width": 1.0}
+    assert (config["seed"], config["seeds"], config["timeout_s"]) == (0, 1, 3600)
+    json.dumps(config)  # plain JSON
+    pau = suggest_config(
+        optuna.trial.FixedTrial({"training.lr": 0.1, "activation": "pau", "pau.init_target": "gelu"}), spec
+    )["activation"]
+    assert pau["options"] == {"m": 5, "n": 4, "form": "A"}
+    assert (pau["init_target"], pau["init_interval"]) == ("gelu", [-3.0, 3.0])
+
+
+def test_json_text_and_mappings_are_accepted() -> None:
+    data = yaml.safe_load(QUICKSTART)
+    assert parse_spec(json.dumps(data)) == parse_spec(data) == parse_spec(QUICKSTART)
+
+
+def test_spec_with_every_family_round_trips_and_builds() -> None:
+    spec = parse_spec(_all_families_spec())
+    dumped = spec.model_dump(mode="json")
+    assert parse_spec(dumped).model_dump(mode="json") == dumped
+    assert parse_spec(json.dumps(dumped)) == spec
+    assert StudySpec.model_json_schema()["title"] == "StudySpec"
+    for key in spec.family_keys():
+        params = _first_values(spec, key)
+        config = suggest_config(optuna.trial.FixedTrial(params), spec)
+        assert set(config) == RESOLVED_KEYS
+        assert config_family(params) == key
+        activation = ActivationConfig.model_validate(config["activation"])
+        factory = ActivationFactory(activation)
+        width = 4 * factory.width_factor
+        module = factory(4)
+        shape = (2, width) if factory.head_only else (2, width, 3, 3)
+        assert torch.isfinite(module(torch.randn(shape))).all()
+        result = prescreen(activation)
+        assert result.ok, (key, result.reason)
+
+
+def test_baselines_are_added_and_enqueued_with_every_branch_parameter() -> None:
+    data = yaml.safe_load(QUICKSTART)
+    data["baselines"] = ["relu", "gelu", "smu"]
+    spec = parse_spec(data)
+    assert spec.family_keys()[-1] == "gelu"  # added automatically
+    params = baseline_params(spec)
+    assert params == [
+        {"activation": "relu"},
+        {"activation": "gelu"},
+        {"activation": "smu", "smu.alpha": 0.25, "smu.mu": 1.0},
+    ]
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=make_sampler(spec), pruner=make_pruner(spec))
+    for p in params:
+        study.enqueue_trial(p)
+    configs: list[dict[str, Any]] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        configs.append(suggest_config(trial, spec))
+        return 0.5
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an out-of-range enqueued value would warn
+        study.optimize(objective, n_trials=5)
+    assert [c["activation"]["family"] for c in configs[:3]] == ["relu", "gelu", "smu"]
+    for trial, expected in zip(study.trials[:3], params, strict=True):
+        assert {k: v for k, v in trial.params.items() if not k.startswith("training.")} == expected
+    assert configs[2]["activation"]["params"] == {"alpha": 0.25, "mu": 1.0}
+
+
+def test_baseline_defaults_are_moved_into_the_spec_range() -> None:
+    spec = parse_spec({"name": "b", "activations": {"smu": {"mu": {"low": 2.0, "high": 5.0, "step": 0.5}}},
+                       "baselines": ["smu"]})  # fmt: skip
+    assert baseline_params(spec) == [{"smu.mu": 2.0}]  # single family: no "activation" param
+    assert config_family({"smu.mu": 2.0}, spec) == "smu"
+    assert config_family({}, spec) == "smu"
+
+
+def test_single_family_has_no_activation_parameter() -> None:
+    spec = parse_spec({"name": "one", "activations": {"gelu": {}}})
+    assert spec.search_space() == []
+    config = suggest_config(optuna.trial.FixedTrial({}), spec)
+    assert config["activation"]["family"] == "gelu"
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [("tpe", optuna.samplers.TPESampler), ("random", optuna.samplers.RandomSampler),
+     ("qmc", optuna.samplers.QMCSampler)],
+)  # fmt: skip
+def test_make_sampler(name: str, kind: type) -> None:
+    data = yaml.safe_load(QUICKSTART)
+    data["sampler"] = {"name": name, "seed": 3}
+    assert isinstance(make_sampler(parse_spec(data)), kind)
+
+
+def test_tpe_uses_constant_liar_by_default() -> None:
+    sampler = make_sampler(parse_spec({"name": "t", "activations": {"relu": {}}}))
+    assert isinstance(sampler, optuna.samplers.TPESampler)
+    assert sampler._constant_liar is True
+
+
+def test_cmaes_needs_its_package() -> None:
+    data = {"name": "c", "activations": {"smu": {"mu": {"low": 0.5, "high": 2.0}}}, "sampler": {"name": "cmaes"}}
+    try:
+        import cmaes  # noqa: F401
+    except ImportError:
+        with pytest.raises(SpecError, match="cmaes"):
+            make_sampler(parse_spec(data))
+    else:
+        assert isinstance(make_sampler(parse_spec(data)), optuna.samplers.CmaEsSampler)
+
+
+def test_grid_sampler_enumerates_discrete_values() -> None:
+    spec = parse_spec({
+        "name": "g", "sampler": {"name": "grid"},
+        "training": {"lr": {"low": 0.1, "high": 0.3, "step": 0.1}, "epochs": {"low": 1, "high": 3}},
+        "activations": {"relu": {}, "smu": {"mu": {"choices": [1.0, 2.0]}}},
+    })  # fmt: skip
+    space = grid_search_space(spec)
+    assert space == {"training.lr": [0.1, 0.2, 0.3], "training.epochs": [1, 2, 3],
+                     "activation": ["relu", "smu"], "smu.mu": [1.0, 2.0]}  # fmt: skip
+    assert isinstance(make_sampler(spec), optuna.samplers.GridSampler)
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [("median", optuna.pruners.MedianPruner), ("percentile", optuna.pruners.PercentilePruner),
+     ("hyperband", optuna.pruners.HyperbandPruner),
+     ("successive_halving", optuna.pruners.SuccessiveHalvingPruner), ("none", optuna.pruners.NopPruner)],
+)  # fmt: skip
+def test_make_pruner(name: str, kind: type) -> None:
+    spec = parse_spec({"name": "p", "activations": {"relu": {}}, "pruner": {"name": name}})
+    assert isinstance(make_pruner(spec), kind)
+
+
+# -- invalid specs ------------------------------------------------------------------------------
+def _mutated(path: str, value: Any) -> dict[str, Any]:
+    data = copy.deepcopy(yaml.safe_load(QUICKSTART))
+    *parents, leaf = path.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+    if value is _DELETE:
+        del node[leaf]
+    else:
+        node[leaf] = value
+    return data
+
+
+_DELETE = object()
+
+INVALID = [
+    ("activations.foo", {}, "activations.foo", "unknown activation family 'foo'; valid names: relu"),
+    ("activations.smu.alpha", {"low": 0.5, "high": 0.1}, "activations.smu.alpha", "empty range"),
+    ("activations.smu.beta", 1.0, "activations.smu.beta", "smu has no parameter or option 'beta'"),
+    ("activations.smu.mu", -1.0, "activations.smu.mu", "outside the domain"),
+    ("activations.smu.mu", "fast", "activations.smu.mu", "expected a number"),
+    ("activations.smu.scope", "global", "activations.smu.scope", "per_layer"),
+    ("activations.smu.preset", "nope", "activations.smu.preset", "classification"),
+    ("activations.smu.trainable", {"beta": True}, "activations.smu.trainable.beta", "no trainable"),
+    ("activations.pau.form", "D", "activations.pau.form", "not one of A, B, C, unsafe"),
+    ("activations.pau.m", 9, "activations.pau.m", "outside the domain"),
+    ("activations.pau.m", {"low": 2.5, "high": 4}, "activations.pau.m", "integer"),
+    ("activations.relu.clamp", 3.0, "activations.relu.clamp", "no clamp"),
+    ("activations.frelu", {"scope": "shared"}, "activations.frelu.scope", "per_channel"),
+    ("activations.leaky_relu", {"trainable": {"negative_slope": True}},
+     "activations.leaky_relu.trainable.negative_slope", "cannot be trainable"),
+    ("activations.hp1", {"basis": "legendre"}, "activations.hp1.basis", "hp1 fixes basis"),
+    ("activations.maxout", {}, "activations.maxout", "MLP heads only"),
+    ("activations.rrelu", {"lower": 0.4, "upper": 0.2}, "activations.rrelu.lower", "lower must be"),
+    ("activations", {}, "activations", "at least 1"),
+    ("training.epochs", "ten", "training.epochs", "integer"),
+    ("training.epochs", {"low": 1.5, "high": 3}, "training.epochs", "integer low and high"),
+    ("training.lr", {"low": 0.0, "high": 1.0, "log": True}, "training.lr", "log range needs low > 0"),
+    ("training.lr", {"low": 0.1, "high": 0.2, "step": 0.05, "log": True}, "training.lr", "log and step"),
+    ("training.optimizer", "adam", "training.optimizer", "sgd, adamw"),
+    ("training.optimizer", {"low": 1, "high": 2}, "training.optimizer", "not a range"),
+    ("training.momentum", 1.5, "training.momentum", "outside the domain"),
+    ("training.augment.flip", {"choices": [True, True]}, "training.augment.flip", "distinct"),
+    ("training.warmup", 1.0, "training.warmup", "unknown field"),
+    ("model", "resnet1000", "model.name", "not one of resnet18"),
+    ("sampler.name", "bogus", "sampler.name", "'tpe'"),
+    ("pruner.name", "bogus", "pruner.name", "'median'"),
+    ("pruner.percentile", 120, "pruner.percentile", "less than 100"),
+    ("sampler.name", "grid", "sampler.name", "training.lr"),
+    ("dataset.name", "folder", "dataset", "needs a path"),
+    ("baselines", ["nope"], "baselines.0", "unknown activation family"),
+    ("name", _DELETE, "name", "required"),
+    ("name", "", "name", "at least 1 character"),
+    ("version", 2, "version", "1"),
+    ("trainig", {}, "trainig", "unknown field"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "loc", "message"), INVALID, ids=[i[0] + "-" + str(n) for n, i in enumerate(INVALID)])
+def test_invalid_specs_name_the_field(path: str, value: Any, loc: str, message: str) -> None:
+    data = _mutated(path, value)
+    if path == "activations.maxout":
+        data["activations"]["maxout"] = {}
+    with pytest.raises(SpecError) as info:
+        parse_spec(data)
+    errors = info.value.errors
+    assert isinstance(info.value, ValueError)
+    assert any(e["loc"] == loc and message in e["msg"] for e in errors), errors
+
+
+def test_several_errors_are_reported_together() -> None:
+    data = _mutated("training.epochs", 0)
+    data["activations"]["smu"]["mu"] = 0
+    with pytest.raises(SpecError) as info:
+        parse_spec(data)
+    assert {e["loc"] for e in info.value.errors} == {"training.epochs", "activations.smu.mu"}
+
+
+def test_unparsable_text_is_a_spec_error() -> None:
+    with pytest.raises(SpecError, match="YAML"):
+        parse_spec("name: [unclosed")
+    with pytest.raises(SpecError, match="mapping"):
+        parse_spec("- just\n- a list")
+
+
+def test_model_names_are_one_constant() -> None:
+    for name in MODEL_NAMES:
+        assert parse_spec({"name": "m", "model": name, "activations": {"relu": {}}}).model.name == name
+    spec = parse_spec({"name": "m", "model": {"name": "proxy", "width": {"low": 0.5, "high": 2.0}},
+                       "activations": {"relu": {}}})  # fmt: skip
+    assert [d.name for d in spec.search_space()] == ["model.width"]
