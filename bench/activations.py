@@ -47,8 +47,9 @@ def bench_ms(fn: Callable[[], Any], quick: bool) -> float:
         return (time.perf_counter() - start) * 1e3
     from triton.testing import do_bench
 
-    return float(do_bench(fn, warmup=25 if quick else 100, rep=100 if quick else 400,
-                          return_mode="median"))
+    return float(
+        do_bench(fn, warmup=25 if quick else 100, rep=100 if quick else 400, return_mode="median")
+    )
 
 
 def graph_ms(fn: Callable[[], Any], quick: bool) -> float:
@@ -98,10 +99,15 @@ def copy_bandwidth(quick: bool) -> float:
 # -- families ---------------------------------------------------------------------------------
 
 FAMILIES: list[tuple[str, str, int, int]] = [
-    ("smu", "smu", 0, 0), ("smu1", "smu1", 0, 0), ("swish", "", 0, 0),
-    ("pau", "A", 5, 4), ("pau", "B", 5, 4), ("pau", "C", 5, 4),
+    ("smu", "smu", 0, 0),
+    ("smu1", "smu1", 0, 0),
+    ("swish", "", 0, 0),
+    ("pau", "A", 5, 4),
+    ("pau", "B", 5, 4),
+    ("pau", "C", 5, 4),
     *[("opau", b, 5, 4) for b in kernels.OPAU_BASES],
-    ("pau", "A", 8, 8), ("opau", "hermite_h", 8, 8),
+    ("pau", "A", 8, 8),
+    ("opau", "hermite_h", 8, 8),
 ]
 
 
@@ -113,8 +119,7 @@ def label(fam: tuple[str, str, int, int]) -> str:
     return name
 
 
-def fused_params(fam: tuple[str, str, int, int], channels: int | None
-                 ) -> dict[str, torch.Tensor]:
+def fused_params(fam: tuple[str, str, int, int], channels: int | None) -> dict[str, torch.Tensor]:
     """Parameters in the kernel API's shapes: shared (K,) / (1,), per-channel (C, K) / (C,)."""
     from search_space.kernels.checks import Config, make_params
 
@@ -176,8 +181,9 @@ def to_module_shape(p: torch.Tensor, vector: bool) -> torch.Tensor:
 # -- measurements -----------------------------------------------------------------------------
 
 
-def step_fn(f: Callable[..., torch.Tensor], x: torch.Tensor, params: list[torch.Tensor],
-            dy: torch.Tensor) -> Callable[[], Any]:
+def step_fn(
+    f: Callable[..., torch.Tensor], x: torch.Tensor, params: list[torch.Tensor], dy: torch.Tensor
+) -> Callable[[], Any]:
     """One forward + backward (gradients of x and the trainable params)."""
     wrt = [x, *[p for p in params if p.requires_grad]]
 
@@ -188,8 +194,12 @@ def step_fn(f: Callable[..., torch.Tensor], x: torch.Tensor, params: list[torch.
     return run
 
 
-def rel_errors(fam: tuple[str, str, int, int], x: torch.Tensor, params: dict[str, torch.Tensor],
-               dy: torch.Tensor) -> dict[str, float]:
+def rel_errors(
+    fam: tuple[str, str, int, int],
+    x: torch.Tensor,
+    params: dict[str, torch.Tensor],
+    dy: torch.Tensor,
+) -> dict[str, float]:
     """Fused vs float64 reference on the bench tensor: y, dx, each trained parameter."""
     names = [k for k in params if k in trainable(fam)]
     xr = x.detach().double().requires_grad_()
@@ -214,8 +224,13 @@ def rel_errors(fam: tuple[str, str, int, int], x: torch.Tensor, params: dict[str
     return out
 
 
-def kernel_only_ms(fam: tuple[str, str, int, int], x: torch.Tensor, params: dict[str, torch.Tensor],
-                   dy: torch.Tensor, quick: bool) -> tuple[float, float]:
+def kernel_only_ms(
+    fam: tuple[str, str, int, int],
+    x: torch.Tensor,
+    params: dict[str, torch.Tensor],
+    dy: torch.Tensor,
+    quick: bool,
+) -> tuple[float, float]:
     """(forward, backward) milliseconds of the two Triton launches alone."""
     spec = spec_of(fam, params)
     channels = x.shape[1]
@@ -225,12 +240,20 @@ def kernel_only_ms(fam: tuple[str, str, int, int], x: torch.Tensor, params: dict
     return fwd, bwd
 
 
-def launches_ms(x: torch.Tensor, dy: torch.Tensor, table: torch.Tensor, per_channel: bool,
-                spec: _ops.OpSpec, quick: bool, backward: bool) -> float:
+def launches_ms(
+    x: torch.Tensor,
+    dy: torch.Tensor,
+    table: torch.Tensor,
+    per_channel: bool,
+    spec: _ops.OpSpec,
+    quick: bool,
+    backward: bool,
+) -> float:
     """Milliseconds of the forward or the backward launch alone."""
     if backward:
         return bench_ms(
-            lambda: _ops.launch_backward(x, dy, table, per_channel, spec, True, True), quick)
+            lambda: _ops.launch_backward(x, dy, table, per_channel, spec, True, True), quick
+        )
     return bench_ms(lambda: _ops.launch_forward(x, table, per_channel, spec), quick)
 
 
@@ -255,8 +278,13 @@ SWEEP_FAMILIES = [("pau", "A", 5, 4), ("opau", "hermite_h", 5, 4)]
 def sweep(x: torch.Tensor, dy: torch.Tensor, quick: bool) -> list[dict[str, Any]]:
     """Kernel-only times for tile/warp variants (shared params, the given layout)."""
     rows = []
-    saved = (_ops.FWD_TILE, _ops.FWD_WARPS, _ops.BWD_TILE, _ops.BWD_WARPS,
-             _ops.BWD_TILE_HIGH_DEGREE)
+    saved = (
+        _ops.FWD_TILE,
+        _ops.FWD_WARPS,
+        _ops.BWD_TILE,
+        _ops.BWD_WARPS,
+        _ops.BWD_TILE_HIGH_DEGREE,
+    )
     try:
         for fam in SWEEP_FAMILIES:
             params = fused_params(fam, None)
@@ -265,22 +293,44 @@ def sweep(x: torch.Tensor, dy: torch.Tensor, quick: bool) -> list[dict[str, Any]
             for tile, warps in SWEEP_FWD:
                 _ops.FWD_TILE, _ops.FWD_WARPS = tile, warps
                 ms = launches_ms(x, dy, table, per_channel, spec, quick, backward=False)
-                rows.append({"family": label(fam), "pass": "fwd", "tile": tile, "warps": warps,
-                             "us": ms * 1e3})
+                rows.append(
+                    {
+                        "family": label(fam),
+                        "pass": "fwd",
+                        "tile": tile,
+                        "warps": warps,
+                        "us": ms * 1e3,
+                    }
+                )
             for tile, warps in SWEEP_BWD:
                 _ops.BWD_TILE = _ops.BWD_TILE_HIGH_DEGREE = tile
                 _ops.BWD_WARPS = warps
                 ms = launches_ms(x, dy, table, per_channel, spec, quick, backward=True)
-                rows.append({"family": label(fam), "pass": "bwd", "tile": tile, "warps": warps,
-                             "us": ms * 1e3})
+                rows.append(
+                    {
+                        "family": label(fam),
+                        "pass": "bwd",
+                        "tile": tile,
+                        "warps": warps,
+                        "us": ms * 1e3,
+                    }
+                )
     finally:
-        (_ops.FWD_TILE, _ops.FWD_WARPS, _ops.BWD_TILE, _ops.BWD_WARPS,
-         _ops.BWD_TILE_HIGH_DEGREE) = saved
+        (
+            _ops.FWD_TILE,
+            _ops.FWD_WARPS,
+            _ops.BWD_TILE,
+            _ops.BWD_WARPS,
+            _ops.BWD_TILE_HIGH_DEGREE,
+        ) = saved
     return rows
 
 
-def measure(quick: bool, families: list[tuple[str, str, int, int]],
-            on_rows: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+def measure(
+    quick: bool,
+    families: list[tuple[str, str, int, int]],
+    on_rows: Callable[[dict[str, Any]], None],
+) -> dict[str, Any]:
     """All rows of the table, plus the sweep."""
     torch.manual_seed(0)
     bw = copy_bandwidth(quick)
@@ -289,20 +339,37 @@ def measure(quick: bool, families: list[tuple[str, str, int, int]],
         numel *= s
     floor_us = 5 * numel * torch.finfo(DTYPE).bits / 8 / bw * 1e6
     x_cl = torch.randn(SHAPE, device=DEVICE, dtype=DTYPE).contiguous(
-        memory_format=torch.channels_last)
+        memory_format=torch.channels_last
+    )
     x_cont = x_cl.contiguous()
     dy_cl = torch.randn_like(x_cl)
     dy_cont = dy_cl.contiguous()
     rows: list[dict[str, Any]] = []
 
     def add(family: str, path: str, layout: str, scope: str, ms: float, **extra: Any) -> None:
-        rows.append({"family": family, "path": path, "layout": layout, "scope": scope,
-                     "us": ms * 1e3, "x_floor": ms * 1e3 / floor_us, **extra})
+        rows.append(
+            {
+                "family": family,
+                "path": path,
+                "layout": layout,
+                "scope": scope,
+                "us": ms * 1e3,
+                "x_floor": ms * 1e3 / floor_us,
+                **extra,
+            }
+        )
 
     xg = x_cl.detach().requires_grad_()
     relu_step = step_fn(lambda x: torch.relu(x), xg, [], dy_cl)
-    add("relu", "eager", "channels_last", "-", bench_ms(relu_step, quick),
-        graph_us=graph_ms(relu_step, quick) * 1e3, cpu_us=cpu_issue_us(relu_step))
+    add(
+        "relu",
+        "eager",
+        "channels_last",
+        "-",
+        bench_ms(relu_step, quick),
+        graph_us=graph_ms(relu_step, quick) * 1e3,
+        cpu_us=cpu_issue_us(relu_step),
+    )
     source = ""
     for fam in families:
         name = label(fam)
@@ -310,33 +377,51 @@ def measure(quick: bool, families: list[tuple[str, str, int, int]],
         shared = fused_params(fam, None)
         eager_fn, source = eager_call(fam)
         vec = fam[0] in ("pau", "opau")
-        eparams = [to_module_shape(v, vec).clone().requires_grad_(k in train)
-                   for k, v in shared.items()]
+        eparams = [
+            to_module_shape(v, vec).clone().requires_grad_(k in train) for k, v in shared.items()
+        ]
         try:
             estep = step_fn(eager_fn, xg, eparams, dy_cl)
-            add(name, "eager", "channels_last", "per_layer", bench_ms(estep, quick),
-                graph_us=graph_ms(estep, quick) * 1e3, cpu_us=cpu_issue_us(estep, 10))
+            add(
+                name,
+                "eager",
+                "channels_last",
+                "per_layer",
+                bench_ms(estep, quick),
+                graph_us=graph_ms(estep, quick) * 1e3,
+                cpu_us=cpu_issue_us(estep, 10),
+            )
         except torch.OutOfMemoryError:
             add(name, "eager", "channels_last", "per_layer", float("nan"), note="OOM")
         errs = rel_errors(fam, x_cl, shared, dy_cl)
         for layout, x, dy in (("channels_last", x_cl, dy_cl), ("contiguous", x_cont, dy_cont)):
-            for scope, params in (("per_layer", shared),
-                                  ("per_channel", fused_params(fam, SHAPE[1]))):
+            for scope, params in (
+                ("per_layer", shared),
+                ("per_channel", fused_params(fam, SHAPE[1])),
+            ):
                 fparams = [v.clone().requires_grad_(k in train) for k, v in params.items()]
                 xx = x.detach().requires_grad_()
                 fstep = step_fn(fused_call(fam), xx, fparams, dy)
                 ms = bench_ms(fstep, quick)
                 fwd, bwd = kernel_only_ms(fam, x, params, dy, quick)
-                extra: dict[str, Any] = {"kernels_us": (fwd + bwd) * 1e3,
-                                         "fwd_us": fwd * 1e3, "bwd_us": bwd * 1e3}
+                extra: dict[str, Any] = {
+                    "kernels_us": (fwd + bwd) * 1e3,
+                    "fwd_us": fwd * 1e3,
+                    "bwd_us": bwd * 1e3,
+                }
                 if layout == "channels_last":
                     extra["graph_us"] = graph_ms(fstep, quick) * 1e3
                     extra["cpu_us"] = cpu_issue_us(fstep)
                 if layout == "channels_last" and scope == "per_layer":
                     extra["rel_err"] = errs
                 add(name, "fused", layout, scope, ms, **extra)
-    result = {"copy_GBps": bw / 1e9, "floor_us": floor_us, "rows": rows,
-              "eager_source": source, "sweep": []}
+    result = {
+        "copy_GBps": bw / 1e9,
+        "floor_us": floor_us,
+        "rows": rows,
+        "eager_source": source,
+        "sweep": [],
+    }
     on_rows(result)  # saved before the sweep, in case the run is cut short
     result["sweep"] = sweep(x_cl, dy_cl, quick)
     return result
@@ -347,11 +432,13 @@ def table(result: dict[str, Any]) -> str:
     rows = result["rows"]
     floor = result["floor_us"]
 
-    def pick(fam: str, path: str, layout: str = "channels_last", scope: str = "per_layer"
-             ) -> dict[str, Any]:
+    def pick(
+        fam: str, path: str, layout: str = "channels_last", scope: str = "per_layer"
+    ) -> dict[str, Any]:
         for r in rows:
             if (r["family"], r["path"], r["layout"]) == (fam, path, layout) and (
-                    r["scope"] == scope or path == "eager"):
+                r["scope"] == scope or path == "eager"
+            ):
                 return r
         return {}
 
@@ -363,9 +450,11 @@ def table(result: dict[str, Any]) -> str:
         f"{'kern':>6s} {'G/floor':>7s} {'cpu':>6s} {'perC G':>7s} {'NCHW':>6s} {'err':>8s}",
     ]
     relu = pick("relu", "eager")
-    lines.append(f"{'relu':21s} {relu['us']:7.1f} {relu.get('graph_us', 0):7.1f} "
-                 f"{'':7s} {'':7s} {'':6s} {relu.get('graph_us', 0) / floor:7.2f} "
-                 f"{relu.get('cpu_us', 0):6.0f}")
+    lines.append(
+        f"{'relu':21s} {relu['us']:7.1f} {relu.get('graph_us', 0):7.1f} "
+        f"{'':7s} {'':7s} {'':6s} {relu.get('graph_us', 0) / floor:7.2f} "
+        f"{relu.get('cpu_us', 0):6.0f}"
+    )
     fams = [r["family"] for r in rows if r["path"] == "eager" and r["family"] != "relu"]
     for fam in fams:
         e, f = pick(fam, "eager"), pick(fam, "fused")
@@ -379,17 +468,23 @@ def table(result: dict[str, Any]) -> str:
             f"{pc.get('graph_us', float('nan')):7.1f} {nchw.get('us', float('nan')):6.1f} "
             f"{err:8.1e}"
         )
-    lines.append("us, median fwd+bwd. eager/fused: timed as issued from Python; G: CUDA-graph "
-                 "replay (GPU time); kern: the two Triton launches; cpu: host us to issue one "
-                 "step; perC: per-channel params; NCHW: contiguous input; err: max rel err vs "
-                 "float64")
+    lines.append(
+        "us, median fwd+bwd. eager/fused: timed as issued from Python; G: CUDA-graph "
+        "replay (GPU time); kern: the two Triton launches; cpu: host us to issue one "
+        "step; perC: per-channel params; NCHW: contiguous input; err: max rel err vs "
+        "float64"
+    )
     best = {}
     for r in result["sweep"]:
         key = (r["family"], r["pass"])
         if key not in best or r["us"] < best[key]["us"]:
             best[key] = r
-    lines.append("sweep best: " + "; ".join(
-        f"{f} {p} tile {r['tile']}/{r['warps']}w {r['us']:.1f}us" for (f, p), r in best.items()))
+    lines.append(
+        "sweep best: "
+        + "; ".join(
+            f"{f} {p} tile {r['tile']}/{r['warps']}w {r['us']:.1f}us" for (f, p), r in best.items()
+        )
+    )
     return "\n".join(lines)
 
 
@@ -398,8 +493,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter timing windows")
     parser.add_argument("--only", default="", help="families whose label contains this")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="check this script on the CPU (needs TRITON_INTERPRET=1); no JSON")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check this script on the CPU (needs TRITON_INTERPRET=1); no JSON",
+    )
     args = parser.parse_args()
     global DEVICE, SHAPE
     if args.dry_run:
@@ -412,12 +510,19 @@ def main() -> int:
     fams = [f for f in FAMILIES if args.only in label(f)]
     gpu = torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu-dry-run"
     meta = {
-        "gpu": gpu, "torch": torch.__version__, "triton": triton.__version__,
+        "gpu": gpu,
+        "torch": torch.__version__,
+        "triton": triton.__version__,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "shape": list(SHAPE), "dtype": "bfloat16",
-        "defaults": {"FWD_TILE": _ops.FWD_TILE, "FWD_WARPS": _ops.FWD_WARPS,
-                     "BWD_TILE": _ops.BWD_TILE, "BWD_WARPS": _ops.BWD_WARPS,
-                     "BWD_TILE_HIGH_DEGREE": _ops.BWD_TILE_HIGH_DEGREE},
+        "shape": list(SHAPE),
+        "dtype": "bfloat16",
+        "defaults": {
+            "FWD_TILE": _ops.FWD_TILE,
+            "FWD_WARPS": _ops.FWD_WARPS,
+            "BWD_TILE": _ops.BWD_TILE,
+            "BWD_WARPS": _ops.BWD_WARPS,
+            "BWD_TILE_HIGH_DEGREE": _ops.BWD_TILE_HIGH_DEGREE,
+        },
     }
     slug = re.sub(r"[^A-Za-z0-9]+", "-", gpu).strip("-").lower()
     name = f"activations-{slug}-{dt.date.today().isoformat()}.json"

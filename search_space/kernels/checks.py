@@ -102,6 +102,11 @@ def configs(matrix: str) -> list[Config]:
     return out
 
 
+INTERPRET_BF16 = {
+    ("per_channel", "contiguous"),
+    ("per_channel", "channels_last"),
+    ("shared", "channels_last"),
+}
 INTERPRET_SHAPES = {"contiguous": (2, 5, 3, 4), "channels_last": (2, 5, 3, 4), "2d": (7, 5)}
 CUDA_SHAPES: dict[str, list[tuple[int, ...]]] = {
     "contiguous": [(8, 24, 17, 19), (16, 64, 32, 32), (64, 160, 4, 4)],
@@ -117,9 +122,11 @@ def cases(matrix: str) -> list[Case]:
         for scope in ("shared", "per_channel"):
             for layout in ("contiguous", "channels_last", "2d"):
                 if matrix == "interpret":
+                    # bf16 where its path differs (per-channel 4-D, one shared layout): CI time
+                    bf16 = (scope, layout) in INTERPRET_BF16
                     out += [
                         Case(cfg, scope, layout, dt, INTERPRET_SHAPES[layout])
-                        for dt in ("fp32", "bf16")
+                        for dt in (("fp32", "bf16") if bf16 else ("fp32",))
                     ]
                     continue
                 shapes = CUDA_SHAPES[layout]
@@ -183,6 +190,33 @@ def make_input(case: Case, gen: torch.Generator, device: str) -> torch.Tensor:
     return x
 
 
+KINK_RTOL = 1e-5
+
+
+def kink_mask(cfg: Config, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Elements (x != 0) within rounding distance of a root inside an absolute value."""
+    near = torch.zeros_like(x, dtype=torch.bool)
+    if cfg.family == "pau" and cfg.option in ("B", "C"):
+        b = params["b"]
+        first = 1 if cfg.option == "B" else 0
+        terms = []
+        xp = torch.ones_like(x)
+        for k in range(b.shape[-1] + first):
+            if k >= first:
+                terms.append(reference._coef(b, k - first, x) * xp)
+            xp = xp * x
+        total = torch.stack(terms).sum(0)
+        scale = torch.stack(terms).abs().sum(0)
+        near = total.abs() <= KINK_RTOL * scale
+    elif cfg.family == "opau" and cfg.n > 0:
+        fs = reference.basis(x, max(cfg.n, 1), cfg.option)
+        for j in range(1, cfg.n + 1):
+            prev = fs[j - 1].abs() + (fs[j - 2].abs() if j >= 2 else 0)
+            scale = 1 + prev * (2 * x.abs() + 2 * j)
+            near |= fs[j].abs() <= KINK_RTOL * scale
+    return near & (x != 0)
+
+
 def _rel(got: torch.Tensor, want: torch.Tensor) -> float:
     got64 = got.detach().to(torch.float64).cpu()
     want64 = want.detach().to(torch.float64).cpu()
@@ -207,6 +241,15 @@ def run_case(case: Case, device: str, seed: int) -> dict[str, Any]:
     channels = x.shape[1] if case.scope == "per_channel" else None
     params = {k: v.to(device) for k, v in make_params(case.config, channels, gen).items()}
     dy = torch.randn(case.shape, generator=gen).to(device=device, dtype=x.dtype)
+    # |f| has a kink at each root of f: there the one-sided derivative is decided by fp32
+    # rounding (seen on an H100: fp32+FMA put U_4(0.809017) at exactly 0, float64 at 1.2e-7).
+    # Such elements get no upstream gradient; exact zeros of x stay, they test sign(0) = 0.
+    kinks = kink_mask(
+        case.config,
+        x.detach().to(torch.float64),
+        {k: v.to(torch.float64) for k, v in params.items()},
+    )
+    dy = dy.masked_fill(kinks, 0.0)
 
     xr = x.detach().to(torch.float64).requires_grad_()
     pr = {k: v.detach().to(torch.float64).requires_grad_() for k, v in params.items()}
@@ -247,6 +290,7 @@ def run_case(case: Case, device: str, seed: int) -> dict[str, Any]:
         "tolerance": tol,
         "beyond_tolerance": sorted(k for k, e in kernel.items() if e >= tol),
         "layout_kept": layout_kept,
+        "kink_elements": int(kinks.sum()),
         "ok": layout_kept and all(within),
     }
 

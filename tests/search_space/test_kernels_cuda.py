@@ -74,11 +74,18 @@ def test_module_kernel_matches_module_reference_functions() -> None:
         ("smu", {}, functional.smu, [torch.rand(per_c) * 0.4, torch.rand(per_c) + 0.5]),
         ("smu1", {}, functional.smu1, [torch.rand(()) * 0.4, torch.rand(()) + 0.1]),
         ("swish", {}, functional.swish, [torch.rand(per_c) + 0.5]),
-        ("pau", {"form": "C", "m": 5, "n": 4}, functional.pau_c,
-         [torch.randn(6, *per_c), torch.randn(5, *per_c)]),
-        ("opau", {"basis": "legendre", "k": 5, "l": 4},
-         lambda x, c, d: functional.opau(x, c, d, "legendre"),
-         [torch.randn(6), torch.randn(4)]),
+        (
+            "pau",
+            {"form": "C", "m": 5, "n": 4},
+            functional.pau_c,
+            [torch.randn(6, *per_c), torch.randn(5, *per_c)],
+        ),
+        (
+            "opau",
+            {"basis": "legendre", "k": 5, "l": 4},
+            lambda x, c, d: functional.opau(x, c, d, "legendre"),
+            [torch.randn(6), torch.randn(4)],
+        ),
     ]
     for family, options, ref, params in cases:
         fn = kernels.module_kernel(family, options)
