@@ -685,7 +685,3 @@ def parse_spec(source: str | bytes | Mapping[str, Any] | StudySpec) -> StudySpec
     except ValidationError as exc:
         raise SpecError(spec_errors(exc)) from exc
 
-
-def dump_spec(spec: StudySpec) -> dict[str, Any]:
-    """The spec as a JSON-ready dict that `parse_spec` accepts again unchanged."""
-    return spec.model_dump(mode="json", exclude_none=True)

@@ -68,7 +68,11 @@ def _activation_numel(model: nn.Module) -> int:
 def test_scopes_give_the_expected_parameter_counts(
     config: dict[str, object], shared: int, per_layer: int, per_channel: int
 ) -> None:
-    for scope, expected in (("shared", shared), ("per_layer", per_layer), ("per_channel", per_channel)):
+    for scope, expected in (
+        ("shared", shared),
+        ("per_layer", per_layer),
+        ("per_channel", per_channel),
+    ):
         model = TinyNet(ActivationFactory({**config, "scope": scope}))
         assert _activation_numel(model) == expected, scope
         # model.parameters() deduplicates the shared set: the optimizer sees each once.
@@ -159,7 +163,12 @@ def test_init_target_and_interval_reach_the_coefficients() -> None:
     x = torch.linspace(-3, 3, 61, dtype=torch.float64)
     assert (gelu_fit(x) - torch.nn.functional.gelu(x)).abs().max() < 5e-3
     wide = build_activation(
-        {"family": "opau", "options": {"k": 4, "l": 2}, "init_target": "tanh", "init_interval": (-2, 2)}
+        {
+            "family": "opau",
+            "options": {"k": 4, "l": 2},
+            "init_target": "tanh",
+            "init_interval": (-2, 2),
+        }
     ).double()
     xs = torch.linspace(-2, 2, 41, dtype=torch.float64)
     assert (wide(xs) - torch.tanh(xs)).abs().max() < 0.05

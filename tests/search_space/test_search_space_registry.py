@@ -44,7 +44,15 @@ def test_every_module_has_the_same_constructor_shape(name: str) -> None:
     cls = module_class(FAMILIES[name])
     assert issubclass(cls, ActivationModule) and cls.family == name
     parameters = inspect.signature(cls.__init__).parameters
-    assert list(parameters) == ["self", "channels", "params", "options", "scope", "trainable", "clamp"]
+    assert list(parameters) == [
+        "self",
+        "channels",
+        "params",
+        "options",
+        "scope",
+        "trainable",
+        "clamp",
+    ]
     module = cls(3)  # every default comes from the registry
     assert module.channels == 3 and module.options == FAMILIES[name].default_options()
 
@@ -94,7 +102,9 @@ def test_fit_tables_cover_every_tabulated_setting() -> None:
                 assert len(entry["a"]) == m + 1 and len(entry["b"]) == n + (form == "C")
                 assert 0 <= entry["rms"] <= entry["max_abs"] < 0.15
                 values = fits.pau_value(x, entry["a"], entry["b"], form)
-                assert np.abs(values - fits.TARGETS[target](x)).max() == pytest.approx(entry["max_abs"], rel=1e-6)
+                assert np.abs(values - fits.TARGETS[target](x)).max() == pytest.approx(
+                    entry["max_abs"], rel=1e-6
+                )
     for basis in OPAU_BASES:
         for k, dl in fits.TABLE_DEGREES:
             for target in FIT_TARGETS:
@@ -135,7 +145,9 @@ def test_untabulated_settings_are_fitted_on_demand_and_cached() -> None:
     x = np.linspace(-3, 3, 301)
     error = np.abs(fits.pau_value(x, first["a"], first["b"], "B") - fits.TARGETS["gelu"](x)).max()
     assert error < 0.01
-    module = ActivationFactory({"family": "opau", "options": {"basis": "legendre", "k": 2, "l": 1}})(1)
+    module = ActivationFactory(
+        {"family": "opau", "options": {"basis": "legendre", "k": 2, "l": 1}}
+    )(1)
     assert len(module.parameter_values()) == 3 + 1
     with pytest.raises(ValueError, match="fit target"):
         fits.fit_pau("softsign", 5, 4)

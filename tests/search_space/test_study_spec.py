@@ -71,12 +71,28 @@ ACTIVATION_KEYS = {
 def _all_families_spec() -> dict[str, Any]:
     """Every family and alias, with a searched value wherever the family has one to search."""
     activations: dict[str, Any] = {name: {} for name in [*FAMILIES, *ALIASES]}
-    activations["smu"] = {"alpha": {"low": 0.0, "high": 0.5}, "mu": {"low": 0.5, "high": 5.0, "log": True},
-                          "trainable": {"alpha": True}, "preset": {"choices": ["classification", "detection"]}}
-    activations["smu1"] = {"mu": {"low": 0.01, "high": 1.0, "log": True}, "scope": {"choices": ["shared", "per_channel"]}}
-    activations["pau"] = {"m": {"low": 3, "high": 6}, "n": 4, "form": {"choices": ["A", "B", "C"]},
-                          "init_target": {"choices": ["leaky_relu", "gelu"]}, "clamp": 8.0}
-    activations["opau"] = {"basis": {"choices": ["chebyshev_t", "legendre"]}, "k": 5, "l": {"choices": [2, 4]}}
+    activations["smu"] = {
+        "alpha": {"low": 0.0, "high": 0.5},
+        "mu": {"low": 0.5, "high": 5.0, "log": True},
+        "trainable": {"alpha": True},
+        "preset": {"choices": ["classification", "detection"]},
+    }
+    activations["smu1"] = {
+        "mu": {"low": 0.01, "high": 1.0, "log": True},
+        "scope": {"choices": ["shared", "per_channel"]},
+    }
+    activations["pau"] = {
+        "m": {"low": 3, "high": 6},
+        "n": 4,
+        "form": {"choices": ["A", "B", "C"]},
+        "init_target": {"choices": ["leaky_relu", "gelu"]},
+        "clamp": 8.0,
+    }
+    activations["opau"] = {
+        "basis": {"choices": ["chebyshev_t", "legendre"]},
+        "k": 5,
+        "l": {"choices": [2, 4]},
+    }
     activations["leaky_relu"] = {"negative_slope": {"low": 0.01, "high": 0.3, "log": True}}
     activations["gelu"] = {"approximate": {"choices": ["none", "tanh"]}}
     activations["swish"] = {"beta": {"low": 0.5, "high": 2.0, "step": 0.5}}
@@ -109,9 +125,18 @@ def _first_values(spec: StudySpec, key: str) -> dict[str, Any]:
 def test_quickstart_parses_and_suggests() -> None:
     spec = parse_spec(QUICKSTART)
     names = [d.name for d in spec.search_space()]
-    assert names == ["training.lr", "activation", "smu.alpha", "smu.mu", "pau.init_target", "opau.basis"]
+    assert names == [
+        "training.lr",
+        "activation",
+        "smu.alpha",
+        "smu.mu",
+        "pau.init_target",
+        "opau.basis",
+    ]
     config = suggest_config(
-        optuna.trial.FixedTrial({"training.lr": 0.1, "activation": "smu", "smu.alpha": 0.2, "smu.mu": 2.0}),
+        optuna.trial.FixedTrial(
+            {"training.lr": 0.1, "activation": "smu", "smu.alpha": 0.2, "smu.mu": 2.0}
+        ),
         spec,
     )
     assert set(config) == RESOLVED_KEYS and set(config["activation"]) == ACTIVATION_KEYS
@@ -125,7 +150,10 @@ def test_quickstart_parses_and_suggests() -> None:
     assert (config["seed"], config["seeds"], config["timeout_s"]) == (0, 1, 3600)
     json.dumps(config)  # plain JSON
     pau = suggest_config(
-        optuna.trial.FixedTrial({"training.lr": 0.1, "activation": "pau", "pau.init_target": "gelu"}), spec
+        optuna.trial.FixedTrial(
+            {"training.lr": 0.1, "activation": "pau", "pau.init_target": "gelu"}
+        ),
+        spec,
     )["activation"]
     assert pau["options"] == {"m": 5, "n": 4, "form": "A"}
     assert (pau["init_target"], pau["init_interval"]) == ("gelu", [-3.0, 3.0])
@@ -169,7 +197,9 @@ def test_baselines_are_added_and_enqueued_with_every_branch_parameter() -> None:
         {"activation": "smu", "smu.alpha": 0.25, "smu.mu": 1.0},
     ]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", sampler=make_sampler(spec), pruner=make_pruner(spec))
+    study = optuna.create_study(
+        direction="maximize", sampler=make_sampler(spec), pruner=make_pruner(spec)
+    )
     for p in params:
         study.enqueue_trial(p)
     configs: list[dict[str, Any]] = []
@@ -220,7 +250,11 @@ def test_tpe_uses_constant_liar_by_default() -> None:
 
 
 def test_cmaes_needs_its_package() -> None:
-    data = {"name": "c", "activations": {"smu": {"mu": {"low": 0.5, "high": 2.0}}}, "sampler": {"name": "cmaes"}}
+    data = {
+        "name": "c",
+        "activations": {"smu": {"mu": {"low": 0.5, "high": 2.0}}},
+        "sampler": {"name": "cmaes"},
+    }
     try:
         import cmaes  # noqa: F401
     except ImportError:
@@ -270,7 +304,12 @@ def _mutated(path: str, value: Any) -> dict[str, Any]:
 _DELETE = object()
 
 INVALID = [
-    ("activations.foo", {}, "activations.foo", "unknown activation family 'foo'; valid names: relu"),
+    (
+        "activations.foo",
+        {},
+        "activations.foo",
+        "unknown activation family 'foo'; valid names: relu",
+    ),
     ("activations.smu.alpha", {"low": 0.5, "high": 0.1}, "activations.smu.alpha", "empty range"),
     ("activations.smu.beta", 1.0, "activations.smu.beta", "smu has no parameter or option 'beta'"),
     ("activations.smu.mu", -1.0, "activations.smu.mu", "outside the domain"),
@@ -283,16 +322,30 @@ INVALID = [
     ("activations.pau.m", {"low": 2.5, "high": 4}, "activations.pau.m", "integer"),
     ("activations.relu.clamp", 3.0, "activations.relu.clamp", "no clamp"),
     ("activations.frelu", {"scope": "shared"}, "activations.frelu.scope", "per_channel"),
-    ("activations.leaky_relu", {"trainable": {"negative_slope": True}},
-     "activations.leaky_relu.trainable.negative_slope", "cannot be trainable"),
+    (
+        "activations.leaky_relu",
+        {"trainable": {"negative_slope": True}},
+        "activations.leaky_relu.trainable.negative_slope",
+        "cannot be trainable",
+    ),
     ("activations.hp1", {"basis": "legendre"}, "activations.hp1.basis", "hp1 fixes basis"),
     ("activations.maxout", {}, "activations.maxout", "MLP heads only"),
     ("activations.rrelu", {"lower": 0.4, "upper": 0.2}, "activations.rrelu.lower", "lower must be"),
     ("activations", {}, "activations", "at least 1"),
     ("training.epochs", "ten", "training.epochs", "integer"),
     ("training.epochs", {"low": 1.5, "high": 3}, "training.epochs", "integer low and high"),
-    ("training.lr", {"low": 0.0, "high": 1.0, "log": True}, "training.lr", "log range needs low > 0"),
-    ("training.lr", {"low": 0.1, "high": 0.2, "step": 0.05, "log": True}, "training.lr", "log and step"),
+    (
+        "training.lr",
+        {"low": 0.0, "high": 1.0, "log": True},
+        "training.lr",
+        "log range needs low > 0",
+    ),
+    (
+        "training.lr",
+        {"low": 0.1, "high": 0.2, "step": 0.05, "log": True},
+        "training.lr",
+        "log and step",
+    ),
     ("training.optimizer", "adam", "training.optimizer", "sgd, adamw"),
     ("training.optimizer", {"low": 1, "high": 2}, "training.optimizer", "not a range"),
     ("training.momentum", 1.5, "training.momentum", "outside the domain"),
@@ -312,7 +365,11 @@ INVALID = [
 ]
 
 
-@pytest.mark.parametrize(("path", "value", "loc", "message"), INVALID, ids=[i[0] + "-" + str(n) for n, i in enumerate(INVALID)])
+@pytest.mark.parametrize(
+    ("path", "value", "loc", "message"),
+    INVALID,
+    ids=[i[0] + "-" + str(n) for n, i in enumerate(INVALID)],
+)
 def test_invalid_specs_name_the_field(path: str, value: Any, loc: str, message: str) -> None:
     data = _mutated(path, value)
     if path == "activations.maxout":
@@ -341,7 +398,9 @@ def test_unparsable_text_is_a_spec_error() -> None:
 
 def test_model_names_are_one_constant() -> None:
     for name in MODEL_NAMES:
-        assert parse_spec({"name": "m", "model": name, "activations": {"relu": {}}}).model.name == name
+        assert (
+            parse_spec({"name": "m", "model": name, "activations": {"relu": {}}}).model.name == name
+        )
     spec = parse_spec({"name": "m", "model": {"name": "proxy", "width": {"low": 0.5, "high": 2.0}},
                        "activations": {"relu": {}}})  # fmt: skip
     assert [d.name for d in spec.search_space()] == ["model.width"]
