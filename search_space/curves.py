@@ -20,14 +20,20 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 from torch import Tensor, nn
 
+from search_space.registry import (
+    PRESCREEN_DF_LIMIT,
+    PRESCREEN_F_LIMIT,
+    PRESCREEN_FLAT_LIMIT,
+    PRESCREEN_INTERVAL,
+)
+
 from .build import ActivationConfig, ActivationFactory, activation_sites
 from .modules.base import ActivationModule
 
-PRESCREEN_INTERVAL = (-10.0, 10.0)
 PRESCREEN_POINTS = 2001  # step 0.01, includes 0
-F_LIMIT = 1e3  # |f| beyond this on [-10, 10] is "exploding" (fp16 overflows at 65504)
-DF_LIMIT = 1e2  # |f′| beyond this on [-10, 10] is "exploding"
-FLAT_LIMIT = 1e-6  # max f − min f below this on [-10, 10] is "constant"
+F_LIMIT = PRESCREEN_F_LIMIT
+DF_LIMIT = PRESCREEN_DF_LIMIT
+FLAT_LIMIT = PRESCREEN_FLAT_LIMIT
 PRESCREEN_SEED = 0  # FReLU / Meta-ACON convs get random initial weights
 
 

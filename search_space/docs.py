@@ -18,6 +18,9 @@ from search_space.registry import (
     OPAU_BASES,
     POSITIVE_MAX,
     POSITIVE_MIN,
+    PRESCREEN_DF_LIMIT,
+    PRESCREEN_F_LIMIT,
+    PRESCREEN_FLAT_LIMIT,
     Family,
 )
 
@@ -41,12 +44,31 @@ Generated from `search_space/registry.py` by `python -m search_space.docs`; do n
   autocast too. Positive parameters are stored as log(value), clamped to
   [{pmin:g}, {pmax:g}], so they never reach 0 or ∞.
 - Reference forward functions live in `search_space.modules.functional` (one per learnable
-  family, `(x, *params)` with params already broadcast-shaped); `module.fn` can be replaced by a
-  fused kernel with the same signature.
+  family, `(x, *params)` with params already broadcast-shaped) and are each module's `fn`; on
+  CUDA the fused kernels of `search_space.kernels` (same signature) replace them where they cover
+  the family (`module.allow_fused = False` keeps the reference path).
 - Learned values (`activation_parameters(model)`) are the constrained values (μ, not log μ),
   one list per parameter over channels; coefficient vectors are reported as a0, a1, ... / b1, ...
 - PAU / OPAU start from a least-squares fit to `init_target` (default leaky_relu) on
   `init_interval` (default [{lo:g}, {hi:g}]); see the fit table below and `search_space/fits.py`.
+- Curves (`search_space.curves`): f and f′ per site; a `per_channel` site gives the curve of
+  its channel-mean parameters plus the min/max envelope over channels. The pre-screen rejects
+  a candidate whose f or f′ is not finite on [-10, 10] (fp32), whose |f| exceeds {f_limit:g} or
+  |f′| exceeds {df_limit:g} there, or whose f varies by less than {flat:g} (constant).
+
+## In a study spec
+Each key of `activations` is a family name or alias; its entry holds the family's parameters
+and options (a value, `{{low, high, log?, step?}}` or `{{choices: [...]}}`) plus `scope`,
+`trainable` (name → bool), `preset`, and for PAU/OPAU `init_target`, `init_interval`, `clamp`:
+
+```yaml
+activations:
+  smu: {{alpha: {{low: 0.0, high: 0.5}}, mu: {{low: 0.5, high: 5.0, log: true}}, trainable: {{alpha: true}}}}
+  pau: {{form: {{choices: [A, B]}}, m: 5, n: 4, init_target: gelu}}
+  hp1: {{k: 5, l: 4}}
+```
+Searched values become Optuna parameters named `<family>.<name>` (e.g. `smu.alpha`), chosen
+per trial with the categorical `activation`.
 """
 
 
@@ -142,7 +164,17 @@ def _fit_section() -> list[str]:
 def render() -> str:
     """The full text of docs/activations.md."""
     lo, hi = DEFAULT_FIT_INTERVAL
-    lines = [HEADER.format(pmin=POSITIVE_MIN, pmax=POSITIVE_MAX, lo=lo, hi=hi)]
+    lines = [
+        HEADER.format(
+            pmin=POSITIVE_MIN,
+            pmax=POSITIVE_MAX,
+            lo=lo,
+            hi=hi,
+            f_limit=PRESCREEN_F_LIMIT,
+            df_limit=PRESCREEN_DF_LIMIT,
+            flat=PRESCREEN_FLAT_LIMIT,
+        )
+    ]
     lines.append("## Families\n")
     lines.append(", ".join(f"`{name}`" for name in FAMILIES) + "\n")
     for family in FAMILIES.values():

@@ -30,6 +30,15 @@ OPAU_BASES: tuple[str, ...] = (
 )
 MAX_DEGREE = 8
 
+# The pre-screen (search_space.curves.prescreen) on [-10, 10] in fp32: a candidate is rejected
+# when f or f′ is not finite, |f| > PRESCREEN_F_LIMIT (fp16 overflows at 65504; no useful
+# activation reaches 1e3 at |x| = 10), |f′| > PRESCREEN_DF_LIMIT, or max f − min f is below
+# PRESCREEN_FLAT_LIMIT (a constant curve).
+PRESCREEN_INTERVAL: tuple[float, float] = (-10.0, 10.0)
+PRESCREEN_F_LIMIT = 1e3
+PRESCREEN_DF_LIMIT = 1e2
+PRESCREEN_FLAT_LIMIT = 1e-6
+
 # Positive parameters are stored as log(value) and clamped to this range, so they can never
 # reach 0 or infinity (ACTIVATIONS.md §1 traps). Both SMU presets (1e6, 4.33e-9) lie inside.
 POSITIVE_MIN = 1e-12
@@ -470,7 +479,10 @@ def _families() -> dict[str, Family]:
                 "early_code": {"alpha": 0.25, "mu": 4.352665993287951e-9},
                 "later_code": {"alpha": 0.01, "mu": 4.332461424154261e-9},
             },
-            notes="The square root is computed as hypot((1 − α)x, μ), so it never underflows.",
+            notes="Defaults follow ACTIVATIONS.md's classification default (stated for SMU; the "
+            "sources give no separate SMU-1 value). The square root is computed as "
+            "hypot((1 − α)x, μ), so it never underflows; with the code presets (μ ≈ 4e-9) "
+            "SMU-1 is LeakyReLU(α) except within ~1e-8 of 0.",
         ),
         Family(
             "pau",
