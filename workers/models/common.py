@@ -32,7 +32,9 @@ class ChannelAct(nn.Module):
         return self.act(x)
 
 
-def conv_bn(c_in: int, c_out: int, stride: int = 1, kernel: int = 3) -> list[nn.Module]:
+def conv_bn(
+    c_in: int, c_out: int, stride: int = 1, kernel: int = 3
+) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
     """A bias-free conv (padding keeps size at stride 1) followed by BatchNorm."""
     conv = nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False)
-    return [conv, nn.BatchNorm2d(c_out)]
+    return conv, nn.BatchNorm2d(c_out)
