@@ -331,6 +331,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        # Migrations and the HTTP client narrate every step at INFO; users want results.
+        for noisy in ("alembic", "httpx", "httpcore"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.command == "users" and args.action == "create" and not args.name:
         return _fail("users create needs a NAME")
     try:

@@ -36,11 +36,11 @@ def local_admin(store: Store) -> UserInfo:
 
 def fresh_login_token(store: Store, user: UserInfo) -> str:
     """A new login token for this start; the previous start's one is revoked."""
-    for token in store.users.tokens(user.id):
-        if token.label == UP_LOGIN_LABEL and token.revoked_at is None:
-            store.users.revoke_token(token.id)
-    _, token = store.users.issue_token(user.id, UP_LOGIN_LABEL)
-    return token
+    for old in store.users.tokens(user.id):
+        if old.label == UP_LOGIN_LABEL and old.revoked_at is None:
+            store.users.revoke_token(old.id)
+    _, secret = store.users.issue_token(user.id, UP_LOGIN_LABEL)
+    return secret
 
 
 def _worker_command(settings: Settings, gpus: str) -> list[str]:

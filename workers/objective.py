@@ -177,6 +177,7 @@ class TorchTraining(Training):
                     dataset_cfg,
                     data=self.settings.data,
                     cache_dir=self.settings.resolved_cache_dir,
+                    download=self.settings.download,
                 )
             except DataUnavailableError as error:
                 raise DataMissing(str(error)) from error
@@ -511,6 +512,8 @@ class _Attempt:
                 epoch, value = self.pending.optuna[0]
                 self.trial.report(value, epoch)
                 self.pending.optuna.pop(0)
+            if isinstance(self.study.pruner, optuna.pruners.NopPruner):
+                return False  # spares the pruner's read of every trial in the study
             return bool(self.trial.should_prune())
         except optuna.exceptions.UpdateFinishedTrialError as error:
             raise Stop("abandoned") from error  # reaped meanwhile: Optuna's trial is failed
