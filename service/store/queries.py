@@ -29,6 +29,7 @@ from sqlalchemy import (
     or_,
     select,
     type_coerce,
+    union_all,
 )
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -753,9 +754,10 @@ def study_spec(db: Database, study_id: int) -> dict[str, Any]:
 def leaderboard(db: Database, study_id: int, baseline: str) -> list[LeaderRow]:
     """Families with complete trials ranked by mean value, each against the baseline's mean."""
     with db.session() as session:
-        _require_study(session, study_id)
         stats = [s for s in family_stats(session, study_id) if s.n > 0]
-        best_numbers = {s.family: _best_number(session, study_id, s.family) for s in stats}
+        if not stats:
+            _require_study(session, study_id)
+        best_numbers = _best_numbers(session, study_id, [s.family for s in stats])
     base = next((s.mean for s in stats if s.family == baseline), None)
     rows = [
         LeaderRow(
@@ -774,14 +776,20 @@ def leaderboard(db: Database, study_id: int, baseline: str) -> list[LeaderRow]:
     return sorted(rows, key=lambda r: (-(r.mean if r.mean is not None else -math.inf), r.family))
 
 
-def _best_number(session: Session, study_id: int, family: str) -> int | None:
-    # One probe of ix_as_runs_study_summary (study, family, state, value) from the top.
-    return session.scalar(
-        select(Run.trial_number)
+def _best_numbers(session: Session, study_id: int, families: Sequence[str]) -> dict[str, int]:
+    """The best trial's number per family: one statement, one index probe per family."""
+    if not families:
+        return {}
+    probes = [
+        select(Run.family, Run.trial_number)
         .where(Run.study_id == study_id, Run.family == family, SCORED)
         .order_by(Run.value.desc(), Run.id)
         .limit(1)
-    )
+        .subquery()
+        for family in families
+    ]
+    statement = union_all(*(select(probe.c.family, probe.c.trial_number) for probe in probes))
+    return {family: number for family, number in session.execute(statement)}
 
 
 # -- workers -------------------------------------------------------------------------------------
