@@ -17,10 +17,15 @@ import threading
 import uuid
 from dataclasses import dataclass
 from types import FrameType
+from typing import Any
 
-from service.migrate import SchemaOutOfDate
+import optuna
+
+from service.db import is_sqlite, make_engine, make_sessionmaker, optuna_storage
+from service.migrate import SchemaOutOfDate, check_schema
 from service.settings import Settings
-from service.store import Claim, Store
+from service.store import Claim, Database, Store, Studies, Users
+from service.store.runs import Runs
 from workers.objective import Training, TrialRunner, db_retry, describe_db_error, is_db_outage
 
 log = logging.getLogger(__name__)
@@ -49,6 +54,32 @@ class SlotOptions:
 def new_worker_id(slot: int) -> str:
     """A worker id unique to this process: host, pid, slot and a random suffix."""
     return f"{socket.gethostname()[:32]}-{os.getpid()}-s{slot}-{uuid.uuid4().hex[:6]}"
+
+
+def open_worker_store(url: str, *, max_attempts: int = 3) -> Store:
+    """The store of one worker process: small pools, and no ping before each transaction.
+
+    A ping costs a round trip per transaction (about twenty per trial). A worker does not need
+    it: every one of its writes is retried when its connection turns out to be gone (the pool
+    then reconnects), which is what the ping would have prevented.
+    """
+    pool: dict[str, Any] = {"pool_pre_ping": False}
+    if not is_sqlite(url):
+        pool.update(pool_size=2, max_overflow=4)  # the main thread plus the heartbeat thread
+    engine = make_engine(url, **pool)
+    try:
+        check_schema(engine)
+        if is_sqlite(url):
+            storage = optuna_storage(url)
+        else:
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=pool)
+    except BaseException:
+        engine.dispose()
+        raise
+    db = Database(url=url, engine=engine, sessions=make_sessionmaker(engine), _optuna=storage)
+    return Store(
+        db=db, studies=Studies(db), runs=Runs(db, max_attempts=max_attempts), users=Users(db)
+    )
 
 
 def package_version() -> str:
@@ -129,7 +160,7 @@ class SlotWorker:
         url = self.settings.resolved_database_url
         try:
             return db_retry(
-                lambda: Store.open(url, max_attempts=self.settings.max_attempts),
+                lambda: open_worker_store(url, max_attempts=self.settings.max_attempts),
                 "open the database",
                 attempts=0,
                 stop=self.stopping,

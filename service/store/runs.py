@@ -16,7 +16,8 @@ from typing import Any, cast
 
 import optuna
 from optuna.trial import TrialState
-from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy import CursorResult, case, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from service.db import Epoch, Run, Study, Worker, utcnow
@@ -68,13 +69,16 @@ class Runs:
     # -- claiming -------------------------------------------------------------------------
     def claim_next(self, worker_id: str, study_ids: list[int] | None = None) -> Claim | None:
         """Claim the next run of the highest-priority runnable study, round-robin among equals."""
-        for study_id in self._candidates(study_ids):
-            claim = self._claim_in(study_id, worker_id)
-            if claim is not None:
-                return claim
+        # One transaction for the whole claim: fewer round trips on the hot path of every worker.
+        with self.db.session(immediate=True) as session:
+            for study_id in self._candidates(session, study_ids):
+                claim = self._claim_in(session, study_id, worker_id)
+                if claim is not None:
+                    return claim
         return None
 
-    def _candidates(self, study_ids: list[int] | None) -> list[int]:
+    @staticmethod
+    def _candidates(session: Session, study_ids: list[int] | None) -> list[int]:
         query = select(Study.id).where(Study.status.in_(RUNNABLE))
         if study_ids:
             query = query.where(Study.id.in_(study_ids))
@@ -82,83 +86,84 @@ class Runs:
         query = query.order_by(
             Study.priority.desc(), Study.last_claim_at.asc().nulls_first(), Study.id
         )
-        with self.db.session() as session:
-            return list(session.scalars(query))
+        return list(session.scalars(query))
 
-    def _claim_in(self, study_id: int, worker_id: str) -> Claim | None:
-        with self.db.session(immediate=True) as session:
-            study = session.get(Study, study_id, with_for_update=not self.db.sqlite)
-            if study is None or study.status not in RUNNABLE:
-                return None
-            now = utcnow()
-            run = self._take_retry(session, study_id) or self._new_run(session, study)
-            if run is None:
-                self._complete_if_done(session, study)
-                return None
-            run.state = "running"
-            run.worker_id = worker_id
-            run.started_at = run.heartbeat_at = now
-            study.last_claim_at = now
-            if study.status == "queued":
-                study.status = "running"
-                study.started_at = now
-            study.updated_at = now
-            session.flush()
-            return Claim(
-                run_id=run.id,
-                study_id=study_id,
-                optuna_name=study.optuna_name,
-                spec=study.spec,
-                attempt=run.attempt,
-                params=run.params if run.retry_of is not None else None,
-                retry_of=run.retry_of,
+    def _claim_in(self, session: Session, study_id: int, worker_id: str) -> Claim | None:
+        now = utcnow()
+        # UPDATE … RETURNING both locks the study row (until commit: racing claims queue here;
+        # SQLite: the whole claim runs under BEGIN IMMEDIATE) and reads what the claim needs, so
+        # the lock is held for three statements: this one, the budget count and the insert.
+        study = session.execute(
+            update(Study)
+            .where(Study.id == study_id, Study.status.in_(RUNNABLE))
+            .values(
+                last_claim_at=now,
+                updated_at=case((Study.status == "queued", now), else_=Study.updated_at),
+                status="running",
+                started_at=case((Study.started_at.is_(None), now), else_=Study.started_at),
             )
-
-    @staticmethod
-    def _take_retry(session: Session, study_id: int) -> Run | None:
-        return session.scalars(
-            select(Run)
-            .where(Run.study_id == study_id, Run.state == "queued")
-            .order_by(Run.id)
-            .limit(1)
-        ).first()
-
-    @staticmethod
-    def _new_run(session: Session, study: Study) -> Run | None:
-        used = session.scalar(
-            select(func.count())
-            .select_from(Run)
-            .where(Run.study_id == study.id, Run.counts_budget.is_(True))
-        )
-        if (used or 0) >= study.n_trials:
+            .returning(Study.n_trials, Study.optuna_name, Study.spec)
+            .execution_options(synchronize_session=False)
+        ).one_or_none()
+        if study is None:
             return None
-        run = Run(
-            study_id=study.id,
-            attempt=1,
-            state="running",
-            counts_budget=True,
-            created_at=utcnow(),
-            epochs_done=0,
+        n_trials, optuna_name, spec = study
+        used, open_runs, retry_id = self._budget(session, study_id)
+        if retry_id is not None:
+            run = session.get(Run, retry_id)
+            assert run is not None
+        elif used < n_trials:
+            run = Run(study_id=study_id, attempt=1, counts_budget=True, created_at=now)
+            session.add(run)
+        else:
+            if not open_runs:
+                self._complete(session, study_id)
+            return None
+        run.state = "running"
+        run.worker_id = worker_id
+        run.started_at = run.heartbeat_at = now
+        run.epochs_done = 0
+        session.flush()
+        return Claim(
+            run_id=run.id,
+            study_id=study_id,
+            optuna_name=optuna_name,
+            spec=spec,
+            attempt=run.attempt,
+            params=run.params if run.retry_of is not None else None,
+            retry_of=run.retry_of,
         )
-        session.add(run)
-        return run
 
     @staticmethod
-    def _complete_if_done(session: Session, study: Study) -> None:
+    def _budget(session: Session, study_id: int) -> tuple[int, int, int | None]:
+        """(budget units used, runs queued or running, oldest queued retry) in one query."""
+        used, open_runs, retry_id = session.execute(
+            select(
+                func.count().filter(Run.counts_budget.is_(True)),
+                func.count().filter(Run.state.in_(("queued", "running"))),
+                func.min(Run.id).filter(Run.state == "queued"),
+            ).where(Run.study_id == study_id)
+        ).one()
+        return int(used or 0), int(open_runs or 0), retry_id
+
+    def _complete_if_done(self, session: Session, study_id: int) -> None:
         """A study whose budget is used and whose runs have all ended is completed."""
-        open_runs = session.scalar(
-            select(func.count())
-            .select_from(Run)
-            .where(Run.study_id == study.id, Run.state.in_(("queued", "running")))
+        used, open_runs, _ = self._budget(session, study_id)
+        if not open_runs:
+            self._complete(session, study_id, used)
+
+    @staticmethod
+    def _complete(session: Session, study_id: int, used: int | None = None) -> None:
+        """Mark the study completed if its budget (`used` units, None: known to be) is spent."""
+        query = update(Study).where(Study.id == study_id, Study.status.not_in(FINAL))
+        if used is not None:
+            query = query.where(Study.n_trials <= used)
+        now = utcnow()
+        session.execute(
+            query.values(status="completed", finished_at=now, updated_at=now).execution_options(
+                synchronize_session=False
+            )
         )
-        used = session.scalar(
-            select(func.count())
-            .select_from(Run)
-            .where(Run.study_id == study.id, Run.counts_budget.is_(True))
-        )
-        if not open_runs and (used or 0) >= study.n_trials and study.status not in FINAL:
-            study.status = "completed"
-            study.finished_at = study.updated_at = utcnow()
 
     def release(self, run_id: int) -> None:
         """Undo a claim that never reached Optuna (e.g. its data is missing): no trace is left.
@@ -196,12 +201,19 @@ class Runs:
     ) -> None:
         """Record which Optuna trial a run is and what it trains."""
         with self.db.session() as session:
-            run = self._get(session, run_id)
-            run.optuna_trial_id = trial_id
-            run.trial_number = number
-            run.params = params
-            run.family = family
-            run.config = config
+            done = session.execute(
+                update(Run)
+                .where(Run.id == run_id)
+                .values(
+                    optuna_trial_id=trial_id,
+                    trial_number=number,
+                    params=params,
+                    family=family,
+                    config=config,
+                )
+            )
+            if not cast(CursorResult[Any], done).rowcount:
+                raise NotFound(f"run {run_id} does not exist")
 
     def report_epoch(
         self,
@@ -215,34 +227,51 @@ class Runs:
         worker_id: str | None = None,
     ) -> RunStatus:
         """Store one epoch's values at once (idempotent: a repeat after a reconnect overwrites)."""
+        now = utcnow()
         with self.db.session() as session:
-            run = self._get(session, run_id)
-            row = session.get(Epoch, (run_id, epoch))
-            if row is None:
-                row = Epoch(run_id=run_id, epoch=epoch, created_at=utcnow())
-                session.add(row)
-            row.train_loss, row.val_acc = train_loss, val_acc
-            row.img_per_s, row.elapsed_s = img_per_s, elapsed_s
-            run.epochs_done = max(run.epochs_done, epoch + 1)
-            if run.state == "running":
-                run.heartbeat_at = utcnow()
+            # Three statements in all: this runs every epoch of every trial on every worker.
+            status = session.execute(
+                update(Run)
+                .where(Run.id == run_id)
+                .values(
+                    epochs_done=case(
+                        (Run.epochs_done < epoch + 1, epoch + 1), else_=Run.epochs_done
+                    ),
+                    heartbeat_at=case((Run.state == "running", now), else_=Run.heartbeat_at),
+                )
+                .returning(Run.state, _study_status(Run.study_id))
+            ).one_or_none()
+            if status is None:
+                raise NotFound(f"run {run_id} does not exist")
+            values = {
+                "train_loss": train_loss,
+                "val_acc": val_acc,
+                "img_per_s": img_per_s,
+                "elapsed_s": elapsed_s,
+            }
+            insert = _upsert(self.db.sqlite)(Epoch).values(
+                run_id=run_id, epoch=epoch, created_at=now, **values
+            )
+            session.execute(
+                insert.on_conflict_do_update(index_elements=["run_id", "epoch"], set_=values)
+            )
             if worker_id:
                 session.execute(
                     update(Worker)
                     .where(Worker.id == worker_id)
-                    .values(current_epoch=epoch, img_per_s=img_per_s, heartbeat_at=utcnow())
+                    .values(current_epoch=epoch, img_per_s=img_per_s, heartbeat_at=now)
                 )
-            return self._status(session, run)
+            return RunStatus(state=status[0], study_status=status[1] or "deleted")
 
     def status(self, run_id: int) -> RunStatus:
         """Whether a run should go on (its study may have been cancelled, or it was reaped)."""
         with self.db.session() as session:
-            return self._status(session, self._get(session, run_id))
-
-    @staticmethod
-    def _status(session: Session, run: Run) -> RunStatus:
-        study = session.get(Study, run.study_id)
-        return RunStatus(state=run.state, study_status=study.status if study else "deleted")
+            row = session.execute(
+                select(Run.state, _study_status(Run.study_id)).where(Run.id == run_id)
+            ).one_or_none()
+            if row is None:
+                raise NotFound(f"run {run_id} does not exist")
+            return RunStatus(state=row[0], study_status=row[1] or "deleted")
 
     def finish(
         self,
@@ -291,10 +320,8 @@ class Runs:
                         trials_done=Worker.trials_done + 1, current_run_id=None, current_epoch=None
                     )
                 )
-            study = session.get(Study, run.study_id)
-            if study is not None:
-                session.flush()
-                self._complete_if_done(session, study)
+            session.flush()
+            self._complete_if_done(session, run.study_id)
             return True
 
     @staticmethod
@@ -366,7 +393,7 @@ class Runs:
             trial_id = run.optuna_trial_id
             if study is not None and not retry:
                 session.flush()
-                self._complete_if_done(session, study)
+                self._complete_if_done(session, study.id)
         log.warning("run %s lost its worker; %s", run_id, "retry queued" if retry else "no retry")
         self._fail_optuna_trial(trial_id)
         return True
@@ -374,8 +401,10 @@ class Runs:
     def _fail_optuna_trial(self, trial_id: int | None) -> None:
         if trial_id is None:
             return
-        # Already finished means there is nothing left to fail.
-        with contextlib.suppress(RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
+        # Already finished (or deleted with its study) means there is nothing left to fail.
+        with contextlib.suppress(
+            RuntimeError, KeyError, optuna.exceptions.UpdateFinishedTrialError
+        ):
             self.db.optuna.set_trial_state_values(trial_id, TrialState.FAIL)
 
     # -- workers ----------------------------------------------------------------------------
@@ -443,6 +472,16 @@ class Runs:
         self._reap(run_id, utcnow())
         with self.db.session() as session:
             self._get(session, run_id).failure_message = reason
+
+
+def _study_status(study_id: Any) -> Any:
+    """The status of a run's study as a scalar subquery (None once the study is deleted)."""
+    return select(Study.status).where(Study.id == study_id).scalar_subquery()
+
+
+def _upsert(is_sqlite: bool) -> Any:
+    """INSERT … ON CONFLICT for the backend (both dialects spell it the same way)."""
+    return sqlite.insert if is_sqlite else postgresql.insert
 
 
 def _aware(moment: datetime) -> datetime:

@@ -1,0 +1,199 @@
+"""The run store as the workers use it, on SQLite and PostgreSQL: budgets, retries, release."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+from worker_helpers import (
+    create_pg_database,
+    drop_pg_database,
+    make_user,
+    open_store,
+    runs_of,
+    tiny_spec,
+)
+
+from service.db import Run, Worker
+from service.store import Store, UserInfo
+from workers.worker import open_worker_store
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database of each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'actsearch.db'}"
+        return
+    pg = create_pg_database()
+    yield pg
+    drop_pg_database(pg)
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[Store]:
+    """The migrated store."""
+    store = open_store(url)
+    yield store
+    store.dispose()
+
+
+@pytest.fixture
+def user(store: Store) -> UserInfo:
+    """A study owner."""
+    return make_user(store)
+
+
+def _study(store: Store, user: UserInfo, n_trials: int, **kwargs: object) -> int:
+    study, _ = store.studies.create(user, tiny_spec(Path("/nowhere"), n_trials=n_trials, **kwargs))
+    return study.id
+
+
+def test_racing_claims_never_exceed_the_budget(url: str, store: Store, user: UserInfo) -> None:
+    n_trials, racers = 25, 8
+    study_id = _study(store, user, n_trials)
+    claimed: list[int] = []
+    errors: list[BaseException] = []
+
+    def race(index: int) -> None:
+        # Each racer has its own engines and connections, like a worker process.
+        mine = open_worker_store(url)
+        try:
+            while (claim := mine.runs.claim_next(f"w{index}")) is not None:
+                claimed.append(claim.run_id)
+                mine.runs.finish(claim.run_id, state="complete", value=0.5)
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            mine.dispose()
+
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(racers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    assert len(claimed) == len(set(claimed)) == n_trials
+    runs = runs_of(store, study_id)
+    assert len(runs) == n_trials and all(r.state == "complete" for r in runs)
+    assert store.studies.get(study_id).status == "completed"
+
+
+def test_a_lost_attempt_hands_its_budget_unit_to_its_retry(store: Store, user: UserInfo) -> None:
+    study_id = _study(store, user, 2)
+    store.runs.register_worker("w1", hostname="h", pid=1, device="cpu")
+    first = store.runs.claim_next("w1")
+    assert first is not None
+    params = {"activation": "relu", "training.lr": 0.01}
+    store.runs.attach_trial(
+        first.run_id, trial_id=1, number=0, params=params, family="relu", config={"a": 1}
+    )
+    assert store.runs.reap_lost(grace_s=-1) == [first.run_id]  # silent "forever"
+    retry = store.runs.claim_next("w2")
+    assert retry is not None and retry.retry_of == first.run_id and retry.params == params
+    assert retry.attempt == 2
+    second = store.runs.claim_next("w3")
+    assert second is not None and second.params is None
+    assert store.runs.claim_next("w4") is None  # 2 units: the retry and the second trial
+    counts = store.studies.get(study_id).counts
+    assert counts["running"] == 2 and counts["failed"] == 0  # the lost attempt does not count
+    lost = next(r for r in runs_of(store, study_id) if r.id == first.run_id)
+    assert lost.failure_reason == "worker_lost" and not lost.counts_budget
+
+
+def test_attempts_are_limited(store: Store, user: UserInfo) -> None:
+    _study(store, user, 1)
+    for attempt in (1, 2, 3):
+        claim = store.runs.claim_next("w")
+        assert claim is not None and claim.attempt == attempt
+        store.runs.reap_lost(grace_s=-1)
+    assert store.runs.claim_next("w") is None  # max_attempts (3) used: no fourth
+    (*_, last) = runs_of(store, 1)
+    assert last.state == "failed" and last.counts_budget  # the trial's unit is spent
+
+
+def test_release_leaves_no_trace_and_gives_the_unit_back(store: Store, user: UserInfo) -> None:
+    study_id = _study(store, user, 1)
+    claim = store.runs.claim_next("w")
+    assert claim is not None
+    store.runs.release(claim.run_id)
+    assert runs_of(store, study_id) == []
+    again = store.runs.claim_next("w")
+    assert again is not None and again.params is None
+    store.runs.attach_trial(again.run_id, trial_id=7, number=0, params={}, family="relu", config={})
+    with pytest.raises(ValueError, match="finish it instead"):
+        store.runs.release(again.run_id)
+
+
+def test_release_puts_a_retry_back_in_the_queue(store: Store, user: UserInfo) -> None:
+    study_id = _study(store, user, 1)
+    first = store.runs.claim_next("w")
+    assert first is not None
+    store.runs.reap_lost(grace_s=-1)
+    retry = store.runs.claim_next("w")
+    assert retry is not None and retry.retry_of == first.run_id
+    store.runs.release(retry.run_id)
+    queued = [r for r in runs_of(store, study_id) if r.state == "queued"]
+    assert [r.id for r in queued] == [retry.run_id] and queued[0].worker_id is None
+
+
+def test_epoch_reports_are_idempotent_and_say_when_to_stop(store: Store, user: UserInfo) -> None:
+    study_id = _study(store, user, 2)
+    claim = store.runs.claim_next("w")
+    assert claim is not None
+    values = {"train_loss": 1.0, "img_per_s": 10.0, "elapsed_s": 1.0}
+    status = store.runs.report_epoch(claim.run_id, 0, val_acc=0.1, **values)
+    assert status.stop_reason is None
+    store.runs.report_epoch(claim.run_id, 0, val_acc=0.2, **values)  # a repeat overwrites
+    (run,) = runs_of(store, study_id)
+    assert run.epochs_done == 1
+    store.studies.transition(study_id, "pause")
+    assert store.runs.report_epoch(claim.run_id, 1, val_acc=0.3, **values).stop_reason is None
+    store.studies.transition(study_id, "resume")
+    store.studies.transition(study_id, "cancel")
+    status = store.runs.report_epoch(claim.run_id, 2, val_acc=0.4, **values)
+    assert status.stop_reason == "cancelled"
+    with store.db.session() as session:
+        session.execute(update(Run).where(Run.id == claim.run_id).values(state="failed"))
+    assert store.runs.status(claim.run_id).stop_reason == "worker_lost"
+
+
+def test_finish_is_stored_once_even_when_repeated(store: Store, user: UserInfo) -> None:
+    study_id = _study(store, user, 1)
+    store.runs.register_worker("w", hostname="h", pid=1, device="cpu")
+    claim = store.runs.claim_next("w")
+    assert claim is not None
+    record = {"val_acc": 0.5}
+    assert store.runs.finish(claim.run_id, state="complete", value=0.5, record=record)
+    # The acknowledgement was lost and the worker writes again: same outcome, nothing doubled.
+    assert store.runs.finish(claim.run_id, state="complete", value=0.5, record=record)
+    with store.db.session() as session:
+        worker = session.get(Worker, "w")
+        assert worker is not None and worker.trials_done == 1
+    assert store.studies.get(study_id).status == "completed"
+
+
+def test_paused_studies_are_not_claimed_until_resumed(store: Store, user: UserInfo) -> None:
+    study_id = _study(store, user, 1)
+    store.studies.transition(study_id, "pause")
+    assert store.runs.claim_next("w") is None
+    store.studies.transition(study_id, "resume")
+    claim = store.runs.claim_next("w")
+    assert claim is not None and claim.study_id == study_id
+
+
+def test_higher_priority_first_then_round_robin(store: Store, user: UserInfo) -> None:
+    low_a = _study(store, user, 5, name="a")
+    low_b = _study(store, user, 5, name="b")
+    high = _study(store, user, 1, name="high", priority=5)
+    order = []
+    for _ in range(5):
+        claim = store.runs.claim_next("w")
+        assert claim is not None
+        order.append(claim.study_id)
+    assert order[0] == high
+    assert order[1:] == [low_a, low_b, low_a, low_b]
+    assert store.runs.claim_next("w", study_ids=[low_b]).study_id == low_b  # type: ignore[union-attr]
