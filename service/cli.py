@@ -124,7 +124,7 @@ def follow(client: Client, study_id: int, interval: float = 2.0) -> int:
             if study["status"] in FINAL_STATUSES:
                 break
             time.sleep(interval)
-            study = client.get(f"/studies/{study_id}")
+            study = _poll(client, study_id)
     finally:
         bar.close()
     print_study(study)
@@ -132,6 +132,22 @@ def follow(client: Client, study_id: int, interval: float = 2.0) -> int:
         return _fail(f"study {study_id} ended {study['status']}"
                      + (f": {study['error']}" if study.get("error") else ""), 1)
     return 0
+
+
+POLL_OUTAGE_S = 300.0  # how long --follow rides out an unreachable API or database
+
+
+def _poll(client: Client, study_id: int) -> dict[str, Any]:
+    """The study's current state; a server restart or database outage is waited out."""
+    deadline = time.monotonic() + POLL_OUTAGE_S
+    while True:
+        try:
+            return dict(client.get(f"/studies/{study_id}"))
+        except ApiError as error:
+            if not (error.status == 0 or error.status >= 500) or time.monotonic() > deadline:
+                raise
+            log.warning("API unavailable (%s); retrying", error)
+            time.sleep(2.0)
 
 
 def print_study(study: dict[str, Any]) -> None:
