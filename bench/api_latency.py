@@ -24,6 +24,7 @@ import math
 import os
 import platform
 import random
+import shutil
 import socket
 import statistics
 import subprocess
@@ -465,6 +466,7 @@ def main() -> int:
             server.stop()
         if not args.keep:
             drop_database(url)
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
