@@ -47,7 +47,7 @@ from service.migrate import upgrade  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from service.store import Store  # noqa: E402
 from workers import objective  # noqa: E402
-from workers.objective import Training  # noqa: E402
+from workers.objective import Training, db_retry  # noqa: E402
 from workers.worker import SlotOptions, SlotWorker, open_worker_store  # noqa: E402
 
 PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"  # --server overrides
@@ -174,7 +174,7 @@ def _child(
 
     def watch() -> None:
         while not worker.stopping.wait(0.5):
-            if _status(store, study_id) not in ("queued", "running"):
+            if db_retry(lambda: _status(store, study_id), "poll") not in ("queued", "running"):
                 worker.request_stop()
 
     ready.put(slot)
@@ -227,7 +227,7 @@ def run_once(url: str, workers: int, trials: int, sampler: str, epochs: int, pro
         ready.get(timeout=300)
     started = time.perf_counter()
     go.set()
-    while _status(store, study.id) in ("queued", "running"):
+    while db_retry(lambda: _status(store, study.id), "poll") in ("queued", "running"):
         time.sleep(0.2)
     wall_s = time.perf_counter() - started
     per_process = [results.get(timeout=120) for _ in processes]
