@@ -268,9 +268,21 @@ class TrialRunner:
             data = self.training.load_data(dataset_config(spec))
         except DataMissing as error:
             return self._refuse(claim, str(error))
-        study = self._study(claim, spec)
-        trial = db_retry(lambda: self._trial(study, claim), "create the Optuna trial")
-        config = db_retry(lambda: suggest_config(trial, spec), "suggest the parameters")
+        except Exception as error:  # unreadable images, a wrong class count, ...
+            log.exception("study %s: loading its data failed", claim.study_id)
+            return self._refuse(claim, f"its data could not be loaded: {_describe(error)}")
+        try:
+            study = self._study(claim, spec)
+            trial = db_retry(lambda: self._trial(study, claim), "create the Optuna trial")
+        except Exception as error:
+            # The sampler refuses this study (e.g. a grid without all parameters fixed): no
+            # trial can ever start, so the owner is told instead of every worker failing forever.
+            log.exception("study %s: Optuna could not create a trial", claim.study_id)
+            return self._refuse(claim, f"Optuna could not create a trial: {_describe(error)}")
+        try:
+            config = db_retry(lambda: suggest_config(trial, spec), "suggest the parameters")
+        except Exception as error:
+            return self._failed_before_training(claim, study, trial, error)
         params = dict(trial.params)
         family = str(config["activation"]["family"])
         db_retry(
@@ -291,11 +303,32 @@ class TrialRunner:
         )  # fmt: skip
         return _Attempt(self, claim, study, trial, config, data).run()
 
+    def _failed_before_training(
+        self, claim: Claim, study: optuna.Study, trial: optuna.Trial, error: Exception
+    ) -> Outcome:
+        """The trial exists but its config could not be made: store it as an error, go on."""
+        trace = traceback.format_exc()
+        params = dict(trial.params)
+        db_retry(
+            lambda: self.store.runs.attach_trial(
+                claim.run_id,
+                trial_id=trial._trial_id,
+                number=trial.number,
+                params=params,
+                family=None,
+                config=None,
+            ),
+            "attach the trial",
+        )
+        attempt = _Attempt(self, claim, study, trial, {}, None)
+        return attempt._fail("error", f"no trial config: {_describe(error)}", None, trace)
+
     def _refuse(self, claim: Claim, message: str) -> Outcome:
         """The study cannot run here at all: fail it with the message, leave no run behind."""
         log.error("study %s cannot run: %s", claim.study_id, message)
-        db_retry(lambda: self.store.studies.fail(claim.study_id, message), "fail the study")
+        # Release first: a released retry goes back to the queue, which failing then cancels.
         db_retry(lambda: self.store.runs.release(claim.run_id), "release the run")
+        db_retry(lambda: self.store.studies.fail(claim.study_id, message), "fail the study")
         return Outcome("released", reason=message)
 
     def _study(self, claim: Claim, spec: StudySpec) -> optuna.Study:
@@ -660,6 +693,10 @@ class _Attempt:
             log.warning("run %s: its Optuna trial was already finished", self.run_id)
         except Exception:
             log.exception("run %s: Optuna could not be told the result", self.run_id)
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
 
 
 def _finite(value: float | None) -> float | None:

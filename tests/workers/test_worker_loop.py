@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -139,4 +140,26 @@ def test_diverging_trial_is_recorded_and_the_worker_goes_on(
     (trial,) = optuna.load_study(study_name=bad.optuna_name, storage=store.db.optuna).trials
     assert trial.state == TrialState.FAIL
     assert "failed (diverged at epoch" in log_text(log)
+    store.dispose()
+
+
+def test_sigterm_hands_the_running_trial_back_and_stops_cleanly(
+    tmp_path: Path, folder: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'actsearch.db'}"
+    store = open_store(url)
+    study, _ = store.studies.create(make_user(store), tiny_spec(folder, n_trials=1, epochs=500))
+    log = tmp_path / "worker.log"
+    with worker_processes(["--gpus", "cpu"], worker_env(url, tmp_path), log) as process:
+        wait_for(lambda: any(r.epochs_done >= 1 for r in runs_of(store, study.id)), 240, "an epoch")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, log_text(log)[-3000:]
+    lost, retry = runs_of(store, study.id)
+    assert lost.state == "failed" and lost.failure_reason == "worker_lost"
+    assert "signal" in (lost.failure_message or "")
+    assert 1 <= lost.epochs_done < 500 and not lost.counts_budget
+    assert retry.state == "queued" and retry.params == lost.params
+    (worker,) = workers_of(store)
+    assert worker.status == "stopped" and worker.current_run_id is None
+    assert "handed back" in log_text(log)
     store.dispose()
