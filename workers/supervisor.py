@@ -45,6 +45,9 @@ def visible_gpus() -> list[str]:
     Honours an inherited CUDA_VISIBLE_DEVICES: with "2,3" the children get "2" and "3". torch is
     asked in a short-lived subprocess so that the supervisor stays light.
     """
+    inherited = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if inherited is not None and not inherited.strip():
+        return []  # set and empty: this process is meant to see no GPU at all
     probe = "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)"
     try:
         done = subprocess.run(
@@ -54,7 +57,6 @@ def visible_gpus() -> list[str]:
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
         log.warning("could not ask torch for GPUs; using the CPU")
         return []
-    inherited = os.environ.get("CUDA_VISIBLE_DEVICES")
     if inherited:
         ids = [part.strip() for part in inherited.split(",") if part.strip()]
         return ids[:count]
