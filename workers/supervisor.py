@@ -153,12 +153,15 @@ class Supervisor:
         return all(c.done for c in self._children)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        # First signal: each child finishes its epoch and hands its run back. Second: the children
+        if not self._signals:
+            name = signal.Signals(signum).name
+            log.info("%s: stopping workers after their current epoch (again: stop now)", name)
+        self._stop_children()
+
+    def _stop_children(self) -> None:
+        # First time: each child finishes its epoch and hands its run back. Second: the children
         # stop at once (they hand back too). Third: kill.
         self._signals += 1
-        name = signal.Signals(signum).name
-        if self._signals == 1:
-            log.info("%s: stopping workers after their current epoch (again: stop now)", name)
         for child in self._children:
             if child.process is None or child.process.poll() is not None:
                 continue
@@ -191,7 +194,7 @@ class Supervisor:
         if code == EXIT_FATAL:
             log.error("%s cannot run (see its error above); stopping every slot", child.slot.label)
             self._fatal = True
-            self._on_signal(signal.SIGTERM, None)
+            self._stop_children()
             return
         ran_s = now - child.started_at
         child.restarts = 0 if ran_s >= HEALTHY_S else child.restarts + 1

@@ -7,6 +7,8 @@ import logging
 import os
 import sys
 
+from pydantic import ValidationError
+
 from service.settings import Settings
 
 log = logging.getLogger("actsearch.worker")
@@ -35,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--gpus",
         default=None,
-        help="GPUs to use: 0,1 | all | cpu (default: all GPUs if CUDA is available, else cpu)",
+        help="GPUs to use: 0,1 | all | cpu | auto (default auto: all GPUs if any, else cpu)",
     )
     parser.add_argument(
         "--per-gpu", type=int, default=1, help="worker processes per GPU (default 1)"
@@ -104,8 +106,12 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["log_level"] = args.log_level.upper()
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
-    except Exception as error:  # pydantic's ValidationError names the field
-        raise ValueError(str(error)) from error
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+            for e in error.errors()
+        )
+        raise ValueError(problems) from None
 
 
 def _configure_logging(level: str, slot: int | None) -> None:
