@@ -26,6 +26,7 @@ import time
 import traceback
 import uuid
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 LOG_TAIL_CHARS = 20_000
+DATA_CACHE_SIZE = 2  # decoded datasets kept per process (each may also hold a GPU copy)
+STUDY_CACHE_SIZE = 16  # loaded Optuna studies (with their trial caches) kept per process
 
 
 # -- database outages -----------------------------------------------------------------------
@@ -156,7 +159,7 @@ class TorchTraining(Training):
             torch.set_num_threads(options.threads)
         self.settings = settings
         self.device = torch.device("cuda:0" if options.device == "cuda" else "cpu")
-        self._data: dict[str, Any] = {}
+        self._data: OrderedDict[str, Any] = OrderedDict()
 
     def device_description(self, gpu_label: str) -> str:
         """cuda:<physical id> (<name>) or cpu."""
@@ -171,7 +174,11 @@ class TorchTraining(Training):
         from workers.data import DataUnavailableError, load_dataset
 
         key = json.dumps(dataset_cfg, sort_keys=True, default=str)
-        if key not in self._data:
+        if key in self._data:
+            self._data.move_to_end(key)
+        else:
+            while len(self._data) >= DATA_CACHE_SIZE:
+                self._data.popitem(last=False)  # a dataset (and its GPU copy) no study uses now
             try:
                 self._data[key] = load_dataset(
                     dataset_cfg,
@@ -332,8 +339,10 @@ class TrialRunner:
         return Outcome("released", reason=message)
 
     def _study(self, claim: Claim, spec: StudySpec) -> optuna.Study:
-        study = self._studies.get(claim.optuna_name)
+        study = self._studies.pop(claim.optuna_name, None)
         if study is None:
+            while len(self._studies) >= STUDY_CACHE_SIZE:
+                self._studies.pop(next(iter(self._studies)))  # least recently used first
             study = db_retry(
                 lambda: optuna.load_study(
                     study_name=claim.optuna_name,
@@ -343,7 +352,7 @@ class TrialRunner:
                 ),
                 "load the Optuna study",
             )
-            self._studies[claim.optuna_name] = study
+        self._studies[claim.optuna_name] = study  # (re)inserted last: most recently used
         return study
 
     @staticmethod
