@@ -1,5 +1,10 @@
 """One worker slot: register, heartbeat, then claim → train → report → finish until told to stop.
 
+A background thread heartbeats (the worker and its current run) every `heartbeat_s` and, at the
+same beat, fails runs whose worker has been silent for `grace_s` (`reap_lost`): every live worker
+reaps, busy or idle, so a lost run is retried within grace + one heartbeat. When nothing is
+runnable the loop sleeps about a second (jittered); database outages are waited out with back-off.
+
 Signals: the first SIGTERM/SIGINT lets the current epoch finish, then the run is handed back (a
 retry with the same parameters is queued at once) — unless that epoch was the run's last, in which
 case the run is finished normally. A second signal aborts the running epoch and hands back too.
