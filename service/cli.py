@@ -159,8 +159,8 @@ def print_study(study: dict[str, Any]) -> None:
         mean, std = family.get("mean"), family.get("std")
         spread = f"{mean:.4f} ± {std or 0:.4f}" if mean is not None else "—"
         best = family.get("best")
-        print(f"  {family['family']:<12} n={family.get('n', 0):<4} mean {spread}"
-              f"  best {best if best is None else f'{best:.4f}'}")
+        best_text = "—" if best is None else f"{best:.4f}"
+        print(f"  {family['family']:<12} n={family.get('n', 0):<4} mean {spread}  best {best_text}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
