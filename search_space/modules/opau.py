@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from search_space.registry import DEFAULT_FIT_INTERVAL, DEFAULT_FIT_TARGET
-
 from . import functional
 from .base import ActivationModule, ParamValues
 from .functional import Kernel, in_fp32
-from .pau import coefficient_pair, lift_zeros
+from .pau import coefficients_or_fit, lift_zeros
 
 
 class OPAU(ActivationModule):
@@ -31,15 +29,7 @@ class OPAU(ActivationModule):
             channels, params=params, options=options, scope=scope, trainable=trainable, clamp=clamp
         )
         basis, k, dl = str(self.options["basis"]), int(self.options["k"]), int(self.options["l"])
-        pair = coefficient_pair(params, ("c", "d"))
-        if pair is None:
-            from search_space.fits import initial_coefficients
-
-            fitted = initial_coefficients(
-                "opau", basis, k, dl, DEFAULT_FIT_TARGET, DEFAULT_FIT_INTERVAL
-            )
-            pair = list(fitted["c"]), list(fitted["d"])
-        c, d = pair
+        c, d = coefficients_or_fit(params, ("c", "d"), "opau", basis, (k, dl))
         if len(c) != k + 1 or len(d) != dl:
             raise ValueError(
                 f"OPAU (k={k}, l={dl}) needs {k + 1} numerator and {dl} denominator coefficients, "

@@ -38,6 +38,25 @@ def coefficient_pair(
     return [float(v) for v in first], [float(v) for v in second]
 
 
+def coefficients_or_fit(
+    params: ParamValues | None,
+    names: tuple[str, str],
+    family: str,
+    variant: str,
+    degrees: tuple[int, int],
+) -> tuple[list[float], list[float]]:
+    """The given coefficient vectors, else the default least-squares fit (PAU and OPAU)."""
+    pair = coefficient_pair(params, names)
+    if pair is not None:
+        return pair
+    from search_space.fits import initial_coefficients
+
+    fitted = initial_coefficients(
+        family, variant, *degrees, DEFAULT_FIT_TARGET, DEFAULT_FIT_INTERVAL
+    )
+    return list(fitted[names[0]]), list(fitted[names[1]])
+
+
 class PAU(ActivationModule):
     """P(x)/Q(x) with numerator a_0..a_m and a safe denominator (forms A, B, C) by default."""
 
@@ -57,15 +76,7 @@ class PAU(ActivationModule):
             channels, params=params, options=options, scope=scope, trainable=trainable, clamp=clamp
         )
         m, n, form = int(self.options["m"]), int(self.options["n"]), str(self.options["form"])
-        pair = coefficient_pair(params, ("a", "b"))
-        if pair is None:
-            from search_space.fits import initial_coefficients
-
-            fitted = initial_coefficients(
-                "pau", form, m, n, DEFAULT_FIT_TARGET, DEFAULT_FIT_INTERVAL
-            )
-            pair = list(fitted["a"]), list(fitted["b"])
-        a, b = pair
+        a, b = coefficients_or_fit(params, ("a", "b"), "pau", form, (m, n))
         n_b = n + 1 if form == "C" else n
         if len(a) != m + 1 or len(b) != n_b:
             raise ValueError(
