@@ -10,22 +10,20 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import optuna
 import pytest
 
 from service import migrate
 from service.db import make_engine
 from service.store import Store
+from tests.support import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "test-output" / "browser"
@@ -40,13 +38,6 @@ CHROMIUM_ARGS = [
 LOCAL_URL = re.compile(r"^(https?|wss?)://(127\.0\.0\.1|localhost)(:\d+)?/")
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -66,17 +57,7 @@ class Server:
 
 
 def _wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"uvicorn exited:\n{log_path.read_text()[-4000:]}")
-        try:
-            if httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"uvicorn did not answer within 60 s:\n{log_path.read_text()[-4000:]}")
+    wait_healthy(url, process, log_path)
 
 
 def start_server(home: Path, database_url: str) -> tuple[subprocess.Popen[bytes], str, Path]:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,16 +16,11 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
+from tests.support import free_port, wait_healthy
+
 ROOT = Path(__file__).resolve().parents[2]
 ACTSEARCH = [sys.executable, "-m", "service.cli"]
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -73,18 +66,12 @@ def start_service(home: Path, *, database_url: str | None, data: str | None,
                                    start_new_session=True)
     service = Service(url=f"http://127.0.0.1:{port}", home=home, env=env, process=process,
                       log=log)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"actsearch up exited early:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{service.url}/api/v1/health", timeout=2).status_code == 200:
-                return service
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    stop_service(service)
-    raise AssertionError(f"actsearch up did not answer in 120 s:\n{log.read_text()}")
+    try:
+        wait_healthy(service.url, process, log, timeout_s=120)
+    except RuntimeError as error:
+        stop_service(service)
+        raise AssertionError(f"actsearch up did not start: {error}") from error
+    return service
 
 
 def stop_service(service: Service) -> None:

@@ -8,10 +8,8 @@ store API (claim_next / attach_trial / report_epoch / finish) with real Optuna t
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ from service.app import create_app
 from service.db import make_engine
 from service.settings import Settings
 from service.store import Store, UserInfo
+from tests.support import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
@@ -247,13 +246,6 @@ def add_trial(
 
 
 # -- a real server -----------------------------------------------------------------------------
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class Server:
     """A uvicorn subprocess serving the app."""
@@ -281,18 +273,12 @@ def start_server(db_url: str, home: Path, *, env: dict[str, str] | None = None) 
             cwd=ROOT, env=environment, stdout=sink, stderr=subprocess.STDOUT,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"uvicorn exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200:
-                return Server(url, process, log)
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise RuntimeError(f"uvicorn did not answer within 60 s:\n{log.read_text()}")
+    try:
+        wait_healthy(url, process, log)
+    except RuntimeError:
+        process.kill()
+        raise
+    return Server(url, process, log)
 
 
 def stop_server(server: Server) -> None:
