@@ -484,7 +484,9 @@ class _Attempt:
             self.pending.epochs.append(report)
             self.pending.optuna.append((report.epoch, float(report.val_acc)))
             self._stop_if_asked(self._flush(), last)
-            prune = self._report_to_optuna()
+            # At the last epoch of the last seed pruning saves nothing and would file a whole
+            # result as pruned (TPE then ranks it below every complete trial): report only.
+            prune = self._report_to_optuna(consult_pruner=not last)
         else:
             log.info(
                 "run %s seed %d/%d epoch %d/%d: val_acc %.4f",
@@ -547,14 +549,14 @@ class _Attempt:
         except NotFound as error:
             raise Stop("abandoned") from error  # the study was deleted meanwhile
 
-    def _report_to_optuna(self) -> bool:
+    def _report_to_optuna(self, *, consult_pruner: bool = True) -> bool:
         """Report buffered values to Optuna; whether the pruner says stop (False if unreachable)."""
         try:
             while self.pending.optuna:
                 epoch, value = self.pending.optuna[0]
                 self.trial.report(value, epoch)
                 self.pending.optuna.pop(0)
-            if isinstance(self.study.pruner, optuna.pruners.NopPruner):
+            if not consult_pruner or isinstance(self.study.pruner, optuna.pruners.NopPruner):
                 return False  # spares the pruner's read of every trial in the study
             return bool(self.trial.should_prune())
         except optuna.exceptions.UpdateFinishedTrialError as error:

@@ -236,6 +236,29 @@ def test_pruner_stops_a_worse_trial(
     assert store.studies.get(study.id).status == "completed"
 
 
+def test_last_epoch_is_reported_but_never_pruned(
+    store: Store, user: UserInfo, folder: Path, training: TorchTraining
+) -> None:
+    # The pruner may act from the last epoch on only: by then the same worse trial as above has
+    # nothing left to save, so it must count as complete (a pruned full result would be ranked
+    # below every complete one by TPE).
+    spec = tiny_spec(folder, n_trials=2, epochs=4, lr={"choices": [0.5, 1e-7]}, pruner="median")
+    spec["pruner"] = {"name": "median", "n_startup_trials": 1, "n_warmup_steps": 3}
+    study, _ = store.studies.create(user, spec)
+    optuna_study = optuna.load_study(study_name=study.optuna_name, storage=store.db.optuna)
+    optuna_study.enqueue_trial({"training.lr": 0.5, "activation": "relu"})
+    optuna_study.enqueue_trial({"training.lr": 1e-7, "activation": "relu"})
+    runner = _runner(store, training)
+    for _ in range(2):
+        claim = store.runs.claim_next("w-test")
+        assert claim is not None
+        assert runner.run(claim).state == "complete"
+    good, bad = runs_of(store, study.id)
+    assert bad.value is not None and bad.value < good.value
+    assert [t.state for t in optuna_study.trials] == [TrialState.COMPLETE] * 2
+    assert optuna_study.trials[1].intermediate_values[3] == bad.value
+
+
 @pytest.mark.parametrize(
     ("sampler", "pruner"),
     [
