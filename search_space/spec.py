@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -66,6 +67,15 @@ SCHEDULES: tuple[str, ...] = ("onecycle", "cosine", "linear", "constant")
 PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp16", "fp32")
 SAMPLER_NAMES: tuple[str, ...] = ("tpe", "random", "cmaes", "qmc", "grid")
 PRUNER_NAMES: tuple[str, ...] = ("median", "percentile", "hyperband", "successive_halving", "none")
+# Bounds of the spec's counts and seeds. Our integer columns are 32-bit (service/db/models.py:
+# as_studies.priority, n_trials), Optuna's and numpy's seeds 32-bit unsigned, torch's 64-bit:
+# a value outside these is refused at submission, naming the field and the range.
+INT32_MAX = 2**31 - 1
+MAX_TRIALS = 100_000  # n_trials: a study's budget of trials
+PRIORITY_RANGE = (-(2**31), INT32_MAX)  # as_studies.priority; higher runs first
+MAX_SEEDS = 100  # seeds per configuration: each trial trains this many times
+MAX_EPOCHS = 10_000  # training.epochs
+SEED_RANGE = (0, INT32_MAX)  # seed, sampler.seed, dataset.split_seed
 # Activation entry keys that are not family parameters or options.
 ENTRY_KEYS: tuple[str, ...] = (
     "scope",
@@ -84,6 +94,26 @@ class SpecError(ValueError):
         self.errors = errors
         summary = "; ".join(f"{e['loc'] or '(spec)'}: {e['msg']}" for e in errors)
         super().__init__(f"invalid study spec: {summary}")
+
+
+def _within(name: str, low: int, high: int) -> AfterValidator:
+    """A validator refusing integers outside [low, high] with a message naming field and range."""
+
+    def check(value: int) -> int:
+        if not low <= value <= high:
+            raise PydanticCustomError(
+                "invalid_spec",
+                "{reason}",
+                {"reason": f"{name} must be between {low} and {high}, not {value}"},
+            )
+        return value
+
+    return AfterValidator(check)
+
+
+def _bounds(low: int, high: int) -> dict[str, Any]:
+    """The JSON-schema entry of a bounded integer (the validator above does the checking)."""
+    return {"minimum": low, "maximum": high}
 
 
 # -- distributions --------------------------------------------------------------------------
@@ -225,7 +255,9 @@ class DatasetSpec(BaseModel):
     path: str | None = Field(default=None, description="image folder or tarball (name: folder)")
     val_size: int = Field(default=5000, ge=0, description="images held out of train")
     train_subset: int | None = Field(default=None, ge=1, description="use only this many")
-    split_seed: int = 0
+    split_seed: Annotated[int, _within("dataset.split_seed", *SEED_RANGE)] = Field(
+        default=0, json_schema_extra=_bounds(*SEED_RANGE)
+    )
 
     @model_validator(mode="after")
     def _folder_needs_path(self) -> DatasetSpec:
@@ -276,7 +308,7 @@ class TrainingSpec(BaseModel):
 
 
 TRAINING_DOMAINS: dict[str, Domain] = {
-    "epochs": Domain("int", low=1),
+    "epochs": Domain("int", low=1, high=MAX_EPOCHS),
     "batch_size": Domain("int", low=1),
     "optimizer": Domain("str", choices=OPTIMIZERS),
     "lr": Domain("float", low=0.0, low_open=True),
@@ -329,7 +361,9 @@ class SamplerSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Literal["tpe", "random", "cmaes", "qmc", "grid"] = "tpe"
-    seed: int | None = None
+    seed: Annotated[int, _within("sampler.seed", *SEED_RANGE)] | None = Field(
+        default=None, json_schema_extra=_bounds(*SEED_RANGE)
+    )
     constant_liar: bool = Field(default=True, description="TPE: for parallel workers")
     multivariate: bool = Field(default=True, description="TPE")
     group: bool = Field(default=True, description="TPE: conditional spaces (needs multivariate)")
@@ -392,10 +426,26 @@ class StudySpec(BaseModel):
     )
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
-    n_trials: int = Field(default=20, ge=1)
-    seeds: int = Field(default=1, ge=1, description="seeds per configuration")
-    seed: int = 0
-    priority: int = 0
+    n_trials: Annotated[int, _within("n_trials", 1, MAX_TRIALS)] = Field(
+        default=20,
+        description="the study's budget of trials, baselines included (grid: see sampler)",
+        json_schema_extra=_bounds(1, MAX_TRIALS),
+    )
+    seeds: Annotated[int, _within("seeds", 1, MAX_SEEDS)] = Field(
+        default=1,
+        description="seeds per configuration (each trial trains this many times)",
+        json_schema_extra=_bounds(1, MAX_SEEDS),
+    )
+    seed: Annotated[int, _within("seed", *SEED_RANGE)] = Field(
+        default=0,
+        description="training seed of a trial's first run",
+        json_schema_extra=_bounds(*SEED_RANGE),
+    )
+    priority: Annotated[int, _within("priority", *PRIORITY_RANGE)] = Field(
+        default=0,
+        description="higher runs first (workers claim the highest-priority runnable study)",
+        json_schema_extra=_bounds(*PRIORITY_RANGE),
+    )
     timeouts: TimeoutsSpec = Field(default_factory=TimeoutsSpec)
 
     @field_validator("model", mode="before")
@@ -684,4 +734,3 @@ def parse_spec(source: str | bytes | Mapping[str, Any] | StudySpec) -> StudySpec
         return StudySpec.model_validate(dict(data))
     except ValidationError as exc:
         raise SpecError(spec_errors(exc)) from exc
-

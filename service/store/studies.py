@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from search_space.spec import SpecError, StudySpec, parse_spec
+from search_space.spec import StudySpec, parse_spec
 from search_space.suggest import baseline_params
 from service.db import Run, Study, User, utcnow
 from service.db.optuna_storage import optuna_study_name
@@ -91,21 +91,6 @@ def run_counts(session: Session, study_id: int) -> dict[str, int]:
     return counts
 
 
-INT32 = (-(2**31), 2**31 - 1)
-
-
-def check_storable(spec: StudySpec) -> None:
-    """Refuse values the spec allows but our 32-bit columns cannot hold, naming the field."""
-    low, high = INT32
-    errors = [
-        {"loc": name, "msg": f"must be between {low} and {high}"}
-        for name, value in (("priority", spec.priority), ("n_trials", spec.n_trials))
-        if not low <= value <= high
-    ]
-    if errors:
-        raise SpecError(errors)
-
-
 class Studies:
     """Create studies and move them through their lifecycle."""
 
@@ -123,8 +108,7 @@ class Studies:
         Returns (study, created); created is False when `idempotency_key` named an earlier one.
         Raises search_space.spec.SpecError for an invalid spec.
         """
-        spec = parse_spec(spec_input)
-        check_storable(spec)
+        spec = parse_spec(spec_input)  # its bounds keep priority and n_trials storable
         if idempotency_key:
             earlier = self._by_key(owner.id, idempotency_key, spec)
             if earlier is not None:

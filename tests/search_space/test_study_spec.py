@@ -15,7 +15,14 @@ import yaml
 from search_space.build import ActivationConfig, ActivationFactory
 from search_space.curves import prescreen
 from search_space.registry import ALIASES, FAMILIES
-from search_space.spec import MODEL_NAMES, SpecError, StudySpec, parse_spec
+from search_space.spec import (
+    MAX_TRIALS,
+    MODEL_NAMES,
+    PRIORITY_RANGE,
+    SpecError,
+    StudySpec,
+    parse_spec,
+)
 from search_space.suggest import (
     baseline_params,
     config_family,
@@ -379,6 +386,50 @@ def test_invalid_specs_name_the_field(path: str, value: Any, loc: str, message: 
     errors = info.value.errors
     assert isinstance(info.value, ValueError)
     assert any(e["loc"] == loc and message in e["msg"] for e in errors), errors
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "range_text"),
+    [
+        ("n_trials", 2**40, "between 1 and 100000"),
+        ("n_trials", 100_001, "between 1 and 100000"),
+        ("priority", 2**40, "between -2147483648 and 2147483647"),
+        ("priority", -(2**31) - 1, "between -2147483648 and 2147483647"),
+        ("seeds", 101, "between 1 and 100"),
+        ("seed", -1, "between 0 and 2147483647"),
+        ("seed", 2**63, "between 0 and 2147483647"),
+        ("sampler.seed", 2**32, "between 0 and 2147483647"),
+        ("dataset.split_seed", -5, "between 0 and 2147483647"),
+        ("training.epochs", 10**9, "[1, 10000]"),
+        ("training.epochs", {"low": 1, "high": 10**6}, "[1, 10000]"),
+    ],
+)
+def test_counts_and_seeds_are_bounded_naming_field_and_range(
+    path: str, value: Any, range_text: str
+) -> None:
+    # Unbounded before: a huge priority or n_trials passed the spec and overflowed a 32-bit
+    # column later; a huge seed or epoch count failed only inside a worker.
+    with pytest.raises(SpecError) as info:
+        parse_spec(_mutated(path, value))
+    assert [e["loc"] for e in info.value.errors] == [path]
+    assert range_text in info.value.errors[0]["msg"]
+    assert path in str(info.value)
+
+
+def test_bounds_fit_the_database_columns() -> None:
+    from service.db.models import Study  # the columns the spec's bounds protect
+
+    for column in ("priority", "n_trials"):
+        assert type(Study.__table__.c[column].type).__name__ == "Integer"  # 32-bit
+    int32 = (-(2**31), 2**31 - 1)
+    assert int32[0] <= PRIORITY_RANGE[0] and PRIORITY_RANGE[1] <= int32[1]
+    assert 1 <= MAX_TRIALS <= int32[1]
+    edges = {"n_trials": MAX_TRIALS, "priority": PRIORITY_RANGE[1], "seeds": 100,
+             "seed": 2**31 - 1}  # fmt: skip
+    spec = parse_spec({**_mutated("priority", PRIORITY_RANGE[0]), **edges})
+    assert (spec.n_trials, spec.priority) == (MAX_TRIALS, PRIORITY_RANGE[1])
+    schema = StudySpec.model_json_schema()["properties"]["n_trials"]
+    assert (schema["minimum"], schema["maximum"]) == (1, MAX_TRIALS)
 
 
 def test_several_errors_are_reported_together() -> None:

@@ -84,6 +84,17 @@ def test_values_our_columns_cannot_hold_are_422(client: httpx.Client, alice: Per
         response = submit(client, alice, spec(**{field: 2**40}))
         assert response.status_code == 422, response.text
         assert [e["loc"] for e in response.json()["detail"]] == [field]
+        assert "must be between" in response.json()["detail"][0]["msg"]
+
+
+def test_out_of_range_counts_are_422_naming_the_range(client: httpx.Client, alice: Person) -> None:
+    # The spec bounds them (it accepted any n_trials up to 2**31 - 1 before).
+    for field, value, allowed in (("n_trials", 100_001, "between 1 and 100000"),
+                                  ("seeds", 1_000, "between 1 and 100")):  # fmt: skip
+        response = submit(client, alice, spec(**{field: value}))
+        assert response.status_code == 422, response.text
+        (error,) = response.json()["detail"]
+        assert error["loc"] == field and allowed in error["msg"], error
 
 
 def test_unknown_family_and_missing_field_are_named(client: httpx.Client, alice: Person) -> None:
