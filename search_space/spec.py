@@ -9,6 +9,10 @@ Activation entries are flat: `smu: {alpha: {low: 0, high: 0.5}, mu: 1.0, scope: 
 trainable: {mu: true}}` — keys are the family's parameters and options (registry) plus scope,
 trainable, preset, init_target, init_interval and clamp.
 
+Budget: `n_trials` trials (1..MAX_TRIALS), baselines included. The grid sampler runs each
+configuration of the spec once and then the study is complete, so its budget is
+min(n_trials, grid size); its baselines are configurations of the grid (see SamplerSpec).
+
 Errors: `SpecError(errors=[{"loc": "activations.smu.alpha", "msg": ...}, ...])`, a ValueError.
 `StudySpec.model_validate` raises pydantic's ValidationError with the same locations, so the API
 can also use the model directly as a request body.
@@ -76,6 +80,7 @@ PRIORITY_RANGE = (-(2**31), INT32_MAX)  # as_studies.priority; higher runs first
 MAX_SEEDS = 100  # seeds per configuration: each trial trains this many times
 MAX_EPOCHS = 10_000  # training.epochs
 SEED_RANGE = (0, INT32_MAX)  # seed, sampler.seed, dataset.split_seed
+MAX_GRID_POINTS = 1_000_000  # distinct configurations of a grid study
 # Activation entry keys that are not family parameters or options.
 ENTRY_KEYS: tuple[str, ...] = (
     "scope",
@@ -356,11 +361,23 @@ class ActivationSpec(BaseModel):
 
 
 class SamplerSpec(BaseModel):
-    """Optuna sampler."""
+    """Optuna sampler.
+
+    `grid` runs every configuration once: each activation family with every combination of its
+    own searched values and of the searched model/training values (all need a step or choices;
+    at most MAX_GRID_POINTS configurations). The study's budget is min(n_trials, grid size), so
+    a grid study is complete once searched; a smaller n_trials runs a spread-out part of it.
+    Baselines are configurations of the grid (their family's defaults, searched model/training
+    fields at the spec default's nearest grid value): they run first and are not run again.
+    `seed` only breaks ties there.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Literal["tpe", "random", "cmaes", "qmc", "grid"] = "tpe"
+    name: Literal["tpe", "random", "cmaes", "qmc", "grid"] = Field(
+        default="tpe",
+        description="grid: every configuration once, budget min(n_trials, grid size)",
+    )
     seed: Annotated[int, _within("sampler.seed", *SEED_RANGE)] | None = Field(
         default=None, json_schema_extra=_bounds(*SEED_RANGE)
     )
@@ -422,7 +439,8 @@ class StudySpec(BaseModel):
     )
     baselines: list[str] = Field(
         default_factory=list,
-        description="families enqueued first at their defaults (added to activations if absent)",
+        description="families enqueued first at their defaults (added to activations if absent);"
+        " model/training values are the sampler's, except on a grid (see sampler)",
     )
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
@@ -491,6 +509,12 @@ class StudySpec(BaseModel):
                     "the grid sampler needs discrete values: give a step or choices for "
                     + ", ".join(continuous),
                 )
+            elif not errors.items and (size := grid_size(self)) > MAX_GRID_POINTS:
+                errors.add(
+                    ("sampler", "name"),
+                    f"the grid has {size} configurations, more than {MAX_GRID_POINTS}: "
+                    "give fewer values, or use another sampler",
+                )
         errors.raise_if_any()
         return self
 
@@ -505,6 +529,51 @@ class StudySpec(BaseModel):
 
 def _is_continuous(dim: SearchDim) -> bool:
     return isinstance(dim.dist, Range) and dim.kind == "float" and dim.dist.step is None
+
+
+# -- grid -------------------------------------------------------------------------------------
+def is_shared_dim(dim: SearchDim) -> bool:
+    """A model or training parameter: searched in every family's configurations."""
+    return dim.name.split(".", 1)[0] in ("model", "training")
+
+
+def grid_count(dim: SearchDim) -> int:
+    """How many values a discrete dimension has on the grid (without listing them)."""
+    dist = dim.dist
+    if isinstance(dist, Choices):
+        return len(dist.choices)
+    if dist.step is None and dim.kind == "float":
+        raise ValueError(f"{dim.name} is continuous: the grid needs a step or choices")
+    step = dist.step or 1
+    if dim.kind == "int":
+        return (int(dist.high) - int(dist.low)) // int(step) + 1
+    return math.floor((dist.high - dist.low) / step + 1e-9) + 1
+
+
+def grid_values(dim: SearchDim) -> list[Any]:
+    """The values of a discrete dimension on the grid, low to high (choices in their order)."""
+    dist = dim.dist
+    if isinstance(dist, Choices):
+        return list(dist.choices)
+    count = grid_count(dim)
+    if dim.kind == "int":
+        return [int(dist.low) + i * int(dist.step or 1) for i in range(count)]
+    assert dist.step is not None  # grid_count refused a continuous range
+    return [round(dist.low + i * dist.step, 12) for i in range(count)]
+
+
+def grid_size(spec: StudySpec) -> int:
+    """Distinct configurations of a grid over the spec: a family's parameters vary only with it.
+
+    Each family contributes the product of its own searched parameters' counts, times the
+    product of the searched model/training parameters' counts (shared by every family).
+    """
+    shared = math.prod(grid_count(d) for d in spec.search_space() if is_shared_dim(d))
+    per_family = sum(
+        math.prod(grid_count(d) for d in activation_dims(key, entry))
+        for key, entry in spec.activations.items()
+    )
+    return shared * per_family
 
 
 def _check_section(

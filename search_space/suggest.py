@@ -10,11 +10,16 @@ they go straight into the resolved trial config.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import math
+import random
 import warnings
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import optuna
+from optuna.trial import TrialState
 
 from search_space.registry import (
     DEFAULT_FIT_INTERVAL,
@@ -24,15 +29,24 @@ from search_space.registry import (
 )
 from search_space.spec import (
     ActivationSpec,
+    AugmentSpec,
     Choices,
+    ModelSpec,
     Range,
     SearchDim,
     SpecError,
     StudySpec,
+    TrainingSpec,
     activation_dims,
+    grid_size,
+    grid_values,
     is_searched,
+    is_shared_dim,
     option_or_param_domain,
 )
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
 
 TrialLike = optuna.trial.BaseTrial
 
@@ -160,16 +174,60 @@ def baseline_params(spec: StudySpec) -> list[dict[str, Any]]:
 
     Each pins `activation` and every conditional `<family>.*` parameter of that family to its
     registry default (clipped into the spec's range, or the first choice when the default is
-    not among the choices). Model/training parameters are left to the sampler.
+    not among the choices). Model/training parameters are left to the sampler, except with the
+    grid sampler: there a baseline pins every parameter of its configuration onto the grid
+    (searched model/training fields at their spec defaults, or the nearest grid value), so it
+    *is* one of the grid's configurations and the grid does not run it a second time.
     """
     keys = spec.family_keys()
+    grid = spec.sampler.name == "grid"
     out = []
     for key in spec.baselines:
-        params: dict[str, Any] = {"activation": key} if len(keys) > 1 else {}
+        params: dict[str, Any] = {}
+        if grid:
+            for dim in spec.search_space():
+                if is_shared_dim(dim):
+                    params[dim.name] = _nearest(grid_values(dim), _field_default(dim.name))
+        if len(keys) > 1:
+            params["activation"] = key
         for dim in activation_dims(key, spec.activations[key]):
-            params[dim.name] = _default_for(key, dim)
+            default = _default_for(key, dim)
+            params[dim.name] = _nearest(grid_values(dim), default) if grid else default
         out.append(params)
     return out
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "model": ModelSpec,
+    "training": TrainingSpec,
+    "training.augment": AugmentSpec,
+}
+
+
+def _field_default(name: str) -> Any:
+    """The spec's default for a model/training field, e.g. 0.1 for `training.lr`."""
+    section, field = name.rsplit(".", 1)
+    return _SECTIONS[section].model_fields[field].default
+
+
+def _nearest(values: Sequence[Any], value: Any) -> Any:
+    """`value` if it is on the grid, else the nearest number on it (else the first choice)."""
+    try:
+        return values[_value_index(values, value)]
+    except ValueError:
+        pass
+    numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if numbers and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return min(numbers, key=lambda v: abs(float(v) - float(value)))
+    return values[0]
+
+
+def _value_index(values: Sequence[Any], value: Any) -> int:
+    """Position of `value` among grid values (1 == 1.0, but True is not 1); ValueError if absent."""
+    for i, candidate in enumerate(values):
+        if candidate == value and isinstance(candidate, bool) == isinstance(value, bool):
+            return i
+    raise ValueError(f"{value!r} is not on the grid")
 
 
 def config_family(params: dict[str, Any], spec: StudySpec | None = None) -> str:
@@ -185,26 +243,261 @@ def config_family(params: dict[str, Any], spec: StudySpec | None = None) -> str:
     raise ValueError("cannot tell the family from these params; pass the study spec")
 
 
-# -- sampler and pruner ---------------------------------------------------------------------
+# -- grid ---------------------------------------------------------------------------------------
 def grid_search_space(spec: StudySpec) -> dict[str, list[Any]]:
-    """Every searched parameter's values for optuna's GridSampler; continuous ones raise."""
+    """Every searched parameter's grid values (continuous ones raise SpecError)."""
     space: dict[str, list[Any]] = {}
     for dim in spec.search_space():
-        dist = dim.dist
-        if isinstance(dist, Choices):
-            space[dim.name] = list(dist.choices)
-        elif dim.kind == "int":
-            space[dim.name] = list(range(int(dist.low), int(dist.high) + 1, int(dist.step or 1)))
-        elif dist.step is not None:
-            count = math.floor((dist.high - dist.low) / dist.step + 1e-9) + 1
-            space[dim.name] = [round(dist.low + i * dist.step, 12) for i in range(count)]
-        else:
-            raise SpecError(
-                [{"loc": "sampler.name", "msg": f"grid needs a step or choices for {dim.name}"}]
-            )
+        try:
+            space[dim.name] = grid_values(dim)
+        except ValueError as error:
+            raise SpecError([{"loc": "sampler.name", "msg": str(error)}]) from error
     return space
 
 
+def trial_budget(spec: StudySpec) -> int:
+    """How many trials the study runs: n_trials, or fewer when a grid has fewer configurations.
+
+    A grid is searched exhaustively and then the study is complete: its budget is
+    min(n_trials, grid size), baselines included (they are configurations of the grid).
+    """
+    if spec.sampler.name == "grid":
+        return min(spec.n_trials, grid_size(spec))
+    return spec.n_trials
+
+
+@dataclass(frozen=True)
+class _Branch:
+    """One family's block of the grid: configurations offset .. offset + size - 1."""
+
+    fixed: dict[str, Any]  # {"activation": key} when the spec has several families
+    names: tuple[str, ...]  # searched parameters of this family's configurations
+    values: tuple[list[Any], ...]
+    offset: int
+    size: int
+
+    def point(self, local: int) -> dict[str, Any]:
+        """The params of configuration `local` of this block (mixed radix, last name fastest)."""
+        out = dict(self.fixed)
+        for name, values in zip(reversed(self.names), reversed(self.values), strict=True):
+            local, i = divmod(local, len(values))
+            out[name] = values[i]
+        return out
+
+    def matching(self, fixed: Mapping[str, Any]) -> Iterator[int] | None:
+        """Global indices of this block's configurations that agree with `fixed`, lazily.
+
+        None when `fixed` rules the block out (another family, or a value not on the grid).
+        Fixed names that are not this block's parameters are ignored: they are never suggested.
+        """
+        if any(fixed[k] != v for k, v in self.fixed.items() if k in fixed):
+            return None
+        choices: list[range | list[int]] = []
+        for name, values in zip(self.names, self.values, strict=True):
+            if name in fixed:
+                try:
+                    choices.append([_value_index(values, fixed[name])])
+                except ValueError:
+                    return None
+            else:
+                choices.append(range(len(values)))
+        radices = [len(v) for v in self.values]
+
+        def indices() -> Iterator[int]:
+            for digits in itertools.product(*choices):
+                local = 0
+                for digit, radix in zip(digits, radices, strict=True):
+                    local = local * radix + digit
+                yield self.offset + local
+
+        return indices()
+
+
+class SpecGrid:
+    """The distinct configurations of a grid study, indexed 0 .. size - 1 without listing them.
+
+    Unlike a plain product over every parameter (Optuna's GridSampler), a family's own
+    parameters vary only within that family's configurations: relu is not trained once per
+    value of smu.alpha.
+    """
+
+    def __init__(self, spec: StudySpec) -> None:
+        space = grid_search_space(spec)
+        dims = spec.search_space()
+        shared = [d.name for d in dims if is_shared_dim(d)]
+        keys = spec.family_keys()
+        self.branches: list[_Branch] = []
+        offset = 0
+        for key in keys:
+            names = [*shared, *(d.name for d in activation_dims(key, spec.activations[key]))]
+            values = tuple(space[name] for name in names)
+            size = math.prod(len(v) for v in values)
+            fixed = {"activation": key} if len(keys) > 1 else {}
+            self.branches.append(_Branch(fixed, tuple(names), values, offset, size))
+            offset += size
+        self.size = offset
+
+    def point(self, index: int) -> dict[str, Any]:
+        """The Optuna params of configuration `index`."""
+        for branch in self.branches:
+            if index < branch.offset + branch.size:
+                return branch.point(index - branch.offset)
+        raise IndexError(f"the grid has {self.size} configurations, not {index + 1}")
+
+    def matching(self, fixed: Mapping[str, Any]) -> Iterator[int]:
+        """Indices of the configurations that agree with the fixed params (lazily)."""
+        found = (branch.matching(fixed) for branch in self.branches)
+        return itertools.chain.from_iterable(i for i in found if i is not None)
+
+    def index_of(self, params: Mapping[str, Any]) -> int | None:
+        """The configuration a trial's params pin down completely, if they do."""
+        for branch in self.branches:
+            if all(name in params for name in branch.names):
+                found = branch.matching(params)
+                if found is not None:
+                    return next(found, None)
+        return None
+
+    def spread(self, number: int) -> int:
+        """Configuration for trial `number`: a fixed permutation that spreads consecutive numbers.
+
+        Every worker process computes the same one (trial numbers are unique), so workers asking
+        at the same time take different configurations; a golden-ratio stride spreads a budget
+        smaller than the grid over all of it.
+        """
+        stride = max(1, round(self.size * 0.6180339887))
+        while math.gcd(stride, self.size) != 1:
+            stride += 1
+        return (number * stride) % self.size
+
+
+GRID_POINT_ATTR = "actsearch_grid_point"
+
+
+class SpecGridSampler(optuna.samplers.BaseSampler):
+    """Exhaustive search over a spec's distinct configurations, for ask-and-tell workers.
+
+    Each new trial takes a configuration no finished or running trial has (enqueued trials,
+    baselines and retries take the one their fixed params agree with), so the grid is covered
+    once. It never calls `study.stop()`: the study's budget (`trial_budget`) ends it, and
+    Optuna's GridSampler raising from `stop()` outside `optimize()` made every last `tell` fail.
+    `seed` only breaks ties (which free configuration, when the preferred one is taken).
+    """
+
+    def __init__(self, spec: StudySpec, seed: int | None = None) -> None:
+        self.grid = SpecGrid(spec)
+        self._rng = random.Random(seed)
+        self._chosen: dict[int, int] = {}  # trial id -> configuration, for this process's trials
+
+    def reseed_rng(self) -> None:
+        """New randomness for tie-breaking (Optuna calls this in forked workers)."""
+        self._rng.seed()
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: optuna.trial.FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        """No relative sampling: every value comes from the trial's configuration."""
+        return {}
+
+    def sample_relative(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        search_space: dict[str, BaseDistribution],
+    ) -> dict[str, Any]:
+        """No relative sampling."""
+        return {}
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """Give the trial its configuration (stored as a system attribute all workers read)."""
+        fixed = dict(trial.system_attrs.get("fixed_params") or {})
+        index = trial.system_attrs.get(GRID_POINT_ATTR)
+        if index is None:
+            index = self._choose(study, trial.number, fixed)
+            if index is None:
+                return  # fixed params off the grid: sample_independent says which
+            study._storage.set_trial_system_attr(trial._trial_id, GRID_POINT_ATTR, index)
+        self._chosen[trial._trial_id] = int(index)
+
+    def sample_independent(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        """The value of `param_name` in the trial's configuration."""
+        index = self._chosen.get(trial._trial_id, trial.system_attrs.get(GRID_POINT_ATTR))
+        if index is None:
+            fixed = trial.system_attrs.get("fixed_params")
+            raise ValueError(
+                f"no grid configuration agrees with this trial's fixed parameters {fixed}; "
+                f"cannot choose {param_name}"
+            )
+        point = self.grid.point(int(index))
+        if param_name not in point:
+            raise ValueError(f"{param_name} is not a parameter of grid configuration {point}")
+        return point[param_name]
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        """Forget the trial; the budget, not study.stop(), ends a grid study."""
+        self._chosen.pop(trial._trial_id, None)
+
+    def is_exhausted(self, study: optuna.Study) -> bool:
+        """Whether every configuration has a finished trial."""
+        return len(self._taken(study, finished_only=True)) >= self.grid.size
+
+    def _taken(self, study: optuna.Study, *, finished_only: bool = False) -> set[int]:
+        """Configurations of finished and running trials (and of waiting enqueued ones)."""
+        taken: set[int] = set()
+        # The storage, not `study`: pruners hand samplers a filtered view of the trials.
+        for t in study._storage.get_all_trials(study._study_id, deepcopy=False):
+            if finished_only and not t.state.is_finished():
+                continue
+            index = t.system_attrs.get(GRID_POINT_ATTR)
+            if index is None:  # not started yet, or made before this sampler: read its params
+                index = self.grid.index_of({**t.system_attrs.get("fixed_params", {}), **t.params})
+            if index is not None:
+                taken.add(int(index))
+        return taken
+
+    def _choose(self, study: optuna.Study, number: int, fixed: dict[str, Any]) -> int | None:
+        taken = self._taken(study)
+        if not fixed:
+            preferred = self.grid.spread(number)
+            if preferred not in taken:
+                return preferred
+        # Free configurations agreeing with the fixed params; up to 64 random tries first, which
+        # is enough unless most of the grid is taken, then a scan.
+        candidates = self.grid.matching(fixed) if fixed else None
+        if candidates is None:
+            for _ in range(64):
+                index = self._rng.randrange(self.grid.size)
+                if index not in taken:
+                    return index
+            candidates = iter(range(self.grid.size))
+        free: list[int] = []
+        first: int | None = None
+        for index in candidates:
+            first = index if first is None else first
+            if index not in taken:
+                free.append(index)
+        if free:
+            return self._rng.choice(free)
+        # Everything is taken (a retry, or more trials than configurations): a repeat, the one
+        # the fixed params name when they name one.
+        if first is None:
+            return None
+        return first if fixed else self._rng.randrange(self.grid.size)
+
+
+# -- sampler and pruner ---------------------------------------------------------------------
 def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     """The Optuna sampler the spec names (TPE defaults to constant_liar for parallel workers)."""
     s = spec.sampler
@@ -231,7 +524,7 @@ def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.samplers.QMCSampler(qmc_type=s.qmc_type, scramble=True, seed=s.seed)
-    return optuna.samplers.GridSampler(grid_search_space(spec), seed=s.seed)
+    return SpecGridSampler(spec, seed=s.seed)
 
 
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
@@ -266,6 +559,8 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
 
 
 __all__ = [
+    "SpecGrid",
+    "SpecGridSampler",
     "baseline_params",
     "config_family",
     "grid_search_space",
@@ -274,4 +569,5 @@ __all__ = [
     "make_sampler",
     "suggest_activation",
     "suggest_config",
+    "trial_budget",
 ]

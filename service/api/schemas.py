@@ -133,7 +133,7 @@ class UserCreated(BaseModel):
 class Progress(Out):
     """Where a study's budget stands: trials by state and what is left to run."""
 
-    budget: int = Field(description="n_trials of the spec")
+    budget: int = Field(description="trials the study runs: n_trials, or a smaller grid's size")
     complete: int
     pruned: int
     failed: int
@@ -172,7 +172,7 @@ class StudyPublic(Out):
     owner_id: int
     status: str = Field(description="queued | running | paused | completed | cancelled | failed")
     priority: int
-    n_trials: int
+    n_trials: int = Field(description="the budget: the spec's n_trials, or a smaller grid's size")
     error: str | None
     created_at: UtcDatetime
     updated_at: UtcDatetime

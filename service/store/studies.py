@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from search_space.spec import StudySpec, parse_spec
-from search_space.suggest import baseline_params
+from search_space.suggest import baseline_params, trial_budget
 from service.db import Run, Study, User, utcnow
 from service.db.optuna_storage import optuna_study_name
 from service.store.base import Conflict, Database, NotFound
@@ -153,7 +153,8 @@ class Studies:
                 spec_version=spec.version,
                 status="queued",
                 priority=spec.priority,
-                n_trials=spec.n_trials,
+                # The budget: n_trials, or a smaller grid's size (a grid study ends when searched).
+                n_trials=trial_budget(spec),
                 optuna_name=f"pending-{uuid.uuid4().hex}",
                 idempotency_key=key,
                 created_at=now,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import warnings
 from typing import Any
@@ -21,15 +22,19 @@ from search_space.spec import (
     PRIORITY_RANGE,
     SpecError,
     StudySpec,
+    grid_size,
     parse_spec,
 )
 from search_space.suggest import (
+    SpecGrid,
+    SpecGridSampler,
     baseline_params,
     config_family,
     grid_search_space,
     make_pruner,
     make_sampler,
     suggest_config,
+    trial_budget,
 )
 
 QUICKSTART = """
@@ -280,7 +285,115 @@ def test_grid_sampler_enumerates_discrete_values() -> None:
     space = grid_search_space(spec)
     assert space == {"training.lr": [0.1, 0.2, 0.3], "training.epochs": [1, 2, 3],
                      "activation": ["relu", "smu"], "smu.mu": [1.0, 2.0]}  # fmt: skip
-    assert isinstance(make_sampler(spec), optuna.samplers.GridSampler)
+    assert isinstance(make_sampler(spec), SpecGridSampler)
+
+
+def _grid_spec(**changes: Any) -> StudySpec:
+    data = {
+        "name": "g", "sampler": {"name": "grid", "seed": 1}, "n_trials": 100,
+        "training": {"lr": {"choices": [0.05, 0.2]}, "epochs": {"low": 1, "high": 2}},
+        "activations": {"relu": {}, "smu": {"mu": {"choices": [1.0, 2.0, 3.0]}},
+                        "gelu": {"approximate": {"choices": ["none", "tanh"]}}},
+        "baselines": ["relu", "smu"],
+    }  # fmt: skip
+    return parse_spec({**data, **changes})
+
+
+def _every_configuration(spec: StudySpec) -> set[tuple[tuple[str, Any], ...]]:
+    """The distinct configurations by brute force: a family's parameters only within it."""
+    space = grid_search_space(spec)
+    shared = {k: v for k, v in space.items() if k.split(".")[0] in ("model", "training")}
+    out = set()
+    for key in spec.family_keys():
+        own = {k: v for k, v in space.items() if k.startswith(f"{key}.")}
+        names = [*shared, *own]
+        for values in itertools.product(*(space[n] for n in names)):
+            out.add(
+                tuple(sorted({"activation": key, **dict(zip(names, values, strict=True))}.items()))
+            )
+    return out
+
+
+def _ask_tell_all(study: optuna.Study, spec: StudySpec, n: int) -> list[dict[str, Any]]:
+    """Run n trials the way workers do (ask, suggest, tell), outside study.optimize."""
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        suggest_config(trial, spec)
+        study.tell(trial, 0.5)  # raised RuntimeError (study.stop outside optimize) before
+        out.append(trial.params)
+    return out
+
+
+def test_grid_counts_each_family_configuration_once_and_caps_the_budget() -> None:
+    spec = _grid_spec()
+    # lr × epochs × (relu + smu.mu + gelu.approximate) = 2 × 2 × (1 + 3 + 2); Optuna's plain
+    # product (activation × smu.mu × gelu.approximate) would have run relu 6 times per value.
+    assert grid_size(spec) == len(_every_configuration(spec)) == 24
+    assert SpecGrid(spec).size == 24
+    assert trial_budget(spec) == 24  # n_trials 100: the grid is searched once, then complete
+    assert trial_budget(_grid_spec(n_trials=10)) == 10
+    assert trial_budget(parse_spec(QUICKSTART)) == 60  # other samplers: n_trials
+    grid = SpecGrid(spec)
+    points = [grid.point(i) for i in range(grid.size)]
+    assert {tuple(sorted(p.items())) for p in points} == _every_configuration(spec)
+    assert all(grid.index_of(p) == i for i, p in enumerate(points))
+
+
+def test_grid_baselines_pin_every_parameter_on_the_grid_and_take_their_configuration() -> None:
+    spec = _grid_spec()
+    baselines = baseline_params(spec)
+    # Training fields at their spec defaults' nearest grid values (lr 0.1 -> 0.05, epochs
+    # 10 -> 2), family parameters at the registry defaults (smu mu 1.0).
+    assert baselines == [
+        {"training.lr": 0.05, "training.epochs": 2, "activation": "relu"},
+        {"training.lr": 0.05, "training.epochs": 2, "activation": "smu", "smu.mu": 1.0},
+    ]
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=make_sampler(spec))
+    for params in baselines:
+        study.enqueue_trial(params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an out-of-range or off-grid fixed value would warn
+        ran = _ask_tell_all(study, spec, trial_budget(spec))
+    assert ran[:2] == baselines
+    assert {tuple(sorted(p.items())) for p in ran} == _every_configuration(spec)  # each once
+    assert isinstance(study.sampler, SpecGridSampler) and study.sampler.is_exhausted(study)
+    # Past the grid (n_trials larger elsewhere): a repeat, never an error.
+    again = _ask_tell_all(study, spec, 1)[0]
+    assert tuple(sorted(again.items())) in _every_configuration(spec)
+
+
+def test_grid_workers_with_their_own_samplers_take_different_configurations() -> None:
+    # Every worker process has its own sampler (and, from the worker, its own seed): they must
+    # agree on what each configuration index means, and asks in flight must not collide.
+    spec = _grid_spec()
+    storage = optuna.storages.InMemoryStorage()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    name = optuna.create_study(storage=storage, direction="maximize").study_name
+    workers = [
+        optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(
+            spec.model_copy(update={"sampler": spec.sampler.model_copy(update={"seed": seed})})
+        ))
+        for seed in (11, 12, 13)
+    ]  # fmt: skip
+    ran: list[dict[str, Any]] = []
+    while len(ran) < grid_size(spec):
+        in_flight = [(w, w.ask()) for w in workers[: grid_size(spec) - len(ran)]]
+        for _, trial in in_flight:
+            suggest_config(trial, spec)
+        for worker, trial in in_flight:
+            worker.tell(trial, 0.5)
+            ran.append(trial.params)
+    assert {tuple(sorted(p.items())) for p in ran} == _every_configuration(spec)
+
+
+def test_grid_with_too_many_configurations_is_refused() -> None:
+    with pytest.raises(SpecError) as info:
+        _grid_spec(training={"epochs": {"low": 1, "high": 10_000},
+                             "batch_size": {"low": 1, "high": 1000}})  # fmt: skip
+    (error,) = info.value.errors
+    assert error["loc"] == "sampler.name" and "60000000 configurations" in error["msg"]
 
 
 @pytest.mark.parametrize(
