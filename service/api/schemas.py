@@ -292,24 +292,32 @@ class StudyExport(BaseModel):
 
 # -- leaderboard -------------------------------------------------------------------------------
 class LeaderboardRow(Out):
-    """One family's finished trials against the baseline family."""
+    """One family's complete trials against the baseline family."""
 
     family: str
-    n: int
+    n: int = Field(description="complete trials with a value")
     mean: Metric
-    std: Metric
-    best: Metric
-    best_number: int | None
+    std: Metric = Field(description="sample standard deviation over the complete trials")
+    best: Metric = Field(description="the ranking statistic: the best complete trial's value")
+    best_number: int | None = Field(description="the best trial's number")
     mean_test_acc: Metric
     delta_vs_baseline: Metric = Field(description="mean minus the baseline family's mean")
     is_baseline: bool
+    rank: int = Field(description="1 = first: by best, then mean, then name")
+    median: Metric
+    best_std: Metric = Field(description="the best trial's standard deviation over its seeds")
+    best_test_acc: Metric = Field(description="the best trial's test accuracy")
+    delta_best_vs_baseline: Metric = Field(description="best minus the baseline family's best")
+    states: dict[str, int] = Field(description="the family's attempts by state")
 
 
 class Leaderboard(BaseModel):
-    """Families ranked by mean value."""
+    """Families ranked by their best trial's value (then mean, then name); see `ranking`."""
 
     study_id: int
     baseline: str
+    ranked_by: str = Field(description="the statistic rows are ranked by: best")
+    ranking: str = Field(description="how families are ranked, in words")
     rows: list[LeaderboardRow]
 
 

@@ -7,19 +7,15 @@ data ready for JSON. Large columns (`record`, `config`) are never read here.
 from __future__ import annotations
 
 import math
-import statistics
 from collections import defaultdict
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service.api.routes.exports import baseline_family
-from service.db import Epoch, Run, Study
-from service.store import Database, NotFound
-
-RUN_STATES = ("queued", "running", "complete", "pruned", "failed", "cancelled")
+from service.db import Epoch, Run
+from service.store import Database
+from service.store import queries as store_queries
 
 
 def _finite(value: float | None) -> float | None:
@@ -27,75 +23,36 @@ def _finite(value: float | None) -> float | None:
 
 
 # -- families: leaderboard and headline --------------------------------------------------------
-def _spread(values: list[float]) -> tuple[float | None, float | None, float | None]:
-    if not values:
-        return None, None, None
-    mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else None
-    return mean, std, statistics.median(values)
-
-
-@dataclass
-class _FamilyRows:
-    values: list[float]
-    best: tuple[float, int | None, float | None, float | None] | None  # value, number, std, test
-    states: dict[str, int]
-
-
-def _family_rows(session: Session, study_id: int) -> dict[str, _FamilyRows]:
-    rows = session.execute(
-        select(Run.family, Run.state, Run.value, Run.trial_number, Run.value_std, Run.test_acc)
-        .where(Run.study_id == study_id, Run.trial_number.is_not(None))
-    ).all()
-    families: dict[str, _FamilyRows] = {}
-    for family, state, value, number, std, test in rows:
-        entry = families.setdefault(
-            family or "?", _FamilyRows([], None, dict.fromkeys(RUN_STATES, 0))
-        )
-        entry.states[state] = entry.states.get(state, 0) + 1
-        value = _finite(value)
-        if state != "complete" or value is None:
-            continue
-        entry.values.append(value)
-        if entry.best is None or value > entry.best[0]:
-            entry.best = (value, number, std, test)
-    return families
-
-
 def leaderboard(db: Database, study_id: int) -> dict[str, Any]:
-    """Per-family statistics of complete trials, best first, with Δ against the baseline."""
-    with db.session() as session:
-        study = session.get(Study, study_id)
-        if study is None:
-            raise NotFound(f"study {study_id} does not exist")
-        spec = study.spec
-        families = _family_rows(session, study_id)
-    baseline = baseline_family(spec)
-    table: list[dict[str, Any]] = []
-    for name, entry in families.items():
-        mean, std, median = _spread(entry.values)
-        best = entry.best
-        table.append(
-            {
-                "family": name,
-                "n_complete": len(entry.values),
-                "states": entry.states,
-                "best": best[0] if best else None,
-                "best_trial": best[1] if best else None,
-                "best_std": best[2] if best else None,
-                "best_test_acc": best[3] if best else None,
-                "mean": mean,
-                "std": std,
-                "median": median,
-            }
-        )
-    table.sort(key=lambda r: (r["best"] is None, -(r["best"] or 0.0), r["family"]))
-    base_row = next((r for r in table if r["family"] == baseline), None)
-    for row in table:
-        row["is_baseline"] = row["family"] == baseline
-        row["delta_best"] = _delta(row["best"], base_row["best"] if base_row else None)
-        row["delta_mean"] = _delta(row["mean"], base_row["mean"] if base_row else None)
-    return {"baseline": baseline, "families": table, "headline": _headline(table, base_row)}
+    """The study's family leaderboard (the API's, in its rank order) and the headline."""
+    board = store_queries.leaderboard(db, study_id)
+    table: list[dict[str, Any]] = [
+        {
+            "family": row.family,
+            "rank": row.rank,
+            "n_complete": row.n,
+            "states": row.states,
+            "best": row.best,
+            "best_trial": row.best_number,
+            "best_std": row.best_std,
+            "best_test_acc": row.best_test_acc,
+            "mean": row.mean,
+            "std": row.std,
+            "median": row.median,
+            "is_baseline": row.is_baseline,
+            "delta_best": row.delta_best_vs_baseline,
+            "delta_mean": row.delta_vs_baseline,
+        }
+        for row in board.rows
+    ]
+    base_row = next((r for r in table if r["is_baseline"]), None)
+    return {
+        "baseline": board.baseline,
+        "ranked_by": board.ranked_by,
+        "ranking": store_queries.RANKING,
+        "families": table,
+        "headline": _headline(table, base_row),
+    }
 
 
 def _delta(value: float | None, reference: float | None) -> float | None:

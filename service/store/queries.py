@@ -12,7 +12,7 @@ import binascii
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
@@ -237,6 +237,7 @@ class FamilyStats:
     mean: float | None
     std: float | None
     mean_test_acc: float | None
+    states: dict[str, int] = field(default_factory=dict)  # attempts by state
 
 
 @dataclass(frozen=True)
@@ -285,9 +286,11 @@ def study_aggregates(session: Session, study_id: int) -> StudyAggregates:
                 "squares": None,
                 "n_test": 0,
                 "test_total": None,
+                "states": dict.fromkeys(RUN_STATES, 0),
             },
         )
         family["runs"] += int(row.runs)
+        family["states"][row.state] = family["states"].get(row.state, 0) + int(row.runs)
         if row.state == "complete" and row.n:
             family.update(
                 n=int(row.n), best=row.best, total=float(row.total), squares=float(row.squares)
@@ -302,6 +305,7 @@ def study_aggregates(session: Session, study_id: int) -> StudyAggregates:
             mean=f["total"] / f["n"] if f["n"] else None,
             std=sample_std(f["n"], f["total"], f["squares"]),
             mean_test_acc=float(f["test_total"]) / f["n_test"] if f["n_test"] else None,
+            states=f["states"],
         )
         for name, f in sorted(families.items())
     ]
@@ -736,69 +740,156 @@ def export_trials(db: Database, study_id: int) -> list[dict[str, Any]]:
 
 
 # -- leaderboard -------------------------------------------------------------------------------
+DEFAULT_BASELINE = "relu"
+RANKED_BY = "best"
+RANKING = (
+    "Families are ranked by best: the highest validation accuracy among their complete trials "
+    "(the tuned configuration a search is after; mean and median also reflect how wide a "
+    "family's search ranges are). Ties go to the higher mean, then the name; families without "
+    "a complete trial come last. n, mean ± std, median, test accuracy and the differences to "
+    "the baseline family are columns."
+)
+
+
 @dataclass(frozen=True)
 class LeaderRow:
-    """One family against the baseline."""
+    """One family of a study against the baseline family (statistics of complete trials)."""
 
     family: str
-    n: int
-    mean: float | None
-    std: float | None
+    rank: int  # 1 = first, in the order of rank_key
+    n: int  # complete trials with a value
     best: float | None
-    best_number: int | None
+    best_number: int | None  # the best trial
+    best_std: float | None  # its standard deviation over seeds (seeds > 1)
+    best_test_acc: float | None  # its test accuracy
+    mean: float | None
+    std: float | None  # sample standard deviation over the family's complete trials
+    median: float | None
     mean_test_acc: float | None
-    delta_vs_baseline: float | None
+    delta_vs_baseline: float | None  # mean minus the baseline family's mean
+    delta_best_vs_baseline: float | None  # best minus the baseline family's best
     is_baseline: bool
+    states: dict[str, int]  # attempts by state
 
 
-def study_spec(db: Database, study_id: int) -> dict[str, Any]:
-    """A study's stored spec (without counting its runs)."""
+@dataclass(frozen=True)
+class LeaderboardView:
+    """A study's families in rank order, with the baseline they are compared against."""
+
+    baseline: str
+    ranked_by: str
+    rows: list[LeaderRow]
+
+
+def baseline_family(spec: dict[str, Any]) -> str:
+    """The family trials are compared against: the spec's first baseline, else relu."""
+    baselines = spec.get("baselines") or []
+    if isinstance(baselines, list) and baselines:
+        first = baselines[0]
+        if isinstance(first, str):
+            return first
+        if isinstance(first, dict) and isinstance(first.get("family"), str):
+            return str(first["family"])
+    return DEFAULT_BASELINE
+
+
+def rank_key(stats: FamilyStats) -> tuple[bool, float, float, str]:
+    """The one order of families, for the API, the dashboard and every export (see RANKING)."""
+    best = stats.best if stats.best is not None and math.isfinite(stats.best) else None
+    mean = stats.mean if stats.mean is not None and math.isfinite(stats.mean) else None
+    return (
+        best is None,
+        -(best if best is not None else 0.0),
+        -(mean if mean is not None else -math.inf),
+        stats.family,
+    )
+
+
+def leaderboard(db: Database, study_id: int) -> LeaderboardView:
+    """Every family with a trial, ranked by rank_key, each against the baseline family.
+
+    Three statements whatever the study's size: the grouped aggregates (answered from the
+    covering index), then one probe per family for its best trial and one for its median.
+    """
     with db.session() as session:
         spec = session.scalar(select(Study.spec).where(Study.id == study_id))
-    if spec is None:
-        raise NotFound(f"study {study_id} does not exist")
-    return dict(spec)
-
-
-def leaderboard(db: Database, study_id: int, baseline: str) -> list[LeaderRow]:
-    """Families with complete trials ranked by mean value, each against the baseline's mean."""
-    with db.session() as session:
-        stats = [s for s in family_stats(session, study_id) if s.n > 0]
-        if not stats:
-            _require_study(session, study_id)
-        best_numbers = _best_numbers(session, study_id, [s.family for s in stats])
-    base = next((s.mean for s in stats if s.family == baseline), None)
-    rows = [
-        LeaderRow(
-            family=s.family,
-            n=s.n,
-            mean=s.mean,
-            std=s.std,
-            best=s.best,
-            best_number=best_numbers.get(s.family),
-            mean_test_acc=s.mean_test_acc,
-            delta_vs_baseline=(s.mean - base) if s.mean is not None and base is not None else None,
-            is_baseline=s.family == baseline,
+        if spec is None:
+            raise NotFound(f"study {study_id} does not exist")
+        stats = sorted(family_stats(session, study_id), key=rank_key)
+        scored = {s.family: s.n for s in stats if s.n}
+        best_trials = _best_trials(session, study_id, list(scored))
+        medians = _medians(session, study_id, scored)
+    baseline = baseline_family(dict(spec))
+    base = next((s for s in stats if s.family == baseline), None)
+    rows = []
+    for rank, s in enumerate(stats, start=1):
+        number, best_std, best_test = best_trials.get(s.family, (None, None, None))
+        rows.append(
+            LeaderRow(
+                family=s.family,
+                rank=rank,
+                n=s.n,
+                best=s.best,
+                best_number=number,
+                best_std=best_std,
+                best_test_acc=best_test,
+                mean=s.mean,
+                std=s.std,
+                median=medians.get(s.family),
+                mean_test_acc=s.mean_test_acc,
+                delta_vs_baseline=_delta(s.mean, base.mean if base else None),
+                delta_best_vs_baseline=_delta(s.best, base.best if base else None),
+                is_baseline=s.family == baseline,
+                states=dict(s.states),
+            )
         )
-        for s in stats
-    ]
-    return sorted(rows, key=lambda r: (-(r.mean if r.mean is not None else -math.inf), r.family))
+    return LeaderboardView(baseline=baseline, ranked_by=RANKED_BY, rows=rows)
 
 
-def _best_numbers(session: Session, study_id: int, families: Sequence[str]) -> dict[str, int]:
-    """The best trial's number per family: one statement, one index probe per family."""
+def _delta(value: float | None, reference: float | None) -> float | None:
+    return None if value is None or reference is None else value - reference
+
+
+def _best_trials(
+    session: Session, study_id: int, families: Sequence[str]
+) -> dict[str, tuple[int | None, float | None, float | None]]:
+    """(number, value_std, test_acc) of each family's best trial: one statement, an index probe
+    per family."""
     if not families:
         return {}
     probes = [
-        select(Run.family, Run.trial_number)
+        select(Run.family, Run.trial_number, Run.value_std, Run.test_acc)
         .where(Run.study_id == study_id, Run.family == family, SCORED)
         .order_by(Run.value.desc(), Run.id)
         .limit(1)
         .subquery()
         for family in families
     ]
-    statement = union_all(*(select(probe.c.family, probe.c.trial_number) for probe in probes))
-    return {family: number for family, number in session.execute(statement)}
+    statement = union_all(
+        *(select(p.c.family, p.c.trial_number, p.c.value_std, p.c.test_acc) for p in probes)
+    )
+    return {family: (number, std, test) for family, number, std, test in session.execute(statement)}
+
+
+def _medians(session: Session, study_id: int, counts: dict[str, int]) -> dict[str, float]:
+    """Each family's median value: the one or two middle values, read in index order."""
+    if not counts:
+        return {}
+    probes = [
+        select(Run.family, Run.value)
+        .where(Run.study_id == study_id, Run.family == family, SCORED)
+        .order_by(Run.value, Run.id)
+        .offset((n - 1) // 2)
+        .limit(1 if n % 2 else 2)
+        .subquery()
+        for family, n in counts.items()
+    ]
+    middle: dict[str, list[float]] = {}
+    for family, value in session.execute(
+        union_all(*(select(p.c.family, p.c.value) for p in probes))
+    ):
+        middle.setdefault(family, []).append(float(value))
+    return {family: sum(values) / len(values) for family, values in middle.items()}
 
 
 # -- workers -------------------------------------------------------------------------------------

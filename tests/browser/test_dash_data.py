@@ -222,6 +222,11 @@ def test_summary_matches_the_trials(world: World) -> None:
     assert [r["best"] for r in summary["families"]] == sorted(
         (r["best"] for r in summary["families"]), reverse=True
     )
+    # The API's leaderboard: the same ranking (one function ranks both).
+    board = world.get(f"/api/v1/studies/{world.study.id}/leaderboard")
+    assert summary["ranked_by"] == board["ranked_by"] == "best"
+    assert [r["family"] for r in board["rows"]] == [r["family"] for r in summary["families"]]
+    assert [r["rank"] for r in summary["families"]] == list(range(1, len(rows) + 1))
 
 
 def test_values_params_and_curves(world: World) -> None:

@@ -13,6 +13,7 @@ from playwright.sync_api import expect
 from test_dash_studies import spec_text
 
 from service.store import Store
+from service.store.queries import leaderboard
 
 pytestmark = pytest.mark.browser
 
@@ -83,6 +84,10 @@ def test_study_page_compares_families_and_pages_filters_sorts_trials(
     family_column = page.locator("#trials-table tbody tr td:nth-child(2)").all_inner_texts()
     expect(board).to_have_count(len(set(family_column)))
     expect(page.locator('#leaderboard tr[data-family="relu"] .badge')).to_have_text("baseline")
+    # In the API leaderboard's order (one ranking, by best), and the page says so.
+    expect(page.locator("#baseline-note")).to_have_text("ranked by best · Δ against relu")
+    api_order = [r.family for r in leaderboard(store.db, study_id).rows]
+    assert board.evaluate_all("rows => rows.map(r => r.dataset.family)") == api_order
 
     # Charts are drawn (importance may say "not enough trials" for small families).
     for chart in CHARTS:

@@ -81,7 +81,7 @@ def test_leaderboard_ranks_families_against_the_baseline(
     board = response.json()
     assert board["baseline"] == "relu"
     rows = {r["family"]: r for r in board["rows"]}
-    assert [r["family"] for r in board["rows"]] == ["smu", "relu", "gelu"]  # by mean, best first
+    assert [r["family"] for r in board["rows"]] == ["smu", "relu", "gelu"]  # by best
     relu_mean = statistics.mean(VALUES["relu"])
     for family, values in VALUES.items():
         row = rows[family]
@@ -96,6 +96,17 @@ def test_leaderboard_ranks_families_against_the_baseline(
             assert row["std"] is None
     assert rows["relu"]["is_baseline"] and not rows["smu"]["is_baseline"]
     assert rows["smu"]["best_number"] is not None
+    # Added fields (the earlier ones keep their meaning): how the rows are ranked, and the
+    # dashboard's columns.
+    assert board["ranked_by"] == "best" and "best" in board["ranking"]
+    assert [r["rank"] for r in board["rows"]] == [1, 2, 3]
+    relu_best = max(VALUES["relu"])
+    for family, values in VALUES.items():
+        row = rows[family]
+        assert row["median"] == pytest.approx(statistics.median(values))
+        assert row["delta_best_vs_baseline"] == pytest.approx(max(values) - relu_best)
+        assert row["best_test_acc"] == pytest.approx(max(values) - 0.02)
+    assert rows["smu"]["states"]["pruned"] == 1 and rows["relu"]["states"]["running"] == 1
 
 
 def test_leaderboard_as_csv_and_latex(client: httpx.Client, scored: dict[str, Any]) -> None:
@@ -111,6 +122,52 @@ def test_leaderboard_as_csv_and_latex(client: httpx.Client, scored: dict[str, An
     assert r"$\Delta$ vs relu" in text
     smu_line = next(line for line in text.splitlines() if line.startswith("smu &"))
     assert f"{statistics.mean(VALUES['smu']):.4f}" in smu_line and "+0.0300" in smu_line
+
+
+def test_api_and_dashboard_rank_families_the_same_way(client: httpx.Client, store: Store) -> None:
+    # Families whose best and mean disagree: the API ranked by mean (steady first), the
+    # dashboard by best (spiky first). Both now use one ranking: best, then mean, then name.
+    owner = new_person(store, "rank")
+    study, _ = store.studies.create(
+        owner.info,
+        spec(name="rank", n_trials=10, activations={"relu": {}, "elu": {}, "gelu": {}}),
+    )
+    values = {"elu": [0.90, 0.60, 0.66], "relu": [0.80, 0.80], "gelu": [0.70, 0.80]}
+    for family, family_values in values.items():
+        for value in family_values:
+            add_trial(store, study.id, family=family, value=value)
+    add_trial(store, study.id, family="swish", value=None, state="failed")
+    api_board = client.get(f"/api/v1/studies/{study.id}/leaderboard", headers=owner.headers).json()
+    dash_board = client.get(
+        f"/dashboard/data/studies/{study.id}/summary", headers=owner.headers
+    ).json()
+    # relu and gelu share their best (0.80): the higher mean (relu) goes first.
+    expected = ["elu", "relu", "gelu"]
+    assert [r["family"] for r in api_board["rows"]] == expected
+    assert [r["family"] for r in dash_board["families"]] == [*expected, "swish"]  # no result: last
+    assert api_board["ranked_by"] == dash_board["ranked_by"] == "best"
+    assert dash_board["headline"]["family"] == "elu"
+    for api_row, dash_row in zip(api_board["rows"], dash_board["families"], strict=False):
+        assert api_row["rank"] == dash_row["rank"]
+        assert (api_row["best"], api_row["mean"], api_row["median"]) == (
+            dash_row["best"], dash_row["mean"], dash_row["median"]
+        )  # fmt: skip
+    csv_rows = list(
+        csv.DictReader(
+            io.StringIO(
+                client.get(
+                    f"/api/v1/studies/{study.id}/leaderboard",
+                    params={"format": "csv"},
+                    headers=owner.headers,
+                ).text
+            )
+        )
+    )
+    assert [r["family"] for r in csv_rows] == expected
+    dash_csv = client.get(
+        f"/dashboard/data/studies/{study.id}/leaderboard.csv", headers=owner.headers
+    ).text
+    assert [r["family"] for r in csv.DictReader(io.StringIO(dash_csv))] == [*expected, "swish"]
 
 
 def test_leaderboard_without_results_is_empty(client: httpx.Client, store: Store) -> None:

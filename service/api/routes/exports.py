@@ -20,29 +20,16 @@ from service.api.schemas import (
     error_responses,
 )
 from service.api.views import study_detail
-from service.store.queries import LeaderRow, export_trials, leaderboard, study_spec
+from service.store.queries import RANKING, LeaderRow, export_trials, leaderboard
 from service.store.queries import study_detail as load_study_detail
 
 router = APIRouter(tags=["exports"])
 
-DEFAULT_BASELINE = "relu"
 CSV_FIELDS = (
     "run_id", "number", "attempt", "retry_of", "state", "family", "value", "value_std",
     "test_acc", "epochs_done", "duration_s", "img_per_s", "peak_mem_bytes", "failure_reason",
     "failure_epoch", "worker_id", "created_at", "started_at", "finished_at",
 )  # fmt: skip
-
-
-def baseline_family(spec: dict[str, Any]) -> str:
-    """The family trials are compared against: the spec's first baseline, else relu."""
-    baselines = spec.get("baselines") or []
-    if isinstance(baselines, list) and baselines:
-        first = baselines[0]
-        if isinstance(first, str):
-            return first
-        if isinstance(first, dict) and isinstance(first.get("family"), str):
-            return str(first["family"])
-    return DEFAULT_BASELINE
 
 
 def _cell(value: Any) -> Any:
@@ -104,7 +91,7 @@ def _fmt(value: float | None, digits: int = 4, signed: bool = False) -> str:
 
 
 def leaderboard_csv(rows: Iterable[LeaderRow]) -> str:
-    """The leaderboard as CSV."""
+    """The leaderboard as CSV, in rank order."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     fields = (
@@ -117,6 +104,11 @@ def leaderboard_csv(rows: Iterable[LeaderRow]) -> str:
         "mean_test_acc",
         "delta_vs_baseline",
         "is_baseline",
+        # added later, so that earlier columns keep their places
+        "rank",
+        "median",
+        "best_test_acc",
+        "delta_best_vs_baseline",
     )
     writer.writerow(fields)
     for row in rows:
@@ -135,7 +127,7 @@ def _latex_escape(text: str) -> str:
 
 
 def leaderboard_latex(rows: Iterable[LeaderRow], baseline: str) -> str:
-    """The leaderboard as a booktabs LaTeX table (mean ± std, best, Δ vs the baseline)."""
+    """The leaderboard as a booktabs LaTeX table in rank order (mean ± std, best, Δ mean)."""
     lines = [
         r"\begin{tabular}{lrrrr}",
         r"\toprule",
@@ -172,15 +164,21 @@ def get_leaderboard(
     _user: CurrentUser,
     format: Annotated[Literal["json", "csv", "latex"], Query()] = "json",
 ) -> Any:
-    """Activation families ranked by mean value: n, mean ± std, best, Δ mean vs the baseline."""
-    baseline = baseline_family(study_spec(store.db, study_id))
-    rows = leaderboard(store.db, study_id, baseline)
+    """Activation families with a complete trial, ranked by their best value (then mean).
+
+    Columns: n, mean ± std, median, best (its trial, test accuracy), mean test accuracy, and Δ
+    mean / Δ best against the baseline family. The dashboard ranks the same way.
+    """
+    board = leaderboard(store.db, study_id)
+    rows = [row for row in board.rows if row.n]  # families without a complete trial: not here
     if format == "csv":
         return Response(leaderboard_csv(rows), media_type="text/csv; charset=utf-8")
     if format == "latex":
-        return Response(leaderboard_latex(rows, baseline), media_type="application/x-latex")
+        return Response(leaderboard_latex(rows, board.baseline), media_type="application/x-latex")
     return Leaderboard(
         study_id=study_id,
-        baseline=baseline,
+        baseline=board.baseline,
+        ranked_by=board.ranked_by,
+        ranking=RANKING,
         rows=[LeaderboardRow.model_validate(row) for row in rows],
     )

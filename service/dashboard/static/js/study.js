@@ -79,7 +79,10 @@ function renderHeadline(summary) {
 }
 
 function renderLeaderboard(summary) {
-  $("#baseline-note").textContent = summary.baseline ? `Δ against ${summary.baseline}` : "";
+  // Ranked on the server (the API's leaderboard order); the note says by what.
+  const note = $("#baseline-note");
+  note.textContent = `ranked by ${summary.ranked_by}` + (summary.baseline ? ` · Δ against ${summary.baseline}` : "");
+  note.title = summary.ranking || "";
   const rows = summary.families.map((f) => el("tr", { class: f.is_baseline ? "baseline" : "", dataset: { family: f.family } },
     el("td", {}, f.family, f.is_baseline ? el("span", { class: "badge outline", style: "margin-left:6px" }, "baseline") : null),
     el("td", { class: "num" }, String(f.n_complete)),
