@@ -58,6 +58,9 @@ class TrialRecord:
     precision: str  # "bf16", "fp16" or "fp32" as actually used
     activation_params: dict[str, Any] = field(default_factory=dict)  # {"initial":…, "final":…}
     activation_curves: dict[str, Any] = field(default_factory=dict)  # {"initial":…, "final":…}
+    # What the accuracies above measured: {"weights": "raw" | "ema", "tta": "none" | "flip"}.
+    # With "ema", the final activation parameters and curves are the averaged ones too.
+    evaluation: dict[str, Any] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -78,11 +81,19 @@ def _json_safe(value: Any) -> Any:
 
 
 def build_manifest(
-    config: dict[str, Any], device: torch.device, checksum: str, seed: int
+    config: dict[str, Any],
+    device: torch.device,
+    checksum: str,
+    seed: int,
+    resolved_training: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Code, library, machine and data versions that produced a result."""
+    """Code, library, machine and data versions that produced a result.
+
+    resolved_training is the "training" part as the trainer ran it, every default filled in
+    (config is kept exactly as given).
+    """
     cuda = device.type == "cuda"
-    return {
+    manifest = {
         "git_sha": git_sha(),
         "packages": package_versions(),
         "cuda": torch.version.cuda if cuda else None,
@@ -97,6 +108,9 @@ def build_manifest(
         "platform": platform.platform(),
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if resolved_training is not None:
+        manifest["resolved_training"] = resolved_training
+    return manifest
 
 
 @functools.lru_cache(maxsize=1)

@@ -8,7 +8,11 @@ Failures are classified (diverged, oom, timeout, error) as TrialFailure; pruning
 Optional "training" keys beyond docs/architecture.md, for fast recipes such as the proxy network:
 ``bias_lr_scale`` (lr multiplier for norm and bias parameters, airbench's bias scaler; default 1),
 ``lookahead`` (``{"start_epoch", "every", "decay", "power"}``: airbench's EMA of the weights that is
-copied back into the net; default off) and ``betas`` (AdamW; default [0.9, 0.999]).
+copied back into the net; default off), ``betas`` (AdamW; default [0.9, 0.999]), ``ema``
+(``{"decay", "start_epoch", "every"}``: an EMA of the weights kept beside the net and used for
+every evaluation and for the recorded final activation parameters; default off) and ``tta``
+(``"none"`` or ``"flip"``: evaluation averages the logits of each image and its mirror image;
+default none). docs/workers.md has the details.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ import logging
 import math
 import time
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -39,17 +44,20 @@ log = logging.getLogger(__name__)
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("onecycle", "cosine", "linear", "constant")
 FAILURE_KINDS = ("diverged", "oom", "timeout", "error")
+TTA_MODES = ("none", "flip")
 WHITENING_IMAGES = 5000  # images used by data-dependent initialisation (proxy whitening)
 CURVE_GRID = np.linspace(-4.0, 4.0, 81)
 # On CUDA, reading the loss forces a sync; check for NaN and stop requests every this many steps.
 CHECK_EVERY_CUDA = 25
 
 __all__ = [
+    "EmaConfig",
     "EpochReport",
     "TrainingConfig",
     "TrialCancelled",
     "TrialFailure",
     "TrialRecord",
+    "eval_logits",
     "recipe",
     "train_trial",
 ]
@@ -83,6 +91,48 @@ class LookaheadConfig:
     decay: float = 0.95  # per-step decay, raised to `every`
     power: float = 3.0  # decay ramps in as (step / total_steps) ** power
 
+    def check(self) -> None:
+        """Raise ValueError naming the first bad field."""
+        _check_average("lookahead", self.start_epoch, self.every, self.decay)
+        if not self.power >= 0:
+            raise ValueError(f"lookahead.power must be >= 0, not {self.power!r}")
+
+
+@dataclass(frozen=True)
+class EmaConfig:
+    """An exponential moving average of the weights, evaluated instead of the net (never copied
+    back into it while training)."""
+
+    decay: float = 0.999  # per-step decay in [0, 1), raised to `every`; 0 = the net's own weights
+    start_epoch: int = 1  # first epoch (0-based) that averages; until then the EMA is the net
+    every: int = 1  # steps between updates
+
+    def check(self) -> None:
+        """Raise ValueError naming the first bad field."""
+        _check_average("ema", self.start_epoch, self.every, self.decay)
+
+
+def _check_average(name: str, start_epoch: int, every: int, decay: float) -> None:
+    if not isinstance(start_epoch, int) or isinstance(start_epoch, bool) or start_epoch < 0:
+        raise ValueError(f"{name}.start_epoch must be an integer >= 0, not {start_epoch!r}")
+    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+        raise ValueError(f"{name}.every must be an integer >= 1, not {every!r}")
+    if not isinstance(decay, int | float) or isinstance(decay, bool) or not 0 <= decay < 1:
+        raise ValueError(f"{name}.decay must be a number in [0, 1), not {decay!r}")
+
+
+def _sub_config(cls: type[Any], name: str, value: Any) -> Any:
+    """Build a nested config dataclass from a mapping; unknown keys and non-mappings are errors."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a mapping or null, not {value!r}")
+    valid = [f.name for f in fields(cls)]
+    unknown = sorted(set(value) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown {name} keys {', '.join(unknown)}; valid: {', '.join(valid)}")
+    config = cls(**value)
+    config.check()
+    return config
+
 
 @dataclass(frozen=True)
 class TrainingConfig:
@@ -105,6 +155,8 @@ class TrainingConfig:
     bias_lr_scale: float = 1.0
     lookahead: LookaheadConfig | None = None
     betas: tuple[float, float] = (0.9, 0.999)
+    ema: EmaConfig | None = None  # evaluate an EMA of the weights (see EmaConfig); None = off
+    tta: str = "none"  # test-time augmentation at every evaluation: "none" or "flip"
 
     @classmethod
     def from_dict(cls, value: dict[str, Any]) -> TrainingConfig:
@@ -115,8 +167,12 @@ class TrainingConfig:
             log.warning("ignoring unknown training keys: %s", ", ".join(extra))
         kwargs = {k: v for k, v in value.items() if k in known}
         kwargs["augment"] = AugmentConfig.from_dict(value.get("augment"))
-        if value.get("lookahead"):
-            kwargs["lookahead"] = LookaheadConfig(**value["lookahead"])
+        lookahead, ema = value.get("lookahead"), value.get("ema")
+        # An empty lookahead mapping has always meant off; an empty ema one means the defaults.
+        kwargs["lookahead"] = (
+            _sub_config(LookaheadConfig, "lookahead", lookahead) if lookahead else None
+        )
+        kwargs["ema"] = None if ema is None else _sub_config(EmaConfig, "ema", ema)
         if "betas" in value:
             kwargs["betas"] = tuple(value["betas"])
         config = cls(**kwargs)
@@ -135,6 +191,13 @@ class TrainingConfig:
             raise ValueError("epochs, batch_size and eval_batch_size must be at least 1")
         if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.label_smoothing < 1:
             raise ValueError("lr must be > 0, weight_decay >= 0, label_smoothing in [0, 1)")
+        if self.tta not in TTA_MODES:
+            raise ValueError(f"unknown tta {self.tta!r}; valid: {', '.join(TTA_MODES)}")
+        if self.ema is not None and self.ema.start_epoch >= self.epochs:
+            raise ValueError(
+                f"ema.start_epoch ({self.ema.start_epoch}) must be below epochs ({self.epochs}), "
+                "or the average never starts; lower it or leave ema out"
+            )
 
 
 # Recommended training settings per model (the CLI's and the bench's defaults; a study spec
@@ -346,6 +409,80 @@ class Lookahead:
             torch._foreach_copy_(self.state, self.average)
 
 
+class WeightEma:
+    """An exponential moving average of the net's float state, swapped in for evaluation.
+
+    The average covers every floating-point entry of the state dict: parameters (activation
+    parameters included) and the BatchNorm running statistics. Averaging the running statistics
+    too (timm's ModelEma does the same) keeps them close to statistics of the averaged weights;
+    copying the net's instead would pair the averaged weights with statistics of the latest
+    weights. Integer buffers (num_batches_tracked) are not averaged and are left as the net has
+    them. Updates are multi-tensor (_foreach) kernels, one set per update, not one per tensor.
+    """
+
+    def __init__(self, model: nn.Module, config: EmaConfig) -> None:
+        self.config = config
+        # state_dict() tensors share storage with the live parameters and buffers, so they
+        # follow the eager module whether or not a torch.compile wrapper runs it.
+        self.state = [t for t in model.state_dict().values() if t.is_floating_point()]
+        with torch.no_grad():
+            self.average = [t.detach().clone() for t in self.state]
+        self._backup: list[Tensor] | None = None
+
+    def after_step(self, step: int, epoch: int) -> None:
+        """Average every `every` steps from start_epoch on; step counts from 1."""
+        if epoch < self.config.start_epoch or step % self.config.every != 0:
+            return
+        self.update(self.config.decay**self.config.every)
+
+    def end_epoch(self, epoch: int) -> None:
+        """Before start_epoch the average is the net itself: the next epoch starts from there."""
+        if epoch < self.config.start_epoch:
+            self.update(0.0)
+
+    def update(self, decay: float) -> None:
+        """average ← decay·average + (1−decay)·net (decay 0 copies the net exactly)."""
+        with torch.no_grad():
+            if decay == 0:
+                torch._foreach_copy_(self.average, self.state)
+            else:
+                torch._foreach_lerp_(self.average, self.state, 1.0 - decay)
+
+    @contextmanager
+    def applied(self) -> Iterator[None]:
+        """The average in the net for the duration of the block, then the net's own state back."""
+        with torch.no_grad():
+            if self._backup is None:
+                self._backup = [t.detach().clone() for t in self.state]
+            else:
+                torch._foreach_copy_(self._backup, self.state)
+            torch._foreach_copy_(self.state, self.average)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_(self.state, self._backup)
+
+    def copy_to(self) -> None:
+        """Put the average into the net for good (training is over)."""
+        with torch.no_grad():
+            torch._foreach_copy_(self.state, self.average)
+        self._backup = None
+
+
+def eval_logits(runner: nn.Module, images: Tensor, tta: str = "none") -> Tensor:
+    """Logits of a batch; with tta "flip", the mean of the logits of the images and their mirrors.
+
+    Two forward passes of the same shape rather than one of twice the batch: a compiled runner
+    reuses its graph, and peak memory stays that of one evaluation batch.
+    """
+    if tta == "none":
+        return runner(images)
+    if tta == "flip":
+        return (runner(images).float() + runner(images.flip(-1)).float()) / 2
+    raise ValueError(f"unknown tta {tta!r}; valid: {', '.join(TTA_MODES)}")
+
+
 # ---------------------------------------------------------------------------------------------
 # The trial
 
@@ -389,6 +526,7 @@ class _Trial:
         self.progress = _Progress()
         self.act_factory = act_factory
         self.data = data
+        self.ema: WeightEma | None = None
 
     def run(self) -> TrialRecord:
         dev.configure_backends(self.device)
@@ -414,6 +552,10 @@ class _Trial:
             self.device,
         )
         self._fit(model, runner, optimizer, data)
+        if self.ema is not None:
+            # From here on the net is the average: the test evaluation and the recorded final
+            # activation parameters and curves are those of the weights that were evaluated.
+            self.ema.copy_to()
 
         t0 = time.perf_counter()
         test_acc = self._evaluate(runner, data.test_x, data.test_y)
@@ -452,6 +594,7 @@ class _Trial:
         total = cfg.epochs * len(batches)
         warmup = round(cfg.warmup_epochs * len(batches))
         lookahead = Lookahead(model, cfg.lookahead, total) if cfg.lookahead else None
+        self.ema = WeightEma(model, cfg.ema) if cfg.ema is not None else None
         scaler = torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
         set_epoch = getattr(model, "set_epoch", None)
         step = 0
@@ -470,6 +613,8 @@ class _Trial:
                 step += 1
                 if lookahead is not None:
                     lookahead.after_step(step, epoch)
+                if self.ema is not None:
+                    self.ema.after_step(step, epoch)
                 self._check_time(epoch)
                 if step % self.check_every == 0:
                     self._check_loss(loss_sum, epoch)
@@ -478,6 +623,8 @@ class _Trial:
                     self.on_step(epoch, i, len(batches))
             if lookahead is not None:
                 lookahead.update(1.0)
+            if self.ema is not None:
+                self.ema.end_epoch(epoch)
             dev.synchronize(self.device)
             epoch_s = time.perf_counter() - started
             self._end_epoch(runner, data, loss_sum, len(batches), epoch_s, factor * cfg.lr)
@@ -518,7 +665,8 @@ class _Trial:
         self.progress.train_s += epoch_s
         self.progress.images += images
         t0 = time.perf_counter()
-        val_acc = self._evaluate(runner, data.val_x, data.val_y)
+        with self.ema.applied() if self.ema is not None else nullcontext():
+            val_acc = self._evaluate(runner, data.val_x, data.val_y)
         self.progress.eval_s += time.perf_counter() - t0
         self.progress.train_loss.append(train_loss)
         self.progress.val_accs.append(val_acc)
@@ -545,7 +693,7 @@ class _Trial:
         )
         for x, y in batches:
             with dev.autocast(self.device, self.dtype):
-                logits = runner(x)
+                logits = eval_logits(runner, x, self.train_cfg.tta)
             correct += (logits.argmax(dim=1) == y).sum()
         return int(correct.item()) / max(1, len(labels))
 
@@ -599,7 +747,17 @@ class _Trial:
                 "initial": initial_curves,
                 "final": activation_curves(model),
             },
-            manifest=build_manifest(self.config, self.device, data.checksum, self.seed),
+            evaluation={
+                "weights": "ema" if self.train_cfg.ema is not None else "raw",
+                "tta": self.train_cfg.tta,
+            },
+            manifest=build_manifest(
+                self.config,
+                self.device,
+                data.checksum,
+                self.seed,
+                resolved_training=asdict(self.train_cfg),
+            ),
         )
 
 

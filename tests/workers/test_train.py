@@ -13,12 +13,15 @@ from torch import nn
 
 from workers.models import MODEL_NAMES
 from workers.train import (
+    EmaConfig,
     EpochReport,
     TrainingConfig,
     TrialCancelled,
     TrialFailure,
+    eval_logits,
     lr_factor,
     param_groups,
+    recipe,
     train_trial,
 )
 
@@ -314,6 +317,149 @@ def test_record_is_json_with_metrics_timings_parameters_and_manifest(tiny_splits
     assert len(curves["x"]) == len(curves["f"]) == len(curves["df"])
 
 
+PRELU = FAMILIES["prelu_per_channel"]
+
+
+def _final_params_equal(a: dict, b: dict) -> bool:
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def test_ema_with_decay_0_is_the_net_itself(tiny_splits) -> None:
+    plain = train_trial(config(epochs=3, activation=PRELU), tiny_splits, CPU)
+    ema = train_trial(
+        config(epochs=3, activation=PRELU, ema={"decay": 0.0, "start_epoch": 0}), tiny_splits, CPU
+    )
+    # Swapping the average in for evaluation and back leaves training untouched, bit for bit.
+    assert ema.train_loss == plain.train_loss
+    assert ema.val_accs == plain.val_accs and ema.test_acc == plain.test_acc
+    assert _final_params_equal(ema.activation_params, plain.activation_params)
+    assert ema.evaluation == {"weights": "ema", "tta": "none"}
+    assert plain.evaluation == {"weights": "raw", "tta": "none"}
+
+
+def test_ema_is_what_gets_evaluated_and_recorded(tiny_splits) -> None:
+    plain = train_trial(config(epochs=4, activation=PRELU), tiny_splits, CPU)
+    averaged = train_trial(
+        config(epochs=4, activation=PRELU, ema={"decay": 0.9, "start_epoch": 1, "every": 2}),
+        tiny_splits,
+        CPU,
+    )
+    assert averaged.train_loss == plain.train_loss  # the average never feeds back into training
+    assert averaged.val_accs[0] == plain.val_accs[0]  # before start_epoch the EMA is the net
+    final, raw = averaged.activation_params["final"], plain.activation_params["final"]
+    assert final.keys() == raw.keys() and not _final_params_equal(final, raw)
+
+    # An average that barely moves keeps the untrained net: evaluation and record show it.
+    frozen = train_trial(
+        config(epochs=4, activation=PRELU, ema={"decay": 1 - 1e-9, "start_epoch": 0}),
+        tiny_splits,
+        CPU,
+    )
+    assert frozen.train_loss == plain.train_loss
+    assert len(set(frozen.val_accs)) == 1  # the same (initial) weights at every epoch
+    assert max(plain.val_accs) >= 0.6 > max(frozen.val_accs)
+    initial, last = frozen.activation_params["initial"], frozen.activation_params["final"]
+    for site, params in initial.items():
+        for name, value in params.items():
+            assert torch.tensor(last[site][name]) == pytest.approx(torch.tensor(value), abs=1e-5)
+
+
+def test_same_seed_same_result_with_ema_and_tta(tiny_splits) -> None:
+    cfg = config(epochs=3, activation=PRELU, ema={"decay": 0.8, "start_epoch": 0}, tta="flip")
+    first = train_trial(cfg, tiny_splits, CPU)
+    second = train_trial(copy.deepcopy(cfg), tiny_splits, CPU)
+    assert first.val_accs == second.val_accs and first.test_acc == second.test_acc
+    assert first.train_loss == second.train_loss
+    assert first.activation_params == second.activation_params
+    assert first.evaluation == {"weights": "ema", "tta": "flip"}
+
+
+def test_ema_works_beside_lookahead(tiny_splits) -> None:
+    cfg = config(
+        epochs=3,
+        lookahead={"start_epoch": 1, "every": 2, "decay": 0.9, "power": 3.0},
+        ema={"decay": 0.9},
+    )
+    record = train_trial(cfg, tiny_splits, CPU)
+    assert record.epochs_done == 3 and math.isfinite(record.train_loss[-1])
+
+
+class Asymmetric(nn.Module):
+    """Logits that depend on left-right orientation, so that flip TTA changes them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.head = nn.Linear(3 * 8 * 8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x.flatten(1))
+
+
+def test_flip_tta_is_the_mean_of_image_and_mirror_logits() -> None:
+    model = Asymmetric().eval()
+    x = torch.randn(6, 3, 8, 8)
+    with torch.no_grad():
+        expected = (model(x) + model(x.flip(-1))) / 2
+        assert torch.equal(eval_logits(model, x, "flip"), expected)
+        assert torch.equal(eval_logits(model, x, "none"), model(x))
+        assert not torch.allclose(expected, model(x))
+    channels_last = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert torch.allclose(eval_logits(model, channels_last, "flip"), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown tta 'hflip'; valid: none, flip"):
+        eval_logits(model, x, "hflip")
+
+
+def test_flip_tta_changes_evaluation_only(tiny_splits) -> None:
+    plain = train_trial(config(epochs=2), tiny_splits, CPU)
+    tta = train_trial(config(epochs=2, tta="flip"), tiny_splits, CPU)
+    assert tta.train_loss == plain.train_loss
+    assert tta.evaluation == {"weights": "raw", "tta": "flip"}
+    assert tta.manifest["resolved_training"]["tta"] == "flip"
+    assert plain.manifest["resolved_training"]["tta"] == "none"
+    assert plain.manifest["resolved_training"]["ema"] is None
+
+
+def test_the_recipes_evaluate_without_tta_or_ema() -> None:
+    # The proxy's accuracy target is without TTA; the recipes are measured results.
+    for model in ("proxy", "resnet18"):
+        resolved = TrainingConfig.from_dict(recipe(model))
+        assert resolved.tta == "none" and resolved.ema is None
+
+
+@pytest.mark.parametrize(
+    ("training", "message"),
+    [
+        ({"tta": "hflip"}, "unknown tta 'hflip'; valid: none, flip"),
+        ({"ema": {"decay": 1.0}}, r"ema.decay must be a number in \[0, 1\), not 1.0"),
+        ({"ema": {"decay": -0.1}}, r"ema.decay must be a number in \[0, 1\)"),
+        ({"ema": {"decay": "0.99"}}, r"ema.decay must be a number"),
+        ({"ema": {"every": 0}}, "ema.every must be an integer >= 1, not 0"),
+        ({"ema": {"start_epoch": -1}}, "ema.start_epoch must be an integer >= 0"),
+        ({"ema": {"start_epoch": 3}}, r"ema.start_epoch \(3\) must be below epochs \(3\)"),
+        ({"ema": {"decay": 0.9, "beta": 1}}, "unknown ema keys beta; valid: decay, start_epoch"),
+        ({"ema": 0.999}, "ema must be a mapping or null, not 0.999"),
+        ({"lookahead": {"every": 0}}, "lookahead.every must be an integer >= 1"),
+        ({"lookahead": {"decay": 0.9, "gamma": 2}}, "unknown lookahead keys gamma"),
+    ],
+)
+def test_bad_ema_tta_and_lookahead_options_are_value_errors(training: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        TrainingConfig.from_dict({"epochs": 3, **training})
+
+
+def test_ema_defaults_and_off_switches() -> None:
+    assert TrainingConfig.from_dict({"ema": {}}).ema == EmaConfig(decay=0.999, start_epoch=1)
+    assert TrainingConfig.from_dict({"ema": None}).ema is None
+    assert TrainingConfig.from_dict({"lookahead": {}}).lookahead is None  # as before: off
+
+
+def test_bad_ema_in_a_trial_is_a_failure_that_says_what_to_fix(tiny_splits) -> None:
+    with pytest.raises(TrialFailure, match=r"ema\.every must be an integer >= 1"):
+        train_trial(config(ema={"every": 0}), tiny_splits, CPU)
+
+
 @pytest.mark.realdata
 def test_proxy_learns_real_cifar10_in_one_epoch_on_cpu(cifar10_tarball, tmp_path_factory) -> None:
     import dataclasses
@@ -369,3 +515,27 @@ def test_cuda_training_uses_bf16_and_reports_gpu_memory(
     fp32 = train_trial({**cfg, "training": {**cfg["training"], "precision": "fp32"}},
                        tiny_splits, device)  # fmt: skip
     assert fp32.precision == "fp32"
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("compile_model", [False, True])
+def test_cuda_ema_and_flip_tta_with_channels_last_and_compile(
+    compile_model: bool, tiny_splits
+) -> None:
+    device = torch.device("cuda")
+    cfg = config(
+        "resnet18",
+        width=0.25,
+        epochs=3,
+        activation=PRELU,
+        ema={"decay": 0.9, "start_epoch": 1},
+        tta="flip",
+        compile=compile_model,
+    )
+    first = train_trial(cfg, tiny_splits, device)
+    assert first.evaluation == {"weights": "ema", "tta": "flip"}
+    assert all(math.isfinite(loss) for loss in first.train_loss)
+    plain_cfg = config("resnet18", width=0.25, epochs=3, activation=PRELU, compile=compile_model)
+    plain = train_trial(plain_cfg, tiny_splits, device)
+    final, raw = first.activation_params["final"], plain.activation_params["final"]
+    assert final.keys() == raw.keys() and not _final_params_equal(final, raw)
