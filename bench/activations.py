@@ -9,6 +9,11 @@ search_space/kernels/_ops.py.
 
 Needs a CUDA GPU. Usage: python bench/activations.py [--quick] [--out DIR]
 Writes bench/results/activations-<gpu>-<date>.json (and a copy under $OUT when set).
+
+`--host-ops` runs on the CPU under Triton's interpreter instead: it counts the aten ops that one
+fused forward and one backward dispatch besides the Triton launch (the host cost that makes small
+layers launch-bound on the GPU), for ReLU, every module scope and the functional API, and writes
+bench/results/activations-host-ops-cpu-vm-<time>.json.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from search_space import kernels  # noqa: E402
 from search_space.kernels import _ops, reference  # noqa: E402
+from search_space.kernels.checks import HostOpCounter  # noqa: E402
 
 SHAPE: tuple[int, ...] = (512, 64, 32, 32)
 DTYPE = torch.bfloat16
@@ -488,6 +494,186 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# -- host-side work per fused call (CPU, Triton interpreter) ---------------------------------
+
+HOST_FAMILIES: list[tuple[str, str, int, int]] = [
+    ("smu", "smu", 0, 0),
+    ("smu1", "smu1", 0, 0),
+    ("swish", "", 0, 0),
+    ("pau", "A", 5, 4),
+    ("pau", "B", 5, 4),
+    ("pau", "C", 5, 4),
+    ("opau", "hermite_h", 5, 4),
+    ("opau", "laguerre", 5, 4),
+    ("pau", "A", 8, 8),
+]
+HOST_SCOPES = ("shared", "per_layer", "per_channel")
+HOST_SHAPE = (2, 4, 3, 3)  # tiny: the count does not depend on the size
+
+
+def host_module(fam: tuple[str, str, int, int], scope: str, channels: int) -> torch.nn.Module:
+    """The activation module a model builder would get (second site for scope `shared`)."""
+    from search_space.build import ActivationFactory
+
+    name, opt, m, n = fam
+    options: dict[str, str | int] = {}
+    if name == "pau":
+        options = {"form": opt, "m": m, "n": n}
+    elif name == "opau":
+        options = {"basis": opt, "k": m, "l": n}
+    factory = ActivationFactory({"family": name, "options": options, "scope": scope})
+    factory(channels)
+    return factory(channels)
+
+
+def host_ops_rows(timing_reps: int) -> list[dict[str, Any]]:
+    """Aten ops per forward and per backward for ReLU, each module scope and the functional API."""
+    import statistics
+    import time
+
+    rows: list[dict[str, Any]] = []
+    x0 = torch.randn(HOST_SHAPE, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    dy = torch.randn_like(x0)
+    channels = HOST_SHAPE[1]
+
+    def measure_path(
+        name: str, scope: str, path: str, f: Callable[..., Any], params: list[torch.Tensor]
+    ) -> None:
+        x = x0.detach().clone().requires_grad_()
+        wrt = [x, *[p for p in params if p.requires_grad]]
+        counter = HostOpCounter()
+        with counter:
+            for _ in range(2):  # warm-up: first calls import and fill caches
+                torch.autograd.grad(f(x), wrt, dy)
+            y, fwd_ops, fwd_launch = counter.count(lambda: f(x))
+            _g, bwd_ops, bwd_launch = counter.count(lambda: torch.autograd.grad(y, wrt, dy))
+        stub = HostOpCounter(stub_launches=True)
+        times = []
+        with stub:
+            for _ in range(timing_reps):
+                start = time.perf_counter()
+                torch.autograd.grad(f(x), wrt, dy)
+                times.append(time.perf_counter() - start)
+        rows.append(
+            {
+                "family": name,
+                "scope": scope,
+                "path": path,
+                "fwd_ops": len(fwd_ops),
+                "bwd_ops": len(bwd_ops),
+                "fwd_launches": fwd_launch,
+                "bwd_launches": bwd_launch,
+                "fwd_op_names": fwd_ops,
+                "bwd_op_names": bwd_ops,
+                "host_us_median": statistics.median(times) * 1e6,
+            }
+        )
+
+    measure_path("relu", "-", "module", torch.nn.ReLU(), [])
+    for fam in HOST_FAMILIES:
+        name = label(fam)
+        for scope in HOST_SCOPES:
+            module = host_module(fam, scope, channels)
+            measure_path(name, scope, "module", module, list(module.parameters()))
+        train = trainable(fam)
+        for scope, chans in (("shared", None), ("per_channel", channels)):
+            params = [
+                v.clone().requires_grad_(k in train) for k, v in fused_params(fam, chans).items()
+            ]
+            call = fused_call(fam)
+            measure_path(name, scope, "functional", lambda x, c=call, p=params: c(x, *p), params)
+    return rows
+
+
+def host_ops_table(rows: list[dict[str, Any]], machine: str) -> str:
+    """The short table printed last by --host-ops."""
+    lines = [
+        f"aten ops per call, Triton launch excluded ({machine}; a CPU count, not a GPU time)",
+        f"{'family':18s} {'scope':12s} {'path':10s} {'fwd':>4s} {'bwd':>4s} {'launch':>6s} "
+        f"{'host us':>8s}",
+    ]
+    for r in rows:
+        lines.append(
+            f"{r['family']:18s} {r['scope']:12s} {r['path']:10s} {r['fwd_ops']:4d} "
+            f"{r['bwd_ops']:4d} {r['fwd_launches'] + r['bwd_launches']:6d} "
+            f"{r['host_us_median']:8.0f}"
+        )
+    lines.append(
+        "fwd: module(x) or kernels.<family>(x, *params); bwd: torch.autograd.grad(y, [x, *params], "
+        "dy). host us: one fwd+bwd on this CPU with the Triton launches stubbed out (median); "
+        "proxies for GPU host time, not measurements of it"
+    )
+    return "\n".join(lines)
+
+
+def cpu_machine() -> str:
+    """A name for this CPU machine: model and core count."""
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"cpu {model}, {os.cpu_count()} cores (shared VM)"
+
+
+def host_ops_main(reps: int) -> int:
+    """--host-ops: count host-side aten ops per fused call on the CPU (Triton interpreter)."""
+    global DEVICE
+    if os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
+        if "triton" in sys.modules:
+            print(
+                "--host-ops needs TRITON_INTERPRET=1 set before triton is imported", file=sys.stderr
+            )
+            return 2
+        os.environ["TRITON_INTERPRET"] = "1"
+    DEVICE = "cpu"
+    import triton
+
+    torch.manual_seed(0)
+    rows = host_ops_rows(reps)
+    machine = cpu_machine()
+    result = {
+        "what": "aten ops dispatched per fused forward / backward, Triton launch excluded",
+        "machine": machine,
+        "device": "cpu (Triton interpreter); counts are a host-cost proxy, not GPU timings",
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "git": _git_head(),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "shape": list(HOST_SHAPE),
+        "dtype": "bfloat16, channels_last",
+        "rows": rows,
+    }
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = ROOT / "bench" / "results" / f"activations-host-ops-cpu-vm-{stamp}.json"
+    out.write_text(json.dumps(result, indent=1))
+    if os.environ.get("OUT"):
+        shutil.copy(out, Path(os.environ["OUT"]) / out.name)
+    print(host_ops_table(rows, machine))
+    return 0
+
+
+def _git_head() -> str:
+    import subprocess
+
+    try:
+        proc = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError:
+        return ""
+    return proc.stdout.strip()
+
+
 def main() -> int:
     """Measure, write JSON, print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -498,7 +684,15 @@ def main() -> int:
         action="store_true",
         help="check this script on the CPU (needs TRITON_INTERPRET=1); no JSON",
     )
+    parser.add_argument(
+        "--host-ops",
+        action="store_true",
+        help="CPU: count aten ops per fused fwd/bwd (Triton interpreter), write JSON",
+    )
+    parser.add_argument("--reps", type=int, default=200, help="--host-ops timing repetitions")
     args = parser.parse_args()
+    if args.host_ops:
+        return host_ops_main(args.reps)
     global DEVICE, SHAPE
     if args.dry_run:
         DEVICE, SHAPE = "cpu", (2, 4, 4, 4)
