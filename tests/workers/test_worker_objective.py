@@ -26,7 +26,8 @@ from worker_helpers import (
 from search_space.suggest import suggest_config
 from service.settings import Settings
 from service.store import Store, UserInfo
-from workers.objective import TorchTraining, TrialRunner, retry_trial
+from workers import objective as objective_module
+from workers.objective import TorchTraining, TrialRunner, retry_trial, tell_optuna
 from workers.worker import SlotOptions
 
 
@@ -322,3 +323,25 @@ def test_a_study_optuna_cannot_sample_is_failed_and_the_worker_goes_on(
     else:  # a later Optuna or search_space that fills the grid's baseline in
         assert info.status == "completed"
     assert (fine.id, "complete") in outcomes  # the worker went on
+
+
+@pytest.mark.parametrize("public_path", [False, True], ids=["tell-body", "public-tell"])
+def test_tell_optuna_finishes_trials_and_skips_finished_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, public_path: bool
+) -> None:
+    if public_path:  # an Optuna without `_tell_with_warning`
+        monkeypatch.setattr(objective_module, "_tell_with_warning", None)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(storage=storage, direction="maximize")
+    done, pruned, lost, bad = (study.ask() for _ in range(4))
+    pruned.report(0.25, 0)
+    study.tell(lost, state=TrialState.FAIL)  # e.g. reaped meanwhile
+    tell_optuna(study, done, 0.75, None)
+    tell_optuna(study, pruned, None, TrialState.PRUNED)
+    tell_optuna(study, lost, 0.5, None)  # already finished: skipped, not an error
+    tell_optuna(study, bad, None, None)  # no finite value: failed, as Study.tell does
+    trials = optuna.load_study(study_name=study.study_name, storage=storage).trials
+    assert [t.state for t in trials] == [
+        TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.FAIL,
+    ]  # fmt: skip
+    assert trials[0].value == 0.75 and trials[1].value == 0.25 and trials[2].value is None
