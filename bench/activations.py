@@ -240,10 +240,15 @@ def kernel_only_ms(
     """(forward, backward) milliseconds of the two Triton launches alone."""
     spec = spec_of(fam, params)
     channels = x.shape[1]
-    table, per_channel = _ops.pack_params(tuple(params.values()), spec.widths, channels)
+    table, per_channel = _ops.pack_params(kernel_params(params), spec, channels)
     fwd = launches_ms(x, dy, table, per_channel, spec, quick, backward=False)
     bwd = launches_ms(x, dy, table, per_channel, spec, quick, backward=True)
     return fwd, bwd
+
+
+def kernel_params(params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """The functional API's parameters as the table takes them ((C, K) coefficients as (K, C))."""
+    return tuple(p.t() if p.dim() == 2 else p for p in params.values())
 
 
 def launches_ms(
@@ -255,21 +260,20 @@ def launches_ms(
     quick: bool,
     backward: bool,
 ) -> float:
-    """Milliseconds of the forward or the backward launch alone."""
+    """Milliseconds of the forward or the backward launch alone (x dense)."""
+    plan = _ops.make_plan(x, per_channel, spec)  # not cached: the sweep changes the tiles
     if backward:
-        return bench_ms(
-            lambda: _ops.launch_backward(x, dy, table, per_channel, spec, True, True), quick
-        )
-    return bench_ms(lambda: _ops.launch_forward(x, table, per_channel, spec), quick)
+        return bench_ms(lambda: _ops.launch_backward(x, dy, table, plan, True, True), quick)
+    return bench_ms(lambda: _ops.launch_forward(x, table, plan), quick)
 
 
 def spec_of(fam: tuple[str, str, int, int], params: dict[str, torch.Tensor]) -> _ops.OpSpec:
     """The OpSpec the public function would build."""
     name, opt, m, n = fam
     if name in ("smu", "smu1"):
-        return _ops.OpSpec(_ops.FAMILY_IDS[name], 0, 0, 0, (1, 1))
+        return _ops.OpSpec(_ops.FAMILY_IDS[name], 0, 0, 0, (1, 1), stacked=True)
     if name == "swish":
-        return _ops.OpSpec(2, 0, 0, 0, (1,))
+        return _ops.OpSpec(2, 0, 0, 0, (1,), stacked=True)
     if name == "pau":
         nb = params["b"].shape[-1]
         return _ops.OpSpec(3, _ops.PAU_FORMS[opt], m, n, (m + 1, nb))
@@ -295,7 +299,7 @@ def sweep(x: torch.Tensor, dy: torch.Tensor, quick: bool) -> list[dict[str, Any]
         for fam in SWEEP_FAMILIES:
             params = fused_params(fam, None)
             spec = spec_of(fam, params)
-            table, per_channel = _ops.pack_params(tuple(params.values()), spec.widths, None)
+            table, per_channel = _ops.pack_params(kernel_params(params), spec, None)
             for tile, warps in SWEEP_FWD:
                 _ops.FWD_TILE, _ops.FWD_WARPS = tile, warps
                 ms = launches_ms(x, dy, table, per_channel, spec, quick, backward=False)

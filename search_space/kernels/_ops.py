@@ -1,9 +1,18 @@
-"""Autograd functions that launch the Triton kernels: layout, parameter packing, reduction."""
+"""Autograd function that launches the Triton kernels: layout, parameter packing, reduction.
+
+Host time per call matters as much as GPU time: a ResNet layer's fused step is a few hundred µs
+of GPU work, so every torch op issued around the two launches shows in the step time. Per call:
+forward = one op to pack the parameter table (none for a single fp32 parameter) + the output
+allocation; backward = dx and partial-sum allocations, one reduction that yields the
+parameter-major table, one split of it. Everything that depends only on the input's shape and
+strides and on the kernel choice (layout, grids, constexpr arguments) is planned once and
+cached (`_PLANS`).
+"""
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -24,7 +33,8 @@ MAX_DEGREE = 8
 
 # Elements per program: forward tiles are larger (few live values per element); backward
 # tiles smaller so degree-8 recurrences stay in registers.
-# Module attributes so bench/activations.py can sweep them; the defaults are its best measured.
+# Module attributes so bench/activations.py can sweep them (call clear_plans() after changing
+# one); the defaults are its best measured.
 # Measured on an H100 (bench/results/activations-nvidia-h100-*.json, sweep): forward tiles
 # barely matter (all within 5%); backward is bound by the per-parameter block reductions, so
 # fewer warps and 8 elements per thread won (PAU-A (5,4): 166 us at 1024/4 warps vs 237 at 1024/8).
@@ -35,22 +45,32 @@ FWD_WARPS = 8
 BWD_WARPS = 4
 MAX_CHANNEL_BLOCK = 128
 _INT32_LIMIT = 2**31 - 1
+_MAX_PLANS = 4096  # distinct (shape, strides, kernel) keys kept; a training run has a few dozen
 
 
 @dataclass(frozen=True)
 class OpSpec:
-    """The static choice of kernel: family, option, degrees (M, N) and parameter widths."""
+    """The static choice of kernel: family, option, degrees (M, N), parameters and their form.
+
+    `stacked`: every parameter is one table row (SMU, Swish: shape () / (1,) shared, (C,) per
+    channel) and the table is their torch.stack; otherwise each parameter is a block of `width`
+    rows ((w,) shared, (w, C) per channel, parameter-major) and the table is their torch.cat.
+    `positive`: bit j set when table row j holds log(value), mapped by exp(clamp(row, *bounds))
+    inside the kernels (the modules' storage of positive parameters).
+    """
 
     family: int
     opt: int
     m: int
     n: int
     widths: tuple[int, ...]
+    stacked: bool = False
+    positive: int = 0
+    log_bounds: tuple[float, float] = (0.0, 0.0)
+    n_params: int = field(init=False)
 
-    @property
-    def n_params(self) -> int:
-        """Parameters per channel in the packed table."""
-        return sum(self.widths)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "n_params", sum(self.widths))
 
 
 @dataclass(frozen=True)
@@ -61,6 +81,26 @@ class Layout:
     C: int
     I: int  # noqa: E741
     last: bool
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything about one launch pair that depends only on shapes, strides and the spec."""
+
+    dense: bool  # x is read as it is (else x.contiguous() first)
+    layout: Layout
+    fwd_grid: tuple[int, int]
+    fwd_kwargs: dict[str, Any]
+    bwd_grid: tuple[int, int]
+    bwd_kwargs: dict[tuple[bool, bool], dict[str, Any]]  # by (need_dx, need_dp)
+
+
+_PLANS: dict[tuple[Any, ...], Plan] = {}
+
+
+def clear_plans() -> None:
+    """Forget cached launch plans (after changing the tile/warp module attributes)."""
+    _PLANS.clear()
 
 
 def _triton_module() -> Any:
@@ -79,19 +119,23 @@ def _dense(x: torch.Tensor) -> bool:
     return False
 
 
+def _layout_of(shape: tuple[int, ...], contiguous: bool, numel: int, per_channel: bool) -> Layout:
+    """The (R, C, I) view of a dense tensor (contiguous, else channels-last)."""
+    if not per_channel:
+        return Layout(1, 1, numel, False)
+    c = shape[1]
+    if contiguous:
+        r = shape[0]
+        inner = numel // max(r * c, 1)
+        return Layout(r, c, inner, inner == 1)
+    return Layout(numel // max(c, 1), c, 1, True)
+
+
 def plan_layout(x: torch.Tensor, per_channel: bool) -> tuple[torch.Tensor, Layout]:
     """The tensor the kernels read (x itself unless its layout is not dense) and its view."""
     if not _dense(x):
         x = x.contiguous()
-    numel = x.numel()
-    if not per_channel:
-        return x, Layout(1, 1, numel, False)
-    c = x.shape[1]
-    if x.is_contiguous():
-        r = x.shape[0]
-        inner = numel // max(r * c, 1)
-        return x, Layout(r, c, inner, inner == 1)
-    return x, Layout(numel // max(c, 1), c, 1, True)
+    return x, _layout_of(tuple(x.shape), x.is_contiguous(), x.numel(), per_channel)
 
 
 def _blocks(layout: Layout, tile: int) -> tuple[int, int, tuple[int, int]]:
@@ -117,6 +161,50 @@ def _warps(elements: int, most: int) -> int:
     return max(1, min(most, elements // 64))
 
 
+def make_plan(x: torch.Tensor, per_channel: bool, spec: OpSpec) -> Plan:
+    """Layout, grids and constexpr arguments of the forward and backward launches on x."""
+    dense = _dense(x)
+    contiguous = x.is_contiguous() or not dense
+    numel = x.numel()
+    layout = _layout_of(tuple(x.shape), contiguous, numel, per_channel)
+    lo, hi = spec.log_bounds
+    common = {
+        "FAMILY": spec.family,
+        "OPT": spec.opt,
+        "M": spec.m,
+        "N": spec.n,
+        "K": max(spec.m, spec.n),
+        "P": spec.n_params,
+        "POS": spec.positive,
+        "LO": float(lo),
+        "HI": float(hi),
+        "LAST": layout.last,
+        "BIG": numel > _INT32_LIMIT,
+    }
+    br, bx, fwd_grid = _blocks(layout, FWD_TILE)
+    fwd_kwargs = {**common, "BR": br, "BX": bx, "num_warps": _warps(br * bx, FWD_WARPS)}
+    tile = BWD_TILE_HIGH_DEGREE if max(spec.m, spec.n) >= 6 else BWD_TILE
+    br, bx, bwd_grid = _blocks(layout, tile)
+    base = {**common, "BR": br, "BX": bx, "num_warps": _warps(br * bx, BWD_WARPS)}
+    bwd_kwargs = {
+        (dx, dp): {**base, "NEED_DX": dx, "NEED_DP": dp}
+        for dx in (False, True)
+        for dp in (False, True)
+    }
+    return Plan(dense, layout, fwd_grid, fwd_kwargs, bwd_grid, bwd_kwargs)
+
+
+def plan_for(x: torch.Tensor, per_channel: bool, spec: OpSpec) -> Plan:
+    """The cached plan for x's shape and strides (made on first use)."""
+    key = (x.shape, x.stride(), per_channel, spec)
+    plan = _PLANS.get(key)
+    if plan is None:
+        if len(_PLANS) >= _MAX_PLANS:
+            _PLANS.clear()
+        plan = _PLANS[key] = make_plan(x, per_channel, spec)
+    return plan
+
+
 def _device_guard(x: torch.Tensor) -> contextlib.AbstractContextManager[Any]:
     """Triton launches on the current device: switch only when x lives elsewhere."""
     if x.is_cuda and x.device.index != torch.cuda.current_device():
@@ -125,115 +213,113 @@ def _device_guard(x: torch.Tensor) -> contextlib.AbstractContextManager[Any]:
 
 
 def pack_params(
-    params: tuple[torch.Tensor, ...], widths: tuple[int, ...], channels: int | None
+    params: tuple[torch.Tensor, ...], spec: OpSpec, channels: int | None
 ) -> tuple[torch.Tensor, bool]:
-    """One fp32 table [P, 1 or C] of all parameters (parameter-major); per-channel if any is."""
-    per_channel = any(_is_per_channel(p, w, channels) for p, w in zip(params, widths, strict=True))
-    rows = channels if per_channel and channels is not None else 1
-    cols = []
+    """The fp32 parameter-major table [P] or [P, C] (one torch op) and whether it is per channel.
+
+    A parameter is shared when it holds `width` values and per channel when it holds
+    `width * channels`; shared ones are broadcast (expand, a view) when another is per channel.
+    """
+    widths = spec.widths
+    chan_shape: tuple[int, ...] | None = None
     for p, w in zip(params, widths, strict=True):
-        if w == 0:
+        n = p.numel()
+        if n == w:
             continue
-        q = p.detach().reshape(-1, w).t()  # [w, 1 or C]
-        cols.append(q.expand(w, rows) if q.shape[1] != rows else q)
-    table = torch.cat(cols, dim=0) if len(cols) > 1 else cols[0]
+        if channels is not None and n == w * channels:
+            chan_shape = tuple(p.shape) if spec.stacked else tuple(p.shape[1:])
+            continue
+        where = f"channels={channels}" if channels is not None else "an input with no channel dim"
+        raise ValueError(
+            f"parameter of shape {tuple(p.shape)} fits neither a shared set of {w} value(s) "
+            f"nor one set per channel ({where}): pass shape ({w},) or (C, {w})"
+        )
+    pieces = params
+    if chan_shape is not None:
+        pieces = tuple(
+            _broadcast(p, w, chan_shape, spec.stacked) for p, w in zip(params, widths, strict=True)
+        )
+    if len(pieces) == 1:
+        table = pieces[0]
+    elif spec.stacked:
+        table = torch.stack(pieces)
+    else:
+        table = torch.cat(pieces)
     if table.dtype != torch.float32 or not table.is_contiguous():
         table = table.to(torch.float32).contiguous()
-    return table, per_channel
+    return table, chan_shape is not None
 
 
-def _is_per_channel(p: torch.Tensor, width: int, channels: int | None) -> bool:
-    if p.numel() == width:
-        return False
-    if channels is not None and p.numel() == channels * width:
-        return True
-    where = f"channels={channels}" if channels is not None else "an input with no channel dim"
-    raise ValueError(
-        f"parameter of shape {tuple(p.shape)} fits neither a shared set of {width} value(s) "
-        f"nor one set per channel ({where}): pass shape ({width},) or (C, {width})"
-    )
+def _broadcast(
+    p: torch.Tensor, width: int, chan_shape: tuple[int, ...], stacked: bool
+) -> torch.Tensor:
+    """A shared parameter viewed as a per-channel one (per-channel ones unchanged)."""
+    if p.numel() != width or (width == 0 and p.dim() > 1):
+        return p
+    if stacked:
+        return p.expand(chan_shape)  # () or (1,) to the per-channel shape
+    return p.reshape(width, *([1] * len(chan_shape))).expand(width, *chan_shape)
 
 
 def unpack_grads(
-    grad: torch.Tensor, params: tuple[torch.Tensor, ...], widths: tuple[int, ...]
-) -> list[torch.Tensor]:
-    """Split the [rows, P] gradient table back into each parameter's own shape and dtype."""
-    if grad.shape[1] != sum(widths):
-        raise AssertionError("gradient table does not match the parameter widths")
-    out = []
-    start = 0
-    for p, w in zip(params, widths, strict=True):
-        g = grad[:, start : start + w]
-        start += w
-        if w == 0:
-            out.append(torch.zeros_like(p))
+    grad: torch.Tensor,
+    shapes: tuple[torch.Size, ...],
+    dtypes: tuple[torch.dtype, ...],
+    spec: OpSpec,
+    needs: tuple[bool, ...],
+) -> list[torch.Tensor | None]:
+    """Split the [P] / [P, C] gradient table into each parameter's own shape and dtype."""
+    if len(shapes) == 1:  # the table was the parameter itself
+        pieces: tuple[torch.Tensor, ...] = (grad,)
+    elif spec.stacked:
+        pieces = grad.unbind(0)
+    else:
+        pieces = grad.split(spec.widths)
+    out: list[torch.Tensor | None] = []
+    for g, shape, dtype, need in zip(pieces, shapes, dtypes, needs, strict=True):
+        if not need:
+            out.append(None)
             continue
-        if p.numel() == w and g.shape[0] != 1:
-            g = g.sum(dim=0)
-        g = g.reshape(p.shape)
-        out.append(g if g.dtype == p.dtype else g.to(p.dtype))
+        if g.shape != shape:
+            if g.numel() != shape.numel():  # a shared parameter beside per-channel ones
+                g = g.sum(dim=tuple(range(0 if spec.stacked else 1, g.dim())))
+            g = g.reshape(shape)
+        out.append(g if g.dtype == dtype else g.to(dtype))
     return out
 
 
-def launch_forward(
-    x: torch.Tensor, table: torch.Tensor, per_channel: bool, spec: OpSpec
-) -> torch.Tensor:
-    """y = f(x) with the input's dtype and memory layout."""
-    xd, layout = plan_layout(x, per_channel)
+def launch_forward(xd: torch.Tensor, table: torch.Tensor, plan: Plan) -> torch.Tensor:
+    """y = f(x) with the input's dtype and memory layout (xd dense, as the plan says)."""
     y = torch.empty_like(xd)
     if xd.numel() == 0:
         return y
-    br, bx, grid = _blocks(layout, FWD_TILE)
-    tri = _triton_module()
+    layout = plan.layout
     with _device_guard(xd):
-        tri.act_fwd_kernel[grid](
-            xd,
-            y,
-            table,
-            layout.R,
-            layout.C,
-            layout.I,
-            FAMILY=spec.family,
-            OPT=spec.opt,
-            M=spec.m,
-            N=spec.n,
-            K=max(spec.m, spec.n),
-            P=spec.n_params,
-            LAST=layout.last,
-            BR=br,
-            BX=bx,
-            BIG=xd.numel() > _INT32_LIMIT,
-            num_warps=_warps(br * bx, FWD_WARPS),
+        _triton_module().act_fwd_kernel[plan.fwd_grid](
+            xd, y, table, layout.R, layout.C, layout.I, **plan.fwd_kwargs
         )
     return y
 
 
 def launch_backward(
-    x: torch.Tensor,
+    xd: torch.Tensor,
     dy: torch.Tensor,
     table: torch.Tensor,
-    per_channel: bool,
-    spec: OpSpec,
+    plan: Plan,
     need_dx: bool,
     need_dp: bool,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(dx or None, [1 or C, P] parameter-gradient table or None)."""
-    xd, layout = plan_layout(x, per_channel)
+    """(dx or None, gradient table shaped like `table` or None)."""
     if dy.dtype != xd.dtype or dy.stride() != xd.stride() or dy.shape != xd.shape:
         dy = torch.empty_like(xd).copy_(dy)
     dx = torch.empty_like(xd) if need_dx else None
-    p = spec.n_params
     if xd.numel() == 0:
-        return dx, (torch.zeros_like(table).t() if need_dp else None)
-    tile = BWD_TILE_HIGH_DEGREE if max(spec.m, spec.n) >= 6 else BWD_TILE
-    br, bx, grid = _blocks(layout, tile)
-    if layout.last:
-        part = torch.empty((grid[0], p, layout.C), device=xd.device, dtype=torch.float32)
-    else:
-        part = torch.empty((layout.C, grid[0], p), device=xd.device, dtype=torch.float32)
-    tri = _triton_module()
+        return dx, (torch.zeros_like(table) if need_dp else None)
+    layout = plan.layout
+    # [programs along axis 0, P, C]: every slot is written, so no zero fill
+    part = torch.empty((plan.bwd_grid[0], *table.shape), device=xd.device, dtype=torch.float32)
     with _device_guard(xd):
-        tri.act_bwd_kernel[grid](
+        _triton_module().act_bwd_kernel[plan.bwd_grid](
             xd,
             dy,
             dx if dx is not None else dy,
@@ -242,25 +328,12 @@ def launch_backward(
             layout.R,
             layout.C,
             layout.I,
-            FAMILY=spec.family,
-            OPT=spec.opt,
-            M=spec.m,
-            N=spec.n,
-            K=max(spec.m, spec.n),
-            P=p,
-            LAST=layout.last,
-            BR=br,
-            BX=bx,
-            BIG=xd.numel() > _INT32_LIMIT,
-            NEED_DX=need_dx,
-            NEED_DP=need_dp,
-            num_warps=_warps(br * bx, BWD_WARPS),
+            **plan.bwd_kwargs[need_dx, need_dp],
         )
     if not need_dp:
         return dx, None
-    # The partial sums are fp32, fixed in order: the result is deterministic.
-    grad = part.sum(dim=0).t() if layout.last else part.sum(dim=1)
-    return dx, grad
+    # fp32 partial sums in a fixed order: the result is deterministic
+    return dx, part.sum(dim=0)
 
 
 class FusedActivation(torch.autograd.Function):
@@ -269,28 +342,31 @@ class FusedActivation(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, spec: OpSpec, *params: torch.Tensor) -> torch.Tensor:
         channels = x.shape[1] if x.ndim >= 2 else None
-        table, per_channel = pack_params(params, spec.widths, channels)
+        table, per_channel = pack_params(params, spec, channels)
         if table.device != x.device:
             raise ValueError(f"parameters are on {table.device} but the input is on {x.device}")
-        y = launch_forward(x, table, per_channel, spec)
-        ctx.save_for_backward(x, table, *params)
+        plan = plan_for(x, per_channel, spec)
+        xd = x if plan.dense else x.contiguous()
+        y = launch_forward(xd, table, plan)
+        ctx.save_for_backward(xd, table)
         ctx.spec = spec
-        ctx.per_channel = per_channel
+        ctx.plan = plan
+        ctx.shapes = tuple(p.shape for p in params)
+        ctx.dtypes = tuple(p.dtype for p in params)
         return y
 
     @staticmethod
     def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, table, *params = ctx.saved_tensors
+        xd, table = ctx.saved_tensors
+        needs = tuple(ctx.needs_input_grad[2:])
         need_dx = ctx.needs_input_grad[0]
-        need_dp = any(ctx.needs_input_grad[2:])
-        dx, grad = launch_backward(x, dy, table, ctx.per_channel, ctx.spec, need_dx, need_dp)
-        if dx is not None and dx.shape != x.shape:
-            dx = dx.reshape(x.shape)
-        pgrads: list[torch.Tensor | None] = [None] * len(params)
-        if grad is not None:
-            pgrads = list(unpack_grads(grad, tuple(params), ctx.spec.widths))
-            pgrads = [
-                g if need else None
-                for g, need in zip(pgrads, ctx.needs_input_grad[2:], strict=True)
-            ]
-        return (dx, None, *pgrads)
+        dx, grad = launch_backward(xd, dy, table, ctx.plan, need_dx, any(needs))
+        if grad is None:
+            return (dx, None, *([None] * len(needs)))
+        return (dx, None, *unpack_grads(grad, ctx.shapes, ctx.dtypes, ctx.spec, needs))
+
+
+def fused_apply(x: torch.Tensor, spec: OpSpec, *params: torch.Tensor) -> torch.Tensor:
+    """The fused op through its autograd function."""
+    out: torch.Tensor = FusedActivation.apply(x, spec, *params)
+    return out

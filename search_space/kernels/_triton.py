@@ -11,8 +11,13 @@ offset of element (r, c, i) is r*C*I + c*I + i:
 - LAST mode (LAST=True, I == 1): a [BR, BX] tile over (r, c); params are [1, BX] vectors
   gathered by channel; a channels_last (N, C, H, W) tensor is R=N*H*W, and an (N, C) one R=N.
 Parameter gradients are reduced inside each program and written to a partial buffer
-(INNER: [C, programs per channel, P]; LAST: [row blocks, P, C]) that the caller sums, so
-there are no atomics and the result is deterministic.
+[programs along axis 0, P, C] (C = 1 for shared parameters) that the caller sums over its first
+dimension into the parameter-major [P, C] table layout, so there are no atomics and the result
+is deterministic.
+
+Table rows whose bit is set in POS hold log(value) (how the modules store positive parameters):
+the kernels use exp(clamp(row, LO, HI)) and multiply that row's gradient by the derivative of
+the same map, so the caller's parametrisation costs no torch ops per step.
 """
 
 # Triton compiles a subset of Python: `x in (A, B)` on constexprs and conditional
@@ -97,15 +102,45 @@ def _param(p_ptr, chan, cmask, j: tl.constexpr, PS, LAST: tl.constexpr):
 
 
 @triton.jit
+def _param_pos(
+    p_ptr,
+    chan,
+    cmask,
+    j: tl.constexpr,
+    PS,
+    LAST: tl.constexpr,
+    POS: tl.constexpr,
+    LO: tl.constexpr,
+    HI: tl.constexpr,
+):
+    """(value, d value / d row) of parameter j; rows flagged in POS hold log(value).
+
+    The flagged map is exp(clamp(row, LO, HI)), as the modules compute it; its derivative is
+    value inside [LO, HI] and 0 outside (torch.clamp's gradient).
+    """
+    raw = _param(p_ptr, chan, cmask, j, PS, LAST)
+    if (POS >> j) & 1:
+        value = tl.exp(tl.minimum(tl.maximum(raw, LO), HI))
+        dvalue = tl.where((raw >= LO) & (raw <= HI), value, 0.0)
+    else:
+        value = raw
+        dvalue = raw * 0.0 + 1.0
+    return value, dvalue
+
+
+@triton.jit
 def _put_grad(part_ptr, chan, cmask, C, j: tl.constexpr, term, P: tl.constexpr, LAST: tl.constexpr):
-    """Reduce one parameter's gradient term over the tile into the partial buffer."""
+    """Reduce one parameter's gradient term over the tile into the partial buffer.
+
+    The buffer is [programs along axis 0, P, C]: summed over its first dimension it is the
+    parameter-major table layout, so the caller needs one reduction and no transpose.
+    """
     pid0 = tl.program_id(0)
     if LAST:
-        # [row blocks, P, C]: a coalesced row of channels per parameter
+        # a coalesced row of channels per parameter
         tl.store(part_ptr + (pid0 * P + j) * C + chan, tl.sum(term, axis=0), mask=cmask)
     else:
-        n0 = tl.num_programs(0)
-        tl.store(part_ptr + (chan * n0 + pid0) * P + j, tl.sum(tl.sum(term, axis=1), axis=0))
+        tl.store(part_ptr + (pid0 * P + j) * C + chan, tl.sum(tl.sum(term, axis=1), axis=0))
 
 
 @triton.jit
@@ -321,6 +356,9 @@ def act_fwd_kernel(
     N: tl.constexpr,
     K: tl.constexpr,
     P: tl.constexpr,
+    POS: tl.constexpr,
+    LO: tl.constexpr,
+    HI: tl.constexpr,
     LAST: tl.constexpr,
     BR: tl.constexpr,
     BX: tl.constexpr,
@@ -329,16 +367,13 @@ def act_fwd_kernel(
     """y = f(x; params) for one tile; OPT is the SMU variant, PAU form or OPAU basis."""
     offs, mask, chan, cmask = _tile(R, C, INNER, LAST, BR, BX, BIG)
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    if FAMILY == SMU:
-        y = _smu_fwd(
-            x, _param(p_ptr, chan, cmask, 0, C, LAST), _param(p_ptr, chan, cmask, 1, C, LAST), 0
-        )
-    elif FAMILY == SMU1:
-        y = _smu_fwd(
-            x, _param(p_ptr, chan, cmask, 0, C, LAST), _param(p_ptr, chan, cmask, 1, C, LAST), 1
-        )
+    if FAMILY == SMU or FAMILY == SMU1:
+        alpha, _da = _param_pos(p_ptr, chan, cmask, 0, C, LAST, POS, LO, HI)
+        mu, _dm = _param_pos(p_ptr, chan, cmask, 1, C, LAST, POS, LO, HI)
+        y = _smu_fwd(x, alpha, mu, FAMILY - SMU)
     elif FAMILY == SWISH:
-        y = x * _sigmoid(_param(p_ptr, chan, cmask, 0, C, LAST) * x)
+        beta, _db = _param_pos(p_ptr, chan, cmask, 0, C, LAST, POS, LO, HI)
+        y = x * _sigmoid(beta * x)
     elif FAMILY == PAU:
         num = _poly(x, p_ptr, chan, cmask, 0, M, C, LAST)
         q, _dq, _s = _pau_den(x, p_ptr, chan, cmask, M, N, OPT, C, LAST)
@@ -365,6 +400,9 @@ def act_bwd_kernel(
     N: tl.constexpr,
     K: tl.constexpr,
     P: tl.constexpr,
+    POS: tl.constexpr,
+    LO: tl.constexpr,
+    HI: tl.constexpr,
     LAST: tl.constexpr,
     BR: tl.constexpr,
     BX: tl.constexpr,
@@ -377,23 +415,27 @@ def act_bwd_kernel(
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     if FAMILY == SMU or FAMILY == SMU1:
-        dfdx, dfda, dfdm = _smu_bwd(
-            x,
-            _param(p_ptr, chan, cmask, 0, C, LAST),
-            _param(p_ptr, chan, cmask, 1, C, LAST),
-            FAMILY - SMU,
-        )
+        alpha, da = _param_pos(p_ptr, chan, cmask, 0, C, LAST, POS, LO, HI)
+        mu, dm = _param_pos(p_ptr, chan, cmask, 1, C, LAST, POS, LO, HI)
+        dfdx, dfda, dfdm = _smu_bwd(x, alpha, mu, FAMILY - SMU)
         if NEED_DP:
+            if (POS >> 0) & 1:
+                dfda = dfda * da
+            if (POS >> 1) & 1:
+                dfdm = dfdm * dm
             _put_grad(part_ptr, chan, cmask, C, 0, dy * dfda, P, LAST)
             _put_grad(part_ptr, chan, cmask, C, 1, dy * dfdm, P, LAST)
     elif FAMILY == SWISH:
-        beta = _param(p_ptr, chan, cmask, 0, C, LAST)
+        beta, db = _param_pos(p_ptr, chan, cmask, 0, C, LAST, POS, LO, HI)
         z = beta * x
         sg = _sigmoid(z)
         ds = sg * (1.0 - sg)
         dfdx = sg + z * ds
         if NEED_DP:
-            _put_grad(part_ptr, chan, cmask, C, 0, dy * x * x * ds, P, LAST)
+            dfdb = x * x * ds
+            if POS & 1:
+                dfdb = dfdb * db
+            _put_grad(part_ptr, chan, cmask, C, 0, dy * dfdb, P, LAST)
     elif FAMILY == PAU:
         num = _poly(x, p_ptr, chan, cmask, 0, M, C, LAST)
         dnum = _dpoly(x, p_ptr, chan, cmask, 0, M, C, LAST)

@@ -317,6 +317,141 @@ def _errors(
     return errors
 
 
+# -- the modules' fused path (stored tensors, log-space parameters) --------------------------------
+
+MODULE_CONFIGS: list[
+    tuple[str, tuple[tuple[str, str | int], ...], tuple[tuple[str, bool], ...]]
+] = [
+    ("smu", (), ()),
+    ("smu", (), (("alpha", True),)),
+    ("smu1", (), ()),
+    ("swish", (), ()),
+    ("silu", (), ()),
+    ("pau", (("form", "A"),), ()),
+    ("pau", (("form", "B"),), ()),
+    ("pau", (("form", "C"), ("m", 3), ("n", 2)), ()),
+    ("opau", (("basis", "legendre"),), ()),
+    ("opau", (("basis", "chebyshev_u"), ("k", 8), ("l", 8)), ()),
+]
+
+
+@dataclass(frozen=True)
+class ModuleCase:
+    """An activation module (family, options, trainable flags) at one scope, layout and dtype."""
+
+    family: str
+    options: tuple[tuple[str, str | int], ...]
+    trainable: tuple[tuple[str, bool], ...]
+    scope: str  # per_layer | per_channel (shared is per_layer with the Parameters reused)
+    layout: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def id(self) -> str:
+        """Test id, e.g. module-pau-form=A-per_channel-channels_last-fp32."""
+        opts = ",".join(f"{k}={v}" for k, v in self.options + self.trainable)
+        name = f"{self.family}-{opts}" if opts else self.family
+        return f"module-{name}-{self.scope}-{self.layout}-{self.dtype}"
+
+
+def module_cases(matrix: str) -> list[ModuleCase]:
+    """Every covered module config at both scopes and three layouts (fp32), bf16 on two."""
+    shapes = (
+        INTERPRET_SHAPES
+        if matrix == "interpret"
+        else {
+            "contiguous": (8, 24, 17, 19),
+            "channels_last": (8, 24, 17, 19),
+            "2d": (300, 130),
+        }
+    )
+    out = []
+    for family, options, trainable in MODULE_CONFIGS:
+        for scope in ("per_layer", "per_channel"):
+            for layout in ("contiguous", "channels_last", "2d"):
+                dts = ("fp32", "bf16") if layout == "channels_last" else ("fp32",)
+                out += [
+                    ModuleCase(family, options, trainable, scope, layout, dt, shapes[layout])
+                    for dt in dts
+                ]
+    return out
+
+
+def run_module_case(case: ModuleCase, device: str, seed: int) -> dict[str, Any]:
+    """Errors of one module's fused forward/backward vs its float64 reference path."""
+    from search_space.build import build_activation
+
+    torch.manual_seed(seed)
+    config = {
+        "family": case.family,
+        "options": dict(case.options),
+        "trainable": dict(case.trainable),
+        "scope": case.scope,
+    }
+    channels = case.shape[1]
+    fused: Any = build_activation(config, channels).to(device)
+    with torch.no_grad():  # distinct values per channel, so channel indexing is exercised
+        for p in fused.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    reference: Any = build_activation(config, channels).to(device)
+    reference.load_state_dict(fused.state_dict())
+    reference.allow_fused = False
+    gen = torch.Generator().manual_seed(seed)
+    x = make_input(
+        Case(Config(case.family), case.scope, case.layout, case.dtype, case.shape), gen, device
+    )
+    dy = torch.randn(case.shape, generator=gen).to(device=device, dtype=x.dtype)
+    if case.family in ("pau", "opau"):
+        kinks = kink_mask(_module_config(fused), x.detach().double(), _module_values(fused))
+        dy = dy.masked_fill(kinks, 0.0)
+    if fused.fused_stored_kernel(x) is None:
+        return {"id": case.id, "ok": False, "error": "the fused kernel does not cover this module"}
+
+    def step(module: Any, xin: torch.Tensor, grad: torch.Tensor) -> list[torch.Tensor]:
+        xi = xin.detach().clone().requires_grad_()
+        y = module(xi)
+        wrt = [xi, *module.parameters()]
+        return [y, *torch.autograd.grad(y, wrt, grad)]
+
+    want = step(reference.double(), x.double(), dy.double())
+    got = step(fused, x, dy)
+    torch_path = step(reference.float(), x, dy)
+    names = ["y", "dx", *(f"d{n}" for n, _ in fused.named_parameters())]
+    errors = {n: _rel(g, w) for n, g, w in zip(names, got, want, strict=True)}
+    torch_errors = {n: _rel(g, w) for n, g, w in zip(names, torch_path, want, strict=True)}
+    tol = TOLERANCE[x.dtype]
+    within = [
+        e < tol or (e <= CONDITION_FACTOR * torch_errors[k] and e < HARD_CAP)
+        for k, e in errors.items()
+    ]
+    layout_kept = got[0].stride() == x.stride() and got[1].stride() == x.stride()
+    return {
+        "id": case.id,
+        "errors": errors,
+        "torch_errors": torch_errors,
+        "tolerance": tol,
+        "layout_kept": layout_kept,
+        "ok": layout_kept and all(within),
+    }
+
+
+def _module_config(module: Any) -> Config:
+    opts = module.options
+    if module.family == "pau":
+        return Config("pau", str(opts["form"]), int(opts["m"]), int(opts["n"]))
+    return Config("opau", str(opts["basis"]), int(opts["k"]), int(opts["l"]))
+
+
+def _module_values(module: Any) -> dict[str, torch.Tensor]:
+    """Constrained coefficients in the functional API's shapes ((K,) or (C, K)), float64."""
+    out = {}
+    for name in module.kernel_param_names():
+        v = module.value(name).detach().double()
+        out[name] = v.t() if v.dim() == 2 else v
+    return out
+
+
 class HostOpCounter:
     """Counts the aten ops a fused call dispatches besides its Triton launches (host cost).
 
@@ -395,12 +530,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="one JSON object per case")
     parser.add_argument("--only", default="", help="run the cases whose id contains this")
     args = parser.parse_args(argv)
-    todo = [c for c in cases(args.matrix) if args.only in c.id]
+    todo: list[Case | ModuleCase] = [c for c in cases(args.matrix) if args.only in c.id]
+    todo += [c for c in module_cases(args.matrix) if args.only in c.id]
     failed = 0
     start = time.perf_counter()
     for i, case in enumerate(todo):
         try:
-            result = run_case(case, args.device, args.seed + i)
+            if isinstance(case, ModuleCase):
+                result = run_module_case(case, args.device, args.seed + i)
+            else:
+                result = run_case(case, args.device, args.seed + i)
         except Exception as exc:  # report the case, keep checking the others
             result = {"id": case.id, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
         failed += not result["ok"]

@@ -166,15 +166,37 @@ class ActivationModule(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.clamp is not None:
             x = x.clamp(-self.clamp, self.clamp)
-        return self.kernel_for(x)(x, *self.kernel_args(x))
+        stored_kernel = self.fused_stored_kernel(x)
+        if stored_kernel is not None:
+            # The stored tensors as they are (log μ, log β): the fused kernels apply the clamp +
+            # exp and its gradient themselves, so the step issues no torch ops for them.
+            return stored_kernel(x, *[getattr(self, s.attr) for s in self._stored.values()])
+        return self.fn(x, *self.kernel_args(x))
 
     def kernel_for(self, x: Tensor) -> Kernel:
-        """The fused kernel where it covers this family and input (CUDA), else `self.fn`."""
+        """The fused kernel where it covers this family and input (CUDA), else `self.fn`.
+
+        Both take (x, *kernel_args(x)); `forward` uses `fused_stored_kernel` instead.
+        """
         if self.allow_fused and fused.available(x):
             kernel = _fused_kernel(self.family, tuple(sorted(self.options.items())))
             if kernel is not None:
                 return kernel
         return self.fn
+
+    def fused_stored_kernel(self, x: Tensor) -> Kernel | None:
+        """The fused kernel taking (x, *stored tensors) where it covers this module, else None."""
+        if not (self.allow_fused and fused.available(x)):
+            return None
+        # family, options and which tensors are log-stored are fixed once built: key made once
+        key = self.__dict__.get("_fused_key")
+        if key is None:
+            key = self._fused_key = (
+                self.family,
+                tuple(sorted(self.options.items())),
+                tuple(s.positive for s in self._stored.values()),
+            )
+        return _fused_stored_kernel(*key)
 
     # -- scopes, records, curves -------------------------------------------------------------
     def share_from(self, other: ActivationModule) -> None:
@@ -235,6 +257,15 @@ class ActivationModule(nn.Module):
 def _fused_kernel(family: str, options: tuple[tuple[str, str | int], ...]) -> Kernel | None:
     # Looked up per (family, options) rather than stored on the module: closures don't pickle.
     return fused.module_kernel(family, dict(options))
+
+
+@functools.cache
+def _fused_stored_kernel(
+    family: str, options: tuple[tuple[str, str | int], ...], log_scale: tuple[bool, ...]
+) -> Kernel | None:
+    return fused.module_kernel(
+        family, dict(options), log_scale=log_scale, log_bounds=(LOG_MIN, LOG_MAX)
+    )
 
 
 def _family_of(cls: type[ActivationModule]) -> Family:

@@ -20,6 +20,7 @@ from search_space.kernels import checks
 pytestmark = pytest.mark.cuda
 
 CASES = checks.cases("cuda")
+MODULE_CASES = checks.module_cases("cuda")
 SEED = random.SystemRandom().randrange(2**31)
 
 
@@ -27,6 +28,13 @@ SEED = random.SystemRandom().randrange(2**31)
 def test_kernel_matches_reference(index: int) -> None:
     """Values and gradients of x and every parameter within tolerance; layout kept."""
     result = checks.run_case(CASES[index], "cuda", SEED + index)
+    assert result["ok"], f"seed {SEED + index}: " + json.dumps(result, indent=1)
+
+
+@pytest.mark.parametrize("index", range(len(MODULE_CASES)), ids=[c.id for c in MODULE_CASES])
+def test_module_fused_path_matches_reference(index: int) -> None:
+    """A module on the fused path (stored tensors, log-space mu/beta) vs its float64 reference."""
+    result = checks.run_module_case(MODULE_CASES[index], "cuda", SEED + index)
     assert result["ok"], f"seed {SEED + index}: " + json.dumps(result, indent=1)
 
 

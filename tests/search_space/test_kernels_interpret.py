@@ -23,6 +23,7 @@ from search_space.kernels import checks, reference
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES = checks.cases("interpret")
+MODULE_CASES = checks.module_cases("interpret")
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +58,65 @@ def test_kernel_matches_reference(
     result = interpreted.get(case.id)
     assert result is not None, f"{case.id} was not run (child process died?)"
     assert result["ok"], json.dumps(result, indent=1)
+
+
+@pytest.mark.parametrize("case", MODULE_CASES, ids=[c.id for c in MODULE_CASES])
+def test_module_fused_path_matches_reference(
+    case: checks.ModuleCase, interpreted: dict[str, dict[str, Any]]
+) -> None:
+    """A module's forward on the fused path (stored tensors, log-space mu/beta) vs float64."""
+    result = interpreted.get(case.id)
+    assert result is not None, f"{case.id} was not run (child process died?)"
+    assert result["ok"], json.dumps(result, indent=1)
+
+
+# Host-side torch ops per fused call, launches excluded (bench/activations.py --host-ops has the
+# full table; before issue 8's host-time work the modules' fused step issued 8-15 forward and
+# 7-18 backward). ReLU's module issues 2 + 2.
+MAX_FWD_OPS = 3  # table pack (stack/cat; + an expand when scopes are mixed), output
+MAX_BWD_OPS = 4  # dx and partial buffers, one reduction, one split
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"family": "smu"},
+        {"family": "smu", "trainable": {"alpha": True}},
+        {"family": "swish"},
+        {"family": "pau", "options": {"form": "B"}},
+        {"family": "opau", "options": {"basis": "laguerre", "k": 8, "l": 8}},
+    ],
+    ids=lambda c: c["family"] + str(c.get("trainable", "")),
+)
+@pytest.mark.parametrize("scope", ["shared", "per_layer", "per_channel"])
+def test_fused_step_issues_few_torch_ops(config: dict[str, Any], scope: str) -> None:
+    """One fused forward and backward through a module: few aten ops besides the two launches.
+
+    Runs in this process with the launches stubbed out (no interpreter, no GPU needed): only
+    the host-side work around them is counted.
+    """
+    from search_space.build import ActivationFactory
+    from search_space.modules.base import LOG_MAX, LOG_MIN
+
+    factory = ActivationFactory({**config, "scope": scope})
+    factory(4)
+    module = factory(4)  # the second site: shares the first's Parameters at scope "shared"
+    x = torch.randn(2, 4, 3, 3).contiguous(memory_format=torch.channels_last).requires_grad_()
+    dy = torch.randn_like(x)
+    stored = [getattr(module, s.attr) for s in module._stored.values()]
+    log_scale = [s.positive for s in module._stored.values()]
+    fn = kernels.module_kernel(
+        module.family, module.options, log_scale=log_scale, log_bounds=(LOG_MIN, LOG_MAX)
+    )
+    assert fn is not None
+    wrt = [x, *module.parameters()]
+    with checks.HostOpCounter(stub_launches=True) as counter:
+        torch.autograd.grad(fn(x, *stored), wrt, dy)  # warm the plan cache
+        y, fwd_ops, fwd_launches = counter.count(lambda: fn(x, *stored))
+        _, bwd_ops, bwd_launches = counter.count(lambda: torch.autograd.grad(y, wrt, dy))
+    assert (fwd_launches, bwd_launches) == (1, 1)
+    assert len(fwd_ops) <= MAX_FWD_OPS, fwd_ops
+    assert len(bwd_ops) <= MAX_BWD_OPS, bwd_ops
 
 
 def test_matrix_covers_every_family_form_basis_scope_layout() -> None:
