@@ -366,7 +366,21 @@ class FusedActivation(torch.autograd.Function):
         return (dx, None, *unpack_grads(grad, ctx.shapes, ctx.dtypes, ctx.spec, needs))
 
 
+def _compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and compiler.is_compiling())
+
+
 def fused_apply(x: torch.Tensor, spec: OpSpec, *params: torch.Tensor) -> torch.Tensor:
-    """The fused op through its autograd function."""
+    """The fused op: the autograd function when eager, the torch.library op under torch.compile.
+
+    While torch.compile traces, the registered triton ops (`_library`, torch >= 2.6) let it
+    capture the kernels instead of breaking the graph; older torch traces the autograd function.
+    """
+    if _compiling():
+        from search_space.kernels import _library
+
+        if _library.OPS:
+            return _library.apply(x, spec, *params)
     out: torch.Tensor = FusedActivation.apply(x, spec, *params)
     return out

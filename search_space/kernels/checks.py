@@ -436,6 +436,67 @@ def run_module_case(case: ModuleCase, device: str, seed: int) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class CompileCase:
+    """A module compiled with torch.compile(backend="eager", fullgraph=True) vs run eagerly."""
+
+    module: ModuleCase
+
+    @property
+    def id(self) -> str:
+        """Test id, e.g. compile-smu-per_channel-channels_last-fp32."""
+        return "compile-" + self.module.id.removeprefix("module-")
+
+
+def compile_cases(matrix: str) -> list[CompileCase]:
+    """One scalar and one coefficient family at each scope (channels_last fp32)."""
+    shape = INTERPRET_SHAPES["channels_last"] if matrix == "interpret" else (8, 24, 17, 19)
+    picks = [("smu", "per_channel"), ("swish", "per_layer"), ("pau", "per_channel")]
+    picks += [("opau", "per_layer")]
+    out = []
+    for family, scope in picks:
+        options, trainable = next((o, t) for f, o, t in MODULE_CONFIGS if f == family)
+        out.append(
+            CompileCase(
+                ModuleCase(family, options, trainable, scope, "channels_last", "fp32", shape)
+            )
+        )
+    return out
+
+
+def run_compile_case(case: CompileCase, device: str, seed: int) -> dict[str, Any]:
+    """Dynamo captures the module whole (the registered ops) and matches eager bit for bit.
+
+    backend="eager" runs Dynamo's capture and the registered `actsearch::fused_act_*` ops, which
+    is what works under TRITON_INTERPRET=1 (interpreted kernels cannot be traced by
+    AOTAutograd/Inductor; the GPU test compiles with Inductor).
+    """
+    if not (hasattr(torch.library, "triton_op") and hasattr(torch.library, "wrap_triton")):
+        return {"id": case.id, "ok": True, "skipped": "torch.library.triton_op needs torch >= 2.6"}
+    from search_space.build import build_activation
+
+    mc = case.module
+    torch.manual_seed(seed)
+    config = {"family": mc.family, "options": dict(mc.options), "scope": mc.scope}
+    module: Any = build_activation(config, mc.shape[1]).to(device)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    gen = torch.Generator().manual_seed(seed)
+    x = make_input(Case(Config(mc.family), mc.scope, mc.layout, mc.dtype, mc.shape), gen, device)
+    dy = torch.randn(mc.shape, generator=gen).to(device=device, dtype=x.dtype)
+    torch._dynamo.reset()
+    compiled = torch.compile(module, backend="eager", fullgraph=True)
+    runs = []
+    for f in (module, compiled):
+        xi = x.detach().clone().requires_grad_()
+        y = f(xi)
+        runs.append([y, *torch.autograd.grad(y, [xi, *module.parameters()], dy)])
+    names = ["y", "dx", *(f"d{n}" for n, _ in module.named_parameters())]
+    equal = {n: bool(torch.equal(a, b)) for n, a, b in zip(names, runs[1], runs[0], strict=True)}
+    return {"id": case.id, "equal": equal, "ok": all(equal.values())}
+
+
 def _module_config(module: Any) -> Config:
     opts = module.options
     if module.family == "pau":
@@ -530,13 +591,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="one JSON object per case")
     parser.add_argument("--only", default="", help="run the cases whose id contains this")
     args = parser.parse_args(argv)
-    todo: list[Case | ModuleCase] = [c for c in cases(args.matrix) if args.only in c.id]
+    todo: list[Case | ModuleCase | CompileCase] = [
+        c for c in cases(args.matrix) if args.only in c.id
+    ]
     todo += [c for c in module_cases(args.matrix) if args.only in c.id]
+    todo += [c for c in compile_cases(args.matrix) if args.only in c.id]
     failed = 0
     start = time.perf_counter()
     for i, case in enumerate(todo):
         try:
-            if isinstance(case, ModuleCase):
+            if isinstance(case, CompileCase):
+                result = run_compile_case(case, args.device, args.seed + i)
+            elif isinstance(case, ModuleCase):
                 result = run_module_case(case, args.device, args.seed + i)
             else:
                 result = run_case(case, args.device, args.seed + i)

@@ -259,13 +259,20 @@ def _fused_kernel(family: str, options: tuple[tuple[str, str | int], ...]) -> Ke
     return fused.module_kernel(family, dict(options))
 
 
-@functools.cache
+_STORED_KERNELS: dict[tuple[Any, ...], Kernel | None] = {}
+
+
 def _fused_stored_kernel(
     family: str, options: tuple[tuple[str, str | int], ...], log_scale: tuple[bool, ...]
 ) -> Kernel | None:
-    return fused.module_kernel(
-        family, dict(options), log_scale=log_scale, log_bounds=(LOG_MIN, LOG_MAX)
-    )
+    # A plain dict, not functools.cache: torch.compile reads it like any global (a cached
+    # function it would trace through, rebuilding the kernel, with a warning).
+    key = (family, options, log_scale)
+    if key not in _STORED_KERNELS:
+        _STORED_KERNELS[key] = fused.module_kernel(
+            family, dict(options), log_scale=log_scale, log_bounds=(LOG_MIN, LOG_MAX)
+        )
+    return _STORED_KERNELS[key]
 
 
 def _family_of(cls: type[ActivationModule]) -> Family:

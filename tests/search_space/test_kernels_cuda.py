@@ -38,6 +38,35 @@ def test_module_fused_path_matches_reference(index: int) -> None:
     assert result["ok"], f"seed {SEED + index}: " + json.dumps(result, indent=1)
 
 
+@pytest.mark.skipif(
+    not hasattr(torch.library, "triton_op"), reason="torch.library.triton_op needs torch >= 2.6"
+)
+@pytest.mark.parametrize(
+    "config",
+    [{"family": "smu"}, {"family": "swish"}, {"family": "pau"}, {"family": "opau"}],
+    ids=lambda c: c["family"],
+)
+def test_compiled_module_matches_eager(config: dict[str, str]) -> None:
+    """torch.compile captures the fused op (no graph break) and agrees with eager."""
+    from search_space.build import build_activation
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3, padding=1),
+        build_activation({**config, "scope": "per_channel"}, 16),
+    ).cuda()
+    x = torch.randn(8, 3, 16, 16, device="cuda").contiguous(memory_format=torch.channels_last)
+    compiled = torch.compile(net, fullgraph=True)
+    results = []
+    for f in (net, compiled):
+        net.zero_grad(set_to_none=True)
+        y = f(x)
+        (y * torch.linspace(-1, 1, y.numel(), device="cuda").reshape(y.shape)).sum().backward()
+        results.append([y.detach().clone(), *(p.grad.clone() for p in net.parameters())])
+    for got, want in zip(results[1], results[0], strict=True):
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("scope", ["shared", "per_channel"])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_backward_is_deterministic(scope: str, layout: str) -> None:

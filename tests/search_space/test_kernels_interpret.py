@@ -24,6 +24,7 @@ from search_space.kernels import checks, reference
 ROOT = Path(__file__).resolve().parents[2]
 CASES = checks.cases("interpret")
 MODULE_CASES = checks.module_cases("interpret")
+COMPILE_CASES = checks.compile_cases("interpret")
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +66,19 @@ def test_module_fused_path_matches_reference(
     case: checks.ModuleCase, interpreted: dict[str, dict[str, Any]]
 ) -> None:
     """A module's forward on the fused path (stored tensors, log-space mu/beta) vs float64."""
+    result = interpreted.get(case.id)
+    assert result is not None, f"{case.id} was not run (child process died?)"
+    assert result["ok"], json.dumps(result, indent=1)
+
+
+@pytest.mark.parametrize("case", COMPILE_CASES, ids=[c.id for c in COMPILE_CASES])
+def test_compiled_module_matches_eager(
+    case: checks.CompileCase, interpreted: dict[str, dict[str, Any]]
+) -> None:
+    """torch.compile(fullgraph=True, backend="eager") captures the registered ops, bit for bit.
+
+    (AOTAutograd/Inductor cannot trace interpreted kernels: test_kernels_cuda.py compiles those.)
+    """
     result = interpreted.get(case.id)
     assert result is not None, f"{case.id} was not run (child process died?)"
     assert result["ok"], json.dumps(result, indent=1)
