@@ -45,6 +45,7 @@ from search_space.suggest import make_pruner, make_sampler, suggest_config
 from service.db import is_transient
 from service.settings import Settings
 from service.store import Claim, NotFound, RunStatus, Store
+from workers.optuna_cache import worker_storage
 
 if TYPE_CHECKING:
     from workers.worker import SlotOptions
@@ -351,7 +352,7 @@ class TrialRunner:
             study = db_retry(
                 lambda: optuna.load_study(
                     study_name=claim.optuna_name,
-                    storage=self.store.db.optuna,
+                    storage=worker_storage(self.store.db.optuna),
                     sampler=make_sampler(process_sampler_spec(spec, claim.optuna_name)),
                     pruner=make_pruner(spec),
                 ),
