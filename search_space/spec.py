@@ -9,6 +9,9 @@ Activation entries are flat: `smu: {alpha: {low: 0, high: 0.5}, mu: 1.0, scope: 
 trainable: {mu: true}}` — keys are the family's parameters and options (registry) plus scope,
 trainable, preset, init_target, init_interval and clamp.
 
+`training.ema` and `training.tta` take one fixed value for the whole study, never a
+distribution (see TrainingSpec).
+
 Budget: `n_trials` trials (1..MAX_TRIALS), baselines included. The grid sampler runs each
 configuration of the spec once and then the study is complete, so its budget is
 min(n_trials, grid size); its baselines are configurations of the grid (see SamplerSpec).
@@ -30,6 +33,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -40,6 +44,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
+from typing_extensions import TypedDict  # pydantic needs it, not typing's, before Python 3.12
 
 from search_space.registry import (
     FIT_TARGETS,
@@ -69,6 +74,10 @@ DATASET_NAMES: tuple[str, ...] = ("cifar10", "cifar100", "folder")
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
 SCHEDULES: tuple[str, ...] = ("onecycle", "cosine", "linear", "constant")
 PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp16", "fp32")
+TTA_MODES: tuple[str, ...] = ("none", "flip")  # workers.train.TTA_MODES
+# training.ema's defaults, filled into the resolved config: workers.train.EmaConfig's (a test
+# keeps the two equal; this module cannot import the torch side).
+EMA_DEFAULTS: dict[str, Any] = {"decay": 0.999, "start_epoch": 1, "every": 1}
 SAMPLER_NAMES: tuple[str, ...] = ("tpe", "random", "cmaes", "qmc", "grid")
 PRUNER_NAMES: tuple[str, ...] = ("median", "percentile", "hyperband", "successive_halving", "none")
 # Bounds of the spec's counts and seeds. Our integer columns are 32-bit (service/db/models.py:
@@ -291,8 +300,105 @@ class AugmentSpec(BaseModel):
     flip: SearchBool = True  # type: ignore[valid-type]
 
 
+def _is_distribution(value: Any) -> bool:
+    """Whether a raw spec value is written as a distribution ({low, high, ...} or {choices})."""
+    if isinstance(value, (Range, Choices)):
+        return True
+    return isinstance(value, Mapping) and (
+        "choices" in value or {"low", "high"} <= set(value) or "log" in value or "step" in value
+    )
+
+
+def _fixed_value(path: str, domain: Domain, why_fixed: str = "") -> BeforeValidator:
+    """A validator for a field that takes one value (never searched), checked against domain.
+
+    Runs before pydantic's type coercion, so a bool is not taken for a number nor "3" for an
+    integer, as workers.train would not take them either.
+    """
+
+    def check(value: Any) -> Any:
+        if _is_distribution(value):
+            raise PydanticCustomError(
+                "invalid_spec",
+                "{reason}",
+                {
+                    "reason": f"{path} cannot be searched: give one value in {domain}, not a "
+                    f"distribution{why_fixed}"
+                },
+            )
+        if (why := domain.check(value)) is not None:
+            raise PydanticCustomError("invalid_spec", "{reason}", {"reason": why})
+        return value
+
+    return BeforeValidator(check)
+
+
+def _ema_mapping(value: Any) -> Any:
+    """training.ema is null or one mapping, never a distribution."""
+    if value is None or (isinstance(value, Mapping) and not _is_distribution(value)):
+        return value
+    searched = "cannot be searched" if _is_distribution(value) else f"cannot be {value!r}"
+    raise PydanticCustomError(
+        "invalid_spec",
+        "{reason}",
+        {
+            "reason": f"training.ema {searched}: give one mapping {{decay, start_epoch, every}} "
+            "(missing keys take their defaults), or null for no averaging"
+        },
+    )
+
+
+def _ema_defaults(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    # Filled in here so that the resolved trial config states the average that was evaluated.
+    return None if value is None else {**EMA_DEFAULTS, **value}
+
+
+class EmaSpec(TypedDict, total=False):
+    """training.ema: an average of the weights, evaluated instead of the net (workers.train).
+
+    A plain mapping rather than a model so that it reaches the resolved trial config as JSON.
+    """
+
+    # The attribute rather than pydantic.with_config, which needs pydantic >= 2.7.
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+
+    decay: Annotated[
+        float,
+        _fixed_value("training.ema.decay", Domain("float", low=0.0, high=1.0, high_open=True)),
+        Field(
+            description="per-step decay, default 0.999 (0 = the net's own weights)",
+            json_schema_extra={"minimum": 0, "exclusiveMaximum": 1},
+        ),
+    ]
+    start_epoch: Annotated[
+        int,
+        _fixed_value("training.ema.start_epoch", Domain("int", low=0)),
+        Field(
+            description="first epoch (0-based) that averages, below epochs; default 1",
+            json_schema_extra={"minimum": 0},
+        ),
+    ]
+    every: Annotated[
+        int,
+        _fixed_value("training.ema.every", Domain("int", low=1)),
+        Field(
+            description="training steps between updates, default 1",
+            json_schema_extra={"minimum": 1},
+        ),
+    ]
+
+
+# null, or the mapping with its defaults filled in.
+EmaField = Annotated[EmaSpec | None, BeforeValidator(_ema_mapping), AfterValidator(_ema_defaults)]
+
+
 class TrainingSpec(BaseModel):
-    """Training hyperparameters; each is a fixed value or a distribution."""
+    """Training hyperparameters; each is a fixed value or a distribution, except ema and tta.
+
+    `ema` and `tta` decide what the accuracies measure (averaged or raw weights; each image or
+    each image and its mirror), so they take one value for the whole study; docs/workers.md
+    describes both.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -310,6 +416,24 @@ class TrainingSpec(BaseModel):
     precision: SearchStr = "auto"  # type: ignore[valid-type]
     compile: SearchBool = False  # type: ignore[valid-type]
     eval_batch_size: SearchInt = 1024  # type: ignore[valid-type]
+    ema: EmaField = Field(
+        default=None,
+        description="evaluate an average of the weights: {decay, start_epoch, every} "
+        "({} = the defaults); null = the net's own weights. Fixed, never searched",
+    )
+    tta: Annotated[
+        str,
+        _fixed_value(
+            "training.tta",
+            Domain("str", choices=TTA_MODES),
+            " (every trial's accuracy must measure the same thing)",
+        ),
+    ] = Field(
+        default="none",
+        description="test-time augmentation at every evaluation: none | flip (each image and "
+        "its mirror). Fixed, never searched",
+        json_schema_extra={"enum": list(TTA_MODES)},
+    )
 
 
 TRAINING_DOMAINS: dict[str, Domain] = {
@@ -491,6 +615,7 @@ class StudySpec(BaseModel):
         _check_section(errors, ("model",), self.model, MODEL_DOMAINS)
         _check_section(errors, ("training",), self.training, TRAINING_DOMAINS)
         _check_section(errors, ("training", "augment"), self.training.augment, AUGMENT_DOMAINS)
+        _check_ema_start(errors, self.training)
         for i, name in enumerate(self.baselines):
             try:
                 get_family(name)
@@ -582,6 +707,28 @@ def _check_section(
     for name, domain in domains.items():
         for msg in check_value(getattr(section, name), domain):
             errors.add((*loc, name), msg)
+
+
+def _check_ema_start(errors: _Errors, training: TrainingSpec) -> None:
+    """ema.start_epoch must be below every epochs value a trial can get (the trainer's rule)."""
+    if training.ema is None:
+        return
+    value: Any = training.epochs
+    if isinstance(value, Choices):
+        candidates = list(value.choices)
+    else:
+        candidates = [value.low] if isinstance(value, Range) else [value]
+    valid = [e for e in candidates if TRAINING_DOMAINS["epochs"].check(e) is None]
+    if not valid:
+        return  # epochs itself is wrong, and said so
+    fewest, start = min(int(e) for e in valid), training.ema["start_epoch"]
+    if start >= fewest:
+        errors.add(
+            ("training", "ema", "start_epoch"),
+            f"start_epoch ({start}) must be below epochs ({fewest}"
+            + (", the fewest a trial can get" if value != fewest else "")
+            + "), or the average never starts; lower it or leave ema out",
+        )
 
 
 def _entry_help(family: Family) -> str:

@@ -17,9 +17,11 @@ from search_space.build import ActivationConfig, ActivationFactory
 from search_space.curves import prescreen
 from search_space.registry import ALIASES, FAMILIES
 from search_space.spec import (
+    EMA_DEFAULTS,
     MAX_TRIALS,
     MODEL_NAMES,
     PRIORITY_RANGE,
+    TTA_MODES,
     SpecError,
     StudySpec,
     grid_size,
@@ -242,6 +244,61 @@ def test_single_family_has_no_activation_parameter() -> None:
     assert spec.search_space() == []
     config = suggest_config(optuna.trial.FixedTrial({}), spec)
     assert config["activation"]["family"] == "gelu"
+
+
+def test_ema_and_tta_reach_the_resolved_config_as_the_trainer_reads_them() -> None:
+    from workers.train import EmaConfig, TrainingConfig
+
+    data = _mutated("training.ema", {"decay": 0.99, "start_epoch": 2})
+    data["training"]["tta"] = "flip"
+    spec = parse_spec(data)
+    assert [d.name for d in spec.search_space() if d.name.startswith("training.")] == [
+        "training.lr"
+    ]  # neither is an Optuna parameter
+    training = suggest_config(
+        optuna.trial.FixedTrial({"training.lr": 0.1, "activation": "relu"}), spec
+    )["training"]
+    # Every key stated, the missing one at its default: the config says what was evaluated.
+    assert training["ema"] == {"decay": 0.99, "start_epoch": 2, "every": 1}
+    assert training["tta"] == "flip"
+    assert json.loads(json.dumps(training)) == training
+    resolved = TrainingConfig.from_dict(training)
+    assert (resolved.ema, resolved.tta) == (EmaConfig(0.99, 2, 1), "flip")
+    assert parse_spec(spec.model_dump(mode="json")) == spec
+
+    plain = parse_spec(QUICKSTART)
+    default = suggest_config(
+        optuna.trial.FixedTrial({"training.lr": 0.1, "activation": "relu"}), plain
+    )["training"]
+    assert (default["ema"], default["tta"]) == (None, "none")
+    resolved = TrainingConfig.from_dict(default)
+    assert (resolved.ema, resolved.tta) == (None, "none")
+    empty = parse_spec(_mutated("training.ema", {})).training.ema
+    assert empty == EMA_DEFAULTS  # {} = the defaults, as in the trainer
+
+
+def test_ema_defaults_and_tta_modes_are_the_trainers() -> None:
+    from dataclasses import asdict
+
+    from workers.train import TTA_MODES as TRAINER_TTA_MODES
+    from workers.train import EmaConfig
+
+    assert asdict(EmaConfig()) == EMA_DEFAULTS
+    assert TTA_MODES == TRAINER_TTA_MODES
+
+
+@pytest.mark.parametrize(
+    "epochs", [{"choices": [8, 3]}, {"low": 3, "high": 8}, 3], ids=["choices", "range", "fixed"]
+)
+def test_ema_must_start_before_the_fewest_epochs_a_trial_can_get(epochs: Any) -> None:
+    data = _mutated("training.ema", {"start_epoch": 3})
+    data["training"]["epochs"] = epochs
+    with pytest.raises(SpecError) as info:
+        parse_spec(data)
+    assert [e["loc"] for e in info.value.errors] == ["training.ema.start_epoch"]
+    assert "must be below epochs (3" in info.value.errors[0]["msg"]
+    data["training"]["ema"]["start_epoch"] = 2
+    assert parse_spec(data).training.ema["start_epoch"] == 2
 
 
 @pytest.mark.parametrize(
@@ -471,6 +528,22 @@ INVALID = [
     ("training.momentum", 1.5, "training.momentum", "outside the domain"),
     ("training.augment.flip", {"choices": [True, True]}, "training.augment.flip", "distinct"),
     ("training.warmup", 1.0, "training.warmup", "unknown field"),
+    ("training.tta", "mirror", "training.tta", "'mirror' is not one of none, flip"),
+    ("training.tta", {"choices": ["none", "flip"]}, "training.tta", "tta cannot be searched"),
+    ("training.ema", {"choices": [None, {}]}, "training.ema", "ema cannot be searched"),
+    ("training.ema", 0.99, "training.ema", "give one mapping {decay, start_epoch, every}"),
+    ("training.ema.decay", 1.0, "training.ema.decay", "outside the domain [0, 1)"),
+    ("training.ema.decay", True, "training.ema.decay", "expected a number"),
+    (
+        "training.ema.decay",
+        {"low": 0.9, "high": 0.999},
+        "training.ema.decay",
+        "cannot be searched: give one value in [0, 1)",
+    ),
+    ("training.ema.every", 0, "training.ema.every", "outside the domain [1, inf)"),
+    ("training.ema.start_epoch", 1.5, "training.ema.start_epoch", "expected an integer"),
+    ("training.ema.start_epoch", 10, "training.ema.start_epoch", "below epochs (10)"),
+    ("training.ema.power", 3.0, "training.ema.power", "unknown field"),
     ("model", "resnet1000", "model.name", "not one of resnet18"),
     ("sampler.name", "bogus", "sampler.name", "'tpe'"),
     ("pruner.name", "bogus", "pruner.name", "'median'"),
