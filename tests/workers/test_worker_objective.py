@@ -6,6 +6,7 @@ cover the same paths end to end.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -285,8 +286,7 @@ def test_every_sampler_and_pruner_runs_trials(
         spec["training"]["lr"] = {"low": 0.01, "high": 0.02}
     if sampler == "grid":
         spec["sampler"] = {"name": "grid", "seed": 3}
-    else:
-        spec["baselines"] = ["relu"]  # (a grid needs every parameter in an enqueued trial)
+    spec["baselines"] = ["relu"]  # on a grid, one of its 4 configurations
     study, _ = store.studies.create(user, spec)
     runner = _runner(store, training)
     outcomes = []
@@ -295,21 +295,27 @@ def test_every_sampler_and_pruner_runs_trials(
     assert len(outcomes) == 3
     assert all(o.state in ("complete", "pruned") for o in outcomes), outcomes
     runs = runs_of(store, study.id)
-    if sampler != "grid":
-        assert runs[0].params and runs[0].params["activation"] == "relu"  # the baseline first
+    assert runs[0].params and runs[0].params["activation"] == "relu"  # the baseline first
+    if sampler == "grid":  # 3 of the 4 configurations, each once
+        configurations = {(r.params["activation"], r.params["training.lr"]) for r in runs}
+        assert len(configurations) == 3
     trials = optuna.load_study(study_name=study.optuna_name, storage=store.db.optuna).trials
     assert len(trials) == 3 and all(t.state.is_finished() for t in trials)
     assert store.studies.get(study.id).status == "completed"
 
 
 def test_a_study_optuna_cannot_sample_is_failed_and_the_worker_goes_on(
-    store: Store, user: UserInfo, folder: Path, training: TorchTraining
+    store: Store,
+    user: UserInfo,
+    folder: Path,
+    training: TorchTraining,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # A grid over lr with a baseline that fixes only the family: Optuna 5 refuses to start the
-    # baseline trial ("All parameters must be specified when using GridSampler").
-    spec = tiny_spec(folder, n_trials=2, lr={"choices": [0.01, 0.02]}, priority=5)
-    spec["sampler"] = {"name": "grid"}
-    spec["baselines"] = ["relu"]
+    # A CMA-ES study on a worker without the cmaes package: no trial of it can be created here.
+    # (Every valid spec can be sampled where the packages are installed; a grid with a baseline
+    # that leaves grid parameters open, the case before, is now one of the grid's points.)
+    monkeypatch.setitem(sys.modules, "cmaes", None)  # find_spec and import both find nothing
+    spec = tiny_spec(folder, n_trials=2, sampler="cmaes", priority=5)
     broken, _ = store.studies.create(user, spec)
     fine, _ = store.studies.create(user, tiny_spec(folder, n_trials=1))
     runner = _runner(store, training)
@@ -317,12 +323,11 @@ def test_a_study_optuna_cannot_sample_is_failed_and_the_worker_goes_on(
     while (claim := store.runs.claim_next("w-test")) is not None:
         outcomes.append((claim.study_id, runner.run(claim).state))
     info = store.studies.get(broken.id)
-    if info.status == "failed":  # what Optuna 5.0 does
-        assert info.error and "Optuna could not create a trial" in info.error
-        assert runs_of(store, broken.id) == []
-    else:  # a later Optuna or search_space that fills the grid's baseline in
-        assert info.status == "completed"
-    assert (fine.id, "complete") in outcomes  # the worker went on
+    assert info.status == "failed"
+    assert info.error and "Optuna could not create a trial" in info.error
+    assert "cmaes needs the 'cmaes' package installed" in info.error
+    assert runs_of(store, broken.id) == []
+    assert outcomes == [(broken.id, "released"), (fine.id, "complete")]  # the worker went on
 
 
 @pytest.mark.parametrize("public_path", [False, True], ids=["tell-body", "public-tell"])
