@@ -5,12 +5,21 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
 
 import optuna
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.db import is_sqlite, make_engine, make_sessionmaker, optuna_storage, session_scope
+from service.db import (
+    is_sqlite,
+    make_engine,
+    make_sessionmaker,
+    optuna_storage,
+    session_scope,
+    utcnow,
+)
 from service.migrate import check_schema
 
 
@@ -54,6 +63,28 @@ class Database:
         if self._optuna is None:
             self._optuna = optuna_storage(self.url)
         return self._optuna
+
+    def clock(self) -> Any:
+        """ "Now" for heartbeats, as a value to write or compare: the database's clock.
+
+        Heartbeats are written by workers on many machines and judged by whichever process
+        reaps; with their own clocks, a worker whose clock ran a grace period behind would be
+        reaped while alive. PostgreSQL's now() is one clock for all of them. The embedded SQLite
+        database lives on one machine, whose clock every process there already shares.
+        """
+        return utcnow() if self.sqlite else func.now()
+
+    def silent_since(self, seconds: float) -> Any:
+        """The heartbeat cutoff: the database's clock minus `seconds`."""
+        return self.clock() - timedelta(seconds=seconds)
+
+    def now(self, session: Session) -> datetime:
+        """The database's clock, read (one round trip on PostgreSQL)."""
+        if self.sqlite:
+            return utcnow()
+        moment = session.scalar(select(func.now()))
+        assert moment is not None
+        return moment
 
     @contextmanager
     def session(self, *, immediate: bool = False) -> Iterator[Session]:

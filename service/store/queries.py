@@ -33,7 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from service.db import Epoch, Run, Study, User, Worker, utcnow
+from service.db import Epoch, Run, Study, User, Worker
 from service.store.base import Database, NotFound
 from service.store.studies import FINAL, RUN_STATES, StudyInfo, study_info
 
@@ -895,8 +895,8 @@ def _medians(session: Session, study_id: int, counts: dict[str, int]) -> dict[st
 # -- workers -------------------------------------------------------------------------------------
 def list_workers(db: Database, grace_s: float) -> list[dict[str, Any]]:
     """Workers with their current trial, heartbeat age and whether they went silent."""
-    now = utcnow()
     with db.session() as session:
+        now = db.now(session)  # the clock heartbeats are written with (Database.clock)
         rows = session.execute(
             select(Worker, Run.study_id, Run.trial_number)
             .outerjoin(Run, Run.id == Worker.current_run_id)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, cast
 
 import optuna
@@ -121,7 +121,8 @@ class Runs:
             return None
         run.state = "running"
         run.worker_id = worker_id
-        run.started_at = run.heartbeat_at = now
+        run.started_at = now
+        run.heartbeat_at = self.db.clock()
         run.epochs_done = 0
         session.flush()
         return Claim(
@@ -227,7 +228,7 @@ class Runs:
         worker_id: str | None = None,
     ) -> RunStatus:
         """Store one epoch's values at once (idempotent: a repeat after a reconnect overwrites)."""
-        now = utcnow()
+        now, beat = utcnow(), self.db.clock()
         with self.db.session() as session:
             # Three statements in all: this runs every epoch of every trial on every worker.
             status = session.execute(
@@ -237,7 +238,7 @@ class Runs:
                     epochs_done=case(
                         (Run.epochs_done < epoch + 1, epoch + 1), else_=Run.epochs_done
                     ),
-                    heartbeat_at=case((Run.state == "running", now), else_=Run.heartbeat_at),
+                    heartbeat_at=case((Run.state == "running", beat), else_=Run.heartbeat_at),
                 )
                 .returning(Run.state, _study_status(Run.study_id))
             ).one_or_none()
@@ -259,7 +260,7 @@ class Runs:
                 session.execute(
                     update(Worker)
                     .where(Worker.id == worker_id)
-                    .values(current_epoch=epoch, img_per_s=img_per_s, heartbeat_at=now)
+                    .values(current_epoch=epoch, img_per_s=img_per_s, heartbeat_at=beat)
                 )
             return RunStatus(state=status[0], study_status=status[1] or "deleted")
 
@@ -334,7 +335,7 @@ class Runs:
     # -- lost workers -----------------------------------------------------------------------
     def reap_lost(self, grace_s: float) -> list[int]:
         """Fail runs whose worker has been silent for `grace_s` seconds; queue their retries."""
-        cutoff = utcnow() - timedelta(seconds=grace_s)
+        cutoff = self.db.silent_since(grace_s)  # the database's clock: see Database.clock
         with self.db.session() as session:
             stale = list(
                 session.scalars(
@@ -343,7 +344,7 @@ class Runs:
             )
         return [run_id for run_id in stale if self._reap(run_id, cutoff)]
 
-    def _reap(self, run_id: int, cutoff: datetime) -> bool:
+    def _reap(self, run_id: int, cutoff: Any) -> bool:
         with self.db.session(immediate=True) as session:
             # The conditional UPDATE makes concurrent reapers agree on one winner.
             won = cast(
@@ -429,13 +430,14 @@ class Runs:
                 version,
             )
             row.status = "idle"
-            row.started_at = row.heartbeat_at = utcnow()
+            row.started_at = utcnow()
+            row.heartbeat_at = self.db.clock()
             row.trials_done = row.trials_done or 0
             session.add(row)
 
     def heartbeat(self, worker_id: str, run_id: int | None = None) -> None:
         """The worker (and its current run) is alive."""
-        now = utcnow()
+        now = self.db.clock()
         with self.db.session() as session:
             # Run row first, then the worker row: the order every other writer (report_epoch,
             # finish, reap) locks them in, so a heartbeat never deadlocks with its own worker.

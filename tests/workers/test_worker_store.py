@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import func, update
 from worker_helpers import (
     create_pg_database,
     drop_pg_database,
@@ -17,8 +18,11 @@ from worker_helpers import (
     tiny_spec,
 )
 
-from service.db import Run, Worker
+from service.db import Run, Worker, utcnow
 from service.store import Store, UserInfo
+from service.store import base as base_module
+from service.store import runs as runs_module
+from service.store.queries import list_workers
 from workers.worker import open_worker_store
 
 
@@ -197,3 +201,37 @@ def test_higher_priority_first_then_round_robin(store: Store, user: UserInfo) ->
     assert order[0] == high
     assert order[1:] == [low_a, low_b, low_a, low_b]
     assert store.runs.claim_next("w", study_ids=[low_b]).study_id == low_b  # type: ignore[union-attr]
+
+
+@pytest.mark.postgres
+def test_heartbeats_use_the_database_clock_not_the_workers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A worker on a machine whose clock runs an hour behind must not look silent to a reaper
+    # elsewhere, nor must a silent one look alive to it: both go by PostgreSQL's clock.
+    url = create_pg_database()
+    store = open_store(url)
+    try:
+        user = make_user(store)
+        _study(store, user, 2)
+        behind = utcnow() - timedelta(hours=1)
+        monkeypatch.setattr(runs_module, "utcnow", lambda: behind)
+        monkeypatch.setattr(base_module, "utcnow", lambda: behind)
+        store.runs.register_worker("w-behind", hostname="h", pid=1, device="cpu")
+        claim = store.runs.claim_next("w-behind")
+        assert claim is not None
+        store.runs.report_epoch(
+            claim.run_id, 0, train_loss=1.0, val_acc=0.5, img_per_s=1.0, elapsed_s=1.0,
+            worker_id="w-behind",
+        )  # fmt: skip
+        store.runs.heartbeat("w-behind", claim.run_id)
+        monkeypatch.undo()
+        assert store.runs.reap_lost(grace_s=60) == []
+        (worker,) = list_workers(store.db, grace_s=60)
+        assert worker["heartbeat_age_s"] < 60 and not worker["stale"]
+        with store.db.session() as session:  # a minute and a half of silence, by the database
+            session.execute(update(Run).values(heartbeat_at=func.now() - timedelta(seconds=90)))
+        assert store.runs.reap_lost(grace_s=60) == [claim.run_id]
+    finally:
+        store.dispose()
+        drop_pg_database(url)
