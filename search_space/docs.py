@@ -45,8 +45,9 @@ Generated from `search_space/registry.py` by `python -m search_space.docs`; do n
   [{pmin:g}, {pmax:g}], so they never reach 0 or ∞.
 - Reference forward functions live in `search_space.modules.functional` (one per learnable
   family, `(x, *params)` with params already broadcast-shaped) and are each module's `fn`; on
-  CUDA the fused kernels of `search_space.kernels` (same signature) replace them where they cover
-  the family (`module.allow_fused = False` keeps the reference path).
+  CUDA the fused kernels of `search_space.kernels` replace them where they cover the family,
+  taking the stored tensors and applying the clamp and exp of log-stored ones themselves
+  (`module.allow_fused = False` keeps the reference path).
 - Learned values (`activation_parameters(model)`) are the constrained values (μ, not log μ),
   one list per parameter over channels; coefficient vectors are reported as a0, a1, ... / b1, ...
 - PAU / OPAU start from a least-squares fit to `init_target` (default leaky_relu) on

@@ -6,7 +6,8 @@ as tensors shaped () for `shared`/`per_layer` scope and (C,) for `per_channel` (
 dim 1 of (N, C, ...) inputs). Positive parameters are stored as log(value) and clamped, so they can
 never leave (0, ∞). `module.fn` is the forward function `(x, *constrained params) -> y`: the
 fp32-wrapped reference in `search_space.modules.functional`. On CUDA the fused kernels of
-`search_space.kernels` (same signature) replace it where they cover the family and options.
+`search_space.kernels` replace it where they cover the family and options; `forward` hands
+them the stored tensors (log-stored ones included: the kernel applies the clamp and exp itself).
 """
 
 from __future__ import annotations

@@ -61,8 +61,9 @@ def test_fused_modules_match_the_reference(
         .to(dtype)
         .contiguous(memory_format=torch.channels_last)
     )
-    assert fused.kernel_for(x) is not fused.fn  # the fused kernel really is in use
-    assert reference.kernel_for(x) is reference.fn
+    # the fused kernel really is in use (forward takes it from fused_stored_kernel)
+    assert fused.fused_stored_kernel(x) is not None and fused.kernel_for(x) is not fused.fn
+    assert reference.fused_stored_kernel(x) is None and reference.kernel_for(x) is reference.fn
     outputs = []
     for module in (fused, reference):
         xi = x.detach().clone().requires_grad_(True)
