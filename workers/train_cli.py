@@ -41,6 +41,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default="auto")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument(
+        "--ema",
+        metavar="DECAY|JSON",
+        help="evaluate an average of the weights: its per-step decay (e.g. 0.999) or a JSON "
+        'object {"decay", "start_epoch", "every"} (default: the net\'s own weights)',
+    )
+    parser.add_argument(
+        "--tta",
+        choices=["none", "flip"],
+        default="none",
+        help="flip: evaluate each image and its mirror image (default none)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=None, help="seconds (default none)")
     parser.add_argument("--json", type=Path, dest="json_out", help="write the record here")
@@ -59,15 +71,32 @@ def activation_config(text: str) -> dict[str, Any]:
     return {"family": text}
 
 
+def ema_config(text: str) -> dict[str, Any]:
+    """A decay or a JSON object, as the "ema" training setting."""
+    text = text.strip()
+    try:
+        value = json.loads(text) if text.startswith("{") else {"decay": float(text)}
+    except ValueError as exc:  # json.JSONDecodeError is one too
+        raise ValueError(
+            f'--ema must be a decay such as 0.999 or a JSON object {{"decay", "start_epoch", '
+            f'"every"}}, not {text!r} ({exc})'
+        ) from None
+    return dict(value)
+
+
 def trial_config(args: argparse.Namespace) -> dict[str, Any]:
-    """The resolved trial config these options describe."""
-    from workers.train import recipe
+    """The resolved trial config these options describe (ValueError names a bad setting)."""
+    from workers.train import TrainingConfig, recipe
 
     training = recipe(args.model)
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}
     training.update({k: v for k, v in overrides.items() if v is not None})
     training["precision"] = args.precision
     training["compile"] = args.compile
+    training["tta"] = args.tta
+    if args.ema is not None:
+        training["ema"] = ema_config(args.ema)
+    TrainingConfig.from_dict(training)  # a bad --ema is reported now, not after loading the data
     return {
         "dataset": {
             "name": args.dataset,
@@ -117,6 +146,20 @@ def _progress(quiet: bool) -> tuple[Any, Any]:
     return on_step, on_epoch
 
 
+def evaluation_text(record: dict[str, Any]) -> str:
+    """What the record's accuracies measured: which weights, and whether with flip TTA."""
+    # Records from before "evaluation" existed measured the net's own weights without TTA.
+    evaluation = record.get("evaluation") or {}
+    if evaluation.get("weights") == "ema":
+        ema = (record["manifest"].get("resolved_training") or {}).get("ema") or {}
+        decay = f" (decay {ema['decay']:g})" if "decay" in ema else ""
+        weights = f"an EMA of the weights{decay}"
+    else:
+        weights = "the net's own weights (no EMA)"
+    tta = evaluation.get("tta", "none")
+    return f"evaluated {weights}, " + ("with flip TTA" if tta == "flip" else "without TTA")
+
+
 def summary(record: dict[str, Any]) -> str:
     """A few readable lines about a finished trial."""
     manifest = record["manifest"]
@@ -127,6 +170,7 @@ def summary(record: dict[str, Any]) -> str:
             + (f" ({manifest['gpu']})" if manifest.get("gpu") else ""),
             f"val_acc {record['val_acc']:.4f} (best {record['best_val_acc']:.4f} at epoch "
             f"{record['best_epoch'] + 1}), test_acc {record['test_acc']:.4f}",
+            evaluation_text(record),
             f"train {record['train_s']:.1f} s at {record['img_per_s']:,.0f} img/s, eval "
             f"{record['eval_s']:.1f} s, data {record['data_s']:.1f} s, peak memory "
             f"{record['peak_memory_bytes'] / 2**20:,.0f} MiB ({record['peak_memory_kind']})",

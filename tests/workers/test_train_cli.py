@@ -41,13 +41,28 @@ def test_missing_data_exits_2_with_instructions_and_no_traceback(tmp_path, capsy
     assert "Traceback" not in err
 
 
-def test_a_run_writes_its_record(tmp_path, capsys) -> None:
+@pytest.mark.parametrize(
+    ("options", "evaluation", "said"),
+    [
+        ([], {"weights": "raw", "tta": "none"}, "the net's own weights (no EMA), without TTA"),
+        (
+            ["--ema", '{"decay": 0.9, "start_epoch": 0}', "--tta", "flip"],
+            {"weights": "ema", "tta": "flip"},
+            "an EMA of the weights (decay 0.9), with flip TTA",
+        ),
+    ],
+    ids=["plain", "ema-tta"],
+)
+def test_a_run_writes_its_record(
+    tmp_path, capsys, options: list[str], evaluation: dict[str, str], said: str
+) -> None:
     out = tmp_path / "out" / "record.json"
     argv = [
         "--model", "lenet", "--activation", "gelu", "--epochs", "2", "--width", "0.5",
         "--data", str(_tarball(tmp_path / "tiny.tar")), "--dataset", "folder",
         "--cache-dir", str(tmp_path / "cache"), "--val-size", "6", "--batch-size", "8",
         "--lr", "0.05", "--device", "cpu", "--seed", "3", "--json", str(out), "--quiet",
+        *options,
     ]  # fmt: skip
     assert train_cli.main(argv) == 0
     record = json.loads(out.read_text())
@@ -59,7 +74,29 @@ def test_a_run_writes_its_record(tmp_path, capsys) -> None:
     }
     assert config["activation"] == {"family": "gelu"}
     assert len(record["activation_curves"]["final"]) == 4  # LeNet's four sites
-    assert "val_acc" in capsys.readouterr().out
+    assert record["evaluation"] == evaluation
+    printed = capsys.readouterr().out
+    assert "val_acc" in printed and f"evaluated {said}\n" in printed
+
+
+@pytest.mark.parametrize(
+    ("ema", "message"),
+    [
+        ("1.5", "ema.decay must be a number in [0, 1)"),
+        ("fast", "--ema must be a decay such as 0.999"),
+        ('{"decay": 0.9,', "--ema must be a decay such as 0.999"),
+        ('{"decay": 0.9, "power": 2}', "unknown ema keys power"),
+        ('{"start_epoch": 5}', "ema.start_epoch (5) must be below epochs (2)"),
+    ],
+)
+def test_a_bad_ema_exits_2_before_loading_any_data(
+    tmp_path, capsys, ema: str, message: str
+) -> None:
+    argv = ["--data", str(tmp_path / "nowhere"), "--cache-dir", str(tmp_path), "--epochs", "2",
+            "--device", "cpu", "--ema", ema]  # fmt: skip
+    assert train_cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "ACTSEARCH_DATA" not in err and "Traceback" not in err
 
 
 def test_activation_option_accepts_json() -> None:
