@@ -1,13 +1,13 @@
 """Grid studies with baselines: submitted through the API, run by the real trial runner.
 
 The runner is the worker's own (workers.objective.TrialRunner: claim, Optuna ask/tell, every
-store write); only the training is replaced by an instant one, so these run in milliseconds.
+store write, real training of a tiny LeNet on a tiny generated image folder on the CPU).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,7 +17,9 @@ import pytest
 from service.settings import Settings
 from service.store import Store
 from tests.service.conftest import Person, spec
-from workers.objective import Training, TrialRunner
+from tests.workers.worker_helpers import make_image_folder
+from workers.objective import TorchTraining, TrialRunner
+from workers.worker import SlotOptions
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -38,54 +40,34 @@ BASELINES = [
 ]
 
 
-@dataclass
-class _Epoch:
-    epoch: int
-    epochs: int
-    train_loss: float
-    val_acc: float
-    img_per_s: float
-    elapsed_s: float
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny image folder the grid's trials really train on."""
+    return make_image_folder(tmp_path_factory.mktemp("folder"))
 
 
-@dataclass
-class _Record:
-    val_acc: float
-    best_val_acc: float
-    test_acc: float
-    duration_s: float
-
-    def to_json(self) -> dict[str, Any]:
-        return {"val_acc": self.val_acc, "test_acc": self.test_acc, "img_per_s": 1.0}
+@pytest.fixture(scope="module")
+def training(tmp_path_factory: pytest.TempPathFactory) -> TorchTraining:
+    """The real training side on the CPU, its data cache shared by this module."""
+    return TorchTraining(Settings(home=tmp_path_factory.mktemp("home")), SlotOptions(threads=1))
 
 
-class InstantTraining(Training):
-    """A "training" whose accuracy is a function of the config, at once."""
-
-    def device_description(self, gpu_label: str) -> str:
-        return "cpu (instant)"
-
-    def load_data(self, dataset_cfg: dict[str, Any]) -> Any:
-        return None
-
-    def prescreen(self, config: dict[str, Any]) -> tuple[bool, str | None]:
-        return True, None
-
-    def train(self, config, data, on_epoch, should_stop):  # type: ignore[no-untyped-def]
-        value = 0.5 + float(config["training"]["lr"]) + 0.1 * len(config["activation"]["params"])
-        epochs = int(config["training"]["epochs"])
-        for epoch in range(epochs):
-            on_epoch(_Epoch(epoch, epochs, 1.0, value, 1.0, 0.0))
-        return _Record(val_acc=value, best_val_acc=value, test_acc=value, duration_s=0.0)
+def grid_spec(folder: Path, n_trials: int) -> dict[str, Any]:
+    """GRID_SPEC on the tiny folder, with a LeNet small enough to train in a blink."""
+    return {
+        **GRID_SPEC,
+        "dataset": {"name": "folder", "path": str(folder), "val_size": 20},
+        "model": {"name": "lenet", "width": 0.25},
+        "training": {**GRID_SPEC["training"], "batch_size": 50, "eval_batch_size": 200},
+        "n_trials": n_trials,
+    }
 
 
-def _run_all(store: Store, settings: Settings, study_id: int) -> list[str]:
+def _run_all(store: Store, settings: Settings, training: TorchTraining, study_id: int) -> list[str]:
     """Claim and run the study's trials like a worker until none is left; their outcomes."""
     worker_id = f"w-grid-{study_id}"
     store.runs.register_worker(worker_id, hostname="test", pid=1, device="cpu")
-    runner = TrialRunner(
-        store=store, settings=settings, worker_id=worker_id, training=InstantTraining()
-    )
+    runner = TrialRunner(store=store, settings=settings, worker_id=worker_id, training=training)
     outcomes = []
     while (claim := store.runs.claim_next(worker_id, [study_id])) is not None:
         outcomes.append(runner.run(claim).state)
@@ -108,6 +90,8 @@ def test_grid_with_baselines_runs_each_configuration_once_and_completes(
     store: Store,
     settings: Settings,
     alice: Person,
+    folder: Path,
+    training: TorchTraining,
     caplog: pytest.LogCaptureFixture,
     n_trials: int,
 ) -> None:
@@ -115,7 +99,7 @@ def test_grid_with_baselines_runs_each_configuration_once_and_completes(
     # each failing a trial; past the grid it re-ran configurations until n_trials; its
     # study.stop() raised in every worker's last tell; relu ran once per value of elu.alpha.
     response = client.post(
-        "/api/v1/studies", json={**GRID_SPEC, "n_trials": n_trials}, headers=alice.headers
+        "/api/v1/studies", json=grid_spec(folder, n_trials), headers=alice.headers
     )
     assert response.status_code == 201, response.text
     study = response.json()
@@ -123,7 +107,7 @@ def test_grid_with_baselines_runs_each_configuration_once_and_completes(
     assert study["progress"]["budget"] == CONFIGURATIONS
 
     with caplog.at_level(logging.WARNING):
-        outcomes = _run_all(store, settings, study["id"])
+        outcomes = _run_all(store, settings, training, study["id"])
     assert outcomes == ["complete"] * CONFIGURATIONS
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
@@ -140,14 +124,17 @@ def test_grid_with_baselines_runs_each_configuration_once_and_completes(
 
 
 def test_grid_budget_below_its_size_runs_baselines_then_distinct_configurations(
-    client: httpx.Client, store: Store, settings: Settings, alice: Person
+    client: httpx.Client,
+    store: Store,
+    settings: Settings,
+    alice: Person,
+    folder: Path,
+    training: TorchTraining,
 ) -> None:
-    response = client.post(
-        "/api/v1/studies", json={**GRID_SPEC, "n_trials": 4}, headers=alice.headers
-    )
+    response = client.post("/api/v1/studies", json=grid_spec(folder, 4), headers=alice.headers)
     assert response.status_code == 201, response.text
     study_id = response.json()["id"]
-    assert _run_all(store, settings, study_id) == ["complete"] * 4
+    assert _run_all(store, settings, training, study_id) == ["complete"] * 4
     trials = _trials(store, study_id)
     assert [t.params for t in trials[:2]] == BASELINES
     assert len({_key(t.params) for t in trials}) == 4
