@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from worker_helpers import create_pg_database, drop_pg_database
 
 from workers.data import DataSplits, DecodedDataset, split_dataset
 
@@ -71,3 +73,14 @@ def cifar10_tarball() -> Path:
     if not candidate.exists():
         pytest.skip("CIFAR-10 JPEG tarball not found (set CIFAR10_JPEG_TAR)")
     return candidate
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database of each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'actsearch.db'}"
+        return
+    made = create_pg_database()
+    yield made
+    drop_pg_database(made)

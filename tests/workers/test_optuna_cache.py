@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import optuna
-import pytest
 from optuna.trial import TrialState
 from sqlalchemy import event
-from worker_helpers import create_pg_database, drop_pg_database
 
 from workers.optuna_cache import worker_storage
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'optuna.db'}"
-        return
-    made = create_pg_database()
-    yield made
-    drop_pg_database(made)
 
 
 def _worker_study(url: str, name: str) -> optuna.Study:

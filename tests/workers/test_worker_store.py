@@ -26,17 +26,6 @@ from service.store.queries import list_workers
 from workers.worker import open_worker_store
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh database of each backend."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'actsearch.db'}"
-        return
-    pg = create_pg_database()
-    yield pg
-    drop_pg_database(pg)
-
-
 @pytest.fixture
 def store(url: str) -> Iterator[Store]:
     """The migrated store."""
