@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import optuna  # noqa: E402
-from sqlalchemy import create_engine, func, select, text  # noqa: E402
+from sqlalchemy import create_engine, func, make_url, select, text  # noqa: E402
 
 from service.db import Run, Study, make_engine  # noqa: E402
 from service.migrate import upgrade  # noqa: E402
@@ -186,18 +186,23 @@ def _child(
 
 
 # -- the benchmark --------------------------------------------------------------------------
+def _on(server: str, database: str) -> str:
+    """The server's URL naming `database` (query strings such as a socket ?host= kept)."""
+    return make_url(server).set(database=database).render_as_string(hide_password=False)
+
+
 def _create_database(server: str) -> str:
     name = f"as_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
+    admin = create_engine(_on(server, "postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
-    return f"{server}/{name}"
+    return _on(server, name)
 
 
 def _drop_database(server: str, url: str) -> None:
-    name = url.rsplit("/", 1)[1]
-    admin = create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
+    name = make_url(url).database
+    admin = create_engine(_on(server, "postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
@@ -277,6 +282,15 @@ def run_once(url: str, workers: int, trials: int, sampler: str, epochs: int, pro
     }
 
 
+def _start_pgserver(pgdata: Path) -> str:
+    """A PostgreSQL server of our own from the pgserver wheel (stopped at exit); its URL."""
+    import pgserver  # an optional, bench-only package
+
+    server = pgserver.get_server(pgdata.resolve(), cleanup_mode="stop")
+    url = make_url(server.get_uri()).set(drivername="postgresql+psycopg", database="postgres")
+    return url.render_as_string(hide_password=False)
+
+
 def _gpu() -> str | None:
     try:
         done = subprocess.run(
@@ -298,7 +312,7 @@ def machine(server: str) -> dict[str, Any]:
                 break
     except OSError:
         pass
-    engine = create_engine(f"{server}/postgres")
+    engine = create_engine(_on(server, "postgres"))
     with engine.connect() as connection:
         server = connection.execute(text("SHOW server_version")).scalar()
     engine.dispose()
@@ -323,9 +337,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=1, help="epoch reports per trial")
     parser.add_argument("--server", default=PG_SERVER, help="PostgreSQL server URL (no database)")
     parser.add_argument("--database-url", default=None, help="default: a fresh database there")
+    parser.add_argument(
+        "--pgserver",
+        type=Path,
+        metavar="DIR",
+        help="start a private PostgreSQL in DIR from the pgserver wheel and use it (a machine "
+        "without a PostgreSQL service, e.g. the GPU machine: see bench/GPU_CHECKS.md)",
+    )
     parser.add_argument("--profile", action="store_true", help="time each bookkeeping step")
     parser.add_argument("--no-save", action="store_true", help="do not write bench/results JSON")
     args = parser.parse_args(argv)
+    if args.pgserver:
+        args.server = _start_pgserver(args.pgserver)
     url = args.database_url or _create_database(args.server)
     try:
         result = run_once(url, args.workers, args.trials, args.sampler, args.epochs, args.profile)

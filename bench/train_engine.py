@@ -250,6 +250,12 @@ RESNET30_VARIANTS: dict[str, dict[str, Any]] = {
         "name": "ema+tta",
         "training": {"ema": {"decay": 0.999, "start_epoch": 1}, "tta": "flip"},
     },
+    # A short horizon (100 steps, about one epoch): averages the annealed end of the schedule only.
+    "ema0.99": {"name": "ema0.99", "training": {"ema": {"decay": 0.99, "start_epoch": 20}}},
+    "ema0.99+tta": {
+        "name": "ema0.99+tta",
+        "training": {"ema": {"decay": 0.99, "start_epoch": 20}, "tta": "flip"},
+    },
     "ls0.2": {"name": "ls0.2", "training": {"label_smoothing": 0.2}},
     "ls0.2+tta": {"name": "ls0.2+tta", "training": {"label_smoothing": 0.2, "tta": "flip"}},
     "ema+tta+ls0.2": {
