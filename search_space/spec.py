@@ -9,8 +9,12 @@ Activation entries are flat: `smu: {alpha: {low: 0, high: 0.5}, mu: 1.0, scope: 
 trainable: {mu: true}}` — keys are the family's parameters and options (registry) plus scope,
 trainable, preset, init_target, init_interval and clamp.
 
-`training.ema` and `training.tta` take one fixed value for the whole study, never a
-distribution (see TrainingSpec).
+`training.ema`, `training.tta`, `training.lookahead` and `training.betas` take one fixed value
+for the whole study, never a distribution (see TrainingSpec).
+
+Model recipes: a spec whose model is fixed to one with a recipe of its own (search_space.recipes:
+the proxy) takes the recipe's value for every training field it leaves out, `augment` key by key;
+fields it gives win. The parsed spec states those values, so a stored spec shows what trials use.
 
 Budget: `n_trials` trials (1..MAX_TRIALS), baselines included. The grid sampler runs each
 configuration of the spec once and then the study is complete, so its budget is
@@ -46,6 +50,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from typing_extensions import TypedDict  # pydantic needs it, not typing's, before Python 3.12
 
+from search_space.recipes import spec_recipe
 from search_space.registry import (
     FIT_TARGETS,
     Domain,
@@ -78,6 +83,10 @@ TTA_MODES: tuple[str, ...] = ("none", "flip")  # workers.train.TTA_MODES
 # training.ema's defaults, filled into the resolved config: workers.train.EmaConfig's (a test
 # keeps the two equal; this module cannot import the torch side).
 EMA_DEFAULTS: dict[str, Any] = {"decay": 0.999, "start_epoch": 1, "every": 1}
+# training.lookahead's and training.betas's: workers.train.LookaheadConfig's and
+# TrainingConfig.betas (the same test keeps them equal).
+LOOKAHEAD_DEFAULTS: dict[str, Any] = {"start_epoch": 3, "every": 5, "decay": 0.95, "power": 3.0}
+BETAS_DEFAULT: tuple[float, float] = (0.9, 0.999)
 SAMPLER_NAMES: tuple[str, ...] = ("tpe", "random", "cmaes", "qmc", "grid")
 PRUNER_NAMES: tuple[str, ...] = ("median", "percentile", "hyperband", "successive_halving", "none")
 # Bounds of the spec's counts and seeds. Our integer columns are 32-bit (service/db/models.py:
@@ -392,12 +401,120 @@ class EmaSpec(TypedDict, total=False):
 EmaField = Annotated[EmaSpec | None, BeforeValidator(_ema_mapping), AfterValidator(_ema_defaults)]
 
 
+def _lookahead_mapping(value: Any) -> Any:
+    """training.lookahead is null or one non-empty mapping, never a distribution.
+
+    `{}` is refused: the trainer reads an empty lookahead mapping as off, whereas an empty
+    `ema` mapping in a spec means its defaults; either reading would surprise someone.
+    """
+    if value is None or (isinstance(value, Mapping) and value and not _is_distribution(value)):
+        return value
+    if _is_distribution(value):
+        problem = "cannot be searched"
+    elif isinstance(value, Mapping):
+        problem = "cannot be {} (the trainer would read it as off)"
+    else:
+        problem = f"cannot be {value!r}"
+    raise PydanticCustomError(
+        "invalid_spec",
+        "{reason}",
+        {
+            "reason": f"training.lookahead {problem}: give one mapping with some of "
+            "{start_epoch, every, decay, power} (missing keys take their defaults), or null "
+            "for no lookahead"
+        },
+    )
+
+
+def _lookahead_defaults(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    # Filled in here so that the resolved trial config states the average that was trained with.
+    return None if value is None else {**LOOKAHEAD_DEFAULTS, **value}
+
+
+class LookaheadSpec(TypedDict, total=False):
+    """training.lookahead: airbench's weight average, copied back into the net (training changes).
+
+    workers.train.LookaheadConfig; a plain mapping, like EmaSpec, for the resolved trial config.
+    """
+
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+
+    start_epoch: Annotated[
+        int,
+        _fixed_value("training.lookahead.start_epoch", Domain("int", low=0)),
+        Field(
+            description="first epoch (0-based) that averages; default 3 (none at or after epochs)",
+            json_schema_extra={"minimum": 0},
+        ),
+    ]
+    every: Annotated[
+        int,
+        _fixed_value("training.lookahead.every", Domain("int", low=1)),
+        Field(
+            description="training steps between updates, default 5",
+            json_schema_extra={"minimum": 1},
+        ),
+    ]
+    decay: Annotated[
+        float,
+        _fixed_value(
+            "training.lookahead.decay", Domain("float", low=0.0, high=1.0, high_open=True)
+        ),
+        Field(
+            description="per-step decay, raised to `every`; default 0.95",
+            json_schema_extra={"minimum": 0, "exclusiveMaximum": 1},
+        ),
+    ]
+    power: Annotated[
+        float,
+        _fixed_value("training.lookahead.power", Domain("float", low=0.0)),
+        Field(
+            description="the decay ramps in as (step / total_steps) ** power; default 3",
+            json_schema_extra={"minimum": 0},
+        ),
+    ]
+
+
+# null, or the mapping with its defaults filled in.
+LookaheadField = Annotated[
+    LookaheadSpec | None,
+    BeforeValidator(_lookahead_mapping),
+    AfterValidator(_lookahead_defaults),
+]
+_BETA = Domain("float", low=0.0, high=1.0, high_open=True)
+# The bounds again, for the JSON schema (_betas_pair does the checking, naming the field).
+_Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+def _betas_pair(value: Any) -> Any:
+    """training.betas is one pair of numbers in [0, 1), never a distribution."""
+    if _is_distribution(value):
+        problem = "cannot be searched"
+    elif not isinstance(value, (list, tuple)) or len(value) != 2:
+        problem = f"cannot be {value!r}"
+    else:
+        bad = [f"beta{i + 1} = {b!r}" for i, b in enumerate(value) if _BETA.check(b) is not None]
+        if not bad:
+            return value
+        problem = f"has {' and '.join(bad)}"
+    raise PydanticCustomError(
+        "invalid_spec",
+        "{reason}",
+        {
+            "reason": f"training.betas {problem}: give one pair [beta1, beta2] of numbers in "
+            "[0, 1) (AdamW's; default [0.9, 0.999])"
+        },
+    )
+
+
 class TrainingSpec(BaseModel):
-    """Training hyperparameters; each is a fixed value or a distribution, except ema and tta.
+    """Training hyperparameters; each is a fixed value or a distribution, except ema, tta,
+    lookahead and betas.
 
     `ema` and `tta` decide what the accuracies measure (averaged or raw weights; each image or
-    each image and its mirror), so they take one value for the whole study; docs/workers.md
-    describes both.
+    each image and its mirror), so they take one value for the whole study; `lookahead` and
+    `betas` are nested values with no Optuna distribution. docs/workers.md describes them all.
+    The defaults here are the generic ones; a model with a recipe replaces them (StudySpec).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -406,7 +523,7 @@ class TrainingSpec(BaseModel):
     batch_size: SearchInt = 512  # type: ignore[valid-type]
     optimizer: SearchStr = "sgd"  # type: ignore[valid-type]
     lr: SearchFloat = 0.1  # type: ignore[valid-type]  # peak learning rate
-    momentum: SearchFloat = 0.9  # type: ignore[valid-type]  # SGD momentum / AdamW beta1
+    momentum: SearchFloat = 0.9  # type: ignore[valid-type]  # SGD only (AdamW: betas)
     nesterov: SearchBool = True  # type: ignore[valid-type]
     weight_decay: SearchFloat = 5e-4  # type: ignore[valid-type]
     schedule: SearchStr = "onecycle"  # type: ignore[valid-type]
@@ -416,6 +533,18 @@ class TrainingSpec(BaseModel):
     precision: SearchStr = "auto"  # type: ignore[valid-type]
     compile: SearchBool = False  # type: ignore[valid-type]
     eval_batch_size: SearchInt = 1024  # type: ignore[valid-type]
+    # lr multiplier of norm and bias parameters (airbench's bias scaler)
+    bias_lr_scale: SearchFloat = 1.0  # type: ignore[valid-type]
+    betas: Annotated[tuple[_Beta, _Beta], BeforeValidator(_betas_pair)] = Field(
+        default=BETAS_DEFAULT,
+        description="AdamW's [beta1, beta2], each in [0, 1). Fixed, never searched",
+    )
+    lookahead: LookaheadField = Field(
+        default=None,
+        description="airbench's average of the weights, copied back into the net: "
+        "{start_epoch, every, decay, power} (missing keys take their defaults); null = off. "
+        "Fixed, never searched",
+    )
     ema: EmaField = Field(
         default=None,
         description="evaluate an average of the weights: {decay, start_epoch, every} "
@@ -450,6 +579,7 @@ TRAINING_DOMAINS: dict[str, Domain] = {
     "precision": Domain("str", choices=PRECISIONS),
     "compile": Domain("bool"),
     "eval_batch_size": Domain("int", low=1),
+    "bias_lr_scale": Domain("float", low=0.0, low_open=True),
 }
 AUGMENT_DOMAINS: dict[str, Domain] = {
     "crop_padding": Domain("int", low=0, high=16),
@@ -557,7 +687,11 @@ class StudySpec(BaseModel):
     description: str = ""
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
-    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    training: TrainingSpec = Field(
+        default_factory=TrainingSpec,
+        description="a model with a recipe (proxy) takes the recipe's value for each field "
+        "left out, instead of the generic default (docs/workers.md)",
+    )
     activations: dict[str, ActivationSpec] = Field(
         min_length=1, description="family name -> its ranges; one family is picked per trial"
     )
@@ -589,6 +723,21 @@ class StudySpec(BaseModel):
         json_schema_extra=_bounds(*PRIORITY_RANGE),
     )
     timeouts: TimeoutsSpec = Field(default_factory=TimeoutsSpec)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_recipe_defaults(cls, data: Any) -> Any:
+        """A model with a recipe (the proxy) takes its values for the training fields left out."""
+        if not isinstance(data, Mapping):
+            return data
+        training = _given_training(data.get("training", {}))
+        defaults = model_training_defaults(data.get("model"))
+        if training is None or not defaults:
+            return data
+        augment = training.get("augment", {})
+        if isinstance(augment, Mapping):
+            training["augment"] = {**defaults.pop("augment", {}), **augment}
+        return {**data, "training": {**defaults, **training}}
 
     @field_validator("model", mode="before")
     @classmethod
@@ -650,6 +799,37 @@ class StudySpec(BaseModel):
     def family_keys(self) -> list[str]:
         """Activation choices in spec order (family names or aliases)."""
         return list(self.activations)
+
+
+def model_training_defaults(model: Any) -> dict[str, Any]:
+    """The recipe values replacing a spec's generic training defaults; {} when there are none.
+
+    `model` is the spec's model as written (a name or a mapping) or a ModelSpec; a searched
+    model name has no recipe. Keys the spec does not take (augment.pad_mode) are left out.
+    """
+    name = model.name if isinstance(model, ModelSpec) else model
+    if isinstance(model, Mapping):
+        name = model.get("name")
+    found = spec_recipe(name) if isinstance(name, str) else None
+    if found is None:
+        return {}
+    defaults = {k: v for k, v in found.items() if k in TrainingSpec.model_fields}
+    if "augment" in defaults:
+        defaults["augment"] = {
+            k: v for k, v in defaults["augment"].items() if k in AugmentSpec.model_fields
+        }
+    return defaults
+
+
+def _given_training(training: Any) -> dict[str, Any] | None:
+    """The training fields a spec gives, as a fresh mapping (None: not a section to fill)."""
+    if isinstance(training, TrainingSpec):
+        given = {k: getattr(training, k) for k in training.model_fields_set}
+        augment = given.get("augment")
+        if isinstance(augment, AugmentSpec):
+            given["augment"] = {k: getattr(augment, k) for k in augment.model_fields_set}
+        return given
+    return dict(training) if isinstance(training, Mapping) else None
 
 
 def _is_continuous(dim: SearchDim) -> bool:

@@ -9,6 +9,7 @@ they go straight into the resolved trial config.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import itertools
 import math
@@ -42,6 +43,7 @@ from search_space.spec import (
     grid_values,
     is_searched,
     is_shared_dim,
+    model_training_defaults,
     option_or_param_domain,
 )
 
@@ -70,13 +72,15 @@ def _suggest(trial: TrialLike, name: str, value: Any, integer: bool) -> Any:
 def _section(
     trial: TrialLike, prefix: str, section: Any, integer_fields: set[str]
 ) -> dict[str, Any]:
-    out = {}
+    out: dict[str, Any] = {}
     for name in type(section).model_fields:
         value = getattr(section, name)
         if name == "augment":
             out[name] = _section(trial, f"{prefix}.augment", value, {"crop_padding"})
             continue
-        out[name] = _suggest(trial, f"{prefix}.{name}", value, name in integer_fields)
+        value = _suggest(trial, f"{prefix}.{name}", value, name in integer_fields)
+        # JSON's forms (betas' pair as a list), and no mapping shared with the spec.
+        out[name] = list(value) if isinstance(value, tuple) else copy.deepcopy(value)
     return out
 
 
@@ -187,7 +191,7 @@ def baseline_params(spec: StudySpec) -> list[dict[str, Any]]:
         if grid:
             for dim in spec.search_space():
                 if is_shared_dim(dim):
-                    params[dim.name] = _nearest(grid_values(dim), _field_default(dim.name))
+                    params[dim.name] = _nearest(grid_values(dim), _field_default(spec, dim.name))
         if len(keys) > 1:
             params["activation"] = key
         for dim in activation_dims(key, spec.activations[key]):
@@ -204,9 +208,14 @@ _SECTIONS: dict[str, type[Any]] = {
 }
 
 
-def _field_default(name: str) -> Any:
-    """The spec's default for a model/training field, e.g. 0.1 for `training.lr`."""
+def _field_default(spec: StudySpec, name: str) -> Any:
+    """The spec's default for a model/training field, e.g. 0.1 for `training.lr` (1.5 when the
+    model is the proxy: its recipe's)."""
     section, field = name.rsplit(".", 1)
+    recipe = model_training_defaults(spec.model)
+    given = {"training": recipe, "training.augment": recipe.get("augment", {})}.get(section, {})
+    if field in given:
+        return given[field]
     return _SECTIONS[section].model_fields[field].default
 
 

@@ -33,6 +33,10 @@ import torch.nn.functional as F
 from optuna.exceptions import TrialPruned
 from torch import Tensor, nn
 
+# The recipes live with the spec (a proxy study's training defaults); re-exported for callers.
+from search_space.recipes import PROXY_RECIPE as PROXY_RECIPE
+from search_space.recipes import STANDARD_RECIPE as STANDARD_RECIPE
+from search_space.recipes import recipe as recipe
 from workers import device as dev
 from workers.augment import AugmentConfig, Normalizer, TrainBatches, eval_batches
 from workers.data import DataSplits
@@ -198,47 +202,6 @@ class TrainingConfig:
                 f"ema.start_epoch ({self.ema.start_epoch}) must be below epochs ({self.epochs}), "
                 "or the average never starts; lower it or leave ema out"
             )
-
-
-# Recommended training settings per model (the CLI's and the bench's defaults; a study spec
-# states its own). The proxy follows airbench94 (github.com/KellerJordan/cifar10-airbench)
-# with its sum-loss hyperparameters rescaled to a mean loss over batches of 1024.
-PROXY_RECIPE: dict[str, Any] = {
-    "epochs": 10,
-    "batch_size": 1024,
-    "optimizer": "sgd",
-    "lr": 1.5,
-    "momentum": 0.85,
-    "nesterov": True,
-    "weight_decay": 1.33e-3,
-    "schedule": "linear",
-    "warmup_epochs": 2.3,
-    "label_smoothing": 0.2,
-    "augment": {"crop_padding": 2, "flip": True, "pad_mode": "reflect"},
-    "bias_lr_scale": 64.0,
-    "lookahead": {"start_epoch": 3, "every": 5, "decay": 0.95, "power": 3.0},
-    "eval_batch_size": 2000,
-}
-STANDARD_RECIPE: dict[str, Any] = {
-    "epochs": 30,
-    "batch_size": 512,
-    "optimizer": "sgd",
-    "lr": 0.4,
-    "momentum": 0.9,
-    "nesterov": True,
-    "weight_decay": 5e-4,
-    "schedule": "onecycle",
-    "warmup_epochs": 3.0,
-    "label_smoothing": 0.1,
-    "augment": {"crop_padding": 4, "flip": True, "pad_mode": "reflect"},
-    "eval_batch_size": 1024,
-}
-
-
-def recipe(model: str) -> dict[str, Any]:
-    """Recommended "training" settings for a model (a fresh, mutable copy)."""
-    chosen = PROXY_RECIPE if model == "proxy" else STANDARD_RECIPE
-    return {**chosen, "augment": dict(chosen["augment"])}
 
 
 # ---------------------------------------------------------------------------------------------

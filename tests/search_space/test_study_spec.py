@@ -15,15 +15,20 @@ import yaml
 
 from search_space.build import ActivationConfig, ActivationFactory
 from search_space.curves import prescreen
+from search_space.recipes import PROXY_RECIPE, STANDARD_RECIPE, recipe
 from search_space.registry import ALIASES, FAMILIES
 from search_space.spec import (
+    BETAS_DEFAULT,
     EMA_DEFAULTS,
+    LOOKAHEAD_DEFAULTS,
     MAX_TRIALS,
     MODEL_NAMES,
     PRIORITY_RANGE,
     TTA_MODES,
+    ModelSpec,
     SpecError,
     StudySpec,
+    TrainingSpec,
     grid_size,
     parse_spec,
 )
@@ -281,10 +286,140 @@ def test_ema_defaults_and_tta_modes_are_the_trainers() -> None:
     from dataclasses import asdict
 
     from workers.train import TTA_MODES as TRAINER_TTA_MODES
-    from workers.train import EmaConfig
+    from workers.train import EmaConfig, LookaheadConfig, TrainingConfig
 
     assert asdict(EmaConfig()) == EMA_DEFAULTS
+    assert asdict(LookaheadConfig()) == LOOKAHEAD_DEFAULTS
+    assert TrainingConfig().betas == BETAS_DEFAULT
     assert TTA_MODES == TRAINER_TTA_MODES
+
+
+def test_lookahead_betas_and_bias_lr_scale_reach_the_resolved_config() -> None:
+    from workers.train import LookaheadConfig, TrainingConfig
+
+    data = _mutated("training.lookahead", {"every": 2})
+    data["training"].update(
+        optimizer="adamw", betas=[0.8, 0.99], bias_lr_scale={"low": 1.0, "high": 64.0, "log": True}
+    )
+    spec = parse_spec(data)
+    assert spec.training.lookahead == {**LOOKAHEAD_DEFAULTS, "every": 2}  # defaults filled in
+    searched = [d.name for d in spec.search_space() if d.name.startswith("training.")]
+    assert searched == ["training.lr", "training.bias_lr_scale"]  # bias_lr_scale only
+    trial = optuna.trial.FixedTrial(
+        {"training.lr": 0.1, "training.bias_lr_scale": 16.0, "activation": "relu"}
+    )
+    training = suggest_config(trial, spec)["training"]
+    assert training["lookahead"] == {"start_epoch": 3, "every": 2, "decay": 0.95, "power": 3.0}
+    assert (training["betas"], training["bias_lr_scale"]) == ([0.8, 0.99], 16.0)
+    assert json.loads(json.dumps(training)) == training
+    resolved = TrainingConfig.from_dict(training)
+    assert resolved.lookahead == LookaheadConfig(start_epoch=3, every=2, decay=0.95, power=3.0)
+    assert (resolved.betas, resolved.bias_lr_scale) == ((0.8, 0.99), 16.0)
+    assert parse_spec(spec.model_dump(mode="json")) == spec
+
+    plain = suggest_config(
+        optuna.trial.FixedTrial({"training.lr": 0.1, "activation": "relu"}), parse_spec(QUICKSTART)
+    )["training"]
+    assert (plain["lookahead"], plain["betas"], plain["bias_lr_scale"]) == (None, [0.9, 0.999], 1.0)
+    resolved = TrainingConfig.from_dict(plain)
+    assert (resolved.lookahead, resolved.betas, resolved.bias_lr_scale) == (
+        None, (0.9, 0.999), 1.0,
+    )  # fmt: skip
+
+
+# -- model recipes ------------------------------------------------------------------------------
+def _proxy_spec(training: dict[str, Any] | None = None, **changes: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {"name": "screen", "model": {"name": "proxy"},
+                            "activations": {"relu": {}, "smu": {}}, **changes}  # fmt: skip
+    if training is not None:
+        data["training"] = training
+    return data
+
+
+@pytest.mark.parametrize("model", ["proxy", {"name": "proxy", "width": 1.5}], ids=["name", "map"])
+def test_a_proxy_study_without_training_takes_the_proxy_recipe(model: Any) -> None:
+    spec = parse_spec(_proxy_spec(model=model))
+    training = spec.training.model_dump(mode="json")
+    # Every recipe value the spec has a field for (pad_mode is the trainer's default anyway).
+    expected = {k: v for k, v in PROXY_RECIPE.items() if k != "augment"}
+    assert {k: training[k] for k in expected} == expected
+    assert training["augment"] == {"crop_padding": 2, "flip": True}
+    assert training["epochs"] == 10 and training["lookahead"] == PROXY_RECIPE["lookahead"]
+    # The stored (dumped) spec states these values and parses back to the same spec.
+    assert parse_spec(spec.model_dump(mode="json")) == spec
+    assert parse_spec(spec) == spec
+
+
+def test_the_resolved_config_of_a_proxy_study_is_the_proxy_recipe() -> None:
+    from workers.train import TrainingConfig
+
+    spec = parse_spec(_proxy_spec())
+    config = suggest_config(optuna.trial.FixedTrial({"activation": "smu"}), spec)
+    assert config["model"]["name"] == "proxy"
+    assert json.loads(json.dumps(config)) == config
+    assert TrainingConfig.from_dict(config["training"]) == TrainingConfig.from_dict(recipe("proxy"))
+
+
+def test_fields_a_proxy_study_gives_win_over_the_recipe() -> None:
+    lr = {"low": 0.5, "high": 3.0, "log": True}
+    spec = parse_spec(_proxy_spec({"epochs": 8, "lr": lr, "lookahead": None,
+                                   "augment": {"crop_padding": 4}}))  # fmt: skip
+    training = spec.training
+    assert (training.epochs, training.lr.model_dump(exclude_none=True)) == (8, lr)
+    assert training.lookahead is None  # null given: off, not the recipe's
+    assert (training.augment.crop_padding, training.augment.flip) == (4, True)
+    # The rest is the recipe's.
+    rest = (training.batch_size, training.schedule, training.bias_lr_scale)
+    assert rest == (1024, "linear", 64.0)
+    assert [d.name for d in spec.search_space()] == ["training.lr", "activation"]
+    config = suggest_config(
+        optuna.trial.FixedTrial({"training.lr": 2.0, "activation": "relu"}), spec
+    )
+    assert (config["training"]["lr"], config["training"]["momentum"]) == (2.0, 0.85)
+    # A spec built from models, as the API's body: only the fields set count as given.
+    given = {"model": ModelSpec(name="proxy"), "training": TrainingSpec(lr=0.5)}
+    built = StudySpec.model_validate({"name": "b", "activations": {"relu": {}}, **given})
+    assert (built.training.lr, built.training.batch_size) == (0.5, 1024)
+
+
+@pytest.mark.parametrize(
+    "model",
+    ["resnet18", {"name": "lenet"}, {"name": {"choices": ["proxy", "resnet18"]}}, None],
+    ids=["resnet18", "lenet", "searched", "default"],
+)
+def test_other_models_keep_the_generic_defaults(model: Any) -> None:
+    data: dict[str, Any] = {"name": "g", "activations": {"relu": {}}}
+    if model is not None:
+        data["model"] = model
+    training = parse_spec(data).training
+    assert training == TrainingSpec()  # not STANDARD_RECIPE: stored studies rely on these
+    assert (training.epochs, training.batch_size, training.lr, training.schedule) == (
+        10, 512, 0.1, "onecycle",
+    )  # fmt: skip
+    assert training.lookahead is None and training.epochs != STANDARD_RECIPE["epochs"]
+
+
+def test_grid_baselines_of_a_proxy_study_start_from_the_recipe() -> None:
+    spec = parse_spec(_proxy_spec({"lr": {"choices": [0.5, 1.4, 3.0]},
+                                   "epochs": {"low": 8, "high": 12, "step": 2}},
+                                  sampler={"name": "grid"}, baselines=["relu"]))  # fmt: skip
+    # Nearest grid values to the recipe's lr 1.5 and epochs 10, not the generic 0.1 and 10.
+    assert baseline_params(spec) == [
+        {"training.lr": 1.4, "training.epochs": 10, "activation": "relu"}
+    ]
+
+
+def test_recipes_are_fresh_copies_and_the_trainers() -> None:
+    import workers.train
+
+    mine = recipe("proxy")
+    mine["lookahead"]["every"] = 1
+    mine["augment"]["crop_padding"] = 0
+    assert PROXY_RECIPE["lookahead"]["every"] == 5 and PROXY_RECIPE["augment"]["crop_padding"] == 2
+    assert recipe("resnet18") == STANDARD_RECIPE and recipe("proxy") == PROXY_RECIPE
+    assert workers.train.recipe is recipe
+    assert workers.train.PROXY_RECIPE is PROXY_RECIPE
+    assert workers.train.STANDARD_RECIPE is STANDARD_RECIPE
 
 
 @pytest.mark.parametrize(
@@ -544,6 +679,32 @@ INVALID = [
     ("training.ema.start_epoch", 1.5, "training.ema.start_epoch", "expected an integer"),
     ("training.ema.start_epoch", 10, "training.ema.start_epoch", "below epochs (10)"),
     ("training.ema.power", 3.0, "training.ema.power", "unknown field"),
+    (
+        "training.lookahead",
+        {"choices": [None, {"every": 5}]},
+        "training.lookahead",
+        "lookahead cannot be searched",
+    ),
+    ("training.lookahead", {}, "training.lookahead", "cannot be {} (the trainer would read it"),
+    ("training.lookahead", True, "training.lookahead", "give one mapping with some of"),
+    ("training.lookahead.decay", 1.0, "training.lookahead.decay", "outside the domain [0, 1)"),
+    (
+        "training.lookahead.decay",
+        {"low": 0.9, "high": 0.99},
+        "training.lookahead.decay",
+        "cannot be searched: give one value in [0, 1)",
+    ),
+    ("training.lookahead.every", 0, "training.lookahead.every", "outside the domain [1, inf)"),
+    ("training.lookahead.start_epoch", -1, "training.lookahead.start_epoch", "outside"),
+    ("training.lookahead.power", -0.5, "training.lookahead.power", "outside the domain [0, inf)"),
+    ("training.lookahead.decoy", 0.9, "training.lookahead.decoy", "unknown field"),
+    ("training.bias_lr_scale", 0.0, "training.bias_lr_scale", "outside the domain (0, inf)"),
+    ("training.bias_lr_scale", {"low": 0, "high": 8}, "training.bias_lr_scale", "outside"),
+    ("training.bias_lr_scale", "fast", "training.bias_lr_scale", "valid number"),
+    ("training.betas", {"low": 0.8, "high": 0.9}, "training.betas", "betas cannot be searched"),
+    ("training.betas", [0.9], "training.betas", "cannot be [0.9]: give one pair [beta1, beta2]"),
+    ("training.betas", [0.9, 1.0], "training.betas", "has beta2 = 1.0"),
+    ("training.betas", [True, 0.99], "training.betas", "has beta1 = True"),
     ("model", "resnet1000", "model.name", "not one of resnet18"),
     ("sampler.name", "bogus", "sampler.name", "'tpe'"),
     ("pruner.name", "bogus", "pruner.name", "'median'"),

@@ -1,0 +1,70 @@
+"""Recommended training settings per model: plain "training" mappings. Torch-free.
+
+`recipe(model)` is what `actsearch train` and the bench train with. A study spec whose model is
+one of SPEC_RECIPE_MODELS takes that recipe's value for every training field it leaves out
+(search_space.spec); other models keep the spec's generic defaults.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+__all__ = [
+    "MODEL_RECIPES",
+    "PROXY_RECIPE",
+    "SPEC_RECIPE_MODELS",
+    "STANDARD_RECIPE",
+    "recipe",
+    "spec_recipe",
+]
+
+# The proxy follows airbench94 (github.com/KellerJordan/cifar10-airbench) with its sum-loss
+# hyperparameters rescaled to a mean loss over batches of 1024.
+PROXY_RECIPE: dict[str, Any] = {
+    "epochs": 10,
+    "batch_size": 1024,
+    "optimizer": "sgd",
+    "lr": 1.5,
+    "momentum": 0.85,
+    "nesterov": True,
+    "weight_decay": 1.33e-3,
+    "schedule": "linear",
+    "warmup_epochs": 2.3,
+    "label_smoothing": 0.2,
+    "augment": {"crop_padding": 2, "flip": True, "pad_mode": "reflect"},
+    "bias_lr_scale": 64.0,
+    "lookahead": {"start_epoch": 3, "every": 5, "decay": 0.95, "power": 3.0},
+    "eval_batch_size": 2000,
+}
+# The recipe of every model without its own.
+STANDARD_RECIPE: dict[str, Any] = {
+    "epochs": 30,
+    "batch_size": 512,
+    "optimizer": "sgd",
+    "lr": 0.4,
+    "momentum": 0.9,
+    "nesterov": True,
+    "weight_decay": 5e-4,
+    "schedule": "onecycle",
+    "warmup_epochs": 3.0,
+    "label_smoothing": 0.1,
+    "augment": {"crop_padding": 4, "flip": True, "pad_mode": "reflect"},
+    "eval_batch_size": 1024,
+}
+# Models with a recipe of their own.
+MODEL_RECIPES: dict[str, dict[str, Any]] = {"proxy": PROXY_RECIPE}
+# Models whose recipe is also a study spec's training defaults. STANDARD_RECIPE is not one: the
+# spec's generic defaults predate it, and every stored study that leaves a field out relies on
+# them.
+SPEC_RECIPE_MODELS: tuple[str, ...] = ("proxy",)
+
+
+def recipe(model: str) -> dict[str, Any]:
+    """Recommended "training" settings for a model (a fresh, mutable copy)."""
+    return copy.deepcopy(MODEL_RECIPES.get(model, STANDARD_RECIPE))
+
+
+def spec_recipe(model: str) -> dict[str, Any] | None:
+    """The recipe a study spec of this model takes its training defaults from, or None."""
+    return recipe(model) if model in SPEC_RECIPE_MODELS else None
