@@ -5,8 +5,8 @@ runs under bf16 autocast in channels_last, on the CPU in fp32 (the deterministic
 Failures are classified (diverged, oom, timeout, error) as TrialFailure; pruning
 (optuna.TrialPruned) and cancellation (TrialCancelled) raised by the callbacks pass through as-is.
 
-Optional "training" keys beyond docs/architecture.md, for fast recipes such as the proxy network:
-``bias_lr_scale`` (lr multiplier for norm and bias parameters, airbench's bias scaler; default 1),
+"training" keys for fast recipes such as the proxy network's (search_space.recipes), beside the
+classic ones: ``bias_lr_scale`` (lr multiplier for norm and bias parameters, airbench's bias scaler; default 1),
 ``lookahead`` (``{"start_epoch", "every", "decay", "power"}``: airbench's EMA of the weights that is
 copied back into the net; default off), ``betas`` (AdamW; default [0.9, 0.999]), ``ema``
 (``{"decay", "start_epoch", "every"}``: an EMA of the weights kept beside the net and used for

@@ -12,10 +12,8 @@ dataset:
   val_size: 5000
 model:
   name: proxy
-training:
+training:  # a proxy study trains with the proxy's recipe unless this says otherwise
   epochs: 10
-  batch_size: 512
-  lr: 0.2
 activations:
   relu: {}
   smu:
