@@ -41,6 +41,10 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
     Tag,
     TypeAdapter,
     ValidationError,
@@ -140,15 +144,26 @@ def _bounds(low: int, high: int) -> dict[str, Any]:
 
 
 # -- distributions --------------------------------------------------------------------------
+def _number(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise PydanticCustomError(
+            "invalid_spec", "{reason}", {"reason": f"must be a number, not {value!r}"}
+        )
+    return value
+
+
+Number = Annotated[int | float, BeforeValidator(_number)]
+
+
 class Range(BaseModel):
     """A numeric search range; integer-typed parameters need integer bounds."""
 
     model_config = ConfigDict(extra="forbid")
 
-    low: int | float
-    high: int | float
-    log: bool = False
-    step: int | float | None = None
+    low: Number
+    high: Number
+    log: StrictBool = False
+    step: Number | None = None
 
 
 class Choices(BaseModel):
@@ -168,6 +183,8 @@ def _kind_of(value: Any) -> str:
 
 
 def _searchable(fixed: Any) -> Any:
+    # Strict: `lr: true`, `epochs: "64"` or `epochs: 10.5` are mistakes to report, not to coerce
+    # (an int is still a valid float).
     return Annotated[
         Annotated[fixed, Tag("@fixed")]
         | Annotated[Range, Tag("@range")]
@@ -176,11 +193,11 @@ def _searchable(fixed: Any) -> Any:
     ]
 
 
-SearchFloat = _searchable(float)
-SearchInt = _searchable(int)
-SearchBool = _searchable(bool)
-SearchStr = _searchable(str)
-SearchAny = _searchable(bool | int | float | str)
+SearchFloat = _searchable(StrictFloat)
+SearchInt = _searchable(StrictInt)
+SearchBool = _searchable(StrictBool)
+SearchStr = _searchable(StrictStr)
+SearchAny = _searchable(StrictBool | StrictInt | StrictFloat | StrictStr)
 _ANY_VALUE: TypeAdapter[Any] = TypeAdapter(SearchAny)
 
 

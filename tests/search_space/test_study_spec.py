@@ -802,3 +802,27 @@ def test_model_names_are_one_constant() -> None:
     spec = parse_spec({"name": "m", "model": {"name": "proxy", "width": {"low": 0.5, "high": 2.0}},
                        "activations": {"relu": {}}})  # fmt: skip
     assert [d.name for d in spec.search_space()] == ["model.width"]
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("training.lr", True),
+        ("training.epochs", True),
+        ("training.epochs", 10.5),
+        ("training.batch_size", "64"),
+        ("training.nesterov", "yes"),
+        ("training.optimizer", 1),
+        ("training.lr", {"low": True, "high": 0.5}),
+    ],
+)
+def test_mistyped_values_are_refused_not_coerced(path: str, value: Any) -> None:
+    # `lr: true` used to become 1.0 and `epochs: true` 1: a typo trained the wrong study.
+    with pytest.raises(SpecError) as info:
+        parse_spec(_mutated(path, value))
+    where = path + (".low" if isinstance(value, dict) else "")
+    assert [e["loc"] for e in info.value.errors] == [where]
+
+
+def test_an_integer_is_still_a_float() -> None:
+    assert parse_spec(_mutated("training.lr", 1)).training.lr == 1.0
