@@ -291,12 +291,18 @@ class DatasetSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Literal["cifar10", "cifar100", "folder"] = "cifar10"
+    name: Literal["cifar10", "cifar100", "folder"] = Field(
+        default="cifar10",
+        description="cifar10 or cifar100 (torchvision format), or folder: an image folder or "
+        "tarball at path",
+    )
     path: str | None = Field(default=None, description="image folder or tarball (name: folder)")
     val_size: int = Field(default=5000, ge=0, description="images held out of train")
     train_subset: int | None = Field(default=None, ge=1, description="use only this many")
     split_seed: Annotated[int, _within("dataset.split_seed", *SEED_RANGE)] = Field(
-        default=0, json_schema_extra=_bounds(*SEED_RANGE)
+        default=0,
+        description="seed of the stratified validation split and of the train subset",
+        json_schema_extra=_bounds(*SEED_RANGE),
     )
 
     @model_validator(mode="after")
@@ -313,8 +319,12 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: SearchStr = "resnet18"  # type: ignore[valid-type]
-    width: SearchFloat = 1.0  # type: ignore[valid-type]
+    name: SearchStr = Field(  # type: ignore[valid-type]
+        default="resnet18", description="network architecture"
+    )
+    width: SearchFloat = Field(  # type: ignore[valid-type]
+        default=1.0, description="channel width multiplier"
+    )
 
 
 class AugmentSpec(BaseModel):
@@ -322,8 +332,12 @@ class AugmentSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    crop_padding: SearchInt = 4  # type: ignore[valid-type]  # pixels
-    flip: SearchBool = True  # type: ignore[valid-type]
+    crop_padding: SearchInt = Field(  # type: ignore[valid-type]
+        default=4, description="pixels padded on each side before a random 32×32 crop; 0 = none"
+    )
+    flip: SearchBool = Field(  # type: ignore[valid-type]
+        default=True, description="random horizontal flip, probability 1/2"
+    )
 
 
 def _is_distribution(value: Any) -> bool:
@@ -536,22 +550,49 @@ class TrainingSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    epochs: SearchInt = 10  # type: ignore[valid-type]
-    batch_size: SearchInt = 512  # type: ignore[valid-type]
-    optimizer: SearchStr = "sgd"  # type: ignore[valid-type]
-    lr: SearchFloat = 0.1  # type: ignore[valid-type]  # peak learning rate
-    momentum: SearchFloat = 0.9  # type: ignore[valid-type]  # SGD only (AdamW: betas)
-    nesterov: SearchBool = True  # type: ignore[valid-type]
-    weight_decay: SearchFloat = 5e-4  # type: ignore[valid-type]
-    schedule: SearchStr = "onecycle"  # type: ignore[valid-type]
-    warmup_epochs: SearchFloat = 1.0  # type: ignore[valid-type]
-    label_smoothing: SearchFloat = 0.0  # type: ignore[valid-type]
+    epochs: SearchInt = Field(  # type: ignore[valid-type]
+        default=10, description="passes over the training set (the pruner's steps)"
+    )
+    batch_size: SearchInt = Field(  # type: ignore[valid-type]
+        default=512, description="training images per step"
+    )
+    optimizer: SearchStr = Field(  # type: ignore[valid-type]
+        default="sgd", description="sgd (momentum, nesterov) or adamw (betas)"
+    )
+    lr: SearchFloat = Field(  # type: ignore[valid-type]
+        default=0.1, description="peak learning rate; the schedule scales it"
+    )
+    momentum: SearchFloat = Field(  # type: ignore[valid-type]
+        default=0.9, description="SGD only (AdamW: betas)"
+    )
+    nesterov: SearchBool = Field(  # type: ignore[valid-type]
+        default=True, description="SGD: Nesterov momentum"
+    )
+    weight_decay: SearchFloat = Field(  # type: ignore[valid-type]
+        default=5e-4, description="on conv/linear weights; never norm, bias or activation ones"
+    )
+    schedule: SearchStr = Field(  # type: ignore[valid-type]
+        default="onecycle", description="lr schedule after the warm-up"
+    )
+    warmup_epochs: SearchFloat = Field(  # type: ignore[valid-type]
+        default=1.0, description="epochs of lr warm-up (fractions allowed)"
+    )
+    label_smoothing: SearchFloat = Field(  # type: ignore[valid-type]
+        default=0.0, description="cross-entropy label smoothing"
+    )
     augment: AugmentSpec = Field(default_factory=AugmentSpec)
-    precision: SearchStr = "auto"  # type: ignore[valid-type]
-    compile: SearchBool = False  # type: ignore[valid-type]
-    eval_batch_size: SearchInt = 1024  # type: ignore[valid-type]
-    # lr multiplier of norm and bias parameters (airbench's bias scaler)
-    bias_lr_scale: SearchFloat = 1.0  # type: ignore[valid-type]
+    precision: SearchStr = Field(  # type: ignore[valid-type]
+        default="auto", description="auto: bf16 autocast on CUDA, fp32 on CPU"
+    )
+    compile: SearchBool = Field(  # type: ignore[valid-type]
+        default=False, description="torch.compile the model"
+    )
+    eval_batch_size: SearchInt = Field(  # type: ignore[valid-type]
+        default=1024, description="images per evaluation batch"
+    )
+    bias_lr_scale: SearchFloat = Field(  # type: ignore[valid-type]
+        default=1.0, description="lr multiplier of norm and bias parameters (airbench's)"
+    )
     betas: Annotated[tuple[_Beta, _Beta], BeforeValidator(_betas_pair)] = Field(
         default=BETAS_DEFAULT,
         description="AdamW's [beta1, beta2], each in [0, 1). Fixed, never searched",
@@ -616,8 +657,12 @@ class ActivationSpec(BaseModel):
     scope: SearchStr | None = Field(  # type: ignore[valid-type]
         default=None, description="shared | per_layer | per_channel (default: the family's)"
     )
-    trainable: dict[str, bool] = Field(default_factory=dict)
-    preset: SearchStr | None = None  # type: ignore[valid-type]
+    trainable: dict[str, bool] = Field(
+        default_factory=dict, description="parameter name -> trained or not (default: the family's)"
+    )
+    preset: SearchStr | None = Field(  # type: ignore[valid-type]
+        default=None, description="one of the family's named presets"
+    )
     init_target: SearchStr | None = Field(  # type: ignore[valid-type]
         default=None, description="PAU/OPAU: " + " | ".join(FIT_TARGETS)
     )
@@ -650,13 +695,16 @@ class SamplerSpec(BaseModel):
         description="grid: every configuration once, budget min(n_trials, grid size)",
     )
     seed: Annotated[int, _within("sampler.seed", *SEED_RANGE)] | None = Field(
-        default=None, json_schema_extra=_bounds(*SEED_RANGE)
+        default=None,
+        description="qmc: its scramble seed (null: derived from the study); others: offset per "
+        "worker process",
+        json_schema_extra=_bounds(*SEED_RANGE),
     )
     constant_liar: bool = Field(default=True, description="TPE: for parallel workers")
     multivariate: bool = Field(default=True, description="TPE")
     group: bool = Field(default=True, description="TPE: conditional spaces (needs multivariate)")
     n_startup_trials: int = Field(default=10, ge=0, description="TPE / CMA-ES random trials")
-    qmc_type: Literal["sobol", "halton"] = "sobol"
+    qmc_type: Literal["sobol", "halton"] = Field(default="sobol", description="qmc's sequence")
 
     @model_validator(mode="after")
     def _group_needs_multivariate(self) -> SamplerSpec:
@@ -672,7 +720,9 @@ class PrunerSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Literal["median", "percentile", "hyperband", "successive_halving", "none"] = "median"
+    name: Literal["median", "percentile", "hyperband", "successive_halving", "none"] = Field(
+        default="median", description="steps are epochs; none = never prune"
+    )
     n_startup_trials: int = Field(default=5, ge=0, description="median, percentile")
     n_warmup_steps: int = Field(default=0, ge=0, description="median, percentile (epochs)")
     interval_steps: int = Field(default=1, ge=1, description="median, percentile")
@@ -699,9 +749,9 @@ class StudySpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    version: Literal[1] = 1
-    name: str = Field(min_length=1, max_length=200)
-    description: str = ""
+    version: Literal[1] = Field(default=1, description="the spec format's version")
+    name: str = Field(min_length=1, max_length=200, description="the study's name")
+    description: str = Field(default="", description="free text shown with the study")
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
     training: TrainingSpec = Field(
