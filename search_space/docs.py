@@ -1,14 +1,18 @@
-"""Generate docs/activations.md from the registry: `python -m search_space.docs [--check]`."""
+"""Generate docs/activations.md (the registry) and docs/spec.md (the study spec).
+
+`python -m search_space.docs` writes both; `--check` fails when either is out of date.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from search_space import spec_docs
 from search_space.registry import (
     ALIASES,
     ALL_SCOPES,
@@ -185,21 +189,29 @@ def render() -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+# Every generated document: its file name under docs/ and the function that renders it.
+GENERATED: dict[str, Callable[[], str]] = {
+    DOC_PATH.name: render,
+    spec_docs.DOC_PATH.name: spec_docs.render,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Write (or with --check, compare) docs/activations.md."""
+    """Write (or with --check, compare) every generated document."""
     parser = argparse.ArgumentParser(prog="python -m search_space.docs", description=__doc__)
-    parser.add_argument("--output", type=Path, default=DOC_PATH)
-    parser.add_argument("--check", action="store_true", help="fail if the file is out of date")
+    parser.add_argument("--docs-dir", type=Path, default=DOC_PATH.parent, help="default: docs/")
+    parser.add_argument("--check", action="store_true", help="fail if a file is out of date")
     args = parser.parse_args(argv)
-    text = render()
-    if args.check:
-        current = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
-        if current != text:
-            sys.stderr.write(f"{args.output} is out of date: run python -m search_space.docs\n")
-            return 1
-        return 0
-    args.output.write_text(text, encoding="utf-8")
-    return 0
+    stale = []
+    for name, render_doc in GENERATED.items():
+        path, text = args.docs_dir / name, render_doc()
+        if not args.check:
+            path.write_text(text, encoding="utf-8")
+        elif not path.exists() or path.read_text(encoding="utf-8") != text:
+            stale.append(path)
+    for path in stale:
+        sys.stderr.write(f"{path} is out of date: run python -m search_space.docs\n")
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":
