@@ -16,19 +16,23 @@ from dataclasses import replace
 import torch
 
 from search_space.kernels._ops import (
+    BWD_VARIANTS,
     FAMILY_IDS,
     MAX_DEGREE,
     OPAU_BASES,
     PAU_FORMS,
     OpSpec,
+    backward_variant,
     fused_apply,
 )
 
 __all__ = [
+    "BWD_VARIANTS",
     "MAX_DEGREE",
     "OPAU_BASES",
     "PAU_FORMS",
     "available",
+    "backward_variant",
     "module_kernel",
     "opau",
     "pau",

@@ -18,8 +18,9 @@ from typing import Any
 import torch
 from triton.runtime.jit import JITFunction
 
-from search_space.kernels._ops import OpSpec, make_plan, pack_params
-from search_space.kernels._triton import act_bwd_kernel, act_fwd_kernel
+from search_space.kernels import _triton
+from search_space.kernels._ops import OpSpec, backward_grid, make_plan, pack_params
+from search_space.kernels._triton import act_fwd_kernel
 
 OPS = hasattr(torch.library, "triton_op") and hasattr(torch.library, "wrap_triton")
 # Under TRITON_INTERPRET=1 the kernels are interpreter functions: wrap_triton passes them through
@@ -106,9 +107,10 @@ def _backward(
         grad = torch.zeros_like(table) if need_dp else table.new_empty(0)
         return dx, grad
     layout = plan.layout
-    part = torch.empty((plan.bwd_grid[0], *table.shape), device=xd.device, dtype=torch.float32)
+    grid, extra = backward_grid(plan, xd, table)
+    part = torch.empty((grid[0], *table.shape), device=xd.device, dtype=torch.float32)
     if _launch_now(xd):
-        torch.library.wrap_triton(act_bwd_kernel)[plan.bwd_grid](
+        torch.library.wrap_triton(getattr(_triton, plan.bwd_kernel))[grid](
             xd,
             dy,
             dx if need_dx else dy,
@@ -117,6 +119,7 @@ def _backward(
             layout.R,
             layout.C,
             layout.I,
+            *extra,
             **plan.bwd_kwargs[need_dx, need_dp],
         )
     grad = part.sum(dim=0) if need_dp else table.new_empty(0)

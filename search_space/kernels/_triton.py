@@ -20,9 +20,9 @@ the kernels use exp(clamp(row, LO, HI)) and multiply that row's gradient by the 
 the same map, so the caller's parametrisation costs no torch ops per step.
 """
 
-# Triton compiles a subset of Python: `x in (A, B)` on constexprs and conditional
-# expressions over tensors are avoided on purpose.
-# ruff: noqa: SIM108, SIM109
+# Triton compiles a subset of Python: `x in (A, B)` on constexprs, conditional expressions
+# over tensors and starred unpacking into tuples are avoided on purpose.
+# ruff: noqa: SIM108, SIM109, RUF005
 from __future__ import annotations
 
 import triton
@@ -55,9 +55,25 @@ _INV_SQRT_PI: tl.constexpr = tl.constexpr(0.5641895835477563)
 
 @triton.jit
 def _tile(R, C, INNER, LAST: tl.constexpr, BR: tl.constexpr, BX: tl.constexpr, BIG: tl.constexpr):
-    """Offsets, mask and channel index (scalar in INNER mode, [BX] vector in LAST mode)."""
-    pid0 = tl.program_id(0)
-    pid1 = tl.program_id(1)
+    """The program's own tile (one tile per program: forward and backward v1)."""
+    return _tile_at(tl.program_id(0), tl.program_id(1), R, C, INNER, LAST, BR, BX, BIG)
+
+
+@triton.jit
+def _tile_at(
+    pid0,
+    pid1,
+    R,
+    C,
+    INNER,
+    LAST: tl.constexpr,
+    BR: tl.constexpr,
+    BX: tl.constexpr,
+    BIG: tl.constexpr,
+):
+    """Offsets, mask and channel index (scalar in INNER mode, [BX] vector in LAST mode) of tile
+    pid0 along axis 0 (row blocks, times inner blocks in INNER mode) and pid1 along axis 1
+    (the channel in INNER mode, a channel block in LAST mode)."""
     if LAST:
         rows = pid0 * BR + tl.arange(0, BR)
         chan = pid1 * BX + tl.arange(0, BX)
@@ -141,6 +157,47 @@ def _put_grad(part_ptr, chan, cmask, C, j: tl.constexpr, term, P: tl.constexpr, 
         tl.store(part_ptr + (pid0 * P + j) * C + chan, tl.sum(term, axis=0), mask=cmask)
     else:
         tl.store(part_ptr + (pid0 * P + j) * C + chan, tl.sum(tl.sum(term, axis=1), axis=0))
+
+
+@triton.jit
+def _fold(term, FOLD: tl.constexpr):
+    """A [BR, BX] term summed over runs of FOLD neighbours along BX: [BR, BX // FOLD].
+
+    With FOLD = the elements each thread holds contiguously (INNER mode), the sum stays inside
+    each thread (no shuffles, no barriers) and the accumulators need FOLD times fewer registers.
+    """
+    if FOLD == 1:
+        out = term
+    else:
+        BR: tl.constexpr = term.shape[0]
+        BX: tl.constexpr = term.shape[1]
+        out = tl.sum(tl.reshape(term, [BR, BX // FOLD, FOLD]), axis=2)
+    return out
+
+
+@triton.jit
+def _grad(
+    acc,
+    j: tl.constexpr,
+    term,
+    ACC: tl.constexpr,
+    FOLD: tl.constexpr,
+    part_ptr,
+    chan,
+    cmask,
+    C,
+    P: tl.constexpr,
+    LAST: tl.constexpr,
+):
+    """Parameter j's gradient term for the tile: added to the register accumulator acc[j]
+    (ACC, backward v2: reduced once per program at the end) or reduced over the tile into the
+    partial buffer right away (backward v1: one block-wide reduction per parameter per tile).
+    Returns the accumulator tuple (unchanged in v1)."""
+    if ACC:
+        acc = acc[:j] + (acc[j] + _fold(term, FOLD),) + acc[j + 1 :]
+    else:
+        _put_grad(part_ptr, chan, cmask, C, j, term, P, LAST)
+    return acc
 
 
 @triton.jit
@@ -385,6 +442,127 @@ def act_fwd_kernel(
 
 
 @triton.jit
+def _bwd_math(
+    x,
+    dy,
+    p_ptr,
+    chan,
+    cmask,
+    C,
+    acc,
+    part_ptr,
+    FAMILY: tl.constexpr,
+    OPT: tl.constexpr,
+    M: tl.constexpr,
+    N: tl.constexpr,
+    K: tl.constexpr,
+    P: tl.constexpr,
+    POS: tl.constexpr,
+    LO: tl.constexpr,
+    HI: tl.constexpr,
+    LAST: tl.constexpr,
+    NEED_DP: tl.constexpr,
+    ACC: tl.constexpr,
+    FOLD: tl.constexpr,
+):
+    """(df/dx, acc) for one tile; each parameter's term dy * df/dparam goes through `_grad`."""
+    if FAMILY == SMU or FAMILY == SMU1:
+        alpha, da = _param_pos(p_ptr, chan, cmask, 0, C, LAST, POS, LO, HI)
+        mu, dm = _param_pos(p_ptr, chan, cmask, 1, C, LAST, POS, LO, HI)
+        dfdx, dfda, dfdm = _smu_bwd(x, alpha, mu, FAMILY - SMU)
+        if NEED_DP:
+            if (POS >> 0) & 1:
+                dfda = dfda * da
+            if (POS >> 1) & 1:
+                dfdm = dfdm * dm
+            acc = _grad(acc, 0, dy * dfda, ACC, FOLD, part_ptr, chan, cmask, C, P, LAST)
+            acc = _grad(acc, 1, dy * dfdm, ACC, FOLD, part_ptr, chan, cmask, C, P, LAST)
+    elif FAMILY == SWISH:
+        beta, db = _param_pos(p_ptr, chan, cmask, 0, C, LAST, POS, LO, HI)
+        z = beta * x
+        sg = _sigmoid(z)
+        ds = sg * (1.0 - sg)
+        dfdx = sg + z * ds
+        if NEED_DP:
+            dfdb = x * x * ds
+            if POS & 1:
+                dfdb = dfdb * db
+            acc = _grad(acc, 0, dy * dfdb, ACC, FOLD, part_ptr, chan, cmask, C, P, LAST)
+    elif FAMILY == PAU:
+        num = _poly(x, p_ptr, chan, cmask, 0, M, C, LAST)
+        dnum = _dpoly(x, p_ptr, chan, cmask, 0, M, C, LAST)
+        q, dq, s = _pau_den(x, p_ptr, chan, cmask, M, N, OPT, C, LAST)
+        rq = 1.0 / q
+        fval = num * rq
+        dfdx = (dnum - fval * dq) * rq
+        if NEED_DP:
+            g = dy * rq  # dF/da_j = x^j / Q
+            xp = tl.zeros_like(x) + 1.0
+            for j in tl.static_range(M + 1):
+                acc = _grad(acc, j, g * xp, ACC, FOLD, part_ptr, chan, cmask, C, P, LAST)
+                xp = xp * x
+            h = -g * fval  # -dy * P / Q^2
+            if OPT == FORM_A:
+                ax = tl.abs(x)
+                xp = ax
+                for k in tl.static_range(1, N + 1):
+                    sb = _sign(_param(p_ptr, chan, cmask, M + k, C, LAST))
+                    acc = _grad(
+                        acc, M + k, h * xp * sb, ACC, FOLD, part_ptr, chan, cmask, C, P, LAST
+                    )
+                    xp = xp * ax
+            elif OPT == FORM_B:
+                hs = h * s
+                xp = x
+                for k in tl.static_range(1, N + 1):
+                    acc = _grad(acc, M + k, hs * xp, ACC, FOLD, part_ptr, chan, cmask, C, P, LAST)
+                    xp = xp * x
+            else:
+                hs = h * s
+                xp = tl.zeros_like(x) + 1.0
+                for k in tl.static_range(N + 1):
+                    acc = _grad(
+                        acc, M + 1 + k, hs * xp, ACC, FOLD, part_ptr, chan, cmask, C, P, LAST
+                    )
+                    xp = xp * x
+    else:
+        # OPAU: pass 1 gives N and D; pass 2 recomputes the basis with its derivatives.
+        num, den = _opau_fwd(x, p_ptr, chan, cmask, M, N, K, OPT, C, LAST)
+        rd = 1.0 / den
+        fval = num * rd
+        g = dy * rd
+        h = -g * fval
+        if NEED_DP:
+            acc = _grad(acc, 0, g, ACC, FOLD, part_ptr, chan, cmask, C, P, LAST)  # f_0 = 1
+        dnum = tl.zeros_like(x)
+        dden = tl.zeros_like(x)
+        fm = tl.zeros_like(x) + 1.0
+        dfm = tl.zeros_like(x)
+        f, df = _basis_first(x, OPT)
+        for n in tl.static_range(1, K + 1):
+            if n <= M:
+                dnum = dnum + _param(p_ptr, chan, cmask, n, C, LAST) * df
+                if NEED_DP:
+                    acc = _grad(acc, n, g * f, ACC, FOLD, part_ptr, chan, cmask, C, P, LAST)
+            if n <= N:
+                dn = _param(p_ptr, chan, cmask, M + n, C, LAST)
+                sf = _sign(f)
+                dden = dden + tl.abs(dn) * sf * df
+                if NEED_DP:
+                    term = h * _sign(dn) * tl.abs(f)
+                    acc = _grad(acc, M + n, term, ACC, FOLD, part_ptr, chan, cmask, C, P, LAST)
+            if n < K:
+                g1 = _basis_next(x, f, fm, n, OPT)
+                dg1 = _basis_next_d(x, f, df, dfm, n, OPT)
+                fm = f
+                dfm = df
+                f = g1
+                df = dg1
+        dfdx = (dnum - fval * dden) * rd
+    return dfdx, acc
+
+
+@triton.jit
 def act_bwd_kernel(
     x_ptr,
     dy_ptr,
@@ -410,97 +588,75 @@ def act_bwd_kernel(
     NEED_DX: tl.constexpr,
     NEED_DP: tl.constexpr,
 ):
-    """dx = dy * f'(x) for one tile, and the tile's sum of dy * df/dparam for every param."""
+    """Backward v1: one tile per program; dx = dy * f'(x), and the tile's sum of
+    dy * df/dparam for every param (one block-wide reduction per parameter)."""
     offs, mask, chan, cmask = _tile(R, C, INNER, LAST, BR, BX, BIG)
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    if FAMILY == SMU or FAMILY == SMU1:
-        alpha, da = _param_pos(p_ptr, chan, cmask, 0, C, LAST, POS, LO, HI)
-        mu, dm = _param_pos(p_ptr, chan, cmask, 1, C, LAST, POS, LO, HI)
-        dfdx, dfda, dfdm = _smu_bwd(x, alpha, mu, FAMILY - SMU)
-        if NEED_DP:
-            if (POS >> 0) & 1:
-                dfda = dfda * da
-            if (POS >> 1) & 1:
-                dfdm = dfdm * dm
-            _put_grad(part_ptr, chan, cmask, C, 0, dy * dfda, P, LAST)
-            _put_grad(part_ptr, chan, cmask, C, 1, dy * dfdm, P, LAST)
-    elif FAMILY == SWISH:
-        beta, db = _param_pos(p_ptr, chan, cmask, 0, C, LAST, POS, LO, HI)
-        z = beta * x
-        sg = _sigmoid(z)
-        ds = sg * (1.0 - sg)
-        dfdx = sg + z * ds
-        if NEED_DP:
-            dfdb = x * x * ds
-            if POS & 1:
-                dfdb = dfdb * db
-            _put_grad(part_ptr, chan, cmask, C, 0, dy * dfdb, P, LAST)
-    elif FAMILY == PAU:
-        num = _poly(x, p_ptr, chan, cmask, 0, M, C, LAST)
-        dnum = _dpoly(x, p_ptr, chan, cmask, 0, M, C, LAST)
-        q, dq, s = _pau_den(x, p_ptr, chan, cmask, M, N, OPT, C, LAST)
-        rq = 1.0 / q
-        fval = num * rq
-        dfdx = (dnum - fval * dq) * rq
-        if NEED_DP:
-            g = dy * rq  # dF/da_j = x^j / Q
-            xp = tl.zeros_like(x) + 1.0
-            for j in tl.static_range(M + 1):
-                _put_grad(part_ptr, chan, cmask, C, j, g * xp, P, LAST)
-                xp = xp * x
-            h = -g * fval  # -dy * P / Q^2
-            if OPT == FORM_A:
-                ax = tl.abs(x)
-                xp = ax
-                for k in tl.static_range(1, N + 1):
-                    sb = _sign(_param(p_ptr, chan, cmask, M + k, C, LAST))
-                    _put_grad(part_ptr, chan, cmask, C, M + k, h * xp * sb, P, LAST)
-                    xp = xp * ax
-            elif OPT == FORM_B:
-                hs = h * s
-                xp = x
-                for k in tl.static_range(1, N + 1):
-                    _put_grad(part_ptr, chan, cmask, C, M + k, hs * xp, P, LAST)
-                    xp = xp * x
-            else:
-                hs = h * s
-                xp = tl.zeros_like(x) + 1.0
-                for k in tl.static_range(N + 1):
-                    _put_grad(part_ptr, chan, cmask, C, M + 1 + k, hs * xp, P, LAST)
-                    xp = xp * x
-    else:
-        # OPAU: pass 1 gives N and D; pass 2 recomputes the basis with its derivatives.
-        num, den = _opau_fwd(x, p_ptr, chan, cmask, M, N, K, OPT, C, LAST)
-        rd = 1.0 / den
-        fval = num * rd
-        g = dy * rd
-        h = -g * fval
-        if NEED_DP:
-            _put_grad(part_ptr, chan, cmask, C, 0, g, P, LAST)  # f_0 = 1
-        dnum = tl.zeros_like(x)
-        dden = tl.zeros_like(x)
-        fm = tl.zeros_like(x) + 1.0
-        dfm = tl.zeros_like(x)
-        f, df = _basis_first(x, OPT)
-        for n in tl.static_range(1, K + 1):
-            if n <= M:
-                dnum = dnum + _param(p_ptr, chan, cmask, n, C, LAST) * df
-                if NEED_DP:
-                    _put_grad(part_ptr, chan, cmask, C, n, g * f, P, LAST)
-            if n <= N:
-                dn = _param(p_ptr, chan, cmask, M + n, C, LAST)
-                sf = _sign(f)
-                dden = dden + tl.abs(dn) * sf * df
-                if NEED_DP:
-                    _put_grad(part_ptr, chan, cmask, C, M + n, h * _sign(dn) * tl.abs(f), P, LAST)
-            if n < K:
-                g1 = _basis_next(x, f, fm, n, OPT)
-                dg1 = _basis_next_d(x, f, df, dfm, n, OPT)
-                fm = f
-                dfm = df
-                f = g1
-                df = dg1
-        dfdx = (dnum - fval * dden) * rd
+    dfdx, _acc = _bwd_math(
+        x, dy, p_ptr, chan, cmask, C, (), part_ptr,
+        FAMILY, OPT, M, N, K, P, POS, LO, HI, LAST, NEED_DP, False, 1,
+    )  # fmt: skip
     if NEED_DX:
         tl.store(dx_ptr + offs, (dy * dfdx).to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def act_bwd_loop_kernel(
+    x_ptr,
+    dy_ptr,
+    dx_ptr,
+    p_ptr,
+    part_ptr,
+    R,
+    C,
+    INNER,
+    TILES,
+    FAMILY: tl.constexpr,
+    OPT: tl.constexpr,
+    M: tl.constexpr,
+    N: tl.constexpr,
+    K: tl.constexpr,
+    P: tl.constexpr,
+    POS: tl.constexpr,
+    LO: tl.constexpr,
+    HI: tl.constexpr,
+    LAST: tl.constexpr,
+    BR: tl.constexpr,
+    BX: tl.constexpr,
+    BIG: tl.constexpr,
+    NEED_DX: tl.constexpr,
+    NEED_DP: tl.constexpr,
+    FOLD: tl.constexpr,
+):
+    """Backward v2: each program loops over tiles pid0, pid0 + G, ... < TILES along axis 0
+    (G = programs along axis 0) and adds every parameter's gradient terms into its own fp32
+    register accumulator ([BR, BX // FOLD]: FOLD neighbours along BX pre-summed in-thread),
+    reduced once per program at the end into its row of the partial buffer [G, P, C]: P
+    block-wide reductions per program instead of per tile, no atomics.
+
+    Axis 1 is the channel (INNER mode) or the channel block (LAST mode) as in v1, so in LAST
+    mode (channels innermost, FOLD = 1) each accumulator column is one channel.
+    """
+    pid0 = tl.program_id(0)
+    pid1 = tl.program_id(1)
+    acc = (tl.zeros([BR, BX // FOLD], dtype=tl.float32),) * P
+    for t in range(pid0, TILES, tl.num_programs(0)):
+        offs, mask, chan, cmask = _tile_at(t, pid1, R, C, INNER, LAST, BR, BX, BIG)
+        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        # masked elements have dy = 0 and finite terms (x = 0, masked params 1.0): they add 0
+        dfdx, acc = _bwd_math(
+            x, dy, p_ptr, chan, cmask, C, acc, part_ptr,
+            FAMILY, OPT, M, N, K, P, POS, LO, HI, LAST, NEED_DP, True, FOLD,
+        )  # fmt: skip
+        if NEED_DX:
+            tl.store(dx_ptr + offs, (dy * dfdx).to(dx_ptr.dtype.element_ty), mask=mask)
+    if NEED_DP:
+        if LAST:
+            chan = pid1 * BX + tl.arange(0, BX)
+        else:
+            chan = pid1
+        cmask = chan < C
+        for j in tl.static_range(P):
+            _put_grad(part_ptr, chan, cmask, C, j, acc[j], P, LAST)

@@ -4,6 +4,9 @@ Each case draws fresh random inputs (a few exact zeros in x, one exactly-zero de
 coefficient for PAU-A/OPAU), runs the kernel's forward and backward, and reports
 ‖kernel − reference‖ / ‖reference‖ for y, dx and every parameter's gradient.
 
+Every case names the backward it checks (`bwd`: "v1", the per-tile reduction, or "v2", the
+persistent loop with register accumulators; see `search_space.kernels._ops`).
+
 Run on the CPU through Triton's interpreter (the interpreter tests do this in a subprocess):
     TRITON_INTERPRET=1 python -m search_space.kernels.checks --matrix interpret --json
 or on a GPU:  python -m search_space.kernels.checks --matrix cuda --device cuda
@@ -12,18 +15,19 @@ or on a GPU:  python -m search_space.kernels.checks --matrix cuda --device cuda
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
 from search_space import kernels
-from search_space.kernels import reference
+from search_space.kernels import _ops, reference
 
 # A kernel error above TOLERANCE still passes when it is within this factor of the PyTorch
 # path's own error in the same precision on the same inputs (ill-conditioned inputs, e.g.
@@ -33,6 +37,26 @@ CONDITION_FACTOR = 4.0
 HARD_CAP = 1e-3
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-2}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Backward v2 under the interpreter: tiles small enough that the tests' tensors give every
+# program several tiles (an uneven number, with masked tails), BR > 1 in INNER mode for the
+# high-degree configs, and the in-thread pre-sum (FOLD) on.
+INTERPRET_BWD2 = {"BWD2_TILE": 8, "BWD2_TILE_HIGH_DEGREE": 32, "BWD2_FOLD": 2}
+
+
+@contextlib.contextmanager
+def kernel_settings(**attrs: int) -> Iterator[None]:
+    """Set tile/grid attributes of `search_space.kernels._ops` within the block (plans cleared
+    on entry and exit, so they take effect and do not outlive it)."""
+    saved = {k: getattr(_ops, k) for k in attrs}
+    _ops.clear_plans()
+    for k, v in attrs.items():
+        setattr(_ops, k, v)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(_ops, k, v)
+        _ops.clear_plans()
 
 
 @dataclass(frozen=True)
@@ -61,12 +85,17 @@ class Case:
     layout: str  # contiguous | channels_last | 2d
     dtype: str  # fp32 | bf16 | fp16
     shape: tuple[int, ...]
+    bwd: str = "v1"  # the backward kernel: v1 | v2
 
     @property
     def id(self) -> str:
-        """Test id."""
+        """Test id (v2 cases end in -bwd_v2)."""
         dims = "x".join(map(str, self.shape))
-        return f"{self.config.name}-{self.scope}-{self.layout}-{self.dtype}-{dims}"
+        return f"{self.config.name}-{self.scope}-{self.layout}-{self.dtype}-{dims}{_bwd_suffix(self.bwd)}"
+
+
+def _bwd_suffix(bwd: str) -> str:
+    return "" if bwd == "v1" else f"-bwd_{bwd}"
 
 
 def configs(matrix: str) -> list[Config]:
@@ -117,25 +146,37 @@ CUDA_SHAPES: dict[str, list[tuple[int, ...]]] = {
 
 
 def cases(matrix: str) -> list[Case]:
-    """The case list: `interpret` (small, CPU) or `cuda` (full matrix, larger shapes)."""
+    """The case list: `interpret` (small, CPU) or `cuda` (full matrix, larger shapes).
+
+    Backward v2 under the interpreter: the same cases as v1. On CUDA (compile time): every
+    config, scope and layout in fp32 (the strict tolerance), and bf16 for the default degrees
+    with per-channel 4-D input; its math is v1's (`_triton._bwd_math`), only tiling and
+    accumulation differ.
+    """
     out = []
     for i, cfg in enumerate(configs(matrix)):
+        default = (cfg.m, cfg.n) in ((0, 0), (5, 4))
         for scope in ("shared", "per_channel"):
             for layout in ("contiguous", "channels_last", "2d"):
                 if matrix == "interpret":
                     # bf16 where its path differs (per-channel 4-D, one shared layout): CI time
                     bf16 = (scope, layout) in INTERPRET_BF16
                     out += [
-                        Case(cfg, scope, layout, dt, INTERPRET_SHAPES[layout])
+                        Case(cfg, scope, layout, dt, INTERPRET_SHAPES[layout], bwd)
+                        for bwd in _ops.BWD_VARIANTS
                         for dt in (("fp32", "bf16") if bf16 else ("fp32",))
                     ]
                     continue
                 shapes = CUDA_SHAPES[layout]
                 shape = shapes[i % len(shapes)]
-                default = (cfg.m, cfg.n) in ((0, 0), (5, 4))
                 dts = ("fp32", "bf16", "fp16") if default else ("fp32", "bf16")
                 out += [Case(cfg, scope, layout, dt, shape) for dt in dts]
+                v2 = ("fp32", "bf16") if default and (scope, layout) in CUDA_BF16_V2 else ("fp32",)
+                out += [Case(cfg, scope, layout, dt, shape, "v2") for dt in v2]
     return out
+
+
+CUDA_BF16_V2 = {("per_channel", "contiguous"), ("per_channel", "channels_last")}
 
 
 def make_params(cfg: Config, channels: int | None, gen: torch.Generator) -> dict[str, torch.Tensor]:
@@ -263,7 +304,8 @@ def run_case(case: Case, device: str, seed: int) -> dict[str, Any]:
     _poison(device, 4 * x.numel() * x.element_size())
     xk = x.detach().clone().requires_grad_()
     pk = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
-    kernel = _errors(case.config, xk, pk, dy, fused=True, want_y=yr, want=gr)
+    with _ops.backward_variant(case.bwd):
+        kernel = _errors(case.config, xk, pk, dy, fused=True, want_y=yr, want=gr)
     # The PyTorch path in the same precision, against the same float64 reference: how well
     # fp32 arithmetic can do on these inputs at all (PAU-C near a root of its denominator
     # polynomial, say, is ill-conditioned for any fp32 implementation).
@@ -346,17 +388,19 @@ class ModuleCase:
     layout: str
     dtype: str
     shape: tuple[int, ...]
+    bwd: str = "v1"  # the backward kernel: v1 | v2
 
     @property
     def id(self) -> str:
-        """Test id, e.g. module-pau-form=A-per_channel-channels_last-fp32."""
+        """Test id, e.g. module-pau-form=A-per_channel-channels_last-fp32 (-bwd_v2 for v2)."""
         opts = ",".join(f"{k}={v}" for k, v in self.options + self.trainable)
         name = f"{self.family}-{opts}" if opts else self.family
-        return f"module-{name}-{self.scope}-{self.layout}-{self.dtype}"
+        return f"module-{name}-{self.scope}-{self.layout}-{self.dtype}{_bwd_suffix(self.bwd)}"
 
 
 def module_cases(matrix: str) -> list[ModuleCase]:
-    """Every covered module config at both scopes and three layouts (fp32), bf16 on two."""
+    """Every covered module config at both scopes and three layouts (fp32), bf16 on one;
+    backward v2 the same under the interpreter, fp32 only on CUDA."""
     shapes = (
         INTERPRET_SHAPES
         if matrix == "interpret"
@@ -371,10 +415,13 @@ def module_cases(matrix: str) -> list[ModuleCase]:
         for scope in ("per_layer", "per_channel"):
             for layout in ("contiguous", "channels_last", "2d"):
                 dts = ("fp32", "bf16") if layout == "channels_last" else ("fp32",)
-                out += [
-                    ModuleCase(family, options, trainable, scope, layout, dt, shapes[layout])
-                    for dt in dts
-                ]
+                for bwd in _ops.BWD_VARIANTS:
+                    out += [
+                        ModuleCase(
+                            family, options, trainable, scope, layout, dt, shapes[layout], bwd
+                        )
+                        for dt in (dts if bwd == "v1" or matrix == "interpret" else ("fp32",))
+                    ]
     return out
 
 
@@ -415,7 +462,8 @@ def run_module_case(case: ModuleCase, device: str, seed: int) -> dict[str, Any]:
         return [y, *torch.autograd.grad(y, wrt, grad)]
 
     want = step(reference.double(), x.double(), dy.double())
-    got = step(fused, x, dy)
+    with _ops.backward_variant(case.bwd):
+        got = step(fused, x, dy)
     torch_path = step(reference.float(), x, dy)
     names = ["y", "dx", *(f"d{n}" for n, _ in fused.named_parameters())]
     errors = {n: _rel(g, w) for n, g, w in zip(names, got, want, strict=True)}
@@ -449,18 +497,18 @@ class CompileCase:
 
 
 def compile_cases(matrix: str) -> list[CompileCase]:
-    """One scalar and one coefficient family at each scope (channels_last fp32)."""
+    """One scalar and one coefficient family at each scope (channels_last fp32), each backward."""
     shape = INTERPRET_SHAPES["channels_last"] if matrix == "interpret" else (8, 24, 17, 19)
     picks = [("smu", "per_channel"), ("swish", "per_layer"), ("pau", "per_channel")]
     picks += [("opau", "per_layer")]
     out = []
-    for family, scope in picks:
-        options, trainable = next((o, t) for f, o, t in MODULE_CONFIGS if f == family)
-        out.append(
-            CompileCase(
-                ModuleCase(family, options, trainable, scope, "channels_last", "fp32", shape)
+    for bwd in _ops.BWD_VARIANTS:
+        for family, scope in picks:
+            options, trainable = next((o, t) for f, o, t in MODULE_CONFIGS if f == family)
+            module = ModuleCase(
+                family, options, trainable, scope, "channels_last", "fp32", shape, bwd
             )
-        )
+            out.append(CompileCase(module))
     return out
 
 
@@ -488,10 +536,11 @@ def run_compile_case(case: CompileCase, device: str, seed: int) -> dict[str, Any
     torch._dynamo.reset()
     compiled = torch.compile(module, backend="eager", fullgraph=True)
     runs = []
-    for f in (module, compiled):
-        xi = x.detach().clone().requires_grad_()
-        y = f(xi)
-        runs.append([y, *torch.autograd.grad(y, [xi, *module.parameters()], dy)])
+    with _ops.backward_variant(mc.bwd):
+        for f in (module, compiled):
+            xi = x.detach().clone().requires_grad_()
+            y = f(xi)
+            runs.append([y, *torch.autograd.grad(y, [xi, *module.parameters()], dy)])
     names = ["y", "dx", *(f"d{n}" for n, _ in module.named_parameters())]
     equal = {n: bool(torch.equal(a, b)) for n, a, b in zip(names, runs[1], runs[0], strict=True)}
     return {"id": case.id, "equal": equal, "ok": all(equal.values())}
@@ -550,7 +599,7 @@ class HostOpCounter:
     def __enter__(self) -> HostOpCounter:
         from search_space.kernels import _triton
 
-        for kernel in (_triton.act_fwd_kernel, _triton.act_bwd_kernel):
+        for kernel in (_triton.act_fwd_kernel, _triton.act_bwd_kernel, _triton.act_bwd_loop_kernel):
             real = kernel.run
             self._saved.append((kernel, real))
             kernel.run = self._wrap(real)
@@ -596,26 +645,36 @@ def main(argv: list[str] | None = None) -> int:
     ]
     todo += [c for c in module_cases(args.matrix) if args.only in c.id]
     todo += [c for c in compile_cases(args.matrix) if args.only in c.id]
-    failed = 0
     start = time.perf_counter()
-    for i, case in enumerate(todo):
-        try:
-            if isinstance(case, CompileCase):
-                result = run_compile_case(case, args.device, args.seed + i)
-            elif isinstance(case, ModuleCase):
-                result = run_module_case(case, args.device, args.seed + i)
-            else:
-                result = run_case(case, args.device, args.seed + i)
-        except Exception as exc:  # report the case, keep checking the others
-            result = {"id": case.id, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        failed += not result["ok"]
-        if args.json:
-            print(json.dumps(result), flush=True)
-        elif not result["ok"]:
-            print("FAIL", json.dumps(result), flush=True)
+    settings = INTERPRET_BWD2 if args.matrix == "interpret" else {}
+    with kernel_settings(**settings):
+        failed = _run_all(todo, args.device, args.seed, args.json)
     summary = {"cases": len(todo), "failed": failed, "seconds": time.perf_counter() - start}
     print(json.dumps({"summary": summary}) if args.json else summary, flush=True)
     return 1 if failed else 0
+
+
+def _run_all(
+    todo: list[Case | ModuleCase | CompileCase], device: str, seed: int, as_json: bool
+) -> int:
+    """Run the cases, print each result (JSON) or each failure; the number that failed."""
+    failed = 0
+    for i, case in enumerate(todo):
+        try:
+            if isinstance(case, CompileCase):
+                result = run_compile_case(case, device, seed + i)
+            elif isinstance(case, ModuleCase):
+                result = run_module_case(case, device, seed + i)
+            else:
+                result = run_case(case, device, seed + i)
+        except Exception as exc:  # report the case, keep checking the others
+            result = {"id": case.id, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        failed += not result["ok"]
+        if as_json:
+            print(json.dumps(result), flush=True)
+        elif not result["ok"]:
+            print("FAIL", json.dumps(result), flush=True)
+    return failed
 
 
 if __name__ == "__main__":
