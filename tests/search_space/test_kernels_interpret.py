@@ -3,6 +3,9 @@
 TRITON_INTERPRET must be set before triton is imported, so the kernels run in one child
 process (`python -m search_space.kernels.checks --matrix interpret --json`) with the variable
 set there only: this pytest process (and so every other test) never sees it.
+
+Every kernel, module and compile case runs with both backward kernels (v1, and v2 whose ids end
+in -bwd_v2; v2 with small tiles there, `checks.INTERPRET_BWD2`, so programs loop over several).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ def interpreted() -> dict[str, dict[str, Any]]:
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1200,
         check=False,
     )
     results = {}
@@ -103,11 +106,12 @@ MAX_BWD_OPS = 4  # dx and partial buffers, one reduction, one split
     ids=lambda c: c["family"] + str(c.get("trainable", "")),
 )
 @pytest.mark.parametrize("scope", ["shared", "per_layer", "per_channel"])
-def test_fused_step_issues_few_torch_ops(config: dict[str, Any], scope: str) -> None:
+@pytest.mark.parametrize("bwd", kernels.BWD_VARIANTS)
+def test_fused_step_issues_few_torch_ops(config: dict[str, Any], scope: str, bwd: str) -> None:
     """One fused forward and backward through a module: few aten ops besides the two launches.
 
     Runs in this process with the launches stubbed out (no interpreter, no GPU needed): only
-    the host-side work around them is counted.
+    the host-side work around them is counted. Both backward kernels issue the same ops.
     """
     from search_space.build import ActivationFactory
     from search_space.modules.base import LOG_MAX, LOG_MIN
@@ -124,7 +128,7 @@ def test_fused_step_issues_few_torch_ops(config: dict[str, Any], scope: str) -> 
     )
     assert fn is not None
     wrt = [x, *module.parameters()]
-    with checks.HostOpCounter(stub_launches=True) as counter:
+    with checks.HostOpCounter(stub_launches=True) as counter, kernels.backward_variant(bwd):
         torch.autograd.grad(fn(x, *stored), wrt, dy)  # warm the plan cache
         y, fwd_ops, fwd_launches = counter.count(lambda: fn(x, *stored))
         _, bwd_ops, bwd_launches = counter.count(lambda: torch.autograd.grad(y, wrt, dy))
@@ -153,14 +157,58 @@ def test_matrix_covers_every_family_form_basis_scope_layout() -> None:
     assert any(c.config.m == 8 and c.config.n == 8 for c in CASES)
 
 
+def test_interpreter_matrix_checks_both_backwards_alike() -> None:
+    """Backward v2 meets exactly the configs, scopes, layouts and dtypes v1 does (kernel,
+    module and compile cases)."""
+    for found in (CASES, MODULE_CASES, [c.module for c in COMPILE_CASES]):
+        by_bwd: dict[str, set[str]] = {}
+        for c in found:
+            by_bwd.setdefault(c.bwd, set()).add(c.id.removesuffix("-bwd_v2"))
+        assert set(by_bwd) == {"v1", "v2"}
+        assert by_bwd["v1"] == by_bwd["v2"]
+
+
 def test_cuda_matrix_covers_scopes_layouts_dtypes() -> None:
-    """Every family/form/basis meets every scope, layout and fp32/bf16; defaults fp16 too."""
-    combos = {(c.config.name, c.scope, c.layout, c.dtype) for c in checks.cases("cuda")}
+    """Every family/form/basis meets every scope, layout and fp32/bf16; defaults fp16 too.
+    Backward v2: every family/form/basis, scope and layout in fp32 at least."""
+    cuda = checks.cases("cuda")
+    combos = {(c.config.name, c.scope, c.layout, c.dtype) for c in cuda if c.bwd == "v1"}
+    combos_v2 = {(c.config.name, c.scope, c.layout, c.dtype) for c in cuda if c.bwd == "v2"}
     for cfg in checks.configs("cuda"):
         for scope in ("shared", "per_channel"):
             for layout in ("contiguous", "channels_last", "2d"):
                 for dt in ("fp32", "bf16"):
                     assert (cfg.name, scope, layout, dt) in combos
+                assert (cfg.name, scope, layout, "fp32") in combos_v2
+
+
+def test_backward_variant_is_checked_and_planned_apart() -> None:
+    """Unknown variants fail with the valid names; each variant gets its own cached plan."""
+    from search_space.kernels import _ops
+
+    with pytest.raises(ValueError, match="use one of v1, v2"), kernels.backward_variant("v3"):
+        pass
+    x = torch.zeros(2, 3, 4, 4)
+    spec = _ops.OpSpec(3, 0, 5, 4, (6, 4))
+    plans = {}
+    for bwd in kernels.BWD_VARIANTS:
+        with kernels.backward_variant(bwd):
+            plans[bwd] = _ops.plan_for(x, True, spec)
+    assert _ops.BWD_VARIANT == "v1"
+    assert plans["v1"].bwd_kernel == "act_bwd_kernel"
+    assert plans["v2"].bwd_kernel == "act_bwd_loop_kernel"
+    assert "FOLD" in plans["v2"].bwd_kwargs[True, True]
+
+
+def test_v2_programs_per_sm_from_registers() -> None:
+    """The v2 grid is one wave: programs per SM from registers, warps and shared memory."""
+    from search_space.kernels._ops import programs_per_sm
+
+    assert programs_per_sm(121, 1024, 4) == 4  # 128 regs x 128 threads: 16K of the SM's 64K
+    assert programs_per_sm(56, 16, 4) == 9  # registers still decide
+    assert programs_per_sm(32, 0, 4) == 16  # 2048 threads per SM
+    assert programs_per_sm(255, 0, 8) == 1
+    assert programs_per_sm(40, 100_000, 1) == 2  # shared memory decides
 
 
 def test_this_process_has_no_interpreter_flag() -> None:
