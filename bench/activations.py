@@ -3,11 +3,14 @@
 For ReLU, each learnable family's PyTorch reference path (eager, the modules' fp32-wrapped
 functions) and the fused Triton kernels, against the five-tensor traffic floor (read x, write
 y; read x and dy, write dx) at the copy bandwidth measured in the same run. Each fused kernel is
-checked against the float64 reference on the same tensor before it is timed. A small sweep of
-tile sizes / warps is timed too (kernels only), to choose the defaults in
+checked against the float64 reference on the same tensor before it is timed. Both backward
+kernels are timed in the same run: v1 (one tile per program, a block reduction per parameter
+per tile; the default) and v2 (persistent programs with register accumulators; "bwd2", "G2"
+columns), each checked first. A small sweep of tile sizes / warps (v1) and tiles / warps /
+programs per SM / in-thread fold (v2) is timed too (kernels only), to choose the defaults in
 search_space/kernels/_ops.py.
 
-Needs a CUDA GPU. Usage: python bench/activations.py [--quick] [--out DIR]
+Needs a CUDA GPU. Usage: python bench/activations.py [--quick] [--sweep all|v1|v2|none]
 Writes bench/results/activations-<gpu>-<date>.json (and a copy under $OUT when set).
 
 `--host-ops` runs on the CPU under Triton's interpreter instead: it counts the aten ops that one
@@ -26,6 +29,7 @@ import re
 import shutil
 import sys
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -230,20 +234,46 @@ def rel_errors(
     return out
 
 
-def kernel_only_ms(
+def kernel_only_us(
     fam: tuple[str, str, int, int],
     x: torch.Tensor,
     params: dict[str, torch.Tensor],
     dy: torch.Tensor,
     quick: bool,
-) -> tuple[float, float]:
-    """(forward, backward) milliseconds of the two Triton launches alone."""
+) -> dict[str, Any]:
+    """Microseconds of the Triton launches alone: forward, backward v1, backward v2, and how
+    v2's grid was sized."""
     spec = spec_of(fam, params)
     channels = x.shape[1]
     table, per_channel = _ops.pack_params(kernel_params(params), spec, channels)
-    fwd = launches_ms(x, dy, table, per_channel, spec, quick, backward=False)
-    bwd = launches_ms(x, dy, table, per_channel, spec, quick, backward=True)
-    return fwd, bwd
+    out: dict[str, Any] = {
+        "fwd_us": launches_ms(x, dy, table, per_channel, spec, quick, backward=False) * 1e3,
+        "bwd_us": launches_ms(x, dy, table, per_channel, spec, quick, backward=True) * 1e3,
+        "bwd2_us": launches_ms(x, dy, table, per_channel, spec, quick, True, "v2") * 1e3,
+    }
+    out["bwd2_grid"] = v2_grid(x, table, per_channel, spec)
+    return out
+
+
+def v2_grid(
+    x: torch.Tensor, table: torch.Tensor, per_channel: bool, spec: _ops.OpSpec
+) -> dict[str, Any]:
+    """Backward v2's launch on x: grid, tiles, per-SM residency and the compiled kernel's use."""
+    plan = _ops.make_plan(x, per_channel, spec, "v2")
+    grid, extra = _ops.backward_grid(plan, x, table)
+    kw = plan.bwd_kwargs[True, True]
+    info: dict[str, Any] = {
+        "grid": list(grid),
+        "tiles": extra[0],
+        "tile": [kw["BR"], kw["BX"]],
+        "warps": kw["num_warps"],
+        "fold": kw["FOLD"],
+        "partial_MB": grid[0] * table.numel() * 4 / 1e6,
+        "v1_partial_MB": plan.bwd_grid[0] * table.numel() * 4 / 1e6,
+    }
+    if DEVICE == "cuda":
+        info.update(asdict(_ops.resident_programs(plan, x, table)))
+    return info
 
 
 def kernel_params(params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
@@ -259,9 +289,10 @@ def launches_ms(
     spec: _ops.OpSpec,
     quick: bool,
     backward: bool,
+    variant: str = "v1",
 ) -> float:
-    """Milliseconds of the forward or the backward launch alone (x dense)."""
-    plan = _ops.make_plan(x, per_channel, spec)  # not cached: the sweep changes the tiles
+    """Milliseconds of the forward or the backward (`variant` v1/v2) launch alone (x dense)."""
+    plan = _ops.make_plan(x, per_channel, spec, variant)  # not cached: sweeps change the tiles
     if backward:
         return bench_ms(lambda: _ops.launch_backward(x, dy, table, plan, True, True), quick)
     return bench_ms(lambda: _ops.launch_forward(x, table, plan), quick)
@@ -283,6 +314,11 @@ def spec_of(fam: tuple[str, str, int, int], params: dict[str, torch.Tensor]) -> 
 SWEEP_FWD = [(2048, 8), (4096, 8)]
 SWEEP_BWD = [(512, 4), (1024, 2), (1024, 4), (1024, 8), (2048, 4), (2048, 8)]
 SWEEP_FAMILIES = [("pau", "A", 5, 4), ("opau", "hermite_h", 5, 4)]
+# backward v2: (tile, warps) at the default programs count and fold; programs per SM (0 = as
+# many as are resident) at the default tile; the fold off; per layer and per channel
+SWEEP2_TILES = [(256, 2), (256, 4), (512, 4), (512, 8), (1024, 8)]
+SWEEP2_PROGRAMS = [1, 2, 4, 8]
+SWEEP2_FAMILIES = [("pau", "A", 5, 4), ("opau", "hermite_h", 5, 4), ("opau", "hermite_h", 8, 8)]
 
 
 def sweep(x: torch.Tensor, dy: torch.Tensor, quick: bool) -> list[dict[str, Any]]:
@@ -336,10 +372,49 @@ def sweep(x: torch.Tensor, dy: torch.Tensor, quick: bool) -> list[dict[str, Any]
     return rows
 
 
+def sweep_v2(x: torch.Tensor, dy: torch.Tensor, quick: bool) -> list[dict[str, Any]]:
+    """Backward v2 kernel-only times over tiles/warps, programs per SM and the fold."""
+    from search_space.kernels.checks import kernel_settings
+
+    rows = []
+    for fam in SWEEP2_FAMILIES:
+        high = max(fam[2], fam[3]) >= 6
+        tile_attr, warps_attr = (
+            ("BWD2_TILE_HIGH_DEGREE", "BWD2_WARPS_HIGH_DEGREE")
+            if high
+            else ("BWD2_TILE", "BWD2_WARPS")
+        )
+        for scope, channels in (("per_layer", None), ("per_channel", SHAPE[1])):
+            params = fused_params(fam, channels)
+            spec = spec_of(fam, params)
+            table, per_channel = _ops.pack_params(kernel_params(params), spec, x.shape[1])
+            settings: list[dict[str, int]] = [
+                {tile_attr: tile, warps_attr: warps} for tile, warps in SWEEP2_TILES
+            ]
+            settings += [{"BWD2_PROGRAMS_PER_SM": n} for n in SWEEP2_PROGRAMS]
+            settings.append({"BWD2_FOLD": 1})
+            for setting in settings:
+                with kernel_settings(**setting):
+                    ms = launches_ms(x, dy, table, per_channel, spec, quick, True, "v2")
+                    grid = v2_grid(x, table, per_channel, spec)
+                rows.append(
+                    {
+                        "family": label(fam),
+                        "scope": scope,
+                        "pass": "bwd2",
+                        "setting": setting,
+                        "us": ms * 1e3,
+                        "grid": grid,
+                    }
+                )
+    return rows
+
+
 def measure(
     quick: bool,
     families: list[tuple[str, str, int, int]],
     on_rows: Callable[[dict[str, Any]], None],
+    sweeps: str = "all",
 ) -> dict[str, Any]:
     """All rows of the table, plus the sweep."""
     torch.manual_seed(0)
@@ -413,15 +488,16 @@ def measure(
                 xx = x.detach().requires_grad_()
                 fstep = step_fn(fused_call(fam), xx, fparams, dy)
                 ms = bench_ms(fstep, quick)
-                fwd, bwd = kernel_only_ms(fam, x, params, dy, quick)
-                extra: dict[str, Any] = {
-                    "kernels_us": (fwd + bwd) * 1e3,
-                    "fwd_us": fwd * 1e3,
-                    "bwd_us": bwd * 1e3,
-                }
+                extra: dict[str, Any] = kernel_only_us(fam, x, params, dy, quick)
+                extra["kernels_us"] = extra["fwd_us"] + extra["bwd_us"]
+                extra["kernels2_us"] = extra["fwd_us"] + extra["bwd2_us"]
                 if layout == "channels_last":
                     extra["graph_us"] = graph_ms(fstep, quick) * 1e3
                     extra["cpu_us"] = cpu_issue_us(fstep)
+                    # the same step with backward v2, checked on this tensor before it is timed
+                    with kernels.backward_variant("v2"):
+                        extra["rel_err_v2"] = rel_errors(fam, x, params, dy)
+                        extra["graph2_us"] = graph_ms(fstep, quick) * 1e3
                 if layout == "channels_last" and scope == "per_layer":
                     extra["rel_err"] = errs
                 add(name, "fused", layout, scope, ms, **extra)
@@ -432,8 +508,12 @@ def measure(
         "eager_source": source,
         "sweep": [],
     }
-    on_rows(result)  # saved before the sweep, in case the run is cut short
-    result["sweep"] = sweep(x_cl, dy_cl, quick)
+    on_rows(result)  # saved before the sweeps, in case the run is cut short
+    if sweeps in ("all", "v2"):
+        result["sweep_v2"] = sweep_v2(x_cl, dy_cl, quick)
+        on_rows(result)
+    if sweeps in ("all", "v1"):
+        result["sweep"] = sweep(x_cl, dy_cl, quick)
     return result
 
 
@@ -441,6 +521,7 @@ def table(result: dict[str, Any]) -> str:
     """The short table printed last (channels_last input, per-layer parameters)."""
     rows = result["rows"]
     floor = result["floor_us"]
+    nan = float("nan")
 
     def pick(
         fam: str, path: str, layout: str = "channels_last", scope: str = "per_layer"
@@ -457,7 +538,9 @@ def table(result: dict[str, Any]) -> str:
         f"copy {result['copy_GBps']:.0f} GB/s  floor {floor:.1f} us  "
         f"(5 x {tuple(result['shape'])} bf16)",
         f"{'family':21s} {'eager':>7s} {'eagerG':>7s} {'fused':>7s} {'fusedG':>7s} "
-        f"{'kern':>6s} {'G/floor':>7s} {'cpu':>6s} {'perC G':>7s} {'NCHW':>6s} {'err':>8s}",
+        f"{'kern':>6s} {'G/floor':>7s} {'cpu':>6s} {'perC G':>7s} {'NCHW':>6s} {'err':>8s} | "
+        f"{'bwd':>6s} {'bwd2':>6s} {'G2':>7s} {'G2/fl':>6s} {'perC G2':>7s} {'pCbwd2':>7s} "
+        f"{'err2':>8s}",
     ]
     relu = pick("relu", "eager")
     lines.append(
@@ -470,31 +553,51 @@ def table(result: dict[str, Any]) -> str:
         e, f = pick(fam, "eager"), pick(fam, "fused")
         pc = pick(fam, "fused", scope="per_channel")
         nchw = pick(fam, "fused", layout="contiguous")
-        err = max(f.get("rel_err", {"-": float("nan")}).values())
+        err = max(f.get("rel_err", {"-": nan}).values())
+        err2 = max([*f.get("rel_err_v2", {"-": nan}).values(), *pc.get("rel_err_v2", {}).values()])
         lines.append(
-            f"{fam:21s} {e.get('us', float('nan')):7.1f} {e.get('graph_us', float('nan')):7.1f} "
-            f"{f['us']:7.1f} {f.get('graph_us', float('nan')):7.1f} {f['kernels_us']:6.1f} "
-            f"{f.get('graph_us', float('nan')) / floor:7.2f} {f.get('cpu_us', float('nan')):6.0f} "
-            f"{pc.get('graph_us', float('nan')):7.1f} {nchw.get('us', float('nan')):6.1f} "
-            f"{err:8.1e}"
+            f"{fam:21s} {e.get('us', nan):7.1f} {e.get('graph_us', nan):7.1f} "
+            f"{f['us']:7.1f} {f.get('graph_us', nan):7.1f} {f['kernels_us']:6.1f} "
+            f"{f.get('graph_us', nan) / floor:7.2f} {f.get('cpu_us', nan):6.0f} "
+            f"{pc.get('graph_us', nan):7.1f} {nchw.get('us', nan):6.1f} "
+            f"{err:8.1e} | {f.get('bwd_us', nan):6.1f} {f.get('bwd2_us', nan):6.1f} "
+            f"{f.get('graph2_us', nan):7.1f} {f.get('graph2_us', nan) / floor:6.2f} "
+            f"{pc.get('graph2_us', nan):7.1f} {pc.get('bwd2_us', nan):7.1f} {err2:8.1e}"
         )
     lines.append(
         "us, median fwd+bwd. eager/fused: timed as issued from Python; G: CUDA-graph "
         "replay (GPU time); kern: the two Triton launches; cpu: host us to issue one "
         "step; perC: per-channel params; NCHW: contiguous input; err: max rel err vs "
-        "float64"
+        "float64. Right of |: backward v1 vs v2 (bwd, bwd2: the backward launch alone; "
+        "G2: the fused step's graph replay with v2; pCbwd2: per-channel bwd2; err2: v2's max "
+        "rel err, per layer and per channel)"
     )
-    best = {}
-    for r in result["sweep"]:
+    best: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in result.get("sweep", []):
         key = (r["family"], r["pass"])
         if key not in best or r["us"] < best[key]["us"]:
             best[key] = r
-    lines.append(
-        "sweep best: "
-        + "; ".join(
-            f"{f} {p} tile {r['tile']}/{r['warps']}w {r['us']:.1f}us" for (f, p), r in best.items()
+    if best:
+        lines.append(
+            "sweep best: "
+            + "; ".join(
+                f"{f} {p} tile {r['tile']}/{r['warps']}w {r['us']:.1f}us"
+                for (f, p), r in best.items()
+            )
         )
-    )
+    best2: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in result.get("sweep_v2", []):
+        key = (r["family"], r["scope"])
+        if key not in best2 or r["us"] < best2[key]["us"]:
+            best2[key] = r
+    if best2:
+        lines.append(
+            "sweep v2 best: "
+            + "; ".join(
+                f"{f} {s} {r['setting']} {r['us']:.1f}us (grid {r['grid']['grid']})"
+                for (f, s), r in best2.items()
+            )
+        )
     return "\n".join(lines)
 
 
@@ -678,6 +781,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="shorter timing windows")
     parser.add_argument("--only", default="", help="families whose label contains this")
     parser.add_argument(
+        "--sweep",
+        choices=("all", "v1", "v2", "none"),
+        default="all",
+        help="tile sweeps to time after the table: backward v1's, v2's, both or none",
+    )
+    parser.add_argument(
         "--dry-run",
         action="store_true",
         help="check this script on the CPU (needs TRITON_INTERPRET=1); no JSON",
@@ -709,11 +818,9 @@ def main() -> int:
         "shape": list(SHAPE),
         "dtype": "bfloat16",
         "defaults": {
-            "FWD_TILE": _ops.FWD_TILE,
-            "FWD_WARPS": _ops.FWD_WARPS,
-            "BWD_TILE": _ops.BWD_TILE,
-            "BWD_WARPS": _ops.BWD_WARPS,
-            "BWD_TILE_HIGH_DEGREE": _ops.BWD_TILE_HIGH_DEGREE,
+            k: getattr(_ops, k)
+            for k in dir(_ops)
+            if k.startswith(("FWD_", "BWD_", "BWD2_")) and k != "BWD_VARIANTS"
         },
     }
     slug = re.sub(r"[^A-Za-z0-9]+", "-", gpu).strip("-").lower()
@@ -729,7 +836,7 @@ def main() -> int:
         if os.environ.get("OUT"):
             shutil.copy(out, Path(os.environ["OUT"]) / name)
 
-    result = measure(args.quick, fams, save)
+    result = measure(args.quick, fams, save, args.sweep)
     save(result)
     print(table(result))
     return 0
