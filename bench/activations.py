@@ -17,6 +17,11 @@ Writes bench/results/activations-<gpu>-<date>.json (and a copy under $OUT when s
 fused forward and one backward dispatch besides the Triton launch (the host cost that makes small
 layers launch-bound on the GPU), for ReLU, every module scope and the functional API, and writes
 bench/results/activations-host-ops-cpu-vm-<time>.json.
+
+`--ptxas [sm_90]` needs no GPU either: it compiles both backward kernels for every family on the
+bench tensor (per layer, per channel contiguous, per channel channels_last) as the plans launch
+them, and prints registers and spills from Triton's bundled `ptxas -v`, and v2's programs per
+SM and partial buffer (H100 limits): a static check of register pressure when tiles change.
 """
 
 from __future__ import annotations
@@ -722,6 +727,111 @@ def cpu_machine() -> str:
     return f"cpu {model}, {os.cpu_count()} cores (shared VM)"
 
 
+# -- registers without a GPU (Triton compiles for a target without a device) -------------------
+
+
+def ptxas_rows(arch: str) -> list[dict[str, Any]]:
+    """Registers/spills of both backward kernels per family and mode on the bench tensor."""
+    import re
+    import subprocess
+    import tempfile
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from search_space.kernels import _triton
+
+    capability = int(arch.removeprefix("sm_").rstrip("a"))
+    ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+    x_cont = torch.empty(SHAPE, dtype=DTYPE, device="meta")
+    x_cl = x_cont.contiguous(memory_format=torch.channels_last)
+    modes = [("per_layer", x_cl, False), ("per_channel NCHW", x_cont, True)]
+    modes.append(("per_channel channels_last", x_cl, True))
+    rows = []
+    for fam in FAMILIES:
+        for mode, x, per_channel in modes:
+            params = fused_params(fam, SHAPE[1] if per_channel else None)
+            spec = spec_of(fam, params)
+            p_count = spec.n_params * (SHAPE[1] if per_channel else 1)
+            row: dict[str, Any] = {"family": label(fam), "mode": mode}
+            for variant in _ops.BWD_VARIANTS:
+                plan = _ops.make_plan(x, per_channel, spec, variant)
+                kernel = getattr(_triton, plan.bwd_kernel)
+                kwargs = dict(plan.bwd_kwargs[True, True])
+                warps = kwargs.pop("num_warps")
+                ints = {"R": plan.layout.R, "C": plan.layout.C, "INNER": plan.layout.I}
+                ints["TILES"] = plan.bwd_grid[0]
+                sig, consts, attrs = {}, {}, {}
+                for i, arg in enumerate(kernel.arg_names):
+                    if arg.endswith("_ptr"):
+                        sig[arg] = "*fp32" if arg in ("p_ptr", "part_ptr") else "*bf16"
+                        attrs[(i,)] = [["tt.divisibility", 16]]
+                    elif arg in kwargs or ints.get(arg) == 1:  # Triton makes 1 a constant
+                        sig[arg] = "constexpr"
+                        consts[(i,)] = kwargs.get(arg, 1)
+                    else:
+                        sig[arg] = "i32"
+                        if ints[arg] % 16 == 0:
+                            attrs[(i,)] = [["tt.divisibility", 16]]
+                src = ASTSource(fn=kernel, signature=sig, constexprs=consts, attrs=attrs)
+                compiled = triton.compile(
+                    src,
+                    target=GPUTarget("cuda", capability, 32),
+                    options={"num_warps": warps},
+                )
+                with tempfile.TemporaryDirectory() as tmp:
+                    ptx = Path(tmp) / "k.ptx"
+                    ptx.write_text(compiled.asm["ptx"])
+                    proc = subprocess.run(
+                        [str(ptxas), "-v", f"--gpu-name={arch}", str(ptx), "-o", f"{tmp}/k.o"],
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    )
+                regs = int(re.search(r"Used (\d+) registers", proc.stderr).group(1))  # type: ignore[union-attr]
+                spills = int(re.search(r"(\d+) bytes spill stores", proc.stderr).group(1))  # type: ignore[union-attr]
+                row[variant] = {"regs": regs, "spill_bytes": spills, "warps": warps}
+                if variant == "v2":
+                    shared = int(compiled.metadata.shared)
+                    per_sm = _ops.programs_per_sm(regs, shared, warps)
+                    tiles, axis1 = plan.bwd_grid
+                    programs = max(1, min(tiles, 132 * per_sm // axis1))
+                    row[variant].update(
+                        per_sm=per_sm,
+                        grid=[programs, axis1],
+                        partial_MB=programs * p_count * 4 / 1e6,
+                        fold=kwargs["FOLD"],
+                    )
+                else:
+                    row[variant]["partial_MB"] = plan.bwd_grid[0] * p_count * 4 / 1e6
+            rows.append(row)
+            print(ptxas_line(row), flush=True)
+    return rows
+
+
+def ptxas_line(row: dict[str, Any]) -> str:
+    """One printed line of --ptxas."""
+    v1, v2 = row["v1"], row["v2"]
+    return (
+        f"{row['family']:21s} {row['mode']:26s} v1 {v1['regs']:3d} regs {v1['spill_bytes']:4d} B "
+        f"spilled {v1['partial_MB']:7.2f} MB | v2 {v2['regs']:3d} regs {v2['spill_bytes']:4d} B "
+        f"spilled, {v2['per_sm']:2d}/SM, grid {v2['grid']}, {v2['partial_MB']:5.2f} MB"
+    )
+
+
+def ptxas_main(arch: str) -> int:
+    """--ptxas: static registers/spills of both backward kernels (no GPU needed)."""
+    global DEVICE
+    DEVICE = "cpu"  # parameters only give the specs their shapes
+    rows = ptxas_rows(arch)
+    print(
+        f"{arch}, {tuple(SHAPE)} bf16; per SM / grid: v2 programs resident by registers and "
+        "shared memory at H100 limits, 132 SMs; MB: the fp32 partial-sum buffer"
+    )
+    return 0 if rows else 1
+
+
 def host_ops_main(reps: int) -> int:
     """--host-ops: count host-side aten ops per fused call on the CPU (Triton interpreter)."""
     global DEVICE
@@ -797,9 +907,18 @@ def main() -> int:
         help="CPU: count aten ops per fused fwd/bwd (Triton interpreter), write JSON",
     )
     parser.add_argument("--reps", type=int, default=200, help="--host-ops timing repetitions")
+    parser.add_argument(
+        "--ptxas",
+        nargs="?",
+        const="sm_90a",
+        default=None,
+        help="no GPU: compile both backward kernels for this arch, print registers and spills",
+    )
     args = parser.parse_args()
     if args.host_ops:
         return host_ops_main(args.reps)
+    if args.ptxas:
+        return ptxas_main(args.ptxas)
     global DEVICE, SHAPE
     if args.dry_run:
         DEVICE, SHAPE = "cpu", (2, 4, 4, 4)
