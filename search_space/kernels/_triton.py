@@ -13,7 +13,10 @@ offset of element (r, c, i) is r*C*I + c*I + i:
 Parameter gradients are reduced inside each program and written to a partial buffer
 [programs along axis 0, P, C] (C = 1 for shared parameters) that the caller sums over its first
 dimension into the parameter-major [P, C] table layout, so there are no atomics and the result
-is deterministic.
+is deterministic. Two backward kernels share the math (`_bwd_math`): `act_bwd_kernel` (v1, one
+tile per program, one block reduction per parameter per tile) and `act_bwd_loop_kernel` (v2,
+each program loops over a strided range of tiles with per-parameter register accumulators and
+reduces once at the end).
 
 Table rows whose bit is set in POS hold log(value) (how the modules store positive parameters):
 the kernels use exp(clamp(row, LO, HI)) and multiply that row's gradient by the derivative of
