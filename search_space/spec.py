@@ -48,6 +48,7 @@ from pydantic import (
     Tag,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -100,9 +101,15 @@ INT32_MAX = 2**31 - 1
 MAX_TRIALS = 100_000  # n_trials: a study's budget of trials
 PRIORITY_RANGE = (-(2**31), INT32_MAX)  # as_studies.priority; higher runs first
 MAX_SEEDS = 100  # seeds per configuration: each trial trains this many times
-MAX_EPOCHS = 10_000  # training.epochs
+MAX_EPOCHS = 10_000  # training.epochs; also the pruner's step counts (its steps are epochs)
 SEED_RANGE = (0, INT32_MAX)  # seed, sampler.seed, dataset.split_seed
 MAX_GRID_POINTS = 1_000_000  # distinct configurations of a grid study
+# dataset.val_size and train_subset: a worker holds the whole dataset in memory as 32×32 uint8
+# images (3 KiB each), so 10 million images (30 GiB) is past any machine it runs on.
+MAX_IMAGES = 10_000_000
+CIFAR_TRAIN_IMAGES = 50_000  # CIFAR-10's and CIFAR-100's training sets, split into train and val
+MAX_TRIAL_S = 30 * 86_400  # timeouts.trial_s: 30 days
+MAX_STUDY_S = 366 * 86_400  # timeouts.study_s: a year
 # Activation entry keys that are not family parameters or options.
 ENTRY_KEYS: tuple[str, ...] = (
     "scope",
@@ -143,6 +150,37 @@ def _bounds(low: int, high: int) -> dict[str, Any]:
     return {"minimum": low, "maximum": high}
 
 
+def _int_or_auto(name: str, low: int, high: int) -> BeforeValidator:
+    """A validator for an integer in [low, high] or the string "auto" (pruner resources).
+
+    One check rather than a union, so that an error is located at the field itself (a union
+    would add its branch to the location) and `"3"` or `3.0` are refused, not converted.
+    """
+
+    def check(value: Any) -> Any:
+        if value == "auto" and isinstance(value, str):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool) and low <= value <= high:
+            return value
+        reason = f"{name} must be auto or an integer between {low} and {high}, not {value!r}"
+        raise PydanticCustomError("invalid_spec", "{reason}", {"reason": reason})
+
+    return BeforeValidator(check)
+
+
+def _exact_int(name: str) -> BeforeValidator:
+    """A validator refusing anything but an int (a Literal[1] field would take true or 1.0)."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise PydanticCustomError(
+            "invalid_spec", "{reason}", {"reason": f"{name} must be an integer, not {value!r}"}
+        )
+
+    return BeforeValidator(check)
+
+
 # -- distributions --------------------------------------------------------------------------
 def _number(value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -153,6 +191,7 @@ def _number(value: Any) -> Any:
 
 
 Number = Annotated[int | float, BeforeValidator(_number)]
+_FiniteFloat = Annotated[StrictFloat, Field(allow_inf_nan=False)]
 
 
 class Range(BaseModel):
@@ -296,10 +335,26 @@ class DatasetSpec(BaseModel):
         description="cifar10 or cifar100 (torchvision format), or folder: an image folder or "
         "tarball at path",
     )
-    path: str | None = Field(default=None, description="image folder or tarball (name: folder)")
-    val_size: int = Field(default=5000, ge=0, description="images held out of train")
-    train_subset: int | None = Field(default=None, ge=1, description="use only this many")
-    split_seed: Annotated[int, _within("dataset.split_seed", *SEED_RANGE)] = Field(
+    path: StrictStr | None = Field(
+        default=None,
+        description="name: folder only: its image folder or tarball (CIFAR is where the "
+        "worker's --data points)",
+    )
+    val_size: Annotated[StrictInt, _within("dataset.val_size", 1, MAX_IMAGES)] = Field(
+        default=5000,
+        description=f"images held out of train (CIFAR: below {CIFAR_TRAIN_IMAGES}, its training "
+        "set)",
+        json_schema_extra=_bounds(1, MAX_IMAGES),
+    )
+    train_subset: Annotated[StrictInt, _within("dataset.train_subset", 1, MAX_IMAGES)] | None = (
+        Field(
+            default=None,
+            description="train on only this many of the images left after val_size (CIFAR: at "
+            f"most {CIFAR_TRAIN_IMAGES} − val_size); null = all",
+            json_schema_extra=_bounds(1, MAX_IMAGES),
+        )
+    )
+    split_seed: Annotated[StrictInt, _within("dataset.split_seed", *SEED_RANGE)] = Field(
         default=0,
         description="seed of the stratified validation split and of the train subset",
         json_schema_extra=_bounds(*SEED_RANGE),
@@ -307,7 +362,7 @@ class DatasetSpec(BaseModel):
 
     @model_validator(mode="after")
     def _folder_needs_path(self) -> DatasetSpec:
-        if self.name == "folder" and not self.path:
+        if self.name == "folder" and not (self.path or "").strip():
             raise PydanticCustomError(
                 "invalid_spec", "{reason}", {"reason": "dataset 'folder' needs a path"}
             )
@@ -657,7 +712,7 @@ class ActivationSpec(BaseModel):
     scope: SearchStr | None = Field(  # type: ignore[valid-type]
         default=None, description="shared | per_layer | per_channel (default: the family's)"
     )
-    trainable: dict[str, bool] = Field(
+    trainable: dict[str, StrictBool] = Field(
         default_factory=dict, description="parameter name -> trained or not (default: the family's)"
     )
     preset: SearchStr | None = Field(  # type: ignore[valid-type]
@@ -666,10 +721,10 @@ class ActivationSpec(BaseModel):
     init_target: SearchStr | None = Field(  # type: ignore[valid-type]
         default=None, description="PAU/OPAU: " + " | ".join(FIT_TARGETS)
     )
-    init_interval: tuple[float, float] | None = Field(
+    init_interval: tuple[_FiniteFloat, _FiniteFloat] | None = Field(
         default=None, description="PAU/OPAU fit interval, default [-3, 3]"
     )
-    clamp: float | None = Field(default=None, gt=0, description="PAU/OPAU: clamp |x| first")
+    clamp: _FiniteFloat | None = Field(default=None, gt=0, description="PAU/OPAU: clamp |x| first")
 
     def values(self) -> dict[str, Any]:
         """The family parameters and options given (fixed values or distributions)."""
@@ -694,17 +749,29 @@ class SamplerSpec(BaseModel):
         default="tpe",
         description="grid: every configuration once, budget min(n_trials, grid size)",
     )
-    seed: Annotated[int, _within("sampler.seed", *SEED_RANGE)] | None = Field(
+    seed: Annotated[StrictInt, _within("sampler.seed", *SEED_RANGE)] | None = Field(
         default=None,
         description="qmc: its scramble seed (null: derived from the study); others: offset per "
         "worker process",
         json_schema_extra=_bounds(*SEED_RANGE),
     )
-    constant_liar: bool = Field(default=True, description="TPE: for parallel workers")
-    multivariate: bool = Field(default=True, description="TPE")
-    group: bool = Field(default=True, description="TPE: conditional spaces (needs multivariate)")
-    n_startup_trials: int = Field(default=10, ge=0, description="TPE / CMA-ES random trials")
-    qmc_type: Literal["sobol", "halton"] = Field(default="sobol", description="qmc's sequence")
+    constant_liar: StrictBool = Field(default=True, description="TPE: for parallel workers")
+    multivariate: StrictBool = Field(default=True, description="TPE")
+    group: StrictBool = Field(
+        default=True, description="TPE: conditional spaces (needs multivariate)"
+    )
+    n_startup_trials: Annotated[StrictInt, _within("sampler.n_startup_trials", 0, MAX_TRIALS)] = (
+        Field(
+            default=10,
+            description="TPE / CMA-ES random trials",
+            json_schema_extra=_bounds(0, MAX_TRIALS),
+        )
+    )
+    qmc_type: Literal["sobol", "halton"] = Field(
+        default="sobol",
+        description="qmc's sequence; halton needs name: qmc (sobol, the default, is accepted "
+        "with any sampler: every stored spec states it)",
+    )
 
     @model_validator(mode="after")
     def _group_needs_multivariate(self) -> SamplerSpec:
@@ -713,6 +780,23 @@ class SamplerSpec(BaseModel):
                 "invalid_spec", "{reason}", {"reason": "TPE group=true needs multivariate=true"}
             )
         return self
+
+    @field_validator("qmc_type")
+    @classmethod
+    def _qmc_type_needs_qmc(cls, value: str, info: ValidationInfo) -> str:
+        # Only a value other than the default: specs stored before this check state the default
+        # "sobol" whatever their sampler, and must still parse.
+        name = info.data.get("name")
+        if value != "sobol" and name is not None and name != "qmc":
+            raise PydanticCustomError(
+                "invalid_spec",
+                "{reason}",
+                {
+                    "reason": f"qmc_type {value} is for the qmc sampler, and this spec's is "
+                    f"{name}: set sampler.name: qmc, or leave qmc_type out"
+                },
+            )
+        return value
 
 
 class PrunerSpec(BaseModel):
@@ -723,16 +807,54 @@ class PrunerSpec(BaseModel):
     name: Literal["median", "percentile", "hyperband", "successive_halving", "none"] = Field(
         default="median", description="steps are epochs; none = never prune"
     )
-    n_startup_trials: int = Field(default=5, ge=0, description="median, percentile")
-    n_warmup_steps: int = Field(default=0, ge=0, description="median, percentile (epochs)")
-    interval_steps: int = Field(default=1, ge=1, description="median, percentile")
-    percentile: float = Field(default=25.0, gt=0, lt=100, description="percentile")
-    min_resource: int | Literal["auto"] = Field(
-        default="auto", description="hyperband (auto = 1), successive_halving (epochs)"
+    n_startup_trials: Annotated[StrictInt, _within("pruner.n_startup_trials", 0, MAX_TRIALS)] = (
+        Field(
+            default=5,
+            description="median, percentile",
+            json_schema_extra=_bounds(0, MAX_TRIALS),
+        )
     )
-    max_resource: int | Literal["auto"] = Field(default="auto", description="hyperband")
-    reduction_factor: int = Field(default=3, ge=2, description="hyperband, successive_halving")
-    min_early_stopping_rate: int = Field(default=0, ge=0, description="successive_halving")
+    n_warmup_steps: Annotated[StrictInt, _within("pruner.n_warmup_steps", 0, MAX_EPOCHS)] = Field(
+        default=0,
+        description="median, percentile (epochs)",
+        json_schema_extra=_bounds(0, MAX_EPOCHS),
+    )
+    interval_steps: Annotated[StrictInt, _within("pruner.interval_steps", 1, MAX_EPOCHS)] = Field(
+        default=1,
+        description="median, percentile (epochs)",
+        json_schema_extra=_bounds(1, MAX_EPOCHS),
+    )
+    percentile: StrictFloat = Field(default=25.0, gt=0, lt=100, description="percentile")
+    min_resource: Annotated[
+        int | Literal["auto"], _int_or_auto("pruner.min_resource", 1, MAX_EPOCHS)
+    ] = Field(
+        default="auto",
+        description="hyperband (auto = 1), successive_halving (auto: from the first finished "
+        "trial) (epochs)",
+        json_schema_extra=_bounds(1, MAX_EPOCHS),
+    )
+    max_resource: Annotated[
+        int | Literal["auto"], _int_or_auto("pruner.max_resource", 1, MAX_EPOCHS)
+    ] = Field(
+        default="auto",
+        description="hyperband, at least min_resource (auto: from the first finished trial) "
+        "(epochs)",
+        json_schema_extra=_bounds(1, MAX_EPOCHS),
+    )
+    reduction_factor: Annotated[StrictInt, _within("pruner.reduction_factor", 2, MAX_EPOCHS)] = (
+        Field(
+            default=3,
+            description="hyperband, successive_halving",
+            json_schema_extra=_bounds(2, MAX_EPOCHS),
+        )
+    )
+    min_early_stopping_rate: Annotated[
+        StrictInt, _within("pruner.min_early_stopping_rate", 0, MAX_EPOCHS)
+    ] = Field(
+        default=0,
+        description="successive_halving",
+        json_schema_extra=_bounds(0, MAX_EPOCHS),
+    )
 
 
 class TimeoutsSpec(BaseModel):
@@ -740,8 +862,16 @@ class TimeoutsSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    trial_s: int | None = Field(default=3600, ge=1, description="one trial's wall time")
-    study_s: int | None = Field(default=None, ge=1, description="the whole study")
+    trial_s: Annotated[StrictInt, _within("timeouts.trial_s", 1, MAX_TRIAL_S)] | None = Field(
+        default=3600,
+        description="one trial's wall time (each seed's, with seeds > 1); null = none",
+        json_schema_extra=_bounds(1, MAX_TRIAL_S),
+    )
+    study_s: Annotated[StrictInt, _within("timeouts.study_s", 1, MAX_STUDY_S)] | None = Field(
+        default=None,
+        description="the whole study (stored, but not enforced yet)",
+        json_schema_extra=_bounds(1, MAX_STUDY_S),
+    )
 
 
 class StudySpec(BaseModel):
@@ -749,9 +879,13 @@ class StudySpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    version: Literal[1] = Field(default=1, description="the spec format's version")
-    name: str = Field(min_length=1, max_length=200, description="the study's name")
-    description: str = Field(default="", description="free text shown with the study")
+    version: Annotated[Literal[1], _exact_int("version")] = Field(
+        default=1, description="the spec format's version"
+    )
+    name: StrictStr = Field(
+        min_length=1, max_length=200, description="the study's name (not blank)"
+    )
+    description: StrictStr = Field(default="", description="free text shown with the study")
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
     training: TrainingSpec = Field(
@@ -762,29 +896,30 @@ class StudySpec(BaseModel):
     activations: dict[str, ActivationSpec] = Field(
         min_length=1, description="family name -> its ranges; one family is picked per trial"
     )
-    baselines: list[str] = Field(
+    baselines: list[StrictStr] = Field(
         default_factory=list,
-        description="families enqueued first at their defaults (added to activations if absent);"
-        " model/training values are the sampler's, except on a grid (see sampler)",
+        description="families enqueued first at their defaults (added to activations if absent),"
+        " each at most once; model/training values are the sampler's, except on a grid (see "
+        "sampler)",
     )
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
-    n_trials: Annotated[int, _within("n_trials", 1, MAX_TRIALS)] = Field(
+    n_trials: Annotated[StrictInt, _within("n_trials", 1, MAX_TRIALS)] = Field(
         default=20,
         description="the study's budget of trials, baselines included (grid: see sampler)",
         json_schema_extra=_bounds(1, MAX_TRIALS),
     )
-    seeds: Annotated[int, _within("seeds", 1, MAX_SEEDS)] = Field(
+    seeds: Annotated[StrictInt, _within("seeds", 1, MAX_SEEDS)] = Field(
         default=1,
         description="seeds per configuration (each trial trains this many times)",
         json_schema_extra=_bounds(1, MAX_SEEDS),
     )
-    seed: Annotated[int, _within("seed", *SEED_RANGE)] = Field(
+    seed: Annotated[StrictInt, _within("seed", *SEED_RANGE)] = Field(
         default=0,
         description="training seed of a trial's first run",
         json_schema_extra=_bounds(*SEED_RANGE),
     )
-    priority: Annotated[int, _within("priority", *PRIORITY_RANGE)] = Field(
+    priority: Annotated[StrictInt, _within("priority", *PRIORITY_RANGE)] = Field(
         default=0,
         description="higher runs first (workers claim the highest-priority runnable study)",
         json_schema_extra=_bounds(*PRIORITY_RANGE),
@@ -805,6 +940,15 @@ class StudySpec(BaseModel):
         if isinstance(augment, Mapping):
             training["augment"] = {**defaults.pop("augment", {}), **augment}
         return {**data, "training": {**defaults, **training}}
+
+    @field_validator("name")
+    @classmethod
+    def _name_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise PydanticCustomError(
+                "invalid_spec", "{reason}", {"reason": "name must not be blank"}
+            )
+        return value
 
     @field_validator("model", mode="before")
     @classmethod
@@ -832,11 +976,19 @@ class StudySpec(BaseModel):
         _check_section(errors, ("training",), self.training, TRAINING_DOMAINS)
         _check_section(errors, ("training", "augment"), self.training.augment, AUGMENT_DOMAINS)
         _check_ema_start(errors, self.training)
+        _check_dataset(errors, self.dataset)
+        _check_pruner(errors, self.pruner)
         for i, name in enumerate(self.baselines):
             try:
                 get_family(name)
             except ValueError as exc:
                 errors.add(("baselines", i), str(exc))
+                continue
+            if name in self.baselines[:i]:
+                errors.add(
+                    ("baselines", i),
+                    f"{name} is listed twice; list each baseline once (each runs once)",
+                )
                 continue
             if name not in self.activations:
                 self.activations[name] = ActivationSpec()
@@ -954,6 +1106,45 @@ def _check_section(
     for name, domain in domains.items():
         for msg in check_value(getattr(section, name), domain):
             errors.add((*loc, name), msg)
+
+
+def _check_dataset(errors: _Errors, dataset: DatasetSpec) -> None:
+    """path only for folder datasets; CIFAR's split within its 50,000 training images."""
+    if dataset.name != "folder" and dataset.path is not None:
+        errors.add(
+            ("dataset", "path"),
+            f"path is only for name: folder; {dataset.name} is read from where the worker's "
+            "--data (ACTSEARCH_DATA) points: leave path out, or use name: folder",
+        )
+    if dataset.name not in ("cifar10", "cifar100"):
+        return  # a folder's size is known only to the worker, which checks the split
+    if dataset.val_size >= CIFAR_TRAIN_IMAGES:
+        errors.add(
+            ("dataset", "val_size"),
+            f"{dataset.name}'s training set has {CIFAR_TRAIN_IMAGES} images: val_size must be "
+            f"below that, not {dataset.val_size}",
+        )
+    elif dataset.train_subset is not None:
+        left = CIFAR_TRAIN_IMAGES - dataset.val_size
+        if dataset.train_subset > left:
+            errors.add(
+                ("dataset", "train_subset"),
+                f"{dataset.name} has {left} training images left after val_size "
+                f"({dataset.val_size}): train_subset must be at most {left}, not "
+                f"{dataset.train_subset}",
+            )
+
+
+def _check_pruner(errors: _Errors, pruner: PrunerSpec) -> None:
+    """Hyperband's max_resource below its min_resource: Optuna takes it and never prunes."""
+    low = 1 if pruner.min_resource == "auto" else pruner.min_resource
+    high = pruner.max_resource
+    if pruner.name == "hyperband" and high != "auto" and high < low:
+        errors.add(
+            ("pruner", "max_resource"),
+            f"hyperband's max_resource ({high}) must be at least its min_resource ({low}), or "
+            "it has no bracket and never prunes",
+        )
 
 
 def _check_ema_start(errors: _Errors, training: TrainingSpec) -> None:

@@ -160,8 +160,9 @@ A field marked *searchable* in the tables below takes one of:
 | `lr: {{low: 1e-3, high: 1.0, log: true}}` | a range: `log` samples log-uniformly (needs low > 0), `step` makes it discrete (`{{low: 0, high: 0.5, step: 0.1}}`); an integer field needs integer `low`, `high` and `step` | `suggest_float` / `suggest_int` |
 | `optimizer: {{choices: [sgd, adamw]}}` | one of the listed values (distinct) | `suggest_categorical` |
 
-String and boolean fields take a value or `choices`, never a range. A searchable value must have
-the field's type: `epochs: "10"`, `epochs: 10.5` and `lr: true` are refused, not converted (an
+String and boolean fields take a value or `choices`, never a range. Every value, searchable or
+fixed, must have the field's type: `epochs: "10"`, `epochs: 10.5`, `lr: true`, `n_trials: "20"`,
+`dataset.val_size: 5000.0` and `sampler.constant_liar: "yes"` are refused, not converted (an
 integer is a valid number). Ranges must lie inside the field's allowed values; intervals are
 written `[a, b]` (ends included) and `(a, b)` (ends excluded). Fields marked *fixed* take one
 value for the whole study, never a distribution.

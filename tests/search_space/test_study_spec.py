@@ -712,8 +712,13 @@ INVALID = [
     ("sampler.name", "grid", "sampler.name", "training.lr"),
     ("dataset.name", "folder", "dataset", "needs a path"),
     ("baselines", ["nope"], "baselines.0", "unknown activation family"),
+    ("baselines", ["relu", "ReLU"], "baselines.1", "relu is listed twice"),
+    ("dataset.path", "/data/cifar", "dataset.path", "path is only for name: folder"),
+    ("dataset.path", "", "dataset.path", "path is only for name: folder"),
+    ("sampler.qmc_type", "halton", "sampler.qmc_type", "halton is for the qmc sampler"),
     ("name", _DELETE, "name", "required"),
     ("name", "", "name", "at least 1 character"),
+    ("name", " \t", "name", "name must not be blank"),
     ("version", 2, "version", "1"),
     ("trainig", {}, "trainig", "unknown field"),
 ]
@@ -749,6 +754,25 @@ def test_invalid_specs_name_the_field(path: str, value: Any, loc: str, message: 
         ("dataset.split_seed", -5, "between 0 and 2147483647"),
         ("training.epochs", 10**9, "[1, 10000]"),
         ("training.epochs", {"low": 1, "high": 10**6}, "[1, 10000]"),
+        # Accepted before, then refused by the worker (val_size 0, min_resource 0) or taken as
+        # absurd values (a trial timeout of 30,000 years).
+        ("dataset.val_size", 0, "between 1 and 10000000"),
+        ("dataset.val_size", 10**8, "between 1 and 10000000"),
+        ("dataset.train_subset", 0, "between 1 and 10000000"),
+        ("dataset.train_subset", 10**8, "between 1 and 10000000"),
+        ("timeouts.trial_s", 10**12, "between 1 and 2592000"),
+        ("timeouts.trial_s", 0, "between 1 and 2592000"),
+        ("timeouts.study_s", 10**12, "between 1 and 31622400"),
+        ("sampler.n_startup_trials", 10**9, "between 0 and 100000"),
+        ("pruner.n_startup_trials", 10**9, "between 0 and 100000"),
+        ("pruner.n_warmup_steps", 10**9, "between 0 and 10000"),
+        ("pruner.interval_steps", 0, "between 1 and 10000"),
+        ("pruner.min_resource", 0, "auto or an integer between 1 and 10000"),
+        ("pruner.min_resource", 10**9, "auto or an integer between 1 and 10000"),
+        ("pruner.max_resource", -3, "auto or an integer between 1 and 10000"),
+        ("pruner.max_resource", "max", "auto or an integer between 1 and 10000"),
+        ("pruner.reduction_factor", 1, "between 2 and 10000"),
+        ("pruner.min_early_stopping_rate", -1, "between 0 and 10000"),
     ],
 )
 def test_counts_and_seeds_are_bounded_naming_field_and_range(
@@ -826,3 +850,121 @@ def test_mistyped_values_are_refused_not_coerced(path: str, value: Any) -> None:
 
 def test_an_integer_is_still_a_float() -> None:
     assert parse_spec(_mutated("training.lr", 1)).training.lr == 1.0
+    assert parse_spec(_mutated("pruner.percentile", 10)).pruner.percentile == 10.0
+    pau = {"clamp": 4, "init_interval": [-2, 2]}
+    entry = parse_spec(_mutated("activations.pau", pau)).activations["pau"]
+    assert (entry.clamp, entry.init_interval) == (4.0, (-2.0, 2.0))
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "loc"),
+    [
+        ("n_trials", "20", "n_trials"),
+        ("n_trials", 20.0, "n_trials"),
+        ("seeds", True, "seeds"),
+        ("seed", "1", "seed"),
+        ("priority", 1.0, "priority"),
+        ("version", True, "version"),
+        ("name", 7, "name"),
+        ("baselines", [1], "baselines.0"),
+        ("dataset.val_size", "5000", "dataset.val_size"),
+        ("dataset.val_size", 5000.0, "dataset.val_size"),
+        ("dataset.train_subset", 100.0, "dataset.train_subset"),
+        ("dataset.split_seed", "0", "dataset.split_seed"),
+        ("pruner.percentile", "25", "pruner.percentile"),
+        ("pruner.percentile", True, "pruner.percentile"),
+        ("pruner.n_warmup_steps", "1", "pruner.n_warmup_steps"),
+        ("pruner.min_resource", "3", "pruner.min_resource"),
+        ("pruner.max_resource", 9.0, "pruner.max_resource"),
+        ("sampler.constant_liar", "yes", "sampler.constant_liar"),
+        ("sampler.multivariate", 1, "sampler.multivariate"),
+        ("sampler.seed", "3", "sampler.seed"),
+        ("sampler.n_startup_trials", 5.0, "sampler.n_startup_trials"),
+        ("timeouts.trial_s", "60", "timeouts.trial_s"),
+        ("timeouts.trial_s", 60.5, "timeouts.trial_s"),
+        ("activations.pau.trainable", {"numerator": 1}, "activations.pau.trainable.numerator"),
+        ("activations.pau.clamp", "2", "activations.pau.clamp"),
+        ("activations.pau.clamp", float("inf"), "activations.pau.clamp"),
+        ("activations.pau.init_interval", ["-3", 3], "activations.pau.init_interval.0"),
+        ("activations.pau.init_interval", [-3, float("nan")], "activations.pau.init_interval.1"),
+    ],
+)
+def test_mistyped_fixed_values_are_refused_not_coerced(path: str, value: Any, loc: str) -> None:
+    # The fixed fields used to be lax where the searchable ones were strict: `n_trials: "20"`,
+    # `val_size: 5000.0` or `constant_liar: "yes"` were silently converted.
+    with pytest.raises(SpecError) as info:
+        parse_spec(_mutated(path, value))
+    assert [e["loc"] for e in info.value.errors] == [loc]
+
+
+def test_the_stored_form_parses_back_to_the_same_spec_and_types() -> None:
+    # Workers re-parse the stored JSON: tuples come back as lists there and must be taken.
+    data = _mutated("activations.pau", {"clamp": 4, "init_interval": [-2, 2.5]})
+    data["training"]["betas"] = [0.8, 0.99]
+    data["dataset"] = {"name": "folder", "path": "/data/imgs", "val_size": 60_000}
+    data["pruner"] = {"name": "hyperband", "min_resource": 2, "max_resource": 9}
+    data["sampler"] = {"name": "qmc", "qmc_type": "halton", "seed": 3}
+    data["timeouts"] = {"trial_s": None, "study_s": 7200}
+    spec = parse_spec(data)
+    stored = json.loads(json.dumps(spec.model_dump(mode="json")))
+    assert stored["activations"]["pau"]["init_interval"] == [-2.0, 2.5]
+    again = parse_spec(stored)
+    assert again == spec and again.model_dump(mode="json") == stored
+    assert again.activations["pau"].init_interval == (-2.0, 2.5)
+    assert again.training.betas == (0.8, 0.99)
+    assert (again.pruner.min_resource, again.pruner.max_resource) == (2, 9)
+
+
+def test_cifar_splits_must_fit_its_50000_training_images() -> None:
+    assert parse_spec(_mutated("dataset.val_size", 49_999)).dataset.val_size == 49_999
+    subset = parse_spec(_mutated("dataset.train_subset", 45_000)).dataset
+    assert (subset.val_size, subset.train_subset) == (5000, 45_000)
+    with pytest.raises(SpecError) as info:
+        parse_spec(_mutated("dataset.val_size", 50_000))
+    assert info.value.errors == [
+        {
+            "loc": "dataset.val_size",
+            "msg": "cifar10's training set has 50000 images: val_size must be below that, "
+            "not 50000",
+        }
+    ]
+    with pytest.raises(SpecError, match=r"dataset\.train_subset: cifar10 has 45000 training"):
+        parse_spec(_mutated("dataset.train_subset", 45_001))
+    # A folder's size is the worker's to check.
+    folder = {"name": "folder", "path": "/data/imgs", "val_size": 80_000, "train_subset": 10**6}
+    assert parse_spec(_mutated("dataset", folder)).dataset.val_size == 80_000
+
+
+def test_qmc_type_sobol_the_default_is_accepted_with_any_sampler() -> None:
+    # Every spec stored before qmc_type was checked states `qmc_type: sobol`.
+    assert parse_spec(_mutated("sampler.qmc_type", "sobol")).sampler.name == "tpe"
+    qmc = parse_spec(_mutated("sampler", {"name": "qmc", "qmc_type": "halton"}))
+    assert isinstance(make_sampler(qmc), optuna.samplers.QMCSampler)
+
+
+@pytest.mark.parametrize(
+    "pruner",
+    [
+        {"name": "successive_halving", "min_resource": 1},
+        {"name": "successive_halving", "min_resource": 10_000, "min_early_stopping_rate": 3},
+        {"name": "hyperband", "min_resource": 1, "max_resource": 1},
+        {"name": "hyperband", "min_resource": 3, "max_resource": 27, "reduction_factor": 3},
+        {"name": "hyperband", "max_resource": 1},
+        {"name": "percentile", "percentile": 1e-3, "n_warmup_steps": 10_000},
+    ],
+)
+def test_every_pruner_the_spec_accepts_is_one_optuna_builds(pruner: dict[str, Any]) -> None:
+    # successive_halving with min_resource 0 used to pass the spec and fail in every worker.
+    built = make_pruner(parse_spec(_mutated("pruner", pruner)))
+    assert isinstance(built, optuna.pruners.BasePruner)
+
+
+def test_hyperband_max_resource_below_min_resource_is_refused() -> None:
+    # Optuna takes it, builds no bracket and never prunes.
+    pruner = {"name": "hyperband", "min_resource": 5, "max_resource": 3}
+    with pytest.raises(SpecError) as info:
+        parse_spec(_mutated("pruner", pruner))
+    assert [e["loc"] for e in info.value.errors] == ["pruner.max_resource"]
+    assert "at least its min_resource (5)" in info.value.errors[0]["msg"]
+    # auto is 1 for hyperband (make_pruner), so any max_resource >= 1 goes with it.
+    assert parse_spec(_mutated("pruner", {"name": "hyperband", "max_resource": 1}))
