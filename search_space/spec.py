@@ -751,8 +751,9 @@ class SamplerSpec(BaseModel):
     )
     seed: Annotated[StrictInt, _within("sampler.seed", *SEED_RANGE)] | None = Field(
         default=None,
-        description="qmc: its scramble seed (null: derived from the study); others: offset per "
-        "worker process",
+        description="qmc: the scramble seed every worker shares (null: derived from the study); "
+        "tpe, random, cmaes, grid: each worker process adds a random offset, so it does not "
+        "make the sampling reproducible (docs/workers.md)",
         json_schema_extra=_bounds(*SEED_RANGE),
     )
     constant_liar: StrictBool = Field(default=True, description="TPE: for parallel workers")
