@@ -648,6 +648,11 @@ class TrainingSpec(BaseModel):
     bias_lr_scale: SearchFloat = Field(  # type: ignore[valid-type]
         default=1.0, description="lr multiplier of norm and bias parameters (airbench's)"
     )
+    grad_clip: SearchFloat | None = Field(  # type: ignore[valid-type]
+        default=None,
+        description="clip the global L2 norm of all gradients to this value at every step; "
+        "null = no clipping",
+    )
     betas: Annotated[tuple[_Beta, _Beta], BeforeValidator(_betas_pair)] = Field(
         default=BETAS_DEFAULT,
         description="AdamW's [beta1, beta2], each in [0, 1). Fixed, never searched",
@@ -693,6 +698,7 @@ TRAINING_DOMAINS: dict[str, Domain] = {
     "compile": Domain("bool"),
     "eval_batch_size": Domain("int", low=1),
     "bias_lr_scale": Domain("float", low=0.0, low_open=True),
+    "grad_clip": Domain("float", low=0.0, low_open=True),  # or null: off
 }
 AUGMENT_DOMAINS: dict[str, Domain] = {
     "crop_padding": Domain("int", low=0, high=16),
@@ -1105,7 +1111,10 @@ def _check_section(
     errors: _Errors, loc: tuple[str, ...], section: BaseModel, domains: Mapping[str, Domain]
 ) -> None:
     for name, domain in domains.items():
-        for msg in check_value(getattr(section, name), domain):
+        value = getattr(section, name)
+        if value is None and type(section).model_fields[name].default is None:
+            continue  # a field whose null means off (training.grad_clip)
+        for msg in check_value(value, domain):
             errors.add((*loc, name), msg)
 
 

@@ -101,7 +101,7 @@ SECTIONS: tuple[Section, ...] = (
         TRAINING_DOMAINS,
         intro="The defaults below are the generic ones; a model with a recipe replaces them "
         "(see [Model recipes](#model-recipes)). [workers.md](workers.md#training-options) "
-        "explains `ema`, `tta`, `lookahead` and `betas` in detail.",
+        "explains `grad_clip`, `ema`, `tta`, `lookahead` and `betas` in detail.",
     ),
     Section("training.augment", AugmentSpec, AUGMENT_DOMAINS),
     Section(
@@ -324,6 +324,8 @@ def _row(section: Section, name: str, prop: dict[str, Any]) -> str:
     if domain is not None:
         kind = _TYPE_NAMES[domain.kind]
         allowed = str(domain)
+        if any(b.get("type") == "null" for b in prop.get("anyOf", ())):
+            kind, allowed = f"{kind} or null", f"{allowed} or null"  # null = off (grad_clip)
     else:
         kind = _type(prop)
         allowed = (section.allowed or {}).get(name) or _allowed(prop)

@@ -10,9 +10,10 @@ classic ones: ``bias_lr_scale`` (lr multiplier for norm and bias parameters, air
 ``lookahead`` (``{"start_epoch", "every", "decay", "power"}``: airbench's EMA of the weights that is
 copied back into the net; default off), ``betas`` (AdamW; default [0.9, 0.999]), ``ema``
 (``{"decay", "start_epoch", "every"}``: an EMA of the weights kept beside the net and used for
-every evaluation and for the recorded final activation parameters; default off) and ``tta``
+every evaluation and for the recorded final activation parameters; default off), ``tta``
 (``"none"`` or ``"flip"``: evaluation averages the logits of each image and its mirror image;
-default none). docs/workers.md has the details.
+default none) and ``grad_clip`` (a number > 0: the largest global L2 norm of all gradients at
+each step; default None, no clipping). docs/workers.md has the details.
 """
 
 from __future__ import annotations
@@ -161,6 +162,7 @@ class TrainingConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     ema: EmaConfig | None = None  # evaluate an EMA of the weights (see EmaConfig); None = off
     tta: str = "none"  # test-time augmentation at every evaluation: "none" or "flip"
+    grad_clip: float | None = None  # max global L2 norm of the gradients per step; None = off
 
     @classmethod
     def from_dict(cls, value: dict[str, Any]) -> TrainingConfig:
@@ -197,6 +199,11 @@ class TrainingConfig:
             raise ValueError("lr must be > 0, weight_decay >= 0, label_smoothing in [0, 1)")
         if self.tta not in TTA_MODES:
             raise ValueError(f"unknown tta {self.tta!r}; valid: {', '.join(TTA_MODES)}")
+        clip = self.grad_clip
+        if clip is not None and (
+            isinstance(clip, bool) or not isinstance(clip, int | float) or not 0 < clip < math.inf
+        ):
+            raise ValueError(f"grad_clip must be a number > 0 or null (off), not {clip!r}")
         if self.ema is not None and self.ema.start_epoch >= self.epochs:
             raise ValueError(
                 f"ema.start_epoch ({self.ema.start_epoch}) must be below epochs ({self.epochs}), "
@@ -604,14 +611,31 @@ class _Trial:
             logits = runner(images)
             loss = F.cross_entropy(logits, labels, label_smoothing=self.train_cfg.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
+        clip = self.train_cfg.grad_clip
         if scaler is None:
             loss.backward()
+            if clip is not None:
+                self._clip_gradients(optimizer, clip)
             optimizer.step()
         else:
             scaler.scale(loss).backward()
+            if clip is not None:
+                scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+                self._clip_gradients(optimizer, clip)
             scaler.step(optimizer)
             scaler.update()
         return loss.detach().float()
+
+    @staticmethod
+    def _clip_gradients(optimizer: torch.optim.Optimizer, max_norm: float) -> None:
+        """Scale all gradients down together so that their global L2 norm is at most max_norm.
+
+        Multi-tensor kernels and no host sync: the norm stays on the device. A NaN or inf
+        gradient leaves NaN gradients behind, so the periodic loss check reports the divergence
+        (or GradScaler skips the step) without error_if_nonfinite reading the norm every step.
+        """
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
 
     def _end_epoch(
         self,

@@ -327,6 +327,47 @@ def test_lookahead_betas_and_bias_lr_scale_reach_the_resolved_config() -> None:
     )  # fmt: skip
 
 
+def test_grad_clip_is_off_by_default_searchable_and_reaches_the_trainer() -> None:
+    from workers.train import TrainingConfig
+
+    relu = optuna.trial.FixedTrial({"training.lr": 0.1, "activation": "relu"})
+    plain = suggest_config(relu, parse_spec(QUICKSTART))["training"]
+    assert plain["grad_clip"] is None and TrainingConfig.from_dict(plain).grad_clip is None
+
+    fixed = parse_spec(_mutated("training.grad_clip", 2))
+    assert fixed.training.grad_clip == 2.0  # an integer is a number
+    assert "training.grad_clip" not in [d.name for d in fixed.search_space()]
+    assert suggest_config(relu, fixed)["training"]["grad_clip"] == 2.0
+
+    searched = parse_spec(_mutated("training.grad_clip", {"low": 0.5, "high": 8.0, "log": True}))
+    assert [d.name for d in searched.search_space()][:2] == ["training.lr", "training.grad_clip"]
+    trial = optuna.trial.FixedTrial(
+        {"training.lr": 0.1, "training.grad_clip": 2.5, "activation": "relu"}
+    )
+    training = suggest_config(trial, searched)["training"]
+    assert training["grad_clip"] == 2.5 and TrainingConfig.from_dict(training).grad_clip == 2.5
+    assert parse_spec(searched.model_dump(mode="json")) == searched
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (0, "0.0 is outside the domain (0, inf)"),
+        (-1.0, "outside the domain (0, inf)"),
+        ({"low": 0.0, "high": 2.0}, "0.0 is outside the domain (0, inf)"),
+        ({"choices": [None, 1.0]}, "valid number"),  # off is not a choice: search values > 0
+        ("1", "valid number"),
+        (True, "valid number"),
+        (float("inf"), "expected a finite number"),
+    ],
+)
+def test_bad_grad_clip_values_are_refused(value: Any, message: str) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_spec(_mutated("training.grad_clip", value))
+    assert all(e["loc"].startswith("training.grad_clip") for e in info.value.errors)
+    assert any(message in e["msg"] for e in info.value.errors), info.value.errors
+
+
 # -- model recipes ------------------------------------------------------------------------------
 def _proxy_spec(training: dict[str, Any] | None = None, **changes: Any) -> dict[str, Any]:
     data: dict[str, Any] = {"name": "screen", "model": {"name": "proxy"},

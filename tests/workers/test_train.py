@@ -442,6 +442,11 @@ def test_the_recipes_evaluate_without_tta_or_ema() -> None:
         ({"ema": 0.999}, "ema must be a mapping or null, not 0.999"),
         ({"lookahead": {"every": 0}}, "lookahead.every must be an integer >= 1"),
         ({"lookahead": {"decay": 0.9, "gamma": 2}}, "unknown lookahead keys gamma"),
+        ({"grad_clip": 0}, r"grad_clip must be a number > 0 or null \(off\), not 0"),
+        ({"grad_clip": -1.0}, "grad_clip must be a number > 0"),
+        ({"grad_clip": "1"}, "grad_clip must be a number > 0"),
+        ({"grad_clip": True}, "grad_clip must be a number > 0"),
+        ({"grad_clip": math.inf}, "grad_clip must be a number > 0"),
     ],
 )
 def test_bad_ema_tta_and_lookahead_options_are_value_errors(training: dict, message: str) -> None:
@@ -458,6 +463,58 @@ def test_ema_defaults_and_off_switches() -> None:
 def test_bad_ema_in_a_trial_is_a_failure_that_says_what_to_fix(tiny_splits) -> None:
     with pytest.raises(TrialFailure, match=r"ema\.every must be an integer >= 1"):
         train_trial(config(ema={"every": 0}), tiny_splits, CPU)
+
+
+def _first_step_distance(splits, monkeypatch, **training) -> float:
+    """How far the first SGD step moves all trainable parameters (global L2 norm)."""
+    import workers.train as train_module
+
+    made = {}
+    build_optimizer = train_module.build_optimizer
+
+    def recording_build_optimizer(groups, cfg, device):
+        optimizer = build_optimizer(groups, cfg, device)
+        made["params"] = [p for group in optimizer.param_groups for p in group["params"]]
+        made["before"] = [p.detach().clone() for p in made["params"]]
+        return optimizer
+
+    def after_first_step(epoch: int, step: int, steps: int) -> None:
+        pairs = zip(made["params"], made["before"], strict=True)
+        moved = [(p.detach() - b).pow(2).sum() for p, b in pairs]
+        made["distance"] = float(torch.stack(moved).sum().sqrt())
+        raise TrialCancelled("one step is enough")
+
+    monkeypatch.setattr(train_module, "build_optimizer", recording_build_optimizer)
+    # Plain SGD at a constant lr: a step is exactly -lr × gradient.
+    cfg = config(
+        momentum=0.0, nesterov=False, weight_decay=0.0, schedule="constant", warmup_epochs=0,
+        **training,
+    )  # fmt: skip
+    with pytest.raises(TrialCancelled):
+        train_trial(cfg, splits, CPU, on_step=after_first_step)
+    return made["distance"]
+
+
+def test_grad_clip_bounds_the_first_step(tiny_splits, monkeypatch) -> None:
+    lr, clip = 0.1, 1e-3
+    clipped = _first_step_distance(tiny_splits, monkeypatch, lr=lr, grad_clip=clip)
+    free = _first_step_distance(tiny_splits, monkeypatch, lr=lr)
+    assert clipped <= lr * clip * (1 + 1e-4)
+    assert clipped == pytest.approx(lr * clip, rel=1e-3)  # the gradient's norm is far above clip
+    assert free > 100 * lr * clip  # unclipped, the same step moves much further
+
+
+def test_same_seed_same_result_with_grad_clip(tiny_splits) -> None:
+    cfg = config(epochs=2, lr=0.2, grad_clip=0.05, activation=FAMILIES["prelu_per_channel"])
+    first = train_trial(cfg, tiny_splits, CPU)
+    second = train_trial(copy.deepcopy(cfg), tiny_splits, CPU)
+    assert first.train_loss == second.train_loss and first.val_accs == second.val_accs
+    assert first.activation_params == second.activation_params
+    assert first.manifest["resolved_training"]["grad_clip"] == 0.05
+    unclipped = train_trial(config(epochs=2, lr=0.2, activation=FAMILIES["prelu_per_channel"]),
+                            tiny_splits, CPU)  # fmt: skip
+    assert unclipped.train_loss != first.train_loss  # the clip was active
+    assert unclipped.manifest["resolved_training"]["grad_clip"] is None
 
 
 @pytest.mark.realdata
