@@ -876,7 +876,9 @@ class TimeoutsSpec(BaseModel):
     )
     study_s: Annotated[StrictInt, _within("timeouts.study_s", 1, MAX_STUDY_S)] | None = Field(
         default=None,
-        description="the whole study (stored, but not enforced yet)",
+        description="the whole study, from its first claim: past it no new trial starts and "
+        "queued retries are cancelled; running trials finish, then the study completes with a "
+        "note saying so; null = none",
         json_schema_extra=_bounds(1, MAX_STUDY_S),
     )
 

@@ -102,12 +102,15 @@ class Runs:
                 status="running",
                 started_at=case((Study.started_at.is_(None), now), else_=Study.started_at),
             )
-            .returning(Study.n_trials, Study.optuna_name, Study.spec)
+            .returning(Study.n_trials, Study.optuna_name, Study.spec, Study.started_at)
             .execution_options(synchronize_session=False)
         ).one_or_none()
         if study is None:
             return None
-        n_trials, optuna_name, spec = study
+        n_trials, optuna_name, spec, started_at = study
+        if _time_limit_reached(spec, started_at, now) is not None:
+            self._stop_for_time(session, study_id)
+            return None
         used, open_runs, retry_id = self._budget(session, study_id)
         if retry_id is not None:
             run = session.get(Run, retry_id)
@@ -148,10 +151,53 @@ class Runs:
         return int(used or 0), int(open_runs or 0), retry_id
 
     def _complete_if_done(self, session: Session, study_id: int) -> None:
-        """A study whose budget is used and whose runs have all ended is completed."""
+        """A study whose budget (or time) is used and whose runs have all ended is completed."""
         used, open_runs, _ = self._budget(session, study_id)
-        if not open_runs:
-            self._complete(session, study_id, used)
+        if open_runs:
+            return
+        row = session.execute(
+            select(Study.spec, Study.started_at, Study.n_trials).where(Study.id == study_id)
+        ).one_or_none()
+        if row is not None and row.n_trials > used:
+            limit = _time_limit_reached(row.spec, row.started_at, utcnow())
+            if limit is not None:
+                self._complete_for_time(session, study_id, limit, used, row.n_trials)
+            return
+        self._complete(session, study_id, used)
+
+    def _stop_for_time(self, session: Session, study_id: int) -> None:
+        """Past timeouts.study_s: no new trial, no queued retry; completed once none runs."""
+        now = utcnow()
+        session.execute(
+            update(Run)
+            .where(Run.study_id == study_id, Run.state == "queued")
+            .values(
+                state="cancelled",
+                failure_reason="time_limit",
+                failure_message="the study reached its time limit (timeouts.study_s)",
+                finished_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        self._complete_if_done(session, study_id)
+
+    @staticmethod
+    def _complete_for_time(
+        session: Session, study_id: int, limit: int, used: int, n_trials: int
+    ) -> None:
+        now = utcnow()
+        session.execute(
+            update(Study)
+            .where(Study.id == study_id, Study.status.not_in(FINAL))
+            .values(
+                status="completed",
+                finished_at=now,
+                updated_at=now,
+                error=f"stopped at its time limit (timeouts.study_s = {limit} s) after "
+                f"{used} of its {n_trials} trials",
+            )
+            .execution_options(synchronize_session=False)
+        )
 
     @staticmethod
     def _complete(session: Session, study_id: int, used: int | None = None) -> None:
@@ -474,6 +520,16 @@ class Runs:
         self._reap(run_id, utcnow())
         with self.db.session() as session:
             self._get(session, run_id).failure_message = reason
+
+
+def _time_limit_reached(
+    spec: dict[str, Any] | None, started_at: datetime | None, now: datetime
+) -> int | None:
+    """The study's timeouts.study_s when its time since the first claim has reached it."""
+    limit = ((spec or {}).get("timeouts") or {}).get("study_s")
+    if not limit or started_at is None:
+        return None
+    return int(limit) if (now - _aware(started_at)).total_seconds() >= limit else None
 
 
 def _study_status(study_id: Any) -> Any:

@@ -18,7 +18,7 @@ from worker_helpers import (
     tiny_spec,
 )
 
-from service.db import Run, Worker, utcnow
+from service.db import Run, Study, Worker, utcnow
 from service.store import Store, UserInfo
 from service.store import base as base_module
 from service.store import runs as runs_module
@@ -224,3 +224,47 @@ def test_heartbeats_use_the_database_clock_not_the_workers(
     finally:
         store.dispose()
         drop_pg_database(url)
+
+
+def _age_study(store: Store, study_id: int, seconds: float) -> None:
+    with store.db.session() as session:
+        session.execute(
+            update(Study)
+            .where(Study.id == study_id)
+            .values(started_at=utcnow() - timedelta(seconds=seconds))
+        )
+
+
+def test_a_study_past_its_time_limit_takes_no_new_trial_and_completes(
+    store: Store, user: UserInfo
+) -> None:
+    spec = tiny_spec(Path("/nowhere"), n_trials=5)
+    spec["timeouts"] = {"study_s": 60}
+    study, _ = store.studies.create(user, spec)
+    first = store.runs.claim_next("w1")
+    second = store.runs.claim_next("w2")
+    assert first is not None and second is not None
+    store.runs.reap_lost(grace_s=-1)  # both lost: two retries wait in the queue
+    again = store.runs.claim_next("w3")
+    assert again is not None and again.retry_of is not None
+    _age_study(store, study.id, 61)
+    assert store.runs.claim_next("w4") is None  # neither a new trial nor the other retry
+    (waiting,) = [r for r in runs_of(store, study.id) if r.state == "cancelled"]
+    assert waiting.failure_reason == "time_limit"
+    assert store.studies.get(study.id).status == "running"  # one run still trains
+    store.runs.finish(again.run_id, state="complete", value=0.5)
+    info = store.studies.get(study.id)
+    assert info.status == "completed"
+    assert info.error is not None and "timeouts.study_s = 60 s" in info.error
+
+
+def test_a_study_within_its_time_limit_runs_its_whole_budget(store: Store, user: UserInfo) -> None:
+    spec = tiny_spec(Path("/nowhere"), n_trials=2)
+    spec["timeouts"] = {"study_s": 3600}
+    study, _ = store.studies.create(user, spec)
+    for _ in range(2):
+        claim = store.runs.claim_next("w")
+        assert claim is not None
+        store.runs.finish(claim.run_id, state="complete", value=0.5)
+    info = store.studies.get(study.id)
+    assert info.status == "completed" and info.error is None
