@@ -53,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="none",
         help="flip: evaluate each image and its mirror image (default none)",
     )
+    parser.add_argument(
+        "--grad-clip",
+        type=float,
+        default=None,
+        metavar="NORM",
+        help="clip the global gradient norm to NORM each step (default off)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=None, help="seconds (default none)")
     parser.add_argument("--json", type=Path, dest="json_out", help="write the record here")
@@ -89,14 +96,19 @@ def trial_config(args: argparse.Namespace) -> dict[str, Any]:
     from workers.train import TrainingConfig, recipe
 
     training = recipe(args.model)
-    overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}
+    overrides = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "grad_clip": args.grad_clip,
+    }
     training.update({k: v for k, v in overrides.items() if v is not None})
     training["precision"] = args.precision
     training["compile"] = args.compile
     training["tta"] = args.tta
     if args.ema is not None:
         training["ema"] = ema_config(args.ema)
-    TrainingConfig.from_dict(training)  # a bad --ema is reported now, not after loading the data
+    TrainingConfig.from_dict(training)  # a bad --ema or --grad-clip is reported before the data
     return {
         "dataset": {
             "name": args.dataset,

@@ -104,3 +104,14 @@ def test_activation_option_accepts_json() -> None:
     assert value == {"family": "smu", "params": {"mu": 2.0}}
     with pytest.raises(ValueError, match="family"):
         train_cli.activation_config('{"params": {}}')
+
+
+def test_grad_clip_reaches_the_config_and_a_bad_one_exits_2(tmp_path, capsys) -> None:
+    argv = ["--data", str(tmp_path / "nowhere"), "--cache-dir", str(tmp_path), "--epochs", "2",
+            "--device", "cpu"]  # fmt: skip
+    parser = train_cli.build_parser()
+    config = train_cli.trial_config(parser.parse_args([*argv, "--grad-clip", "2.5"]))
+    assert config["training"]["grad_clip"] == 2.5
+    assert train_cli.main([*argv, "--grad-clip", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "grad_clip" in err and "Traceback" not in err
