@@ -155,6 +155,8 @@ def print_study(study: dict[str, Any]) -> None:
     finished, total, label = _progress(study)
     print(f"study {study['id']} · {study['name']} · {study['status']} · {finished}/{total} trials"
           f" · {label}")
+    if study.get("error"):  # why it failed, or why it completed short of its budget
+        print(f"  note: {study['error']}")
     for family in study.get("families") or []:
         mean, std = family.get("mean"), family.get("std")
         spread = f"{mean:.4f} ± {std or 0:.4f}" if mean is not None else "—"

@@ -91,5 +91,8 @@ def test_without_data_offline_fails_clearly(tmp_path: Path) -> None:
             assert study["status"] == "failed" and "--data" in study["error"]
             trials = api.get("/studies/1/trials").json()
             assert trials["total"] == 0  # nothing half-written
+        status = service.cli("status", "1", timeout=60)
+        assert status.returncode == 0 and "failed" in status.stdout
+        assert "note:" in status.stdout and "--data" in status.stdout  # says why
     finally:
         stop_service(service)
