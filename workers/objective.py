@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import socket
 import statistics
 import threading
 import time
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+SKIP_STUDY_S = 600.0  # how long a machine that cannot run a study leaves it to the others
 LOG_TAIL_CHARS = 20_000
 DATA_CACHE_SIZE = 2  # decoded datasets kept per process (each may also hold a GPU copy)
 STUDY_CACHE_SIZE = 16  # loaded Optuna studies (with their trial caches) kept per process
@@ -237,6 +239,7 @@ class Outcome:
     state: str  # complete | pruned | failed | cancelled | handed_back | abandoned | released
     value: float | None = None
     reason: str | None = None
+    skip_study: bool = False  # this machine cannot run the study; others may (leave it to them)
 
 
 class Stop(Exception):
@@ -267,6 +270,7 @@ class TrialRunner:
     settings: Settings
     worker_id: str
     training: Training
+    hostname: str = field(default_factory=socket.gethostname)  # as the worker registered itself
     stopping: threading.Event = field(default_factory=threading.Event)  # finish epoch, hand back
     aborting: threading.Event = field(default_factory=threading.Event)  # hand back now
     _studies: dict[str, optuna.Study] = field(default_factory=dict, repr=False)
@@ -280,10 +284,10 @@ class TrialRunner:
         try:
             data = self.training.load_data(dataset_config(spec))
         except DataMissing as error:
-            return self._refuse(claim, str(error))
+            return self._refuse_here(claim, str(error))
         except Exception as error:  # unreadable images, a wrong class count, ...
             log.exception("study %s: loading its data failed", claim.study_id)
-            return self._refuse(claim, f"its data could not be loaded: {_describe(error)}")
+            return self._refuse_here(claim, f"its data could not be loaded: {_describe(error)}")
         try:
             study = self._study(claim, spec)
             trial = db_retry(lambda: self._trial(study, claim), "create the Optuna trial")
@@ -335,6 +339,23 @@ class TrialRunner:
         )
         attempt = _Attempt(self, claim, study, trial, {}, None)
         return attempt._fail("error", f"no trial config: {_describe(error)}", None, trace)
+
+    def _refuse_here(self, claim: Claim, message: str) -> Outcome:
+        """This machine cannot run the study (its data): fail it only if no other machine can."""
+        log.error("study %s cannot run on %s: %s", claim.study_id, self.hostname, message)
+        db_retry(lambda: self.store.runs.release(claim.run_id), "release the run")
+        failed = db_retry(
+            lambda: self.store.studies.cannot_run_on(
+                claim.study_id, self.hostname, message, self.settings.grace_s
+            ),
+            "record that this machine cannot run the study",
+        )
+        if not failed:
+            log.warning(
+                "study %s is left to workers on other machines; skipped here for %.0f s",
+                claim.study_id, SKIP_STUDY_S,
+            )  # fmt: skip
+        return Outcome("released", reason=message, skip_study=not failed)
 
     def _refuse(self, claim: Claim, message: str) -> Outcome:
         """The study cannot run here at all: fail it with the message, leave no run behind."""

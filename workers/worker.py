@@ -19,6 +19,7 @@ import random
 import signal
 import socket
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from types import FrameType
@@ -31,7 +32,14 @@ from service.migrate import SchemaOutOfDate, check_schema
 from service.settings import Settings
 from service.store import Claim, Database, Store, Studies, Users
 from service.store.runs import Runs
-from workers.objective import Training, TrialRunner, db_retry, describe_db_error, is_db_outage
+from workers.objective import (
+    SKIP_STUDY_S,
+    Training,
+    TrialRunner,
+    db_retry,
+    describe_db_error,
+    is_db_outage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +120,7 @@ class SlotWorker:
         self.stopping = threading.Event()  # first signal: stop after this epoch
         self.aborting = threading.Event()  # second signal: stop within a training step
         self.trials = 0
+        self._skipped: dict[int, float] = {}  # study -> monotonic time until which it is skipped
         self._training = training
         self._store = store
         self._current_run: int | None = None
@@ -124,18 +133,20 @@ class SlotWorker:
         self._install_signal_handlers()
         store = self._store or self._open_store()
         training = self._training or Training.default(self.settings, self.options)
+        hostname = socket.gethostname()
         runner = TrialRunner(
             store=store,
             settings=self.settings,
             worker_id=self.worker_id,
             training=training,
+            hostname=hostname,
             stopping=self.stopping,
             aborting=self.aborting,
         )
         db_retry(
             lambda: store.runs.register_worker(
                 self.worker_id,
-                hostname=socket.gethostname(),
+                hostname=hostname,
                 pid=os.getpid(),
                 device=training.device_description(self.options.gpu_label),
                 slot=self.options.slot,
@@ -207,7 +218,9 @@ class SlotWorker:
         failures = 0
         while not self.stopping.is_set() and not self._enough():
             try:
-                claim = store.runs.claim_next(self.worker_id, self._study_ids())
+                claim = store.runs.claim_next(
+                    self.worker_id, self._study_ids(), exclude=self._skipping()
+                )
                 failures = 0
             except Exception as error:
                 failures += 1
@@ -221,10 +234,17 @@ class SlotWorker:
     def _process(self, runner: TrialRunner, claim: Claim) -> None:
         self._current_run = claim.run_id
         try:
-            runner.run(claim)
+            outcome = runner.run(claim)
         finally:
             self._current_run = None
+        if outcome.skip_study:  # this machine cannot run it (e.g. no data here); others may
+            self._skipped[claim.study_id] = time.monotonic() + SKIP_STUDY_S
         self.trials += 1
+
+    def _skipping(self) -> list[int]:
+        now = time.monotonic()
+        self._skipped = {study: until for study, until in self._skipped.items() if until > now}
+        return list(self._skipped)
 
     def _enough(self) -> bool:
         limit = self.options.max_trials

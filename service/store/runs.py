@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -67,11 +68,21 @@ class Runs:
         self.max_attempts = max_attempts
 
     # -- claiming -------------------------------------------------------------------------
-    def claim_next(self, worker_id: str, study_ids: list[int] | None = None) -> Claim | None:
-        """Claim the next run of the highest-priority runnable study, round-robin among equals."""
+    def claim_next(
+        self,
+        worker_id: str,
+        study_ids: list[int] | None = None,
+        exclude: Collection[int] = (),
+    ) -> Claim | None:
+        """Claim the next run of the highest-priority runnable study, round-robin among equals.
+
+        `study_ids` limits the choice; `exclude` names studies this worker cannot run now.
+        """
         # One transaction for the whole claim: fewer round trips on the hot path of every worker.
         with self.db.session(immediate=True) as session:
             for study_id in self._candidates(session, study_ids):
+                if study_id in exclude:
+                    continue
                 claim = self._claim_in(session, study_id, worker_id)
                 if claim is not None:
                     return claim

@@ -16,12 +16,14 @@ from sqlalchemy.orm import Session
 
 from search_space.spec import StudySpec, parse_spec
 from search_space.suggest import baseline_params, trial_budget
-from service.db import Run, Study, User, utcnow
+from service.db import Run, Study, User, Worker, utcnow
 from service.db.optuna_storage import optuna_study_name
 from service.store.base import Conflict, Database, NotFound
 from service.store.users import UserInfo
 
 log = logging.getLogger(__name__)
+
+CANNOT_RUN_ATTR = "actsearch_cannot_run:"  # + hostname: an Optuna study system attribute
 
 ACTIVE = ("queued", "running", "paused")
 RUNNABLE = ("queued", "running")
@@ -234,6 +236,51 @@ class Studies:
             optuna.delete_study(study_name=info.optuna_name, storage=self.db.optuna)
         except KeyError:
             log.warning("optuna study %s was already gone", info.optuna_name)
+
+    def cannot_run_on(self, study_id: int, hostname: str, message: str, grace_s: float) -> bool:
+        """A worker on `hostname` cannot run this study (e.g. no data there); True if failed.
+
+        Data and packages belong to a machine, so one machine that lacks them must not fail a
+        study other machines can run. The refusal is recorded per host (an Optuna study system
+        attribute, so racing workers never overwrite each other); the study fails only once
+        every host with a live worker has refused it, else it carries a note and waits for them.
+        """
+        info = self.get(study_id)
+        storage = self.db.optuna
+        optuna_id = storage.get_study_id_from_name(info.optuna_name)
+        storage.set_study_system_attr(optuna_id, CANNOT_RUN_ATTR + hostname, message)
+        refused = {
+            key[len(CANNOT_RUN_ATTR) :]: str(value)
+            for key, value in storage.get_study_system_attrs(optuna_id).items()
+            if key.startswith(CANNOT_RUN_ATTR)
+        }
+        able = self._live_hosts(grace_s) - refused.keys()
+        if not able:
+            hosts = ", ".join(f"{host}: {why}" for host, why in sorted(refused.items()))
+            self.fail(
+                study_id, message if len(refused) == 1 else f"no machine can run it ({hosts})"
+            )
+            return True
+        self._note(study_id, f"{hostname} cannot run this study ({message}); "
+                   f"left to the workers on {', '.join(sorted(able))}")  # fmt: skip
+        return False
+
+    def _live_hosts(self, grace_s: float) -> set[str]:
+        with self.db.session() as session:
+            return set(
+                session.scalars(
+                    select(Worker.hostname).where(
+                        Worker.status.in_(("idle", "busy")),
+                        Worker.heartbeat_at >= self.db.silent_since(grace_s),
+                    )
+                )
+            )
+
+    def _note(self, study_id: int, message: str) -> None:
+        with self.db.session() as session:
+            row = session.get(Study, study_id)
+            if row is not None and row.status not in FINAL:
+                row.error = message
 
     def fail(self, study_id: int, message: str) -> None:
         """Mark a study failed with a message for its owner (e.g. its data cannot be found)."""

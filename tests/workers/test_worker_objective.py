@@ -9,11 +9,13 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
+from sqlalchemy import update
 from worker_helpers import (
     epochs_of,
     make_image_folder,
@@ -25,6 +27,7 @@ from worker_helpers import (
 )
 
 from search_space.suggest import suggest_config
+from service.db import Worker, utcnow
 from service.settings import Settings
 from service.store import Store, UserInfo
 from workers import objective as objective_module
@@ -59,9 +62,13 @@ def training(tmp_path_factory: pytest.TempPathFactory) -> TorchTraining:
     return TorchTraining(Settings(home=home), SlotOptions(threads=1))
 
 
-def _runner(store: Store, training: TorchTraining, worker_id: str = "w-test") -> TrialRunner:
-    store.runs.register_worker(worker_id, hostname="test", pid=1, device="cpu")
-    return TrialRunner(store=store, settings=Settings(), worker_id=worker_id, training=training)
+def _runner(
+    store: Store, training: TorchTraining, worker_id: str = "w-test", hostname: str = "test"
+) -> TrialRunner:
+    store.runs.register_worker(worker_id, hostname=hostname, pid=1, device="cpu")
+    return TrialRunner(
+        store=store, settings=Settings(), worker_id=worker_id, training=training, hostname=hostname
+    )
 
 
 def test_complete_run_stores_epochs_record_and_tells_optuna(
@@ -132,6 +139,49 @@ def test_missing_data_fails_the_study_and_leaves_no_run(
     trials = optuna.load_study(study_name=study.optuna_name, storage=store.db.optuna).trials
     assert trials == []
     assert store.runs.claim_next("w-test") is None
+
+
+def test_data_missing_on_one_machine_leaves_the_study_to_the_others(
+    store: Store, user: UserInfo, tmp_path: Path, training: TorchTraining
+) -> None:
+    # Data belong to a machine: host-a lacking them must not fail a study host-b can run.
+    study, _ = store.studies.create(user, tiny_spec(tmp_path / "nowhere", n_trials=3))
+    on_a = _runner(store, training, "w-a", hostname="host-a")
+    on_b = _runner(store, training, "w-b", hostname="host-b")
+    claim = store.runs.claim_next("w-a")
+    assert claim is not None
+    outcome = on_a.run(claim)
+    assert outcome.state == "released" and outcome.skip_study
+    info = store.studies.get(study.id)
+    assert info.status in ("queued", "running") and runs_of(store, study.id) == []
+    assert info.error and "host-a cannot run this study" in info.error and "host-b" in info.error
+    assert store.runs.claim_next("w-a", exclude=[study.id]) is None  # host-a leaves it alone
+    claim = store.runs.claim_next("w-b")
+    assert claim is not None
+    outcome = on_b.run(claim)  # host-b lacks them too: now no live machine can run it
+    assert outcome.state == "released" and not outcome.skip_study
+    info = store.studies.get(study.id)
+    assert info.status == "failed" and info.error
+    assert "no machine can run it" in info.error and "host-a: " in info.error
+    assert runs_of(store, study.id) == []
+
+
+def test_data_missing_where_the_other_machines_are_silent_fails_the_study(
+    store: Store, user: UserInfo, tmp_path: Path, training: TorchTraining
+) -> None:
+    study, _ = store.studies.create(user, tiny_spec(tmp_path / "nowhere", n_trials=3))
+    on_a = _runner(store, training, "w-a", hostname="host-a")
+    store.runs.register_worker("w-gone", hostname="host-gone", pid=2, device="cpu")
+    with store.db.session() as session:  # host-gone stopped heartbeating long ago
+        session.execute(
+            update(Worker)
+            .where(Worker.id == "w-gone")
+            .values(heartbeat_at=utcnow() - timedelta(hours=1))
+        )
+    claim = store.runs.claim_next("w-a")
+    assert claim is not None
+    assert not on_a.run(claim).skip_study
+    assert store.studies.get(study.id).status == "failed"
 
 
 def test_diverging_run_is_recorded_with_its_epoch(
