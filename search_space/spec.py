@@ -757,9 +757,10 @@ class SamplerSpec(BaseModel):
     )
     seed: Annotated[StrictInt, _within("sampler.seed", *SEED_RANGE)] | None = Field(
         default=None,
-        description="qmc: the scramble seed every worker shares (null: derived from the study); "
-        "tpe, random, cmaes, grid: each worker process adds a random offset, so it does not "
-        "make the sampling reproducible (docs/workers.md)",
+        description="tpe, random: trial n draws from (seed, n) in every worker, so the same "
+        "history gives the same proposals; qmc: the scramble seed every worker shares (null: "
+        "derived from the study); cmaes, grid: offset at random per worker process "
+        "(docs/workers.md)",
         json_schema_extra=_bounds(*SEED_RANGE),
     )
     constant_liar: StrictBool = Field(default=True, description="TPE: for parallel workers")

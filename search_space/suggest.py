@@ -15,7 +15,8 @@ import itertools
 import math
 import random
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -506,23 +507,98 @@ class SpecGridSampler(optuna.samplers.BaseSampler):
         return first if fixed else self._rng.randrange(self.grid.size)
 
 
+class PerTrialSeedSampler(optuna.samplers.BaseSampler):
+    """A seeded sampler whose randomness for trial n is drawn from (seed, n).
+
+    Every worker process has its own sampler object, and a study is reloaded now and then, so one
+    seeded random stream per process would either repeat itself in every process (the same
+    proposals everywhere) or have to be offset at random (a seed that reproduces nothing). Keyed by
+    the trial number instead, trial n gets the same draws whichever process asks for it: a study
+    run again with the same seed and the same history proposes the same parameters, and
+    concurrent trials never share a stream. What a sampler learns from the history (TPE's
+    densities) still comes from the study's trials.
+    """
+
+    def __init__(self, make: Callable[[int], optuna.samplers.BaseSampler], seed: int) -> None:
+        self._make = make
+        self._seed = seed
+        self._default = make(seed)
+        self._by_trial: dict[int, optuna.samplers.BaseSampler] = {}  # trial id -> its sampler
+
+    def _of(self, trial: optuna.trial.FrozenTrial) -> optuna.samplers.BaseSampler:
+        return self._by_trial.get(trial._trial_id, self._default)
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """Give trial n its own sampler, seeded from (seed, n)."""
+        key = zlib.crc32(f"{self._seed}:{trial.number}".encode()) & 0x7FFFFFFF
+        sampler = self._by_trial[trial._trial_id] = self._make(key)
+        sampler.before_trial(study, trial)
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: optuna.trial.FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        """The trial's own sampler's."""
+        return self._of(trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        search_space: dict[str, BaseDistribution],
+    ) -> dict[str, Any]:
+        """The trial's own sampler's."""
+        return self._of(trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        """The trial's own sampler's."""
+        return self._of(trial).sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        """The trial's own sampler's; then it is forgotten."""
+        self._by_trial.pop(trial._trial_id, self._default).after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        """Nothing to do: the randomness belongs to the trial numbers."""
+
+
 # -- sampler and pruner ---------------------------------------------------------------------
 def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler the spec names (TPE defaults to constant_liar for parallel workers)."""
+    """The Optuna sampler the spec names (TPE defaults to constant_liar for parallel workers).
+
+    A seeded TPE or random sampler draws per trial number (PerTrialSeedSampler).
+    """
     s = spec.sampler
     if s.name == "tpe":
-        with warnings.catch_warnings():
-            # `group` (conditional spaces) is marked experimental; we opt in knowingly.
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(
-                seed=s.seed,
-                constant_liar=s.constant_liar,
-                multivariate=s.multivariate,
-                group=s.group,
-                n_startup_trials=s.n_startup_trials,
-            )
+
+        def tpe(seed: int | None) -> optuna.samplers.BaseSampler:
+            with warnings.catch_warnings():
+                # `group` (conditional spaces) is marked experimental; we opt in knowingly.
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.samplers.TPESampler(
+                    seed=seed,
+                    constant_liar=s.constant_liar,
+                    multivariate=s.multivariate,
+                    group=s.group,
+                    n_startup_trials=s.n_startup_trials,
+                )
+
+        return tpe(None) if s.seed is None else PerTrialSeedSampler(tpe, s.seed)
     if s.name == "random":
-        return optuna.samplers.RandomSampler(seed=s.seed)
+        if s.seed is None:
+            return optuna.samplers.RandomSampler()
+        return PerTrialSeedSampler(lambda seed: optuna.samplers.RandomSampler(seed=seed), s.seed)
     if s.name == "cmaes":
         if importlib.util.find_spec("cmaes") is None:
             raise SpecError(

@@ -392,13 +392,16 @@ class TrialRunner:
 def process_sampler_spec(spec: StudySpec, optuna_name: str) -> StudySpec:
     """The spec with the sampler seed this worker process must use.
 
-    Every worker process has its own sampler. With one shared seed, independent samplers
-    (random, TPE's start-up, CMA-ES, grid order) would propose the same parameters in every
-    process, so a given seed is offset per process. QMC is the opposite: its sequence is indexed
-    by trial and must be scrambled identically everywhere, so all processes share one seed
-    (derived from the study when the spec sets none).
+    Every worker process has its own sampler. Seeded TPE and random samplers draw per trial
+    number (search_space.suggest.PerTrialSeedSampler), so every process keeps the spec's seed.
+    QMC's sequence is indexed by trial and must be scrambled identically everywhere, so all
+    processes share one seed (derived from the study when the spec sets none). CMA-ES and the
+    grid's tie-breaks would propose the same parameters in every process with one shared seed,
+    so theirs is offset per process.
     """
     seed = spec.sampler.seed
+    if spec.sampler.name in ("tpe", "random"):
+        return spec
     if spec.sampler.name == "qmc":
         seed = seed if seed is not None else zlib.crc32(optuna_name.encode()) & 0x7FFFFFFF
     elif seed is not None:

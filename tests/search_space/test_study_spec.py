@@ -6,6 +6,7 @@ import copy
 import itertools
 import json
 import warnings
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -33,6 +34,7 @@ from search_space.spec import (
     parse_spec,
 )
 from search_space.suggest import (
+    PerTrialSeedSampler,
     SpecGrid,
     SpecGridSampler,
     baseline_params,
@@ -485,7 +487,56 @@ def test_ema_must_start_before_the_fewest_epochs_a_trial_can_get(epochs: Any) ->
 def test_make_sampler(name: str, kind: type) -> None:
     data = yaml.safe_load(QUICKSTART)
     data["sampler"] = {"name": name, "seed": 3}
+    sampler = make_sampler(parse_spec(data))
+    if isinstance(sampler, PerTrialSeedSampler):  # seeded tpe and random
+        sampler = sampler._default
+    assert isinstance(sampler, kind)
+    data["sampler"] = {"name": name}
     assert isinstance(make_sampler(parse_spec(data)), kind)
+
+
+def _seeded_run(sampler_name: str, storage: str, reload_every: int) -> list[dict[str, Any]]:
+    """Ask-and-tell 12 trials, reloading the study (a fresh sampler) every few trials."""
+    data = yaml.safe_load(QUICKSTART)
+    data["sampler"] = {"name": sampler_name, "seed": 7, "n_startup_trials": 4}
+    spec = parse_spec(data)
+    name = optuna.create_study(storage=storage, direction="maximize").study_name
+    params = []
+    study = None
+    for number in range(12):
+        if number % reload_every == 0:
+            study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(spec))
+        assert study is not None
+        trial = study.ask()
+        config = suggest_config(trial, spec)
+        value = float(config["training"]["lr"] if "lr" in str(trial.params) else 0.0)
+        study.tell(trial, value + 0.1 * len(config["activation"]["params"]))
+        params.append(trial.params)
+    return params
+
+
+@pytest.mark.parametrize("sampler_name", ["tpe", "random"])
+def test_a_seeded_study_proposes_the_same_trials_again(tmp_path: Path, sampler_name: str) -> None:
+    # The seed used to be offset at random in every worker process: it reproduced nothing.
+    first = _seeded_run(sampler_name, f"sqlite:///{tmp_path / 'a.db'}", reload_every=12)
+    again = _seeded_run(sampler_name, f"sqlite:///{tmp_path / 'b.db'}", reload_every=5)
+    assert first == again  # same seed and history, reloads or not: the same proposals
+    assert len({str(p) for p in first}) == len(first)  # and no stream repeats itself
+
+
+def test_concurrent_trials_of_one_seed_draw_differently(tmp_path: Path) -> None:
+    data = yaml.safe_load(QUICKSTART)
+    data["sampler"] = {"name": "random", "seed": 7}
+    spec = parse_spec(data)
+    storage = f"sqlite:///{tmp_path / 'c.db'}"
+    name = optuna.create_study(storage=storage, direction="maximize").study_name
+    workers = [
+        optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(spec))
+        for _ in range(2)
+    ]
+    trials = [study.ask() for study in workers]  # two processes, both running at once
+    configs = [suggest_config(trial, spec) for trial in trials]
+    assert trials[0].params != trials[1].params, configs
 
 
 def test_tpe_uses_constant_liar_by_default() -> None:
