@@ -11,6 +11,7 @@ import base64
 import binascii
 import json
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -207,8 +208,12 @@ def sample_std(n: int, total: float | None, squares: float | None) -> float | No
     """Sample standard deviation from count, sum and sum of squares (None below two values)."""
     if n < 2 or total is None or squares is None:
         return None
-    variance = (squares - total * total / n) / (n - 1)
-    return math.sqrt(max(variance, 0.0))  # rounding can make a zero variance slightly negative
+    spread = squares - total * total / n
+    # The sums carry rounding of about n·eps·squares: anything below is no spread at all (equal
+    # values gave a std of 1e-8 instead of 0), and it may even come out slightly negative.
+    if spread <= n * sys.float_info.epsilon * squares:
+        return 0.0
+    return math.sqrt(spread / (n - 1))
 
 
 COMPLETE = Run.state == "complete"
