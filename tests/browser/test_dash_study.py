@@ -164,3 +164,21 @@ def test_study_page_follows_a_running_study_and_exports(
     tex = Path(download.value.path()).read_text()
     assert "\\begin{tabular}" in tex and "\\textbf{" in tex and "relu (baseline)" in tex
     assert_clean(page)
+
+
+def test_a_note_is_grey_and_a_failure_red(page: Any, server: Server) -> None:
+    """A running study's note (e.g. a machine without its data) is not styled as a failure."""
+    store = server.store
+    noted = run_study(store, "noted-study", 4, complete=1, pruned=0, failed=0)
+    store.studies.cannot_run_on(noted, "host-a", "no CIFAR at /data", grace_s=3600)
+    failed = run_study(store, "failed-study", 4, complete=1, pruned=0, failed=0)
+    store.studies.fail(failed, "its data could not be loaded")
+    sign_in(page, server)
+    page.goto(f"{server.url}/studies/{noted}")
+    note = page.locator("#study-note")
+    expect(note).to_have_class("note-box")
+    expect(note).to_contain_text("host-a cannot run this study (no CIFAR at /data)")
+    page.goto(f"{server.url}/studies/{failed}")
+    expect(page.locator("#study-note")).to_have_class("error-box")
+    expect(page.locator("#study-note")).to_contain_text("its data could not be loaded")
+    assert_clean(page)
