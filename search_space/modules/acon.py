@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import torch
 from torch import Tensor, nn
 
@@ -28,19 +26,7 @@ class MetaAcon(ActivationModule):
     pointwise = False
     channel_separable = False
 
-    def __init__(
-        self,
-        channels: int = 1,
-        *,
-        params: ParamValues | None = None,
-        options: Mapping[str, str | int] | None = None,
-        scope: str | None = None,
-        trainable: Mapping[str, bool] | None = None,
-        clamp: float | None = None,
-    ) -> None:
-        super().__init__(
-            channels, params=params, options=options, scope=scope, trainable=trainable, clamp=clamp
-        )
+    def setup(self, params: ParamValues | None) -> None:
         r = int(self.options["r"])
         hidden = max(r, self.channels // r)
         self.fc1 = nn.Conv2d(self.channels, hidden, 1)

@@ -99,6 +99,10 @@ class ActivationModule(nn.Module):
         # Fused Triton kernels (search_space.kernels) replace `fn` on CUDA where they cover the
         # family; set False to force the reference path on this module.
         self.allow_fused = True
+        self.setup(params)
+
+    def setup(self, params: ParamValues | None) -> None:
+        """Family-specific parts built after the common ones (coefficients, layers, width)."""
 
     def make_kernel(self) -> Kernel:
         """The forward function (x, *kernel_args) -> y; subclasses return their reference."""

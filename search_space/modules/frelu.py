@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import torch
 from torch import Tensor, nn
 
@@ -16,19 +14,7 @@ class FReLU(ActivationModule):
     family = "frelu"
     pointwise = False
 
-    def __init__(
-        self,
-        channels: int = 1,
-        *,
-        params: ParamValues | None = None,
-        options: Mapping[str, str | int] | None = None,
-        scope: str | None = None,
-        trainable: Mapping[str, bool] | None = None,
-        clamp: float | None = None,
-    ) -> None:
-        super().__init__(
-            channels, params=params, options=options, scope=scope, trainable=trainable, clamp=clamp
-        )
+    def setup(self, params: ParamValues | None) -> None:
         self.conv = nn.Conv2d(self.channels, self.channels, 3, padding=1, groups=self.channels)
         self.bn = nn.BatchNorm2d(self.channels)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from torch import Tensor
 
 from .base import ActivationModule, ParamValues
@@ -14,19 +12,7 @@ class Maxout(ActivationModule):
 
     family = "maxout"
 
-    def __init__(
-        self,
-        channels: int = 1,
-        *,
-        params: ParamValues | None = None,
-        options: Mapping[str, str | int] | None = None,
-        scope: str | None = None,
-        trainable: Mapping[str, bool] | None = None,
-        clamp: float | None = None,
-    ) -> None:
-        super().__init__(
-            channels, params=params, options=options, scope=scope, trainable=trainable, clamp=clamp
-        )
+    def setup(self, params: ParamValues | None) -> None:
         self.width_factor = int(self.options["k"])
 
     def forward(self, x: Tensor) -> Tensor:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from . import functional
 from .base import ActivationModule, ParamValues
 from .functional import Kernel, in_fp32
@@ -15,19 +13,7 @@ class OPAU(ActivationModule):
 
     family = "opau"
 
-    def __init__(
-        self,
-        channels: int = 1,
-        *,
-        params: ParamValues | None = None,
-        options: Mapping[str, str | int] | None = None,
-        scope: str | None = None,
-        trainable: Mapping[str, bool] | None = None,
-        clamp: float | None = None,
-    ) -> None:
-        super().__init__(
-            channels, params=params, options=options, scope=scope, trainable=trainable, clamp=clamp
-        )
+    def setup(self, params: ParamValues | None) -> None:
         basis, k, dl = str(self.options["basis"]), int(self.options["k"]), int(self.options["l"])
         c, d = coefficients_or_fit(params, ("c", "d"), "opau", basis, (k, dl))
         if len(c) != k + 1 or len(d) != dl:

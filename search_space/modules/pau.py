@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from search_space.registry import DEFAULT_FIT_INTERVAL, DEFAULT_FIT_TARGET
 
@@ -62,19 +62,7 @@ class PAU(ActivationModule):
 
     family = "pau"
 
-    def __init__(
-        self,
-        channels: int = 1,
-        *,
-        params: ParamValues | None = None,
-        options: Mapping[str, str | int] | None = None,
-        scope: str | None = None,
-        trainable: Mapping[str, bool] | None = None,
-        clamp: float | None = None,
-    ) -> None:
-        super().__init__(
-            channels, params=params, options=options, scope=scope, trainable=trainable, clamp=clamp
-        )
+    def setup(self, params: ParamValues | None) -> None:
         m, n, form = int(self.options["m"]), int(self.options["n"]), str(self.options["form"])
         a, b = coefficients_or_fit(params, ("a", "b"), "pau", form, (m, n))
         n_b = n + 1 if form == "C" else n
