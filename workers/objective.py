@@ -302,17 +302,7 @@ class TrialRunner:
             return self._failed_before_training(claim, study, trial, error)
         params = dict(trial.params)
         family = str(config["activation"]["family"])
-        db_retry(
-            lambda: self.store.runs.attach_trial(
-                claim.run_id,
-                trial_id=trial._trial_id,
-                number=trial.number,
-                params=params,
-                family=family,
-                config=config,
-            ),
-            "attach the trial",
-        )
+        self._attach(claim, trial, family, config)
         log.info(
             "run %s: study %s trial #%s attempt %s started (%s) %s",
             claim.run_id, claim.study_id, trial.number, claim.attempt,
@@ -325,6 +315,17 @@ class TrialRunner:
     ) -> Outcome:
         """The trial exists but its config could not be made: store it as an error, go on."""
         trace = traceback.format_exc()
+        self._attach(claim, trial, None, None)
+        attempt = _Attempt(self, claim, study, trial, {}, None)
+        return attempt._fail("error", f"no trial config: {_describe(error)}", None, trace)
+
+    def _attach(
+        self,
+        claim: Claim,
+        trial: optuna.Trial,
+        family: str | None,
+        config: dict[str, Any] | None,
+    ) -> None:
         params = dict(trial.params)
         db_retry(
             lambda: self.store.runs.attach_trial(
@@ -332,13 +333,11 @@ class TrialRunner:
                 trial_id=trial._trial_id,
                 number=trial.number,
                 params=params,
-                family=None,
-                config=None,
+                family=family,
+                config=config,
             ),
             "attach the trial",
         )
-        attempt = _Attempt(self, claim, study, trial, {}, None)
-        return attempt._fail("error", f"no trial config: {_describe(error)}", None, trace)
 
     def _refuse_here(self, claim: Claim, message: str) -> Outcome:
         """This machine cannot run the study (its data): fail it only if no other machine can."""
