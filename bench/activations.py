@@ -43,6 +43,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.machine_info import cpu_model  # noqa: E402
 from search_space import kernels  # noqa: E402
 from search_space.kernels import _ops, reference  # noqa: E402
 from search_space.kernels.checks import HostOpCounter  # noqa: E402
@@ -712,17 +713,7 @@ def host_ops_table(rows: list[dict[str, Any]], machine: str) -> str:
 
 def cpu_machine() -> str:
     """A name for this CPU machine: model and core count."""
-    import platform
-
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"cpu {model}, {os.cpu_count()} cores (shared VM)"
+    return f"cpu {cpu_model()}, {os.cpu_count()} cores (shared VM)"
 
 
 # -- registers without a GPU (Triton compiles for a target without a device) -------------------

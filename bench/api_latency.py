@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 from sqlalchemy import create_engine, insert, text  # noqa: E402
 
+from bench.machine_info import cpu_model  # noqa: E402
 from service.db import Epoch, Run, make_engine  # noqa: E402
 from service.migrate import upgrade  # noqa: E402
 from service.store import Store  # noqa: E402
@@ -345,14 +346,7 @@ def cursor_walk(client: httpx.Client, path: str, n: int) -> dict[str, Any]:
 # -- machine -------------------------------------------------------------------------------------
 def machine(url: str) -> dict[str, Any]:
     """What this ran on."""
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     info: dict[str, Any] = {
         "hostname": socket.gethostname(),
         "cpu": cpu,

@@ -43,6 +43,7 @@ import httpx  # noqa: E402
 import optuna  # noqa: E402
 from sqlalchemy import insert, update  # noqa: E402
 
+from bench.machine_info import cpu_model  # noqa: E402
 from service.db import Epoch, Run, Study, make_engine  # noqa: E402
 from service.migrate import upgrade  # noqa: E402
 from service.store import Store  # noqa: E402
@@ -202,7 +203,9 @@ def load_once(browser: Any, base: str, token: str, study_id: int) -> dict[str, A
             "() => performance.getEntriesByName('actsearch:charts').length > 0", timeout=60_000
         )
     except Exception as error:
-        raise RuntimeError(f"the study page did not finish drawing; console errors: {errors}") from error
+        raise RuntimeError(
+            f"the study page did not finish drawing; console errors: {errors}"
+        ) from error
     timings = page.evaluate(TIMINGS_JS)
     context.close()
     timings["requests"] = requests
@@ -221,14 +224,7 @@ def check_requests(requests: list[str], study_id: int) -> dict[str, Any]:
 
 def machine(browser_version: str) -> dict[str, Any]:
     """What ran the benchmark (the numbers mean nothing without it)."""
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return {
         "hostname": socket.gethostname(),
         "cpu": cpu,
@@ -322,8 +318,12 @@ def _print(result: dict[str, Any]) -> None:
         ok = ("yes" if s["max"] < result["budget_ms"] else "NO") if budgeted else ""
         budget = f"{result['budget_ms']:.0f}" if budgeted else ""
         print(f"{label:<36}{s['median']:>9.0f}{s['min']:>8.0f}{s['max']:>8.0f}{budget:>8}  {ok}")
-    print(f"{'one page of trials fetched':<36}{'':>33}  {'yes' if result['one_page_of_trials'] else 'NO'}")
-    print(f"{'every request to localhost':<36}{'':>33}  {'yes' if result['all_requests_local'] else 'NO'}")
+    print(
+        f"{'one page of trials fetched':<36}{'':>33}  {'yes' if result['one_page_of_trials'] else 'NO'}"
+    )
+    print(
+        f"{'every request to localhost':<36}{'':>33}  {'yes' if result['all_requests_local'] else 'NO'}"
+    )
     if result["console_errors"]:
         print("console errors:", *result["console_errors"], sep="\n  ")
 

@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 import optuna  # noqa: E402
 from sqlalchemy import create_engine, func, make_url, select, text  # noqa: E402
 
+from bench.machine_info import cpu_model  # noqa: E402
 from service.db import Run, Study, make_engine  # noqa: E402
 from service.migrate import upgrade  # noqa: E402
 from service.settings import Settings  # noqa: E402
@@ -304,14 +305,7 @@ def _gpu() -> str | None:
 
 def machine(server: str) -> dict[str, Any]:
     """What ran the benchmark (the numbers mean nothing without it)."""
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     engine = create_engine(_on(server, "postgres"))
     with engine.connect() as connection:
         server = connection.execute(text("SHOW server_version")).scalar()
