@@ -10,7 +10,7 @@ they go straight into the resolved trial config.
 from __future__ import annotations
 
 import copy
-import importlib.util
+import importlib
 import itertools
 import math
 import random
@@ -574,12 +574,47 @@ class PerTrialSeedSampler(optuna.samplers.BaseSampler):
 
 
 # -- sampler and pruner ---------------------------------------------------------------------
+# The Python packages a sampler needs beyond Optuna, as (module imported, package installed).
+# Optuna imports them lazily, at the sampler's first model-based proposal (CMA-ES's after its
+# start-up trials, QMC's from a study's second trial on), that is in the middle of a trial;
+# make_sampler imports them up front instead, before any trial exists.
+SAMPLER_PACKAGES: dict[str, tuple[tuple[str, str], ...]] = {
+    "cmaes": (("cmaes", "cmaes"),),
+    "qmc": (("scipy.stats.qmc", "scipy"),),
+}
+
+
+class MissingPackage(ModuleNotFoundError):
+    """This machine lacks a Python package the study's sampler needs; other machines may not."""
+
+    def __init__(self, package: str, needed_by: str, detail: str) -> None:
+        super().__init__(
+            f"this machine lacks the Python package {package!r} that the {needed_by} needs: "
+            f"pip install {package} ({detail})",
+            name=package,
+        )
+        self.package = package
+
+
+def require_packages(sampler: str) -> None:
+    """Import what the named sampler needs; MissingPackage when this machine lacks it."""
+    for module, package in SAMPLER_PACKAGES.get(sampler, ()):
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise MissingPackage(
+                package, f"{sampler} sampler", f"import {module}: {error}"
+            ) from error
+
+
 def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     """The Optuna sampler the spec names (TPE defaults to constant_liar for parallel workers).
 
-    A seeded TPE or random sampler draws per trial number (PerTrialSeedSampler).
+    A seeded TPE or random sampler draws per trial number (PerTrialSeedSampler). Raises
+    MissingPackage when this machine lacks a package the sampler needs (SAMPLER_PACKAGES).
     """
     s = spec.sampler
+    require_packages(s.name)
     if s.name == "tpe":
 
         def tpe(seed: int | None) -> optuna.samplers.BaseSampler:
@@ -600,10 +635,6 @@ def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
             return optuna.samplers.RandomSampler()
         return PerTrialSeedSampler(lambda seed: optuna.samplers.RandomSampler(seed=seed), s.seed)
     if s.name == "cmaes":
-        if importlib.util.find_spec("cmaes") is None:
-            raise SpecError(
-                [{"loc": "sampler.name", "msg": "cmaes needs the 'cmaes' package installed"}]
-            )
         return optuna.samplers.CmaEsSampler(seed=s.seed, n_startup_trials=s.n_startup_trials)
     if s.name == "qmc":
         with warnings.catch_warnings():
@@ -644,6 +675,8 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
 
 
 __all__ = [
+    "SAMPLER_PACKAGES",
+    "MissingPackage",
     "SpecGrid",
     "SpecGridSampler",
     "baseline_params",
@@ -652,6 +685,7 @@ __all__ = [
     "is_searched",
     "make_pruner",
     "make_sampler",
+    "require_packages",
     "suggest_activation",
     "suggest_config",
     "trial_budget",

@@ -42,7 +42,7 @@ except ImportError:  # pragma: no cover - depends on the installed Optuna
     _tell_with_warning = None  # type: ignore[assignment]
 
 from search_space.spec import SpecError, StudySpec, parse_spec
-from search_space.suggest import make_pruner, make_sampler, suggest_config
+from search_space.suggest import MissingPackage, make_pruner, make_sampler, suggest_config
 from service.db import is_transient
 from service.settings import Settings
 from service.store import Claim, NotFound, RunStatus, Store
@@ -291,6 +291,11 @@ class TrialRunner:
         try:
             study = self._study(claim, spec)
             trial = db_retry(lambda: self._trial(study, claim), "create the Optuna trial")
+        except ImportError as error:
+            # A package the sampler or pruner needs is missing on this machine (make_sampler
+            # imports them up front): like missing data, other machines may have it.
+            log.debug("study %s: an import failed", claim.study_id, exc_info=True)
+            return self._refuse_here(claim, missing_package_message(error, spec))
         except Exception as error:
             # The sampler refuses this study (e.g. a grid without all parameters fixed): no
             # trial can ever start, so the owner is told instead of every worker failing forever.
@@ -340,7 +345,7 @@ class TrialRunner:
         )
 
     def _refuse_here(self, claim: Claim, message: str) -> Outcome:
-        """This machine cannot run the study (its data): fail it only if no other machine can."""
+        """This machine cannot run the study (its data, a package): fail it only if no other can."""
         log.error("study %s cannot run on %s: %s", claim.study_id, self.hostname, message)
         db_retry(lambda: self.store.runs.release(claim.run_id), "release the run")
         failed = db_retry(
@@ -434,6 +439,29 @@ def retry_trial(study: optuna.Study, params: dict[str, Any], retry_of: int | Non
     )
     trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
     return optuna.Trial(study, trial_id)
+
+
+def missing_package_message(error: ImportError, spec: StudySpec) -> str:
+    """What this machine lacks for the study and how to install it, from an ImportError.
+
+    MissingPackage (make_sampler) says so itself; another ImportError (one Optuna raised) is
+    named by the module it could not import, found along its causes.
+    """
+    if isinstance(error, MissingPackage):
+        return str(error)
+    name: str | None = None
+    current: BaseException | None = error
+    while current is not None and name is None:
+        name = getattr(current, "name", None)
+        current = current.__cause__ or current.__context__
+    needed_by = f"the {spec.sampler.name} sampler or the {spec.pruner.name} pruner"
+    if name is None:
+        return f"this machine cannot import what {needed_by} needs ({_describe(error)})"
+    package = name.split(".")[0]
+    return (
+        f"this machine lacks the Python package {package!r} that {needed_by} needs: "
+        f"pip install {package} ({_describe(error)})"
+    )
 
 
 def dataset_config(spec: StudySpec) -> dict[str, Any]:

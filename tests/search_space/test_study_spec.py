@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from search_space.spec import (
     parse_spec,
 )
 from search_space.suggest import (
+    MissingPackage,
     PerTrialSeedSampler,
     SpecGrid,
     SpecGridSampler,
@@ -545,19 +547,25 @@ def test_tpe_uses_constant_liar_by_default() -> None:
     assert sampler._constant_liar is True
 
 
-def test_cmaes_needs_its_package() -> None:
-    data = {
-        "name": "c",
-        "activations": {"smu": {"mu": {"low": 0.5, "high": 2.0}}},
-        "sampler": {"name": "cmaes"},
-    }
-    try:
-        import cmaes  # noqa: F401
-    except ImportError:
-        with pytest.raises(SpecError, match="cmaes"):
-            make_sampler(parse_spec(data))
-    else:
-        assert isinstance(make_sampler(parse_spec(data)), optuna.samplers.CmaEsSampler)
+@pytest.mark.parametrize(
+    ("sampler", "hidden", "package"),
+    [("cmaes", "cmaes", "cmaes"), ("qmc", "scipy.stats.qmc", "scipy")],
+)
+def test_a_sampler_whose_package_is_missing_says_which_and_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, sampler: str, hidden: str, package: str
+) -> None:
+    # Optuna imports these lazily, in the middle of some later trial; make_sampler at once.
+    spec = parse_spec(_mutated("sampler", {"name": sampler}))
+    assert isinstance(make_sampler(spec), optuna.samplers.BaseSampler)  # installed here
+    monkeypatch.setitem(sys.modules, hidden, None)  # a machine without it: its import fails
+    with pytest.raises(MissingPackage) as info:
+        make_sampler(spec)
+    assert isinstance(info.value, ModuleNotFoundError) and info.value.package == package
+    assert str(info.value).startswith(
+        f"this machine lacks the Python package '{package}' that the {sampler} sampler needs: "
+        f"pip install {package} (import {hidden}: "
+    )
+    make_sampler(parse_spec(_mutated("sampler", {"name": "tpe"})))  # the others need neither
 
 
 def test_grid_sampler_enumerates_discrete_values() -> None:

@@ -26,12 +26,19 @@ from worker_helpers import (
     wait_for,
 )
 
+from search_space.spec import parse_spec
 from search_space.suggest import suggest_config
 from service.db import Worker, utcnow
 from service.settings import Settings
 from service.store import Store, UserInfo
 from workers import objective as objective_module
-from workers.objective import TorchTraining, TrialRunner, retry_trial, tell_optuna
+from workers.objective import (
+    TorchTraining,
+    TrialRunner,
+    missing_package_message,
+    retry_trial,
+    tell_optuna,
+)
 from workers.worker import SlotOptions
 
 
@@ -354,30 +361,104 @@ def test_every_sampler_and_pruner_runs_trials(
     assert store.studies.get(study.id).status == "completed"
 
 
-def test_a_study_optuna_cannot_sample_is_failed_and_the_worker_goes_on(
+CMAES_MISSING = (
+    "this machine lacks the Python package 'cmaes' that the cmaes sampler needs: pip install cmaes"
+)
+
+
+def test_a_package_missing_on_the_only_machine_fails_the_study_and_the_worker_goes_on(
     store: Store,
     user: UserInfo,
     folder: Path,
     training: TorchTraining,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # A CMA-ES study on a worker without the cmaes package: no trial of it can be created here.
-    # (Every valid spec can be sampled where the packages are installed; a grid with a baseline
-    # that leaves grid parameters open, the case before, is now one of the grid's points.)
-    monkeypatch.setitem(sys.modules, "cmaes", None)  # find_spec and import both find nothing
-    spec = tiny_spec(folder, n_trials=2, sampler="cmaes", priority=5)
-    broken, _ = store.studies.create(user, spec)
+    # A CMA-ES study on a machine without the cmaes package, the only machine with a worker.
+    monkeypatch.setitem(sys.modules, "cmaes", None)  # `import cmaes` fails, as where it is absent
+    broken, _ = store.studies.create(
+        user, tiny_spec(folder, n_trials=2, sampler="cmaes", priority=5)
+    )
     fine, _ = store.studies.create(user, tiny_spec(folder, n_trials=1))
     runner = _runner(store, training)
     outcomes = []
     while (claim := store.runs.claim_next("w-test")) is not None:
-        outcomes.append((claim.study_id, runner.run(claim).state))
+        outcome = runner.run(claim)
+        outcomes.append((claim.study_id, outcome.state, outcome.skip_study))
     info = store.studies.get(broken.id)
     assert info.status == "failed"
-    assert info.error and "Optuna could not create a trial" in info.error
-    assert "cmaes needs the 'cmaes' package installed" in info.error
+    assert info.error and info.error.startswith(CMAES_MISSING), info.error
+    assert "Optuna could not create a trial" not in info.error
     assert runs_of(store, broken.id) == []
-    assert outcomes == [(broken.id, "released"), (fine.id, "complete")]  # the worker went on
+    trials = optuna.load_study(study_name=broken.optuna_name, storage=store.db.optuna).trials
+    assert trials == []  # refused before Optuna made a trial
+    assert outcomes == [(broken.id, "released", False), (fine.id, "complete", False)]
+
+
+def test_a_package_missing_on_one_machine_leaves_the_study_to_the_others(
+    store: Store,
+    user: UserInfo,
+    folder: Path,
+    training: TorchTraining,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Packages belong to a machine, like data: host-a lacking cmaes must not fail a CMA-ES study
+    # that host-b, which has it, can run.
+    study, _ = store.studies.create(user, tiny_spec(folder, n_trials=1, sampler="cmaes"))
+    on_a = _runner(store, training, "w-a", hostname="host-a")
+    on_b = _runner(store, training, "w-b", hostname="host-b")
+    claim = store.runs.claim_next("w-a")
+    assert claim is not None
+    with monkeypatch.context() as host_a:
+        host_a.setitem(sys.modules, "cmaes", None)
+        outcome = on_a.run(claim)
+    assert outcome.state == "released" and outcome.skip_study
+    assert outcome.reason and outcome.reason.startswith(CMAES_MISSING)
+    info = store.studies.get(study.id)
+    assert info.status in ("queued", "running") and runs_of(store, study.id) == []
+    assert info.error and "host-a cannot run this study" in info.error
+    assert CMAES_MISSING in info.error and "left to the workers on host-b" in info.error
+    claim = store.runs.claim_next("w-b")
+    assert claim is not None
+    assert on_b.run(claim).state == "complete"  # host-b has cmaes: the study runs there
+    assert store.studies.get(study.id).status == "completed"
+    (run,) = runs_of(store, study.id)
+    assert run.state == "complete"
+
+
+def test_an_import_optuna_defers_is_named_by_the_module_it_could_not_import() -> None:
+    # Optuna's optional imports (optuna._imports.try_import) raise a plain ImportError whose
+    # cause names the module.
+    with optuna._imports.try_import() as imports:
+        import actsearch_no_such_package  # noqa: F401
+    with pytest.raises(ImportError) as info:
+        imports.check()
+    spec = parse_spec({"name": "t", "activations": {"relu": {}}, "pruner": {"name": "none"}})
+    message = missing_package_message(info.value, spec)
+    assert message.startswith(
+        "this machine lacks the Python package 'actsearch_no_such_package' that the tpe "
+        "sampler or the none pruner needs: pip install actsearch_no_such_package (ImportError: "
+    )
+    unnamed = missing_package_message(ImportError("cannot import name 'x'"), spec)
+    assert unnamed.startswith("this machine cannot import what the tpe sampler or the none")
+
+
+def test_a_study_optuna_cannot_create_a_trial_for_is_failed_for_every_machine(
+    store: Store, user: UserInfo, folder: Path, training: TorchTraining
+) -> None:
+    # Not a machine's lack: another live machine would meet the same refusal, so the study fails
+    # at once (here its Optuna study is gone from the database).
+    study, _ = store.studies.create(user, tiny_spec(folder, n_trials=2))
+    on_a = _runner(store, training, "w-a", hostname="host-a")
+    _runner(store, training, "w-b", hostname="host-b")  # live, never asked
+    claim = store.runs.claim_next("w-a")
+    assert claim is not None
+    optuna.delete_study(study_name=study.optuna_name, storage=store.db.optuna)
+    outcome = on_a.run(claim)
+    assert outcome.state == "released" and not outcome.skip_study
+    info = store.studies.get(study.id)
+    assert info.status == "failed"
+    assert info.error and info.error.startswith("Optuna could not create a trial: KeyError")
+    assert runs_of(store, study.id) == []
 
 
 @pytest.mark.parametrize("public_path", [False, True], ids=["tell-body", "public-tell"])
