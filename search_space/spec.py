@@ -94,6 +94,27 @@ LOOKAHEAD_DEFAULTS: dict[str, Any] = {"start_epoch": 3, "every": 5, "decay": 0.9
 BETAS_DEFAULT: tuple[float, float] = (0.9, 0.999)
 SAMPLER_NAMES: tuple[str, ...] = ("tpe", "random", "cmaes", "qmc", "grid")
 PRUNER_NAMES: tuple[str, ...] = ("median", "percentile", "hyperband", "successive_halving", "none")
+# The fields each sampler and pruner reads (search_space.suggest.make_sampler / make_pruner),
+# besides `name` and the sampler's `seed`, which all read. A new spec that sets one the chosen
+# sampler or pruner does not read to anything but its default is refused (SUBMISSION below).
+SAMPLER_FIELDS: dict[str, tuple[str, ...]] = {
+    "tpe": ("constant_liar", "multivariate", "group", "n_startup_trials"),
+    "random": (),
+    "cmaes": ("n_startup_trials",),
+    "qmc": ("qmc_type",),
+    "grid": (),
+}
+PRUNER_FIELDS: dict[str, tuple[str, ...]] = {
+    "median": ("n_startup_trials", "n_warmup_steps", "interval_steps"),
+    "percentile": ("percentile", "n_startup_trials", "n_warmup_steps", "interval_steps"),
+    "hyperband": ("min_resource", "max_resource", "reduction_factor"),
+    "successive_halving": ("min_resource", "reduction_factor", "min_early_stopping_rate"),
+    "none": (),
+}
+# The validation context key of a new submission (parse_spec(..., submission=True)): checks that
+# only a new spec must pass. Stored specs are re-parsed by every worker at every claim, and one
+# that was valid when submitted must not start failing when a check is added.
+SUBMISSION = "submission"
 # Bounds of the spec's counts and seeds. Our integer columns are 32-bit (service/db/models.py:
 # as_studies.priority, n_trials), Optuna's and numpy's seeds 32-bit unsigned, torch's 64-bit:
 # a value outside these is refused at submission, naming the field and the range.
@@ -148,6 +169,11 @@ def _within(name: str, low: int, high: int) -> AfterValidator:
 def _bounds(low: int, high: int) -> dict[str, Any]:
     """The JSON-schema entry of a bounded integer (the validator above does the checking)."""
     return {"minimum": low, "maximum": high}
+
+
+def _used_by(table: Mapping[str, tuple[str, ...]], field: str) -> str:
+    """The samplers or pruners that read a field, for its description: "tpe, cmaes"."""
+    return ", ".join(name for name, fields in table.items() if field in fields)
 
 
 def _int_or_auto(name: str, low: int, high: int) -> BeforeValidator:
@@ -738,7 +764,7 @@ class ActivationSpec(BaseModel):
 
 
 class SamplerSpec(BaseModel):
-    """Optuna sampler.
+    """Optuna sampler; each field's description names the samplers that use it.
 
     `grid` runs every configuration once: each activation family with every combination of its
     own searched values and of the searched model/training values (all need a step or choices;
@@ -747,6 +773,9 @@ class SamplerSpec(BaseModel):
     Baselines are configurations of the grid (their family's defaults, searched model/training
     fields at the spec default's nearest grid value): they run first and are not run again.
     `seed` only breaks ties there.
+
+    A new spec may set a field its sampler does not use (SAMPLER_FIELDS) only to its default:
+    stored specs state every field, defaults included, whatever their sampler.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -763,22 +792,31 @@ class SamplerSpec(BaseModel):
         "(docs/workers.md)",
         json_schema_extra=_bounds(*SEED_RANGE),
     )
-    constant_liar: StrictBool = Field(default=True, description="TPE: for parallel workers")
-    multivariate: StrictBool = Field(default=True, description="TPE")
+    constant_liar: StrictBool = Field(
+        default=True,
+        description=f"{_used_by(SAMPLER_FIELDS, 'constant_liar')}: running trials count as "
+        "poor results, so that parallel workers spread out",
+    )
+    multivariate: StrictBool = Field(
+        default=True,
+        description=f"{_used_by(SAMPLER_FIELDS, 'multivariate')}: model the parameters jointly",
+    )
     group: StrictBool = Field(
-        default=True, description="TPE: conditional spaces (needs multivariate)"
+        default=True,
+        description=f"{_used_by(SAMPLER_FIELDS, 'group')}: model conditional spaces (each "
+        "family's parameters) apart; needs multivariate",
     )
     n_startup_trials: Annotated[StrictInt, _within("sampler.n_startup_trials", 0, MAX_TRIALS)] = (
         Field(
             default=10,
-            description="TPE / CMA-ES random trials",
+            description=f"{_used_by(SAMPLER_FIELDS, 'n_startup_trials')}: random trials before "
+            "the sampler's model is used",
             json_schema_extra=_bounds(0, MAX_TRIALS),
         )
     )
     qmc_type: Literal["sobol", "halton"] = Field(
         default="sobol",
-        description="qmc's sequence; halton needs name: qmc (sobol, the default, is accepted "
-        "with any sampler: every stored spec states it)",
+        description=f"{_used_by(SAMPLER_FIELDS, 'qmc_type')}: its low-discrepancy sequence",
     )
 
     @model_validator(mode="after")
@@ -789,26 +827,13 @@ class SamplerSpec(BaseModel):
             )
         return self
 
-    @field_validator("qmc_type")
-    @classmethod
-    def _qmc_type_needs_qmc(cls, value: str, info: ValidationInfo) -> str:
-        # Only a value other than the default: specs stored before this check state the default
-        # "sobol" whatever their sampler, and must still parse.
-        name = info.data.get("name")
-        if value != "sobol" and name is not None and name != "qmc":
-            raise PydanticCustomError(
-                "invalid_spec",
-                "{reason}",
-                {
-                    "reason": f"qmc_type {value} is for the qmc sampler, and this spec's is "
-                    f"{name}: set sampler.name: qmc, or leave qmc_type out"
-                },
-            )
-        return value
-
 
 class PrunerSpec(BaseModel):
-    """Optuna pruner; fields apply to the pruners named in their descriptions."""
+    """Optuna pruner; each field's description names the pruners that use it.
+
+    A new spec may set a field its pruner does not use (PRUNER_FIELDS) only to its default:
+    stored specs state every field, defaults included, whatever their pruner.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -818,41 +843,50 @@ class PrunerSpec(BaseModel):
     n_startup_trials: Annotated[StrictInt, _within("pruner.n_startup_trials", 0, MAX_TRIALS)] = (
         Field(
             default=5,
-            description="median, percentile",
+            description=f"{_used_by(PRUNER_FIELDS, 'n_startup_trials')}: trials that finish "
+            "before any is pruned",
             json_schema_extra=_bounds(0, MAX_TRIALS),
         )
     )
     n_warmup_steps: Annotated[StrictInt, _within("pruner.n_warmup_steps", 0, MAX_EPOCHS)] = Field(
         default=0,
-        description="median, percentile (epochs)",
+        description=f"{_used_by(PRUNER_FIELDS, 'n_warmup_steps')}: epochs of a trial before it "
+        "can be pruned",
         json_schema_extra=_bounds(0, MAX_EPOCHS),
     )
     interval_steps: Annotated[StrictInt, _within("pruner.interval_steps", 1, MAX_EPOCHS)] = Field(
         default=1,
-        description="median, percentile (epochs)",
+        description=f"{_used_by(PRUNER_FIELDS, 'interval_steps')}: epochs between pruning checks",
         json_schema_extra=_bounds(1, MAX_EPOCHS),
     )
-    percentile: StrictFloat = Field(default=25.0, gt=0, lt=100, description="percentile")
+    percentile: StrictFloat = Field(
+        default=25.0,
+        gt=0,
+        lt=100,
+        description=f"{_used_by(PRUNER_FIELDS, 'percentile')}: a trial in this bottom "
+        "percentile of the trials at the same epoch is pruned (median is percentile 50)",
+    )
     min_resource: Annotated[
         int | Literal["auto"], _int_or_auto("pruner.min_resource", 1, MAX_EPOCHS)
     ] = Field(
         default="auto",
         description="hyperband (auto = 1), successive_halving (auto: from the first finished "
-        "trial) (epochs)",
+        "trial): epochs before a trial can be pruned",
         json_schema_extra=_bounds(1, MAX_EPOCHS),
     )
     max_resource: Annotated[
         int | Literal["auto"], _int_or_auto("pruner.max_resource", 1, MAX_EPOCHS)
     ] = Field(
         default="auto",
-        description="hyperband, at least min_resource (auto: from the first finished trial) "
-        "(epochs)",
+        description=f"{_used_by(PRUNER_FIELDS, 'max_resource')}: at least min_resource (auto: "
+        "from the first finished trial) (epochs)",
         json_schema_extra=_bounds(1, MAX_EPOCHS),
     )
     reduction_factor: Annotated[StrictInt, _within("pruner.reduction_factor", 2, MAX_EPOCHS)] = (
         Field(
             default=3,
-            description="hyperband, successive_halving",
+            description=f"{_used_by(PRUNER_FIELDS, 'reduction_factor')}: 1 in this many trials "
+            "goes on at each rung",
             json_schema_extra=_bounds(2, MAX_EPOCHS),
         )
     )
@@ -860,7 +894,8 @@ class PrunerSpec(BaseModel):
         StrictInt, _within("pruner.min_early_stopping_rate", 0, MAX_EPOCHS)
     ] = Field(
         default=0,
-        description="successive_halving",
+        description=f"{_used_by(PRUNER_FIELDS, 'min_early_stopping_rate')}: its first rung is "
+        "at min_resource × reduction_factor ** this",
         json_schema_extra=_bounds(0, MAX_EPOCHS),
     )
 
@@ -980,8 +1015,11 @@ class StudySpec(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _semantics(self) -> StudySpec:
+    def _semantics(self, info: ValidationInfo) -> StudySpec:
         errors = _Errors("StudySpec")
+        if info.context and info.context.get(SUBMISSION):
+            _check_unused(errors, "sampler", self.sampler, SAMPLER_FIELDS)
+            _check_unused(errors, "pruner", self.pruner, PRUNER_FIELDS)
         _check_section(errors, ("model",), self.model, MODEL_DOMAINS)
         _check_section(errors, ("training",), self.training, TRAINING_DOMAINS)
         _check_section(errors, ("training", "augment"), self.training.augment, AUGMENT_DOMAINS)
@@ -1146,6 +1184,36 @@ def _check_dataset(errors: _Errors, dataset: DatasetSpec) -> None:
                 f"({dataset.val_size}): train_subset must be at most {left}, not "
                 f"{dataset.train_subset}",
             )
+
+
+def _check_unused(
+    errors: _Errors,
+    section: str,
+    spec: SamplerSpec | PrunerSpec,
+    table: Mapping[str, tuple[str, ...]],
+) -> None:
+    """A field the chosen sampler or pruner ignores, set to anything but its default.
+
+    The default is accepted there, since every stored spec states every field; any other value
+    looks like a setting and changes nothing (`pruner: {name: median, percentile: 10}`).
+    """
+    name = spec.name
+    for field, info in type(spec).model_fields.items():
+        users = [user for user, fields in table.items() if field in fields]
+        if not users or name in users or getattr(spec, field) == info.default:
+            continue  # name and seed (used by all), a used field, or a default
+        only = f"{' and '.join(users)} {section}" + ("s do" if len(users) > 1 else " does")
+        errors.add(
+            (section, field),
+            f"the {name} {section} does not use {field} (only the {only}): leave {field} out "
+            f"(its default, {_shown(info.default)}, is accepted), or set {section}.name: "
+            + " or ".join(users),
+        )
+
+
+def _shown(value: Any) -> str:
+    """A default as a spec writes it: true, null, 25.0, auto."""
+    return json.dumps(value) if isinstance(value, bool) or value is None else str(value)
 
 
 def _check_pruner(errors: _Errors, pruner: PrunerSpec) -> None:
@@ -1380,8 +1448,15 @@ def spec_errors(exc: ValidationError) -> list[dict[str, str]]:
     return out
 
 
-def parse_spec(source: str | bytes | Mapping[str, Any] | StudySpec) -> StudySpec:
-    """Validate a spec given as YAML/JSON text or a mapping; raises SpecError naming each field."""
+def parse_spec(
+    source: str | bytes | Mapping[str, Any] | StudySpec, *, submission: bool = False
+) -> StudySpec:
+    """Validate a spec given as YAML/JSON text or a mapping; raises SpecError naming each field.
+
+    `submission=True` for a new spec (the API's submit and clone): it must also pass the checks
+    a stored spec is spared (SUBMISSION), such as no sampler or pruner field its sampler or
+    pruner ignores. Stored specs are parsed without it.
+    """
     if isinstance(source, StudySpec):
         source = source.model_dump(mode="json")
     if isinstance(source, (str, bytes)):
@@ -1398,6 +1473,6 @@ def parse_spec(source: str | bytes | Mapping[str, Any] | StudySpec) -> StudySpec
             [{"loc": "activations", "msg": f"required; families: {', '.join(family_names())}"}]
         )
     try:
-        return StudySpec.model_validate(dict(data))
+        return StudySpec.model_validate(dict(data), context={SUBMISSION: submission})
     except ValidationError as exc:
         raise SpecError(spec_errors(exc)) from exc

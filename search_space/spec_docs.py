@@ -33,6 +33,8 @@ from search_space.spec import (
     MAX_TRIALS,
     MLP_HEAD_MODELS,
     MODEL_DOMAINS,
+    PRUNER_FIELDS,
+    SAMPLER_FIELDS,
     TRAINING_DOMAINS,
     ActivationSpec,
     AugmentSpec,
@@ -75,6 +77,21 @@ class Section:
     def title(self) -> str:
         """The heading: the dotted path, or "top level"."""
         return self.path or "top level"
+
+
+def _fields_used(section: str, table: Mapping[str, tuple[str, ...]], *common: str) -> str:
+    """Which fields each sampler (pruner) uses, and what happens to the others."""
+    each = "; ".join(
+        f"`{name}`: " + (", ".join(f"`{f}`" for f in fields) if fields else "no other field")
+        for name, fields in table.items()
+    )
+    also = "".join(f" and `{f}`" for f in common)
+    return (
+        f"Besides `name`{also}, each {section} uses these fields: {each}. A new spec (submitted "
+        f"or cloned) that sets a field its {section} does not use to anything but that field's "
+        "default is refused, naming the field; the default is accepted, since a stored spec "
+        "states every field. Specs stored before this check run as they are."
+    )
 
 
 # Allowed values of activation entry keys: they depend on the family, so no schema holds them.
@@ -133,8 +150,8 @@ SECTIONS: tuple[Section, ...] = (
         + ", ".join(f"`{n}` (`{a.target}`)" for n, a in ALIASES.items())
         + ".",
     ),
-    Section("sampler", SamplerSpec),
-    Section("pruner", PrunerSpec),
+    Section("sampler", SamplerSpec, intro=_fields_used("sampler", SAMPLER_FIELDS, "seed")),
+    Section("pruner", PrunerSpec, intro=_fields_used("pruner", PRUNER_FIELDS)),
     Section("timeouts", TimeoutsSpec),
 )
 _SECTION_OF_TYPE = {s.schema_type.__name__: s for s in SECTIONS}
@@ -517,7 +534,7 @@ def _recipe_row(name: str, default: Any, values: list[Any]) -> str:
 # -- the example --------------------------------------------------------------------------------
 def _example_section() -> list[str]:
     source = EXAMPLE_PATH.read_text(encoding="utf-8")
-    spec = parse_spec(source)
+    spec = parse_spec(source, submission=True)  # what a user may submit
     dims = spec.search_space()
     config = example_trial_config(spec)
     return [

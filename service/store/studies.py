@@ -110,7 +110,9 @@ class Studies:
         Returns (study, created); created is False when `idempotency_key` named an earlier one.
         Raises search_space.spec.SpecError for an invalid spec.
         """
-        spec = parse_spec(spec_input)  # its bounds keep priority and n_trials storable
+        # A new spec: the submission-only checks too (stored specs are spared them). Its bounds
+        # keep priority and n_trials storable.
+        spec = parse_spec(spec_input, submission=True)
         if idempotency_key:
             earlier = self._by_key(owner.id, idempotency_key, spec)
             if earlier is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -26,8 +27,12 @@ from search_space.spec import (
     MAX_TRIALS,
     MODEL_NAMES,
     PRIORITY_RANGE,
+    PRUNER_FIELDS,
+    SAMPLER_FIELDS,
     TTA_MODES,
     ModelSpec,
+    PrunerSpec,
+    SamplerSpec,
     SpecError,
     StudySpec,
     TrainingSpec,
@@ -815,7 +820,6 @@ INVALID = [
     ("baselines", ["relu", "ReLU"], "baselines.1", "relu is listed twice"),
     ("dataset.path", "/data/cifar", "dataset.path", "path is only for name: folder"),
     ("dataset.path", "", "dataset.path", "path is only for name: folder"),
-    ("sampler.qmc_type", "halton", "sampler.qmc_type", "halton is for the qmc sampler"),
     ("name", _DELETE, "name", "required"),
     ("name", "", "name", "at least 1 character"),
     ("name", " \t", "name", "name must not be blank"),
@@ -1035,11 +1039,150 @@ def test_cifar_splits_must_fit_its_50000_training_images() -> None:
     assert parse_spec(_mutated("dataset", folder)).dataset.val_size == 80_000
 
 
-def test_qmc_type_sobol_the_default_is_accepted_with_any_sampler() -> None:
-    # Every spec stored before qmc_type was checked states `qmc_type: sobol`.
-    assert parse_spec(_mutated("sampler.qmc_type", "sobol")).sampler.name == "tpe"
-    qmc = parse_spec(_mutated("sampler", {"name": "qmc", "qmc_type": "halton"}))
-    assert isinstance(make_sampler(qmc), optuna.samplers.QMCSampler)
+# -- fields a sampler or pruner does not use -------------------------------------------------
+# What each sampler and pruner reads besides `name` (and the sampler's `seed`): written out here
+# independently of the spec's tables, and checked against the Optuna objects make_sampler and
+# make_pruner build.
+SAMPLER_USES = {
+    "tpe": {"constant_liar", "multivariate", "group", "n_startup_trials"},
+    "random": set(),
+    "cmaes": {"n_startup_trials"},
+    "qmc": {"qmc_type"},
+    "grid": set(),
+}
+PRUNER_USES = {
+    "median": {"n_startup_trials", "n_warmup_steps", "interval_steps"},
+    "percentile": {"percentile", "n_startup_trials", "n_warmup_steps", "interval_steps"},
+    "hyperband": {"min_resource", "max_resource", "reduction_factor"},
+    "successive_halving": {"min_resource", "reduction_factor", "min_early_stopping_rate"},
+    "none": set(),
+}
+# A value other than each field's default (and valid with any sampler or pruner).
+NOT_DEFAULT: dict[str, dict[str, Any]] = {
+    "sampler": {
+        "constant_liar": False,
+        "multivariate": False,
+        "group": False,
+        "n_startup_trials": 3,
+        "qmc_type": "halton",
+    },
+    "pruner": {
+        "n_startup_trials": 2,
+        "n_warmup_steps": 2,
+        "interval_steps": 2,
+        "percentile": 10.0,
+        "min_resource": 2,
+        "max_resource": 9,
+        "reduction_factor": 4,
+        "min_early_stopping_rate": 1,
+    },
+}
+USES = {"sampler": SAMPLER_USES, "pruner": PRUNER_USES}
+FIELD_CASES = [
+    (section, name, field)
+    for section, uses in USES.items()
+    for name in uses
+    for field in NOT_DEFAULT[section]
+]
+
+
+def _with(section: str, name: str, **fields: Any) -> dict[str, Any]:
+    """A spec any sampler takes (a grid too), with this sampler (seed 3) or pruner and fields."""
+    given = {"name": name, **({"seed": 3} if section == "sampler" else {}), **fields}
+    if section == "sampler" and name == "tpe" and fields.get("multivariate") is False:
+        given["group"] = False  # TPE's group needs multivariate
+    activations = {"relu": {}, "smu": {"alpha": {"choices": [0.1, 0.2]}}}
+    return {"name": "fields", "activations": activations, section: given}
+
+
+def _settings(built: Any) -> dict[str, Any]:
+    """An Optuna sampler's or pruner's settings: its plain attributes, nested ones' too."""
+    out: dict[str, Any] = {}
+    for key, value in vars(built).items():
+        if isinstance(value, (bool, int, float, str, type(None))):
+            out[key] = value
+        elif isinstance(value, (optuna.samplers.BaseSampler, optuna.pruners.BasePruner)):
+            out[key] = _settings(value)
+        elif hasattr(value, "_asdict"):  # TPE's parzen estimator parameters
+            out[key] = {k: v for k, v in value._asdict().items() if not callable(v)}
+    return out
+
+
+def test_the_spec_knows_which_fields_each_sampler_and_pruner_uses() -> None:
+    assert {k: set(v) for k, v in SAMPLER_FIELDS.items()} == SAMPLER_USES
+    assert {k: set(v) for k, v in PRUNER_FIELDS.items()} == PRUNER_USES
+    # Every field but name (and the sampler's seed) is some sampler's or pruner's.
+    assert set(SamplerSpec.model_fields) - {"name", "seed"} == set(NOT_DEFAULT["sampler"])
+    assert set(PrunerSpec.model_fields) - {"name"} == set(NOT_DEFAULT["pruner"])
+    for section, model in (("sampler", SamplerSpec), ("pruner", PrunerSpec)):
+        for field, value in NOT_DEFAULT[section].items():
+            assert value != model.model_fields[field].default
+            # Its description (docs/spec.md) names the samplers or pruners that use it.
+            description = model.model_fields[field].description or ""
+            for name, uses in USES[section].items():
+                if field in uses:
+                    assert re.search(rf"\b{name}\b", description), (field, name, description)
+
+
+@pytest.mark.parametrize(("section", "name", "field"), FIELD_CASES)
+def test_a_field_reaches_optuna_exactly_when_its_sampler_or_pruner_uses_it(
+    section: str, name: str, field: str
+) -> None:
+    build = make_sampler if section == "sampler" else make_pruner
+    changed = _with(section, name, **{field: NOT_DEFAULT[section][field]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna's experimental and seeding warnings
+        default = _settings(build(parse_spec(_with(section, name))))
+        given = _settings(build(parse_spec(changed)))  # a stored spec: parses however it is set
+    if field in USES[section][name]:
+        assert given != default
+    else:
+        assert given == default
+
+
+@pytest.mark.parametrize(("section", "name", "field"), FIELD_CASES)
+def test_a_new_spec_may_set_a_field_its_sampler_or_pruner_ignores_only_to_its_default(
+    section: str, name: str, field: str
+) -> None:
+    data = _with(section, name, **{field: NOT_DEFAULT[section][field]})
+    if field in USES[section][name]:
+        spec = parse_spec(data, submission=True)
+        assert getattr(getattr(spec, section), field) == NOT_DEFAULT[section][field]
+        return
+    with pytest.raises(SpecError) as info:
+        parse_spec(data, submission=True)
+    (error,) = info.value.errors
+    users = [n for n, uses in USES[section].items() if field in uses]
+    assert error["loc"] == f"{section}.{field}"
+    assert error["msg"].startswith(f"the {name} {section} does not use {field} (only the ")
+    assert f"leave {field} out" in error["msg"]
+    assert f"set {section}.name: " + " or ".join(users) in error["msg"]
+    # Its default is accepted (every stored spec states it), and so is the value in a spec
+    # parsed as stored: one submitted before this check must still run in the workers.
+    default = (SamplerSpec if section == "sampler" else PrunerSpec).model_fields[field].default
+    assert parse_spec(_with(section, name, **{field: default}), submission=True)
+    stored = parse_spec(data)
+    assert parse_spec(stored.model_dump(mode="json")) == stored
+
+
+@pytest.mark.parametrize("section", ["sampler", "pruner"])
+def test_every_field_each_sampler_or_pruner_uses_is_accepted_together(section: str) -> None:
+    for name, uses in USES[section].items():
+        fields = {f: NOT_DEFAULT[section][f] for f in uses}
+        if section == "pruner" and name == "hyperband":
+            fields["max_resource"] = 27  # at least min_resource
+        spec = parse_spec(_with(section, name, **fields), submission=True)
+        assert {f: getattr(getattr(spec, section), f) for f in fields} == fields
+
+
+def test_full_stored_dumps_of_every_sampler_and_pruner_pass_submission() -> None:
+    # A stored spec states every field at its default: cloning it is a new submission.
+    for sampler, pruner in itertools.product(SAMPLER_USES, PRUNER_USES):
+        data = _with("sampler", sampler)
+        data["pruner"] = {"name": pruner}
+        stored = parse_spec(data).model_dump(mode="json")
+        assert set(stored["sampler"]) == set(SamplerSpec.model_fields)
+        assert parse_spec(stored, submission=True).model_dump(mode="json") == stored
 
 
 @pytest.mark.parametrize(

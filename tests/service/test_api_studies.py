@@ -10,6 +10,7 @@ import optuna
 import pytest
 import yaml
 
+from search_space.spec import parse_spec
 from service.store import Store
 from tests.service.conftest import Person, add_trial, spec
 
@@ -77,6 +78,58 @@ def test_invalid_spec_is_422_naming_the_field(api: httpx.Client, alice: Person) 
     assert body["request_id"] == response.headers["x-request-id"]
     locs = [error["loc"] for error in body["detail"]]
     assert any(loc.startswith("activations.smu.alpha") for loc in locs), body
+
+
+@pytest.mark.parametrize(
+    ("section", "given", "loc", "users"),
+    [
+        ("pruner", {"name": "median", "percentile": 10.0}, "pruner.percentile", "percentile"),
+        ("sampler", {"name": "random", "constant_liar": False}, "sampler.constant_liar", "tpe"),
+        ("sampler", {"name": "grid", "n_startup_trials": 3}, "sampler.n_startup_trials", "tpe"),
+        (
+            "pruner",
+            {"name": "median", "reduction_factor": 4},
+            "pruner.reduction_factor",
+            "hyperband",
+        ),
+    ],
+)
+def test_a_field_the_sampler_or_pruner_ignores_is_422_naming_it(
+    api: httpx.Client, alice: Person, section: str, given: dict, loc: str, users: str
+) -> None:
+    body = spec(**{section: given})
+    if given["name"] == "grid":
+        body["activations"] = {"relu": {}, "smu": {"alpha": {"choices": [0.1, 0.2]}}}
+    response = submit(api, alice, body)
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["detail"]
+    field = loc.split(".")[1]
+    assert error["loc"] == loc
+    assert f"the {given['name']} {section} does not use {field}" in error["msg"]
+    assert f"leave {field} out" in error["msg"] and users in error["msg"]
+    # The same spec as the workers parse a stored one: accepted (stored specs are spared).
+    assert getattr(getattr(parse_spec(body), section), field) == given[field]
+
+
+def test_fields_at_their_defaults_are_accepted_whatever_the_sampler_and_pruner(
+    client: httpx.Client, alice: Person
+) -> None:
+    # Stored specs state every field; a resubmitted one (or a clone's) holds them all.
+    body = spec(
+        sampler={
+            "name": "random",
+            "constant_liar": True,
+            "n_startup_trials": 10,
+            "qmc_type": "sobol",
+        },
+        pruner={"name": "hyperband", "n_startup_trials": 5, "percentile": 25.0, "min_resource": 2},
+    )
+    response = submit(client, alice, body)
+    assert response.status_code == 201, response.text
+    stored = client.get(response.json()["links"]["self"], headers=alice.headers).json()["spec"]
+    assert stored["pruner"]["min_resource"] == 2 and stored["pruner"]["n_warmup_steps"] == 0
+    again = submit(client, alice, stored)  # the full stored dump, every default stated
+    assert again.status_code == 201, again.text
 
 
 def test_values_our_columns_cannot_hold_are_422(client: httpx.Client, alice: Person) -> None:
@@ -309,6 +362,21 @@ def test_clone_merges_changes_and_belongs_to_the_caller(
     assert detail["name"] == "copy" and detail["n_trials"] == 7
     assert detail["spec"]["training"]["epochs"] == 3
     assert detail["spec"]["training"]["batch_size"] == 64  # deep merge kept the sibling
+
+
+def test_a_clone_to_another_pruner_names_the_field_the_new_one_ignores(
+    client: httpx.Client, alice: Person
+) -> None:
+    source = submit(client, alice, spec(pruner={"name": "median", "n_warmup_steps": 2})).json()
+    url = f"/api/v1/studies/{source['id']}/clone"
+    response = client.post(url, json={"pruner": {"name": "hyperband"}}, headers=alice.headers)
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["detail"]
+    assert error["loc"] == "pruner.n_warmup_steps"
+    assert "the hyperband pruner does not use n_warmup_steps" in error["msg"]
+    changes = {"pruner": {"name": "hyperband", "n_warmup_steps": None}}  # null: back to default
+    response = client.post(url, json=changes, headers=alice.headers)
+    assert response.status_code == 201, response.text
 
 
 def test_clone_revalidates(client: httpx.Client, alice: Person) -> None:

@@ -6,6 +6,7 @@ cover the same paths end to end.
 
 from __future__ import annotations
 
+import copy
 import sys
 import threading
 from collections.abc import Iterator
@@ -26,9 +27,9 @@ from worker_helpers import (
     wait_for,
 )
 
-from search_space.spec import parse_spec
+from search_space.spec import SpecError, parse_spec
 from search_space.suggest import suggest_config
-from service.db import Worker, utcnow
+from service.db import Study, Worker, utcnow
 from service.settings import Settings
 from service.store import Store, UserInfo
 from workers import objective as objective_module
@@ -191,6 +192,25 @@ def test_data_missing_where_the_other_machines_are_silent_fails_the_study(
     assert store.studies.get(study.id).status == "failed"
 
 
+def test_a_stored_spec_valid_when_submitted_still_runs_after_checks_were_added(
+    store: Store, user: UserInfo, folder: Path, training: TorchTraining
+) -> None:
+    # Fields a sampler or pruner ignores are refused at submission since; a study stored before
+    # with some set (here random's constant_liar, none's percentile) must still run.
+    study, _ = store.studies.create(user, tiny_spec(folder, n_trials=1))
+    stored = copy.deepcopy(store.studies.get(study.id).spec)
+    stored["sampler"]["constant_liar"] = False
+    stored["pruner"]["percentile"] = 10.0
+    with pytest.raises(SpecError, match=r"sampler\.constant_liar: the random sampler does not"):
+        store.studies.create(user, stored)  # as a new submission: refused
+    with store.db.session() as session:
+        session.execute(update(Study).where(Study.id == study.id).values(spec=stored))
+    claim = store.runs.claim_next("w-test")
+    assert claim is not None and claim.spec["pruner"]["percentile"] == 10.0
+    assert _runner(store, training).run(claim).state == "complete"
+    assert store.studies.get(study.id).status == "completed"
+
+
 def test_diverging_run_is_recorded_with_its_epoch(
     store: Store, user: UserInfo, folder: Path, training: TorchTraining
 ) -> None:
@@ -337,12 +357,11 @@ def test_every_sampler_and_pruner_runs_trials(
     pruner: str,
 ) -> None:
     spec = tiny_spec(folder, n_trials=3, epochs=2, lr={"choices": [0.01, 0.02]}, pruner=pruner)
-    spec["sampler"] = {"name": sampler, "seed": 3, "n_startup_trials": 1}
+    spec["sampler"] = {"name": sampler, "seed": 3}
+    if sampler in ("tpe", "cmaes"):  # the samplers with start-up trials
+        spec["sampler"]["n_startup_trials"] = 1
     if sampler == "qmc":
-        spec["sampler"] = {"name": "qmc", "seed": 3}
         spec["training"]["lr"] = {"low": 0.01, "high": 0.02}
-    if sampler == "grid":
-        spec["sampler"] = {"name": "grid", "seed": 3}
     spec["baselines"] = ["relu"]  # on a grid, one of its 4 configurations
     study, _ = store.studies.create(user, spec)
     runner = _runner(store, training)
