@@ -84,7 +84,7 @@ DATASET_NAMES: tuple[str, ...] = ("cifar10", "cifar100", "folder")
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
 SCHEDULES: tuple[str, ...] = ("onecycle", "cosine", "linear", "constant")
 PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp16", "fp32")
-TTA_MODES: tuple[str, ...] = ("none", "flip")  # workers.train.TTA_MODES
+TTA_MODES: tuple[str, ...] = ("none", "flip", "flip_translate")  # workers.train.TTA_MODES
 # training.ema's defaults, filled into the resolved config: workers.train.EmaConfig's (a test
 # keeps the two equal; this module cannot import the torch side).
 EMA_DEFAULTS: dict[str, Any] = {"decay": 0.999, "start_epoch": 1, "every": 1}
@@ -704,7 +704,8 @@ class TrainingSpec(BaseModel):
     ] = Field(
         default="none",
         description="test-time augmentation at every evaluation: none | flip (each image and "
-        "its mirror). Fixed, never searched",
+        "its mirror) | flip_translate (also the image shifted one pixel up-left and down-right, "
+        "each with its mirror: six passes). Fixed, never searched",
         json_schema_extra={"enum": list(TTA_MODES)},
     )
 

@@ -11,9 +11,10 @@ classic ones: ``bias_lr_scale`` (lr multiplier for norm and bias parameters, air
 copied back into the net; default off), ``betas`` (AdamW; default [0.9, 0.999]), ``ema``
 (``{"decay", "start_epoch", "every"}``: an EMA of the weights kept beside the net and used for
 every evaluation and for the recorded final activation parameters; default off), ``tta``
-(``"none"`` or ``"flip"``: evaluation averages the logits of each image and its mirror image;
-default none) and ``grad_clip`` (a number > 0: the largest global L2 norm of all gradients at
-each step; default None, no clipping). docs/workers.md has the details.
+(``"none"``; ``"flip"``: evaluation averages the logits of each image and its mirror image;
+``"flip_translate"``: also of the image shifted by one pixel, see eval_logits; default none)
+and ``grad_clip`` (a number > 0: the largest global L2 norm of all gradients at each step;
+default None, no clipping). docs/workers.md has the details.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ log = logging.getLogger(__name__)
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("onecycle", "cosine", "linear", "constant")
 FAILURE_KINDS = ("diverged", "oom", "timeout", "error")
-TTA_MODES = ("none", "flip")
+TTA_MODES = ("none", "flip", "flip_translate")
 WHITENING_IMAGES = 5000  # images used by data-dependent initialisation (proxy whitening)
 CURVE_GRID = np.linspace(-4.0, 4.0, 81)
 # On CUDA, reading the loss forces a sync; check for NaN and stop requests every this many steps.
@@ -161,7 +162,7 @@ class TrainingConfig:
     lookahead: LookaheadConfig | None = None
     betas: tuple[float, float] = (0.9, 0.999)
     ema: EmaConfig | None = None  # evaluate an EMA of the weights (see EmaConfig); None = off
-    tta: str = "none"  # test-time augmentation at every evaluation: "none" or "flip"
+    tta: str = "none"  # test-time augmentation at every evaluation: none, flip, flip_translate
     grad_clip: float | None = None  # max global L2 norm of the gradients per step; None = off
 
     @classmethod
@@ -441,16 +442,37 @@ class WeightEma:
 
 
 def eval_logits(runner: nn.Module, images: Tensor, tta: str = "none") -> Tensor:
-    """Logits of a batch; with tta "flip", the mean of the logits of the images and their mirrors.
+    """Logits of a batch, with test-time augmentation when asked.
 
-    Two forward passes of the same shape rather than one of twice the batch: a compiled runner
-    reuses its graph, and peak memory stays that of one evaluation batch.
+    "flip": the mean of the logits of the images and their mirrors. "flip_translate" (airbench's
+    level 2): half that, plus half the mean over the images shifted one pixel up-left and one
+    down-right (reflect padding), each with its mirror: six passes. Passes of the batch's own
+    shape rather than one large one: a compiled runner reuses its graph, and peak memory stays
+    that of one evaluation batch.
     """
     if tta == "none":
         return runner(images)
     if tta == "flip":
-        return (runner(images).float() + runner(images.flip(-1)).float()) / 2
+        return _mirror_mean(runner, images)
+    if tta == "flip_translate":
+        size = images.shape[-1]
+        padded = F.pad(images, (1, 1, 1, 1), mode="reflect")
+        layout = (
+            torch.channels_last
+            if images.is_contiguous(memory_format=torch.channels_last)
+            else torch.contiguous_format
+        )
+        shifted = [
+            padded[..., :size, :size].contiguous(memory_format=layout),
+            padded[..., 2:, 2:].contiguous(memory_format=layout),
+        ]
+        translated = (_mirror_mean(runner, shifted[0]) + _mirror_mean(runner, shifted[1])) / 2
+        return (_mirror_mean(runner, images) + translated) / 2
     raise ValueError(f"unknown tta {tta!r}; valid: {', '.join(TTA_MODES)}")
+
+
+def _mirror_mean(runner: nn.Module, images: Tensor) -> Tensor:
+    return (runner(images).float() + runner(images.flip(-1)).float()) / 2
 
 
 # ---------------------------------------------------------------------------------------------

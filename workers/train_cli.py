@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_ACTIVATION = "relu"
+# workers.train.TTA_MODES, spelled out: --help must not wait for torch to import.
+TTA_CHOICES = ("none", "flip", "flip_translate")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,9 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--tta",
-        choices=["none", "flip"],
+        choices=TTA_CHOICES,
         default="none",
-        help="flip: evaluate each image and its mirror image (default none)",
+        help="flip: evaluate each image and its mirror image; flip_translate: also the image "
+        "shifted one pixel, each with its mirror (default none)",
     )
     parser.add_argument(
         "--grad-clip",
@@ -169,7 +172,7 @@ def evaluation_text(record: dict[str, Any]) -> str:
     else:
         weights = "the net's own weights (no EMA)"
     tta = evaluation.get("tta", "none")
-    return f"evaluated {weights}, " + ("with flip TTA" if tta == "flip" else "without TTA")
+    return f"evaluated {weights}, " + ("without TTA" if tta == "none" else f"with {tta} TTA")
 
 
 def summary(record: dict[str, Any]) -> str:

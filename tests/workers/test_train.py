@@ -407,16 +407,39 @@ def test_flip_tta_is_the_mean_of_image_and_mirror_logits() -> None:
     channels_last = x.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         assert torch.allclose(eval_logits(model, channels_last, "flip"), expected, atol=1e-6)
-    with pytest.raises(ValueError, match="unknown tta 'hflip'; valid: none, flip"):
+    with pytest.raises(ValueError, match="unknown tta 'hflip'; valid: none, flip, flip_translate"):
         eval_logits(model, x, "hflip")
 
 
-def test_flip_tta_changes_evaluation_only(tiny_splits) -> None:
+def test_flip_translate_tta_adds_the_shifted_images_and_their_mirrors() -> None:
+    model = Asymmetric().eval()
+    x = torch.randn(5, 3, 8, 8)
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+    up_left, down_right = padded[..., :8, :8], padded[..., 2:, 2:]
+    # Reflect padding: the shift up-left repeats row/column 1 where row/column 0 moved in.
+    assert torch.equal(up_left[..., 1:, 1:], x[..., :7, :7])
+    assert torch.equal(up_left[..., 0, 1:], x[..., 1, :7])
+    assert torch.equal(down_right[..., :7, :7], x[..., 1:, 1:])
+
+    def mirror(images: torch.Tensor) -> torch.Tensor:
+        return (model(images) + model(images.flip(-1))) / 2
+
+    with torch.no_grad():
+        expected = mirror(x) / 2 + (mirror(up_left) + mirror(down_right)) / 4
+        got = eval_logits(model, x, "flip_translate")
+        assert torch.allclose(got, expected, atol=1e-6)
+        assert not torch.allclose(got, eval_logits(model, x, "flip"), atol=1e-3)
+        channels_last = x.contiguous(memory_format=torch.channels_last)
+        assert torch.allclose(eval_logits(model, channels_last, "flip_translate"), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["flip", "flip_translate"])
+def test_tta_changes_evaluation_only(tiny_splits, mode: str) -> None:
     plain = train_trial(config(epochs=2), tiny_splits, CPU)
-    tta = train_trial(config(epochs=2, tta="flip"), tiny_splits, CPU)
+    tta = train_trial(config(epochs=2, tta=mode), tiny_splits, CPU)
     assert tta.train_loss == plain.train_loss
-    assert tta.evaluation == {"weights": "raw", "tta": "flip"}
-    assert tta.manifest["resolved_training"]["tta"] == "flip"
+    assert tta.evaluation == {"weights": "raw", "tta": mode}
+    assert tta.manifest["resolved_training"]["tta"] == mode
     assert plain.manifest["resolved_training"]["tta"] == "none"
     assert plain.manifest["resolved_training"]["ema"] is None
 
@@ -431,7 +454,7 @@ def test_the_recipes_evaluate_without_tta_or_ema() -> None:
 @pytest.mark.parametrize(
     ("training", "message"),
     [
-        ({"tta": "hflip"}, "unknown tta 'hflip'; valid: none, flip"),
+        ({"tta": "hflip"}, "unknown tta 'hflip'; valid: none, flip, flip_translate"),
         ({"ema": {"decay": 1.0}}, r"ema.decay must be a number in \[0, 1\), not 1.0"),
         ({"ema": {"decay": -0.1}}, r"ema.decay must be a number in \[0, 1\)"),
         ({"ema": {"decay": "0.99"}}, r"ema.decay must be a number"),
@@ -578,9 +601,10 @@ def test_cuda_training_uses_bf16_and_reports_gpu_memory(
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("tta", ["flip", "flip_translate"])
 @pytest.mark.parametrize("compile_model", [False, True])
-def test_cuda_ema_and_flip_tta_with_channels_last_and_compile(
-    compile_model: bool, tiny_splits
+def test_cuda_ema_and_tta_with_channels_last_and_compile(
+    compile_model: bool, tta: str, tiny_splits
 ) -> None:
     device = torch.device("cuda")
     cfg = config(
@@ -589,11 +613,11 @@ def test_cuda_ema_and_flip_tta_with_channels_last_and_compile(
         epochs=3,
         activation=PRELU,
         ema={"decay": 0.9, "start_epoch": 1},
-        tta="flip",
+        tta=tta,
         compile=compile_model,
     )
     first = train_trial(cfg, tiny_splits, device)
-    assert first.evaluation == {"weights": "ema", "tta": "flip"}
+    assert first.evaluation == {"weights": "ema", "tta": tta}
     assert all(math.isfinite(loss) for loss in first.train_loss)
     plain_cfg = config("resnet18", width=0.25, epochs=3, activation=PRELU, compile=compile_model)
     plain = train_trial(plain_cfg, tiny_splits, device)

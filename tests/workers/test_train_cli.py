@@ -50,8 +50,13 @@ def test_missing_data_exits_2_with_instructions_and_no_traceback(tmp_path, capsy
             {"weights": "ema", "tta": "flip"},
             "an EMA of the weights (decay 0.9), with flip TTA",
         ),
+        (
+            ["--tta", "flip_translate"],
+            {"weights": "raw", "tta": "flip_translate"},
+            "the net's own weights (no EMA), with flip_translate TTA",
+        ),
     ],
-    ids=["plain", "ema-tta"],
+    ids=["plain", "ema-tta", "tta2"],
 )
 def test_a_run_writes_its_record(
     tmp_path, capsys, options: list[str], evaluation: dict[str, str], said: str
@@ -115,3 +120,9 @@ def test_grad_clip_reaches_the_config_and_a_bad_one_exits_2(tmp_path, capsys) ->
     assert train_cli.main([*argv, "--grad-clip", "0"]) == 2
     err = capsys.readouterr().err
     assert "grad_clip" in err and "Traceback" not in err
+
+
+def test_tta_choices_are_the_trainers() -> None:
+    from workers.train import TTA_MODES
+
+    assert train_cli.TTA_CHOICES == TTA_MODES
