@@ -76,7 +76,7 @@ def _data(args: argparse.Namespace) -> list[str]:
     return ["--data", args.data] if args.data else []
 
 
-RESNET_VARIANTS = "tta,ema+tta,ls0.2+tta,ema+tta+ls0.2"
+RESNET_VARIANTS = "tta2,ema+tta2,ls0.2+tta2,ema+tta2+train49.5k"
 
 STEPS: tuple[Step, ...] = (
     Step(
