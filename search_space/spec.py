@@ -1166,7 +1166,7 @@ def _check_dataset(errors: _Errors, dataset: DatasetSpec) -> None:
         errors.add(
             ("dataset", "path"),
             f"path is only for name: folder; {dataset.name} is read from where the worker's "
-            "--data (ACTSEARCH_DATA) points: leave path out, or use name: folder",
+            f"--data (ACTSEARCH_DATA) points: {_leave_out('path')}, or use name: folder",
         )
     if dataset.name not in ("cifar10", "cifar100"):
         return  # a folder's size is known only to the worker, which checks the split
@@ -1206,10 +1206,15 @@ def _check_unused(
         only = f"{' and '.join(users)} {section}" + ("s do" if len(users) > 1 else " does")
         errors.add(
             (section, field),
-            f"the {name} {section} does not use {field} (only the {only}): leave {field} out "
-            f"(its default, {_shown(info.default)}, is accepted), or set {section}.name: "
+            f"the {name} {section} does not use {field} (only the {only}): {_leave_out(field)} "
+            f"or give its default, {_shown(info.default)}; or set {section}.name: "
             + " or ".join(users),
         )
+
+
+def _leave_out(field: str) -> str:
+    """How to drop a field: a clone's changes (a JSON merge patch) keep what they leave out."""
+    return f"leave {field} out (in a clone's changes: set it to null)"
 
 
 def _shown(value: Any) -> str:
@@ -1247,7 +1252,7 @@ def _check_ema_start(errors: _Errors, training: TrainingSpec) -> None:
             ("training", "ema", "start_epoch"),
             f"start_epoch ({start}) must be below epochs ({fewest}"
             + (", the fewest a trial can get" if value != fewest else "")
-            + "), or the average never starts; lower it or leave ema out",
+            + f"), or the average never starts; lower it or {_leave_out('ema')}",
         )
 
 

@@ -9,8 +9,10 @@ import httpx
 import optuna
 import pytest
 import yaml
+from sqlalchemy import update
 
 from search_space.spec import parse_spec
+from service.db import Study
 from service.store import Store
 from tests.service.conftest import Person, add_trial, spec
 
@@ -374,9 +376,35 @@ def test_a_clone_to_another_pruner_names_the_field_the_new_one_ignores(
     (error,) = response.json()["detail"]
     assert error["loc"] == "pruner.n_warmup_steps"
     assert "the hyperband pruner does not use n_warmup_steps" in error["msg"]
+    # A clone's changes keep what they leave out: the message says how to drop the field.
+    assert "leave n_warmup_steps out (in a clone's changes: set it to null)" in error["msg"]
     changes = {"pruner": {"name": "hyperband", "n_warmup_steps": None}}  # null: back to default
     response = client.post(url, json=changes, headers=alice.headers)
     assert response.status_code == 201, response.text
+
+
+def test_a_clone_of_a_study_stored_before_a_check_says_to_set_the_field_to_null(
+    client: httpx.Client, alice: Person, store: Store
+) -> None:
+    # Submitted before dataset.path was checked: stored with a CIFAR dataset and a path, which
+    # the workers ignore and a new spec may not have. A clone is a new spec.
+    source = submit(client, alice).json()
+    stored = store.studies.get(source["id"]).spec
+    stored["dataset"]["path"] = "/data/cifar"
+    with store.db.session() as session:
+        session.execute(update(Study).where(Study.id == source["id"]).values(spec=stored))
+    url = f"/api/v1/studies/{source['id']}/clone"
+    response = client.post(url, json={"name": "again"}, headers=alice.headers)
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["detail"]
+    assert error["loc"] == "dataset.path"
+    assert "leave path out (in a clone's changes: set it to null)" in error["msg"]
+    changes = {"name": "again", "dataset": {"path": None}}
+    response = client.post(url, json=changes, headers=alice.headers)
+    assert response.status_code == 201, response.text
+    detail = client.get(response.json()["links"]["self"], headers=alice.headers).json()
+    assert detail["spec"]["dataset"]["path"] is None
+    assert detail["spec"]["dataset"]["name"] == "cifar10"
 
 
 def test_clone_revalidates(client: httpx.Client, alice: Person) -> None:
