@@ -113,7 +113,12 @@ PRUNER_FIELDS: dict[str, tuple[str, ...]] = {
 }
 # The validation context key of a new submission (parse_spec(..., submission=True)): checks that
 # only a new spec must pass. Stored specs are re-parsed by every worker at every claim, and one
-# that was valid when submitted must not start failing when a check is added.
+# that was valid when submitted must not start failing when a check is added. So a check added
+# since specs were stored runs on every parse only if it protects what a worker needs (a value
+# it cannot run, a bound Optuna or the database relies on). One that refuses what the code ran
+# harmlessly or ignored runs only for new specs: a field the sampler, pruner or dataset does not
+# read, a baseline listed twice, a blank name, hyperband's max_resource below min_resource, a
+# grid of more than MAX_GRID_POINTS configurations.
 SUBMISSION = "submission"
 # Bounds of the spec's counts and seeds. Our integer columns are 32-bit (service/db/models.py:
 # as_studies.priority, n_trials), Optuna's and numpy's seeds 32-bit unsigned, torch's 64-bit:
@@ -149,6 +154,11 @@ class SpecError(ValueError):
         self.errors = errors
         summary = "; ".join(f"{e['loc'] or '(spec)'}: {e['msg']}" for e in errors)
         super().__init__(f"invalid study spec: {summary}")
+
+
+def _at_submission(info: ValidationInfo) -> bool:
+    """Whether a validator runs for a new spec (SUBMISSION) rather than a stored one."""
+    return bool(info.context and info.context.get(SUBMISSION))
 
 
 def _within(name: str, low: int, high: int) -> AfterValidator:
@@ -989,8 +999,9 @@ class StudySpec(BaseModel):
 
     @field_validator("name")
     @classmethod
-    def _name_not_blank(cls, value: str) -> str:
-        if not value.strip():
+    def _name_not_blank(cls, value: str, info: ValidationInfo) -> str:
+        # A new spec's only (SUBMISSION): nothing but people read the name.
+        if _at_submission(info) and not value.strip():
             raise PydanticCustomError(
                 "invalid_spec", "{reason}", {"reason": "name must not be blank"}
             )
@@ -1018,26 +1029,29 @@ class StudySpec(BaseModel):
     @model_validator(mode="after")
     def _semantics(self, info: ValidationInfo) -> StudySpec:
         errors = _Errors("StudySpec")
-        if info.context and info.context.get(SUBMISSION):
+        submission = _at_submission(info)
+        if submission:  # what the user meant; stored specs ran without these (SUBMISSION)
             _check_unused(errors, "sampler", self.sampler, SAMPLER_FIELDS)
             _check_unused(errors, "pruner", self.pruner, PRUNER_FIELDS)
+            _check_dataset_path(errors, self.dataset)
+            _check_pruner(errors, self.pruner)
         _check_section(errors, ("model",), self.model, MODEL_DOMAINS)
         _check_section(errors, ("training",), self.training, TRAINING_DOMAINS)
         _check_section(errors, ("training", "augment"), self.training.augment, AUGMENT_DOMAINS)
         _check_ema_start(errors, self.training)
         _check_dataset(errors, self.dataset)
-        _check_pruner(errors, self.pruner)
         for i, name in enumerate(self.baselines):
             try:
                 get_family(name)
             except ValueError as exc:
                 errors.add(("baselines", i), str(exc))
                 continue
-            if name in self.baselines[:i]:
-                errors.add(
-                    ("baselines", i),
-                    f"{name} is listed twice; list each baseline once (each runs once)",
-                )
+            if name in self.baselines[:i]:  # added already (and enqueued once: skip_if_exists)
+                if submission:
+                    errors.add(
+                        ("baselines", i),
+                        f"{name} is listed twice; list each baseline once (each runs once)",
+                    )
                 continue
             if name not in self.activations:
                 self.activations[name] = ActivationSpec()
@@ -1051,7 +1065,7 @@ class StudySpec(BaseModel):
                     "the grid sampler needs discrete values: give a step or choices for "
                     + ", ".join(continuous),
                 )
-            elif not errors.items and (size := grid_size(self)) > MAX_GRID_POINTS:
+            elif submission and not errors.items and (size := grid_size(self)) > MAX_GRID_POINTS:
                 errors.add(
                     ("sampler", "name"),
                     f"the grid has {size} configurations, more than {MAX_GRID_POINTS}: "
@@ -1160,14 +1174,18 @@ def _check_section(
             errors.add((*loc, name), msg)
 
 
-def _check_dataset(errors: _Errors, dataset: DatasetSpec) -> None:
-    """path only for folder datasets; CIFAR's split within its 50,000 training images."""
+def _check_dataset_path(errors: _Errors, dataset: DatasetSpec) -> None:
+    """path only for folder datasets (a worker reads CIFAR from its --data, whatever path says)."""
     if dataset.name != "folder" and dataset.path is not None:
         errors.add(
             ("dataset", "path"),
             f"path is only for name: folder; {dataset.name} is read from where the worker's "
             f"--data (ACTSEARCH_DATA) points: {_leave_out('path')}, or use name: folder",
         )
+
+
+def _check_dataset(errors: _Errors, dataset: DatasetSpec) -> None:
+    """CIFAR's split within its 50,000 training images (the worker's split needs it)."""
     if dataset.name not in ("cifar10", "cifar100"):
         return  # a folder's size is known only to the worker, which checks the split
     if dataset.val_size >= CIFAR_TRAIN_IMAGES:
@@ -1223,7 +1241,10 @@ def _shown(value: Any) -> str:
 
 
 def _check_pruner(errors: _Errors, pruner: PrunerSpec) -> None:
-    """Hyperband's max_resource below its min_resource: Optuna takes it and never prunes."""
+    """Hyperband's max_resource below its min_resource: Optuna takes it and never prunes.
+
+    A new spec's only (SUBMISSION): a stored one ran like that, without pruning.
+    """
     low = 1 if pruner.min_resource == "auto" else pruner.min_resource
     high = pruner.max_resource
     if pruner.name == "hyperband" and high != "auto" and high < low:
@@ -1460,8 +1481,8 @@ def parse_spec(
     """Validate a spec given as YAML/JSON text or a mapping; raises SpecError naming each field.
 
     `submission=True` for a new spec (the API's submit and clone): it must also pass the checks
-    a stored spec is spared (SUBMISSION), such as no sampler or pruner field its sampler or
-    pruner ignores. Stored specs are parsed without it.
+    a stored spec is spared (SUBMISSION), such as no field its sampler, pruner or dataset
+    ignores. Stored specs are parsed without it.
     """
     if isinstance(source, StudySpec):
         source = source.model_dump(mode="json")

@@ -222,6 +222,17 @@ value of `smu.alpha`. The budget of a grid study is min(`n_trials`, grid size): 
 once the grid is exhausted, and a smaller `n_trials` runs a part spread over all of it. A
 baseline on a grid is one of its configurations (searched model and training fields at the
 spec's default, or the nearest grid value), run first and not again.
+
+## New and stored specs
+A new spec (submitted, or a clone's) passes every check. Workers re-read a study's stored spec
+at every claim without the checks that only refuse what a worker ignores or runs harmlessly, so
+a study stored before one of them was added runs as it did: a field the sampler or pruner does
+not use, set to anything but its default ([sampler](#sampler), [pruner](#pruner));
+`dataset.path` with a CIFAR dataset; a baseline listed twice; a blank `name`; hyperband's
+`max_resource` below its `min_resource`; a grid of more than {max_grid:,} configurations. What a
+worker cannot run (a CIFAR split past its 50,000 images, a `min_resource` below 1, a seed out
+of range) is refused on every parse. A clone's changes are a JSON merge patch: a field they
+leave out keeps the source study's value, so drop one by giving it as `null`.
 """
 
 RECIPES = """\

@@ -585,7 +585,7 @@ def test_grid_sampler_enumerates_discrete_values() -> None:
     assert isinstance(make_sampler(spec), SpecGridSampler)
 
 
-def _grid_spec(**changes: Any) -> StudySpec:
+def _grid_spec(*, submission: bool = False, **changes: Any) -> StudySpec:
     data = {
         "name": "g", "sampler": {"name": "grid", "seed": 1}, "n_trials": 100,
         "training": {"lr": {"choices": [0.05, 0.2]}, "epochs": {"low": 1, "high": 2}},
@@ -593,7 +593,7 @@ def _grid_spec(**changes: Any) -> StudySpec:
                         "gelu": {"approximate": {"choices": ["none", "tanh"]}}},
         "baselines": ["relu", "smu"],
     }  # fmt: skip
-    return parse_spec({**data, **changes})
+    return parse_spec({**data, **changes}, submission=submission)
 
 
 def _every_configuration(spec: StudySpec) -> set[tuple[tuple[str, Any], ...]]:
@@ -685,12 +685,16 @@ def test_grid_workers_with_their_own_samplers_take_different_configurations() ->
     assert {tuple(sorted(p.items())) for p in ran} == _every_configuration(spec)
 
 
-def test_grid_with_too_many_configurations_is_refused() -> None:
+def test_grid_with_too_many_configurations_is_refused_when_new() -> None:
+    training = {"epochs": {"low": 1, "high": 10_000}, "batch_size": {"low": 1, "high": 1000}}
     with pytest.raises(SpecError) as info:
-        _grid_spec(training={"epochs": {"low": 1, "high": 10_000},
-                             "batch_size": {"low": 1, "high": 1000}})  # fmt: skip
+        _grid_spec(training=training, submission=True)
     (error,) = info.value.errors
     assert error["loc"] == "sampler.name" and "60000000 configurations" in error["msg"]
+    # A grid study stored before the cap runs: the grid is indexed, never listed.
+    big = _grid_spec(training=training)
+    assert grid_size(big) == 60_000_000
+    assert SpecGrid(big).point(59_999_999)["training.epochs"] == 10_000
 
 
 @pytest.mark.parametrize(
@@ -817,12 +821,8 @@ INVALID = [
     ("sampler.name", "grid", "sampler.name", "training.lr"),
     ("dataset.name", "folder", "dataset", "needs a path"),
     ("baselines", ["nope"], "baselines.0", "unknown activation family"),
-    ("baselines", ["relu", "ReLU"], "baselines.1", "relu is listed twice"),
-    ("dataset.path", "/data/cifar", "dataset.path", "path is only for name: folder"),
-    ("dataset.path", "", "dataset.path", "path is only for name: folder"),
     ("name", _DELETE, "name", "required"),
     ("name", "", "name", "at least 1 character"),
-    ("name", " \t", "name", "name must not be blank"),
     ("version", 2, "version", "1"),
     ("trainig", {}, "trainig", "unknown field"),
 ]
@@ -842,6 +842,43 @@ def test_invalid_specs_name_the_field(path: str, value: Any, loc: str, message: 
     errors = info.value.errors
     assert isinstance(info.value, ValueError)
     assert any(e["loc"] == loc and message in e["msg"] for e in errors), errors
+
+
+# Checks added since the first release that refuse only what the code ran harmlessly or ignored:
+# a new spec is refused, naming the field; a stored spec holding the value (submitted before the
+# check) parses as it is, since every worker re-parses it at every claim (SUBMISSION).
+SUBMISSION_ONLY = [
+    ("baselines", ["relu", "ReLU"], "baselines.1", "relu is listed twice"),
+    ("dataset.path", "/data/cifar", "dataset.path", "path is only for name: folder"),
+    ("dataset.path", "", "dataset.path", "path is only for name: folder"),
+    ("name", " \t", "name", "name must not be blank"),
+    (
+        "pruner",
+        {"name": "hyperband", "min_resource": 5, "max_resource": 3},
+        "pruner.max_resource",
+        "at least its min_resource (5)",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "loc", "message"),
+    SUBMISSION_ONLY,
+    ids=[i[0] + "-" + str(n) for n, i in enumerate(SUBMISSION_ONLY)],
+)
+def test_checks_of_intent_refuse_a_new_spec_and_spare_a_stored_one(
+    path: str, value: Any, loc: str, message: str
+) -> None:
+    data = _mutated(path, value)
+    with pytest.raises(SpecError) as info:
+        parse_spec(data, submission=True)
+    errors = info.value.errors
+    assert any(e["loc"] == loc and message in e["msg"] for e in errors), errors
+    stored = parse_spec(data)  # as a worker parses a stored spec
+    assert parse_spec(stored.model_dump(mode="json")) == stored
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna's experimental warnings
+        assert make_sampler(stored) and make_pruner(stored)
 
 
 @pytest.mark.parametrize(
@@ -1202,11 +1239,11 @@ def test_every_pruner_the_spec_accepts_is_one_optuna_builds(pruner: dict[str, An
     assert isinstance(built, optuna.pruners.BasePruner)
 
 
-def test_hyperband_max_resource_below_min_resource_is_refused() -> None:
-    # Optuna takes it, builds no bracket and never prunes.
+def test_hyperband_max_resource_below_min_resource_is_refused_when_new() -> None:
+    # Optuna takes it, builds no bracket and never prunes (a stored spec may: SUBMISSION_ONLY).
     pruner = {"name": "hyperband", "min_resource": 5, "max_resource": 3}
     with pytest.raises(SpecError) as info:
-        parse_spec(_mutated("pruner", pruner))
+        parse_spec(_mutated("pruner", pruner), submission=True)
     assert [e["loc"] for e in info.value.errors] == ["pruner.max_resource"]
     assert "at least its min_resource (5)" in info.value.errors[0]["msg"]
     # auto is 1 for hyperband (make_pruner), so any max_resource >= 1 goes with it.

@@ -113,6 +113,50 @@ def test_a_field_the_sampler_or_pruner_ignores_is_422_naming_it(
     assert getattr(getattr(parse_spec(body), section), field) == given[field]
 
 
+# Checks added since the first release that refuse only what the code ran harmlessly or ignored
+# (tests/search_space/test_study_spec.py: SUBMISSION_ONLY), one case each: the request that
+# makes the study refuses them; the workers' parse of a stored spec does not.
+_BIG_GRID = {
+    "epochs": 1,
+    "batch_size": {"low": 1, "high": 1001},
+    "eval_batch_size": {"low": 1, "high": 1000},
+}
+
+
+@pytest.mark.parametrize(
+    ("changes", "loc", "text"),
+    [
+        (
+            {"dataset": {"name": "cifar10", "path": "/data/cifar"}},
+            "dataset.path",
+            "path is only for name: folder",
+        ),
+        ({"baselines": ["relu", "relu"]}, "baselines.1", "relu is listed twice"),
+        ({"name": " "}, "name", "name must not be blank"),
+        (
+            {"pruner": {"name": "hyperband", "min_resource": 5, "max_resource": 3}},
+            "pruner.max_resource",
+            "at least its min_resource (5)",
+        ),
+        (
+            {"sampler": {"name": "grid"}, "activations": {"relu": {}}, "training": _BIG_GRID},
+            "sampler.name",
+            "1001000 configurations, more than 1000000",
+        ),
+    ],
+)
+def test_a_check_of_intent_is_422_naming_the_field_and_spares_stored_specs(
+    api: httpx.Client, alice: Person, changes: dict, loc: str, text: str
+) -> None:
+    body = spec(**changes)
+    response = submit(api, alice, body)
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["detail"]
+    assert error["loc"] == loc and text in error["msg"], error
+    # The same spec as the workers parse a stored one: accepted (stored specs are spared).
+    assert parse_spec(body)
+
+
 def test_fields_at_their_defaults_are_accepted_whatever_the_sampler_and_pruner(
     client: httpx.Client, alice: Person
 ) -> None:

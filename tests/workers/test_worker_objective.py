@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -207,6 +208,62 @@ def test_a_stored_spec_valid_when_submitted_still_runs_after_checks_were_added(
         session.execute(update(Study).where(Study.id == study.id).values(spec=stored))
     claim = store.runs.claim_next("w-test")
     assert claim is not None and claim.spec["pruner"]["percentile"] == 10.0
+    assert _runner(store, training).run(claim).state == "complete"
+    assert store.studies.get(study.id).status == "completed"
+
+
+def _merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """base with changes merged in, mapping by mapping."""
+    out = copy.deepcopy(base)
+    for key, value in changes.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merged(out[key], value) if both else value
+    return out
+
+
+# Checks added since the first release that refuse only what the code ran harmlessly or ignored
+# (tests/search_space/test_study_spec.py: SUBMISSION_ONLY): the stored-spec changes of a study
+# submitted before them, and the fields a new submission of it is refused for.
+_STORED_BEFORE_A_CHECK = {
+    "blank name": ({"name": " "}, {"name"}),
+    "twice a baseline, no hyperband bracket": (
+        {
+            "baselines": ["relu", "relu"],
+            "pruner": {"name": "hyperband", "min_resource": 5, "max_resource": 3},
+        },
+        {"baselines.1", "pruner.max_resource"},
+    ),
+    "grid past its cap": (
+        {
+            "sampler": {"name": "grid"},
+            "training": {"lr": 0.02, "weight_decay": {"low": 0.0, "high": 0.01, "step": 1e-8}},
+        },
+        {"sampler.name"},
+    ),
+    "path with cifar": (
+        {"dataset": {"name": "cifar10", "path": "/data/cifar", "val_size": 20}},
+        {"dataset.path"},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(_STORED_BEFORE_A_CHECK))
+def test_a_stored_spec_a_later_check_refuses_when_new_still_runs(
+    store: Store, user: UserInfo, folder: Path, tmp_path: Path, case: str
+) -> None:
+    changes, refused = _STORED_BEFORE_A_CHECK[case]
+    study, _ = store.studies.create(user, tiny_spec(folder, n_trials=1, epochs=2))
+    stored = _merged(store.studies.get(study.id).spec, changes)
+    with pytest.raises(SpecError) as info:
+        store.studies.create(user, stored)  # as a new submission (or a clone): refused
+    assert {e["loc"] for e in info.value.errors} == refused
+    with store.db.session() as session:
+        session.execute(update(Study).where(Study.id == study.id).values(spec=stored))
+    # CIFAR is read from where the worker's --data points (here the tiny folder), whatever
+    # dataset.path says.
+    training = TorchTraining(Settings(home=tmp_path, data=str(folder)), SlotOptions(threads=1))
+    claim = store.runs.claim_next("w-test")
+    assert claim is not None and claim.spec == stored
     assert _runner(store, training).run(claim).state == "complete"
     assert store.studies.get(study.id).status == "completed"
 
