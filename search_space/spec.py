@@ -118,11 +118,14 @@ PRUNER_FIELDS: dict[str, tuple[str, ...]] = {
 # it cannot run, a bound Optuna or the database relies on). One that refuses what the code ran
 # harmlessly or ignored runs only for new specs: a field the sampler, pruner or dataset does not
 # read, a baseline listed twice, a blank name, hyperband's max_resource below min_resource, a
-# grid of more than MAX_GRID_POINTS configurations.
+# grid of more than MAX_GRID_POINTS configurations, a count past its cap.
 SUBMISSION = "submission"
 # Bounds of the spec's counts and seeds. Our integer columns are 32-bit (service/db/models.py:
 # as_studies.priority, n_trials), Optuna's and numpy's seeds 32-bit unsigned, torch's 64-bit:
-# a value outside these is refused at submission, naming the field and the range.
+# a value outside these is refused at submission, naming the field and the range. The upper
+# bounds of timeouts, n_startup_trials and the pruner's counts are caps (cap=True below): a larger
+# value ran harmlessly before them (a limit never reached, a step never taken), so only a new
+# spec is held to them.
 INT32_MAX = 2**31 - 1
 MAX_TRIALS = 100_000  # n_trials: a study's budget of trials
 PRIORITY_RANGE = (-(2**31), INT32_MAX)  # as_studies.priority; higher runs first
@@ -161,11 +164,20 @@ def _at_submission(info: ValidationInfo) -> bool:
     return bool(info.context and info.context.get(SUBMISSION))
 
 
-def _within(name: str, low: int, high: int) -> AfterValidator:
-    """A validator refusing integers outside [low, high] with a message naming field and range."""
+def _over(value: int, high: int, cap: bool, info: ValidationInfo) -> bool:
+    """Whether value is above high where that counts: always, or for a cap at submission only."""
+    return value > high and (not cap or _at_submission(info))
 
-    def check(value: int) -> int:
-        if not low <= value <= high:
+
+def _within(name: str, low: int, high: int, *, cap: bool = False) -> AfterValidator:
+    """A validator refusing integers outside [low, high] with a message naming field and range.
+
+    `cap`: `high` bounds only a new spec (SUBMISSION): a stored one from before the cap ran with a
+    larger value harmlessly.
+    """
+
+    def check(value: int, info: ValidationInfo) -> int:
+        if value < low or _over(value, high, cap, info):
             raise PydanticCustomError(
                 "invalid_spec",
                 "{reason}",
@@ -186,17 +198,19 @@ def _used_by(table: Mapping[str, tuple[str, ...]], field: str) -> str:
     return ", ".join(name for name, fields in table.items() if field in fields)
 
 
-def _int_or_auto(name: str, low: int, high: int) -> BeforeValidator:
+def _int_or_auto(name: str, low: int, high: int, *, cap: bool = False) -> BeforeValidator:
     """A validator for an integer in [low, high] or the string "auto" (pruner resources).
 
     One check rather than a union, so that an error is located at the field itself (a union
     would add its branch to the location) and `"3"` or `3.0` are refused, not converted.
+    `cap` as for _within.
     """
 
-    def check(value: Any) -> Any:
+    def check(value: Any, info: ValidationInfo) -> Any:
         if value == "auto" and isinstance(value, str):
             return value
-        if isinstance(value, int) and not isinstance(value, bool) and low <= value <= high:
+        number = isinstance(value, int) and not isinstance(value, bool)
+        if number and low <= value and not _over(value, high, cap, info):
             return value
         reason = f"{name} must be auto or an integer between {low} and {high}, not {value!r}"
         raise PydanticCustomError("invalid_spec", "{reason}", {"reason": reason})
@@ -817,13 +831,13 @@ class SamplerSpec(BaseModel):
         description=f"{_used_by(SAMPLER_FIELDS, 'group')}: model conditional spaces (each "
         "family's parameters) apart; needs multivariate",
     )
-    n_startup_trials: Annotated[StrictInt, _within("sampler.n_startup_trials", 0, MAX_TRIALS)] = (
-        Field(
-            default=10,
-            description=f"{_used_by(SAMPLER_FIELDS, 'n_startup_trials')}: random trials before "
-            "the sampler's model is used",
-            json_schema_extra=_bounds(0, MAX_TRIALS),
-        )
+    n_startup_trials: Annotated[
+        StrictInt, _within("sampler.n_startup_trials", 0, MAX_TRIALS, cap=True)
+    ] = Field(
+        default=10,
+        description=f"{_used_by(SAMPLER_FIELDS, 'n_startup_trials')}: random trials before "
+        "the sampler's model is used",
+        json_schema_extra=_bounds(0, MAX_TRIALS),
     )
     qmc_type: Literal["sobol", "halton"] = Field(
         default="sobol",
@@ -851,21 +865,25 @@ class PrunerSpec(BaseModel):
     name: Literal["median", "percentile", "hyperband", "successive_halving", "none"] = Field(
         default="median", description="steps are epochs; none = never prune"
     )
-    n_startup_trials: Annotated[StrictInt, _within("pruner.n_startup_trials", 0, MAX_TRIALS)] = (
-        Field(
-            default=5,
-            description=f"{_used_by(PRUNER_FIELDS, 'n_startup_trials')}: trials that finish "
-            "before any is pruned",
-            json_schema_extra=_bounds(0, MAX_TRIALS),
-        )
+    n_startup_trials: Annotated[
+        StrictInt, _within("pruner.n_startup_trials", 0, MAX_TRIALS, cap=True)
+    ] = Field(
+        default=5,
+        description=f"{_used_by(PRUNER_FIELDS, 'n_startup_trials')}: trials that finish "
+        "before any is pruned",
+        json_schema_extra=_bounds(0, MAX_TRIALS),
     )
-    n_warmup_steps: Annotated[StrictInt, _within("pruner.n_warmup_steps", 0, MAX_EPOCHS)] = Field(
+    n_warmup_steps: Annotated[
+        StrictInt, _within("pruner.n_warmup_steps", 0, MAX_EPOCHS, cap=True)
+    ] = Field(
         default=0,
         description=f"{_used_by(PRUNER_FIELDS, 'n_warmup_steps')}: epochs of a trial before it "
         "can be pruned",
         json_schema_extra=_bounds(0, MAX_EPOCHS),
     )
-    interval_steps: Annotated[StrictInt, _within("pruner.interval_steps", 1, MAX_EPOCHS)] = Field(
+    interval_steps: Annotated[
+        StrictInt, _within("pruner.interval_steps", 1, MAX_EPOCHS, cap=True)
+    ] = Field(
         default=1,
         description=f"{_used_by(PRUNER_FIELDS, 'interval_steps')}: epochs between pruning checks",
         json_schema_extra=_bounds(1, MAX_EPOCHS),
@@ -878,7 +896,7 @@ class PrunerSpec(BaseModel):
         "percentile of the trials at the same epoch is pruned (median is percentile 50)",
     )
     min_resource: Annotated[
-        int | Literal["auto"], _int_or_auto("pruner.min_resource", 1, MAX_EPOCHS)
+        int | Literal["auto"], _int_or_auto("pruner.min_resource", 1, MAX_EPOCHS, cap=True)
     ] = Field(
         default="auto",
         description="hyperband (auto = 1), successive_halving (auto: from the first finished "
@@ -886,23 +904,23 @@ class PrunerSpec(BaseModel):
         json_schema_extra=_bounds(1, MAX_EPOCHS),
     )
     max_resource: Annotated[
-        int | Literal["auto"], _int_or_auto("pruner.max_resource", 1, MAX_EPOCHS)
+        int | Literal["auto"], _int_or_auto("pruner.max_resource", 1, MAX_EPOCHS, cap=True)
     ] = Field(
         default="auto",
         description=f"{_used_by(PRUNER_FIELDS, 'max_resource')}: at least min_resource (auto: "
         "from the first finished trial) (epochs)",
         json_schema_extra=_bounds(1, MAX_EPOCHS),
     )
-    reduction_factor: Annotated[StrictInt, _within("pruner.reduction_factor", 2, MAX_EPOCHS)] = (
-        Field(
-            default=3,
-            description=f"{_used_by(PRUNER_FIELDS, 'reduction_factor')}: 1 in this many trials "
-            "goes on at each rung",
-            json_schema_extra=_bounds(2, MAX_EPOCHS),
-        )
+    reduction_factor: Annotated[
+        StrictInt, _within("pruner.reduction_factor", 2, MAX_EPOCHS, cap=True)
+    ] = Field(
+        default=3,
+        description=f"{_used_by(PRUNER_FIELDS, 'reduction_factor')}: 1 in this many trials "
+        "goes on at each rung",
+        json_schema_extra=_bounds(2, MAX_EPOCHS),
     )
     min_early_stopping_rate: Annotated[
-        StrictInt, _within("pruner.min_early_stopping_rate", 0, MAX_EPOCHS)
+        StrictInt, _within("pruner.min_early_stopping_rate", 0, MAX_EPOCHS, cap=True)
     ] = Field(
         default=0,
         description=f"{_used_by(PRUNER_FIELDS, 'min_early_stopping_rate')}: its first rung is "
@@ -916,17 +934,21 @@ class TimeoutsSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    trial_s: Annotated[StrictInt, _within("timeouts.trial_s", 1, MAX_TRIAL_S)] | None = Field(
-        default=3600,
-        description="one trial's wall time (each seed's, with seeds > 1); null = none",
-        json_schema_extra=_bounds(1, MAX_TRIAL_S),
+    trial_s: Annotated[StrictInt, _within("timeouts.trial_s", 1, MAX_TRIAL_S, cap=True)] | None = (
+        Field(
+            default=3600,
+            description="one trial's wall time (each seed's, with seeds > 1); null = none",
+            json_schema_extra=_bounds(1, MAX_TRIAL_S),
+        )
     )
-    study_s: Annotated[StrictInt, _within("timeouts.study_s", 1, MAX_STUDY_S)] | None = Field(
-        default=None,
-        description="the whole study, from its first claim: past it no new trial starts and "
-        "queued retries are cancelled; running trials finish, then the study completes with a "
-        "note saying so; null = none",
-        json_schema_extra=_bounds(1, MAX_STUDY_S),
+    study_s: Annotated[StrictInt, _within("timeouts.study_s", 1, MAX_STUDY_S, cap=True)] | None = (
+        Field(
+            default=None,
+            description="the whole study, from its first claim: past it no new trial starts and "
+            "queued retries are cancelled; running trials finish, then the study completes with a "
+            "note saying so; null = none",
+            json_schema_extra=_bounds(1, MAX_STUDY_S),
+        )
     )
 
 
@@ -1482,7 +1504,7 @@ def parse_spec(
 
     `submission=True` for a new spec (the API's submit and clone): it must also pass the checks
     a stored spec is spared (SUBMISSION), such as no field its sampler, pruner or dataset
-    ignores. Stored specs are parsed without it.
+    ignores and no count past its cap. Stored specs are parsed without it.
     """
     if isinstance(source, StudySpec):
         source = source.model_dump(mode="json")

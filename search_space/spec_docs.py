@@ -229,7 +229,8 @@ at every claim without the checks that only refuse what a worker ignores or runs
 a study stored before one of them was added runs as it did: a field the sampler or pruner does
 not use, set to anything but its default ([sampler](#sampler), [pruner](#pruner));
 `dataset.path` with a CIFAR dataset; a baseline listed twice; a blank `name`; hyperband's
-`max_resource` below its `min_resource`; a grid of more than {max_grid:,} configurations. What a
+`max_resource` below its `min_resource`; a grid of more than {max_grid:,} configurations; and
+the upper bounds of `timeouts`, `sampler.n_startup_trials` and the pruner's counts. What a
 worker cannot run (a CIFAR split past its 50,000 images, a `min_resource` below 1, a seed out
 of range) is refused on every parse. A clone's changes are a JSON merge patch: a field they
 leave out keeps the source study's value, so drop one by giving it as `null`.

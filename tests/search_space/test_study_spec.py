@@ -858,6 +858,22 @@ SUBMISSION_ONLY = [
         "pruner.max_resource",
         "at least its min_resource (5)",
     ),
+    # The caps: a larger value was a limit never reached or a step never taken.
+    ("timeouts.trial_s", 10**12, "timeouts.trial_s", "between 1 and 2592000"),
+    ("timeouts.study_s", 10**12, "timeouts.study_s", "between 1 and 31622400"),
+    ("sampler.n_startup_trials", 10**9, "sampler.n_startup_trials", "between 0 and 100000"),
+    ("pruner.n_startup_trials", 10**9, "pruner.n_startup_trials", "between 0 and 100000"),
+    ("pruner.n_warmup_steps", 10**9, "pruner.n_warmup_steps", "between 0 and 10000"),
+    ("pruner.interval_steps", 10**9, "pruner.interval_steps", "between 1 and 10000"),
+    ("pruner.reduction_factor", 10**9, "pruner.reduction_factor", "between 2 and 10000"),
+    (
+        "pruner.min_early_stopping_rate",
+        10**5,
+        "pruner.min_early_stopping_rate",
+        "between 0 and 10000",
+    ),
+    ("pruner.min_resource", 10**9, "pruner.min_resource", "auto or an integer between 1 and"),
+    ("pruner.max_resource", 10**9, "pruner.max_resource", "auto or an integer between 1 and"),
 ]
 
 
@@ -895,21 +911,15 @@ def test_checks_of_intent_refuse_a_new_spec_and_spare_a_stored_one(
         ("dataset.split_seed", -5, "between 0 and 2147483647"),
         ("training.epochs", 10**9, "[1, 10000]"),
         ("training.epochs", {"low": 1, "high": 10**6}, "[1, 10000]"),
-        # Accepted before, then refused by the worker (val_size 0, min_resource 0) or taken as
-        # absurd values (a trial timeout of 30,000 years).
+        # Accepted before, then refused by the worker (val_size 0, min_resource 0): refused on
+        # every parse. (The caps, absurd values the code ran harmlessly, are SUBMISSION_ONLY.)
         ("dataset.val_size", 0, "between 1 and 10000000"),
         ("dataset.val_size", 10**8, "between 1 and 10000000"),
         ("dataset.train_subset", 0, "between 1 and 10000000"),
         ("dataset.train_subset", 10**8, "between 1 and 10000000"),
-        ("timeouts.trial_s", 10**12, "between 1 and 2592000"),
         ("timeouts.trial_s", 0, "between 1 and 2592000"),
-        ("timeouts.study_s", 10**12, "between 1 and 31622400"),
-        ("sampler.n_startup_trials", 10**9, "between 0 and 100000"),
-        ("pruner.n_startup_trials", 10**9, "between 0 and 100000"),
-        ("pruner.n_warmup_steps", 10**9, "between 0 and 10000"),
         ("pruner.interval_steps", 0, "between 1 and 10000"),
         ("pruner.min_resource", 0, "auto or an integer between 1 and 10000"),
-        ("pruner.min_resource", 10**9, "auto or an integer between 1 and 10000"),
         ("pruner.max_resource", -3, "auto or an integer between 1 and 10000"),
         ("pruner.max_resource", "max", "auto or an integer between 1 and 10000"),
         ("pruner.reduction_factor", 1, "between 2 and 10000"),

@@ -143,6 +143,48 @@ _BIG_GRID = {
             "sampler.name",
             "1001000 configurations, more than 1000000",
         ),
+        ({"timeouts": {"trial_s": 10**8}}, "timeouts.trial_s", "between 1 and 2592000"),
+        ({"timeouts": {"study_s": 10**9}}, "timeouts.study_s", "between 1 and 31622400"),
+        (
+            {"sampler": {"name": "tpe", "n_startup_trials": 10**6}},
+            "sampler.n_startup_trials",
+            "between 0 and 100000",
+        ),
+        (
+            {"pruner": {"name": "median", "n_startup_trials": 10**6}},
+            "pruner.n_startup_trials",
+            "between 0 and 100000",
+        ),
+        (
+            {"pruner": {"name": "median", "n_warmup_steps": 10**5}},
+            "pruner.n_warmup_steps",
+            "between 0 and 10000",
+        ),
+        (
+            {"pruner": {"name": "median", "interval_steps": 10**5}},
+            "pruner.interval_steps",
+            "between 1 and 10000",
+        ),
+        (
+            {"pruner": {"name": "hyperband", "min_resource": 10**5}},
+            "pruner.min_resource",
+            "auto or an integer between 1 and 10000",
+        ),
+        (
+            {"pruner": {"name": "hyperband", "max_resource": 10**5}},
+            "pruner.max_resource",
+            "auto or an integer between 1 and 10000",
+        ),
+        (
+            {"pruner": {"name": "hyperband", "reduction_factor": 10**5}},
+            "pruner.reduction_factor",
+            "between 2 and 10000",
+        ),
+        (
+            {"pruner": {"name": "successive_halving", "min_early_stopping_rate": 10**5}},
+            "pruner.min_early_stopping_rate",
+            "between 0 and 10000",
+        ),
     ],
 )
 def test_a_check_of_intent_is_422_naming_the_field_and_spares_stored_specs(

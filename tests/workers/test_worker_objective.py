@@ -233,6 +233,35 @@ _STORED_BEFORE_A_CHECK = {
         },
         {"baselines.1", "pruner.max_resource"},
     ),
+    "caps": (
+        {
+            "timeouts": {"trial_s": 10**8, "study_s": 10**9},
+            "sampler": {"name": "tpe", "n_startup_trials": 10**6},
+            "pruner": {"name": "median", "n_startup_trials": 10**6, "n_warmup_steps": 10**5},
+        },
+        {
+            "timeouts.trial_s",
+            "timeouts.study_s",
+            "sampler.n_startup_trials",
+            "pruner.n_startup_trials",
+            "pruner.n_warmup_steps",
+        },
+    ),
+    "hyperband caps": (
+        {"pruner": {"name": "hyperband", "max_resource": 10**5, "reduction_factor": 10**5}},
+        {"pruner.max_resource", "pruner.reduction_factor"},
+    ),
+    "successive halving caps": (
+        {
+            "pruner": {
+                "name": "successive_halving",
+                "min_resource": 10**5,
+                "min_early_stopping_rate": 10**5,
+                "interval_steps": 10**5,  # ignored by it, and past its cap
+            }
+        },
+        {"pruner.min_resource", "pruner.min_early_stopping_rate", "pruner.interval_steps"},
+    ),
     "grid past its cap": (
         {
             "sampler": {"name": "grid"},
