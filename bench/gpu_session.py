@@ -59,8 +59,7 @@ class Step:
     command: Callable[[argparse.Namespace], list[str]]
     dry_command: Callable[[argparse.Namespace], list[str]]
     needs: tuple[str, ...] = ()  # importable modules; missing ones skip the step
-    env: tuple[tuple[str, str], ...] = ()
-    dry_env: tuple[tuple[str, str], ...] = ()
+    dry_env: tuple[tuple[str, str], ...] = ()  # extra environment of the CPU smoke version
 
 
 def _pytest_cuda(args: argparse.Namespace) -> list[str]:
@@ -301,7 +300,8 @@ class Session:
         limit = max(10.0, left - PACK_RESERVE_S)
         cmd = (step.dry_command if self.args.dry_run else step.command)(self.args)
         env = {k: v for k, v in os.environ.items() if k != "OUT"}  # results are packed here
-        env.update(step.dry_env if self.args.dry_run else step.env)
+        if self.args.dry_run:
+            env.update(step.dry_env)
         self.say(f"{step.name}: {shlex.join(_relative(cmd))}  (limit {limit:.0f} s)")
         t0 = time.monotonic()
         status, code = self.execute(cmd, env, limit, self.stage / f"{step.name}.log")
