@@ -46,7 +46,7 @@ from search_space.suggest import MissingPackage, make_pruner, make_sampler, sugg
 from service.db import is_transient
 from service.settings import Settings
 from service.store import Claim, NotFound, RunStatus, Store
-from workers.optuna_cache import worker_storage
+from workers.optuna_cache import known_trial, worker_storage
 
 if TYPE_CHECKING:
     from workers.worker import SlotOptions
@@ -769,14 +769,17 @@ def tell_optuna(
     `Study.tell` ends by loading the finished trial with its five relations again (six
     statements, about a tenth of a trial's bookkeeping) only to return a copy nobody here uses.
     Its body, `_tell_with_warning`, does everything else: the state check, the sampler's
-    `after_trial` and the write. An Optuna without it gets the public call.
+    `after_trial` and the write. Its read of the trial for the state check is served from the
+    `Trial`'s own copy once the trial's state column says it still runs (`known_trial`). An
+    Optuna without it gets the public call.
     """
     if _tell_with_warning is None:
         study.tell(trial, value, state=state, skip_if_finished=True)
         return
-    _tell_with_warning(
-        study=study, trial=trial, value_or_values=value, state=state, skip_if_finished=True
-    )
+    with known_trial(study, trial):  # its state check reads one column, not the whole trial
+        _tell_with_warning(
+            study=study, trial=trial, value_or_values=value, state=state, skip_if_finished=True
+        )
 
 
 def _describe(error: BaseException) -> str:

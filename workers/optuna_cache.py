@@ -9,12 +9,21 @@ built when nothing waits. Every other read still goes through the cache (TPE and
 read the whole study through it), and what is found is added to the cache the way Optuna's own
 read adds it, so later writes to a popped trial find it there.
 
+It also skips two re-reads of a trial this process already holds. `Study.ask` creates the trial
+and at once reads it back (trial row plus five relations, six statements) to build the `Trial`;
+the `FrozenTrial` the creation returned is handed over instead. `Study.tell` reads the trial
+again for its state check and the sampler's `after_trial`; `known_trial` hands it the `Trial`'s
+own up-to-date copy after one statement that reads the trial's state, so a trial finished
+elsewhere (reaped) is still read in full and skipped exactly as Optuna skips it.
+
 `_CachedStorage` is private to Optuna; where it is missing the plain storage is used.
 """
 
 from __future__ import annotations
 
-from collections.abc import Container
+import copy
+from collections.abc import Container, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import optuna
@@ -22,6 +31,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 try:
     from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
+    from optuna.storages._rdb import models as _models
+    from optuna.storages._rdb.storage import _create_scoped_session
 except ImportError:  # pragma: no cover - depends on the installed Optuna
     _CachedStorage = None  # type: ignore[assignment,misc]
 
@@ -31,6 +42,21 @@ def worker_storage(storage: optuna.storages.BaseStorage) -> optuna.storages.Base
     if _CachedStorage is None or not isinstance(storage, optuna.storages.RDBStorage):
         return storage  # SQLite's and other storages are used as they are
     return _WaitingLookupStorage(storage)
+
+
+@contextmanager
+def known_trial(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
+    """Within the block, reading `trial` back costs one statement while it is still running."""
+    storage = study._storage
+    frozen = getattr(trial, "_cached_frozen_trial", None)
+    if _CachedStorage is None or not isinstance(storage, _WaitingLookupStorage) or frozen is None:
+        yield
+        return
+    storage.lend(frozen, verify=True)
+    try:
+        yield
+    finally:
+        storage.forget(frozen._trial_id)
 
 
 def _only_waiting(states: Container[TrialState] | None) -> bool:
@@ -43,6 +69,54 @@ def _only_waiting(states: Container[TrialState] | None) -> bool:
 if _CachedStorage is not None:
 
     class _WaitingLookupStorage(_CachedStorage):
+        def __init__(self, backend: optuna.storages.RDBStorage) -> None:
+            super().__init__(backend)
+            # trial id -> (the trial as this process knows it, whether to check it still runs)
+            self._lent: dict[int, tuple[FrozenTrial, bool]] = {}
+
+        def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+            trial_id = super().create_new_trial(study_id, template_trial)
+            if template_trial is None:  # a fresh RUNNING trial, which `ask` reads back at once
+                created = self._cached(trial_id)
+                if created is not None:
+                    self.lend(copy.deepcopy(created), verify=False)
+            return trial_id
+
+        def get_trial(self, trial_id: int) -> FrozenTrial:
+            with self._lock:
+                lent = self._lent.pop(trial_id, None)
+            if lent is not None:
+                frozen, verify = lent
+                if not verify or self._state(trial_id) == TrialState.RUNNING:
+                    return frozen
+            return super().get_trial(trial_id)
+
+        def lend(self, frozen: FrozenTrial, *, verify: bool) -> None:
+            """The next `get_trial` of this trial returns `frozen` (if `verify`: while it runs)."""
+            with self._lock:
+                self._lent[frozen._trial_id] = (frozen, verify)
+
+        def forget(self, trial_id: int) -> None:
+            with self._lock:
+                self._lent.pop(trial_id, None)
+
+        def _cached(self, trial_id: int) -> FrozenTrial | None:
+            with self._lock:
+                try:
+                    study_id, number = self._trial_id_to_study_id_and_number[trial_id]
+                    return self._studies[study_id].trials[number]
+                except KeyError:
+                    return None
+
+        def _state(self, trial_id: int) -> TrialState | None:
+            backend: Any = self._backend
+            with _create_scoped_session(backend.scoped_session) as session:
+                return session.scalar(
+                    session.query(_models.TrialModel.state)
+                    .filter(_models.TrialModel.trial_id == trial_id)
+                    .statement
+                )
+
         def get_all_trials(
             self,
             study_id: int,

@@ -6,7 +6,17 @@ import optuna
 from optuna.trial import TrialState
 from sqlalchemy import event
 
+from workers.objective import tell_optuna
 from workers.optuna_cache import worker_storage
+
+# Tables a whole-trial read selects from and a lent copy does not (`trial_values` is left out:
+# Optuna's write of a value selects the row it replaces).
+RELATIONS = (
+    "trial_params",
+    "trial_intermediate_values",
+    "trial_user_attributes",
+    "trial_system_attributes",
+)
 
 
 def _worker_study(url: str, name: str) -> optuna.Study:
@@ -63,6 +73,65 @@ def test_finding_no_enqueued_trial_reads_no_trial_rows(url: str) -> None:
     event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
     assert study._pop_waiting_trial_id() is None
     assert not any("trial_params" in s or "trial_values" in s for s in statements), statements
+
+
+def _statements(study: optuna.Study) -> list[str]:
+    """Every SQL statement the study's storage sends from now on."""
+    statements: list[str] = []
+    engine = study._storage._backend.engine  # type: ignore[attr-defined]
+    event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    return statements
+
+
+def _reads_relations(statements: list[str]) -> list[str]:
+    return [
+        s for s in statements if s.lstrip().startswith("SELECT") and any(r in s for r in RELATIONS)
+    ]
+
+
+def test_an_asked_trial_is_not_read_back(url: str) -> None:
+    owner = _create(url)
+    owner.tell(owner.ask(), 0.1)
+    worker = _worker_study(url, owner.study_name)
+    statements = _statements(worker)
+    trial = worker.ask()
+    assert _reads_relations(statements) == []
+    assert trial.number == 1 and trial.params == {}
+    trial.suggest_float("lr", 1e-3, 1.0, log=True)
+    trial.set_user_attr("seed", 3)
+    worker.tell(trial, 0.9)
+    stored = optuna.load_study(study_name=owner.study_name, storage=url).trials[1]
+    assert stored.params == trial.params and stored.user_attrs == {"seed": 3}
+    assert stored.state == TrialState.COMPLETE and stored.value == 0.9
+
+
+def test_telling_a_running_trial_reads_its_state_not_the_whole_trial(url: str) -> None:
+    owner = _create(url)
+    worker = _worker_study(url, owner.study_name)
+    done, pruned = worker.ask(), worker.ask()
+    for trial in (done, pruned):
+        trial.suggest_float("lr", 1e-3, 1.0, log=True)
+        trial.report(0.25, 0)
+        trial.report(0.5, 1)
+    statements = _statements(worker)
+    tell_optuna(worker, done, 0.75, None)
+    tell_optuna(worker, pruned, None, TrialState.PRUNED)
+    assert _reads_relations(statements) == []
+    stored = optuna.load_study(study_name=owner.study_name, storage=url).trials
+    assert [t.state for t in stored] == [TrialState.COMPLETE, TrialState.PRUNED]
+    assert [t.value for t in stored] == [0.75, 0.5]  # a pruned trial keeps its last report
+    assert stored[0].intermediate_values == {0: 0.25, 1: 0.5}
+
+
+def test_a_trial_finished_elsewhere_is_read_in_full_and_skipped(url: str) -> None:
+    owner = _create(url)
+    worker = _worker_study(url, owner.study_name)
+    trial = worker.ask()
+    owner.tell(trial.number, state=TrialState.FAIL)  # e.g. reaped while this worker ran it
+    tell_optuna(worker, trial, 0.75, None)  # skipped, as Study.tell(skip_if_finished=True)
+    stored = optuna.load_study(study_name=owner.study_name, storage=url).trials
+    assert [t.state for t in stored] == [TrialState.FAIL] and stored[0].value is None
+    assert worker._storage._lent == {}  # type: ignore[attr-defined]  # nothing left lent
 
 
 def test_storages_without_the_cache_are_used_as_they_are() -> None:
