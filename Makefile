@@ -33,6 +33,7 @@ test: $(VENV)/.installed browser-deps
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 clean:

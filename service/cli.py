@@ -24,12 +24,16 @@ FINAL_STATUSES = ("completed", "cancelled", "failed")
 def _settings(args: argparse.Namespace) -> Any:
     from service.settings import Settings  # pydantic-settings import is slow: only when needed
 
-    overrides = {k: v for k, v in {
-        "database_url": getattr(args, "database_url", None),
-        "host": getattr(args, "host", None),
-        "port": getattr(args, "port", None),
-        "data": getattr(args, "data", None),
-    }.items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in {
+            "database_url": getattr(args, "database_url", None),
+            "host": getattr(args, "host", None),
+            "port": getattr(args, "port", None),
+            "data": getattr(args, "data", None),
+        }.items()
+        if v is not None
+    }
     return Settings(**overrides)
 
 
@@ -43,8 +47,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     """API + dashboard + one local worker on the embedded database."""
     from service.runner import run_up
 
-    return run_up(_settings(args), gpus=args.gpus, with_worker=not args.no_worker,
-                  open_browser=args.open)
+    return run_up(
+        _settings(args), gpus=args.gpus, with_worker=not args.no_worker, open_browser=args.open
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -65,8 +70,10 @@ def cmd_db(args: argparse.Namespace) -> int:
         migrate.upgrade(engine, args.revision or "head")
     elif args.action == "downgrade":
         migrate.downgrade(engine, args.revision or "-1")
-    print(f"schema revision: {migrate.current_revision(engine) or 'none'} "
-          f"(this actsearch: {migrate.head_revision()})")
+    print(
+        f"schema revision: {migrate.current_revision(engine) or 'none'} "
+        f"(this actsearch: {migrate.head_revision()})"
+    )
     return 0
 
 
@@ -129,8 +136,11 @@ def follow(client: Client, study_id: int, interval: float = 2.0) -> int:
         bar.close()
     print_study(study)
     if study["status"] != "completed":
-        return _fail(f"study {study_id} ended {study['status']}"
-                     + (f": {study['error']}" if study.get("error") else ""), 1)
+        return _fail(
+            f"study {study_id} ended {study['status']}"
+            + (f": {study['error']}" if study.get("error") else ""),
+            1,
+        )
     return 0
 
 
@@ -153,8 +163,10 @@ def _poll(client: Client, study_id: int) -> dict[str, Any]:
 def print_study(study: dict[str, Any]) -> None:
     """A readable summary of one study."""
     finished, total, label = _progress(study)
-    print(f"study {study['id']} · {study['name']} · {study['status']} · {finished}/{total} trials"
-          f" · {label}")
+    print(
+        f"study {study['id']} · {study['name']} · {study['status']} · {finished}/{total} trials"
+        f" · {label}"
+    )
     if study.get("error"):  # why it failed, or why it completed short of its budget
         print(f"  note: {study['error']}")
     for family in study.get("families") or []:
@@ -174,8 +186,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     page = client.get("/studies", params={"limit": args.limit})
     for study in page.get("items", []):
         finished, total, label = _progress(study)
-        print(f"{study['id']:>5}  {study['status']:<10} {finished:>4}/{total:<4} "
-              f"{study['owner']:<12} {study['name']}  {label}")
+        print(
+            f"{study['id']:>5}  {study['status']:<10} {finished:>4}/{total:<4} "
+            f"{study['owner']:<12} {study['name']}  {label}"
+        )
     if not page.get("items"):
         print("no studies yet: `actsearch submit SPEC.yaml`")
     return 0
@@ -240,10 +254,14 @@ def _users_local(args: argparse.Namespace) -> int:
 
 # -- parser ------------------------------------------------------------------------------------
 def _add_client_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", help="API base URL (env ACTSEARCH_URL; default: the local "
-                                      "`actsearch up`, else http://127.0.0.1:8000)")
-    parser.add_argument("--token", help="bearer token (env ACTSEARCH_TOKEN; default: the one "
-                                        "`actsearch up` saved)")
+    parser.add_argument(
+        "--url",
+        help="API base URL (env ACTSEARCH_URL; default: the local "
+        "`actsearch up`, else http://127.0.0.1:8000)",
+    )
+    parser.add_argument(
+        "--token", help="bearer token (env ACTSEARCH_TOKEN; default: the one `actsearch up` saved)"
+    )
 
 
 def _add_server_flags(parser: argparse.ArgumentParser) -> None:
@@ -253,8 +271,11 @@ def _add_server_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_db_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--database-url", help="SQLAlchemy URL (env ACTSEARCH_DATABASE_URL; "
-                                               "default: SQLite file ~/.actsearch/actsearch.db)")
+    parser.add_argument(
+        "--database-url",
+        help="SQLAlchemy URL (env ACTSEARCH_DATABASE_URL; "
+        "default: SQLite file ~/.actsearch/actsearch.db)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -266,13 +287,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    up = sub.add_parser("up", help="API + dashboard + a local worker (SQLite by default); "
-                                   "prints the login URL")
+    up = sub.add_parser(
+        "up", help="API + dashboard + a local worker (SQLite by default); prints the login URL"
+    )
     _add_server_flags(up)
-    up.add_argument("--data", help="CIFAR data for the worker: a torchvision CIFAR root, an "
-                                   "image folder or a tarball of one (env ACTSEARCH_DATA)")
-    up.add_argument("--gpus", default="auto", help="the worker's GPUs: auto (default), cpu, all, "
-                                                   "or 0,1")
+    up.add_argument(
+        "--data",
+        help="CIFAR data for the worker: a torchvision CIFAR root, an "
+        "image folder or a tarball of one (env ACTSEARCH_DATA)",
+    )
+    up.add_argument(
+        "--gpus", default="auto", help="the worker's GPUs: auto (default), cpu, all, or 0,1"
+    )
     up.add_argument("--no-worker", action="store_true", help="start no local worker")
     up.add_argument("--open", action="store_true", help="open the login URL in a browser")
     up.set_defaults(func=cmd_up)
@@ -281,10 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_server_flags(serve)
     serve.set_defaults(func=cmd_serve)
 
-    sub.add_parser("worker", help="run training workers: `actsearch worker --help`",
-                   add_help=False)
-    sub.add_parser("train", help="train one configuration from the shell: "
-                                 "`actsearch train --help`", add_help=False)
+    sub.add_parser("worker", help="run training workers: `actsearch worker --help`", add_help=False)
+    sub.add_parser(
+        "train",
+        help="train one configuration from the shell: `actsearch train --help`",
+        add_help=False,
+    )
 
     db = sub.add_parser("db", help="migrate our tables: `actsearch db upgrade`")
     db.add_argument("action", choices=["upgrade", "downgrade", "current"])
@@ -294,8 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     submit = sub.add_parser("submit", help="submit a study spec (YAML or JSON)")
     submit.add_argument("spec", help="path of the spec file, e.g. examples/quickstart.yaml")
-    submit.add_argument("--follow", "-f", action="store_true",
-                        help="show a progress bar of trials until the study ends")
+    submit.add_argument(
+        "--follow",
+        "-f",
+        action="store_true",
+        help="show a progress bar of trials until the study ends",
+    )
     submit.add_argument("--idempotency-key", help="resubmitting with the same key is a no-op")
     submit.add_argument("--interval", type=float, default=2.0, help="seconds between polls")
     _add_client_flags(submit)
@@ -307,9 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_client_flags(status)
     status.set_defaults(func=cmd_status)
 
-    for action, text in (("cancel", "cancel a study (running trials stop within one epoch)"),
-                         ("pause", "pause a study (no new trials start)"),
-                         ("resume", "resume a paused study")):
+    for action, text in (
+        ("cancel", "cancel a study (running trials stop within one epoch)"),
+        ("pause", "pause a study (no new trials start)"),
+        ("resume", "resume a paused study"),
+    ):
         p = sub.add_parser(action, help=text)
         p.add_argument("study", type=int, help="study id")
         _add_client_flags(p)
@@ -332,9 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
     users.add_argument("action", choices=["create", "list"])
     users.add_argument("name", nargs="?", help="user name (for create)")
     users.add_argument("--admin", action="store_true", help="make the user an admin")
-    users.add_argument("--local", action="store_true",
-                       help="write to the database directly instead of calling the API "
-                            "(to create the first admin of a team database)")
+    users.add_argument(
+        "--local",
+        action="store_true",
+        help="write to the database directly instead of calling the API "
+        "(to create the first admin of a team database)",
+    )
     _add_client_flags(users)
     _add_db_flag(users)
     users.set_defaults(func=cmd_users)
@@ -347,8 +384,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in ("worker", "train"):
         return forward_to_workers(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     if not args.verbose:
         # Migrations and the HTTP client narrate every step at INFO; users want results.
         for noisy in ("alembic", "httpx", "httpcore"):

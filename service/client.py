@@ -68,12 +68,16 @@ class Client:
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         try:
-            response = httpx.request(method, f"{self.url}/api/v1{path}", headers=headers,
-                                     timeout=self.timeout, **kwargs)
+            response = httpx.request(
+                method, f"{self.url}/api/v1{path}", headers=headers, timeout=self.timeout, **kwargs
+            )
         except httpx.TransportError as error:
-            raise ApiError(0, f"cannot reach the actsearch API at {self.url} ({error}); is "
-                              "`actsearch up` (or `actsearch serve`) running? Set --url or "
-                              "ACTSEARCH_URL") from error
+            raise ApiError(
+                0,
+                f"cannot reach the actsearch API at {self.url} ({error}); is "
+                "`actsearch up` (or `actsearch serve`) running? Set --url or "
+                "ACTSEARCH_URL",
+            ) from error
         if response.status_code >= 400:
             try:
                 detail = _detail_text(response.json().get("detail"))

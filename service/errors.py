@@ -12,8 +12,10 @@ def user_message(error: BaseException) -> str | None:
     if isinstance(error, SchemaOutOfDate):
         return str(error)
     if isinstance(error, OperationalError):
-        return (f"cannot use the database ({str(error.orig).strip().splitlines()[0]}); check "
-                "ACTSEARCH_DATABASE_URL / --database-url and that the server is running")
+        return (
+            f"cannot use the database ({str(error.orig).strip().splitlines()[0]}); check "
+            "ACTSEARCH_DATABASE_URL / --database-url and that the server is running"
+        )
     try:
         from search_space.spec import SpecError
     except ImportError:

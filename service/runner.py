@@ -73,13 +73,19 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 def _serve(settings: Settings, store: Store) -> None:
     app = create_app(settings, store)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port,
-                            log_level=settings.log_level.lower(), access_log=False)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
     uvicorn.Server(config).run()
 
 
-def run_up(settings: Settings, *, gpus: str = "auto", with_worker: bool = True,
-           open_browser: bool = False) -> int:
+def run_up(
+    settings: Settings, *, gpus: str = "auto", with_worker: bool = True, open_browser: bool = False
+) -> int:
     """Migrate, ensure a local admin, start one worker, serve; prints the login URL."""
     settings.home.mkdir(parents=True, exist_ok=True)
     migrate.upgrade(make_engine(settings.resolved_database_url))
@@ -88,14 +94,20 @@ def run_up(settings: Settings, *, gpus: str = "auto", with_worker: bool = True,
     base = f"http://{settings.host}:{settings.port}"
     write_local_client(base, token, settings.home)
     login_url = f"{base}/login?token={token}"
-    print(f"\n  actsearch is starting on {base}  (database: {settings.resolved_database_url})\n"
-          f"  Open the dashboard signed in: {login_url}\n"
-          f"  The CLI on this machine uses it already: actsearch submit examples/quickstart.yaml "
-          f"--follow\n", flush=True)
+    print(
+        f"\n  actsearch is starting on {base}  (database: {settings.resolved_database_url})\n"
+        f"  Open the dashboard signed in: {login_url}\n"
+        f"  The CLI on this machine uses it already: actsearch submit examples/quickstart.yaml "
+        f"--follow\n",
+        flush=True,
+    )
     if not settings.data:
-        print("  note: no --data / ACTSEARCH_DATA given; studies on cifar10/cifar100 need the "
-              "torchvision CIFAR files (downloaded when online) or an image-folder tarball such "
-              "as ../shared/data/cifar10-jpg.tar.xz passed as --data\n", flush=True)
+        print(
+            "  note: no --data / ACTSEARCH_DATA given; studies on cifar10/cifar100 need the "
+            "torchvision CIFAR files (downloaded when online) or an image-folder tarball such "
+            "as ../shared/data/cifar10-jpg.tar.xz passed as --data\n",
+            flush=True,
+        )
     worker = None
     if with_worker:
         worker = subprocess.Popen(_worker_command(settings, gpus), env=_worker_env(settings))

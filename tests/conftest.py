@@ -22,7 +22,9 @@ PG_HOST, PG_PORT = "127.0.0.1", 5432
 def shared_tarball() -> Path | None:
     """The real CIFAR-10 JPEG tarball, if this checkout has ../shared beside it."""
     env = os.environ.get("CIFAR10_JPEG_TAR")
-    for candidate in ([Path(env)] if env else []) + [ROOT.parent / "shared/data/cifar10-jpg.tar.xz"]:
+    for candidate in ([Path(env)] if env else []) + [
+        ROOT.parent / "shared/data/cifar10-jpg.tar.xz"
+    ]:
         if candidate.exists():
             return candidate
     return None
@@ -49,11 +51,17 @@ def _requirement(marker: str) -> tuple[bool, str, str]:
     if marker == "postgres":
         return _postgres_up(), f"no PostgreSQL on {PG_HOST}:{PG_PORT}", "ACTSEARCH_REQUIRE_POSTGRES"
     if marker == "browser":
-        return bool(shutil.which("chromium")), "Debian's chromium is not installed", \
-            "ACTSEARCH_REQUIRE_BROWSER"
+        return (
+            bool(shutil.which("chromium")),
+            "Debian's chromium is not installed",
+            "ACTSEARCH_REQUIRE_BROWSER",
+        )
     if marker == "realdata":
-        return shared_tarball() is not None, "../shared/data/cifar10-jpg.tar.xz not found", \
-            "ACTSEARCH_REQUIRE_REALDATA"
+        return (
+            shared_tarball() is not None,
+            "../shared/data/cifar10-jpg.tar.xz not found",
+            "ACTSEARCH_REQUIRE_REALDATA",
+        )
     return _cuda(), "needs a CUDA GPU (run on the device machine)", ""
 
 

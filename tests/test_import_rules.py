@@ -27,8 +27,9 @@ def _loaded_after_import(modules: list[str]) -> set[str]:
         "    importlib.import_module(name)\n"
         "print('\\n'.join(sorted(sys.modules)))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                            text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     return set(result.stdout.split())
 
 
@@ -39,9 +40,16 @@ def test_service_never_imports_torch_or_workers() -> None:
 
 
 def test_search_space_schema_side_is_torch_free() -> None:
-    wanted = [m for m in ("search_space", "search_space.registry", "search_space.spec",
-                          "search_space.suggest") if (ROOT / m.replace(".", "/")).exists()
-              or (ROOT / (m.replace(".", "/") + ".py")).exists()]
+    wanted = [
+        m
+        for m in (
+            "search_space",
+            "search_space.registry",
+            "search_space.spec",
+            "search_space.suggest",
+        )
+        if (ROOT / m.replace(".", "/")).exists() or (ROOT / (m.replace(".", "/") + ".py")).exists()
+    ]
     assert "search_space.spec" in wanted, "search_space.spec must exist"
     assert "torch" not in _loaded_after_import(wanted)
 

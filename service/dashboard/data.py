@@ -17,6 +17,7 @@ from service.dashboard import export, queries
 # Kept out of the OpenAPI document: these shapes serve the pages, not API clients.
 router = APIRouter(prefix="/dashboard/data", include_in_schema=False)
 
+
 @router.get("/studies/{study_id}/summary")
 def summary(study_id: int, _: CurrentUser, store: StoreDep) -> dict[str, Any]:
     """Family leaderboard (per-state counts, best, mean ± std, median) and the headline."""
@@ -31,9 +32,7 @@ def values(study_id: int, _: CurrentUser, store: StoreDep) -> dict[str, Any]:
 
 
 @router.get("/studies/{study_id}/importance")
-def importance(
-    study_id: int, request: Request, _: CurrentUser, store: StoreDep
-) -> dict[str, Any]:
+def importance(study_id: int, request: Request, _: CurrentUser, store: StoreDep) -> dict[str, Any]:
     """Parameter importance per family (Optuna PED-ANOVA on that family's complete trials)."""
     store.studies.get(study_id)
     return {"families": request.app.state.importance.for_study(store.db, study_id)}
@@ -85,9 +84,7 @@ def _download(text: str, filename: str, media_type: str) -> PlainTextResponse:
 def leaderboard_csv(study_id: int, _: CurrentUser, store: StoreDep) -> PlainTextResponse:
     """The family leaderboard the study page shows, as CSV (accuracies as fractions)."""
     board = queries.leaderboard(store.db, study_id)
-    return _download(
-        export.leaderboard_csv(board), f"study-{study_id}-leaderboard.csv", "text/csv"
-    )
+    return _download(export.leaderboard_csv(board), f"study-{study_id}-leaderboard.csv", "text/csv")
 
 
 @router.get("/studies/{study_id}/leaderboard.tex")

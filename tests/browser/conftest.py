@@ -152,7 +152,9 @@ class PageWatch:
 
     def _browser_echo(self, text: str, url: str) -> bool:
         # Chromium repeats every HTTP error on the console; an allowed one is not a new problem.
-        match = re.match(r"Failed to load resource: the server responded with a status of (\d+)", text)
+        match = re.match(
+            r"Failed to load resource: the server responded with a status of (\d+)", text
+        )
         return bool(match) and self._is_allowed(int(match.group(1)), url)
 
     def problems(self) -> list[str]:
@@ -177,8 +179,13 @@ def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
     page.on("console", lambda m: _on_console(watch, m))
     page.on("pageerror", lambda e: watch.console_errors.append((f"uncaught: {e}", "")))
     page.on("requestfailed", lambda r: _on_failed(watch, r))
-    page.on("request", lambda r: watch.requests.append(r.url) if not r.url.startswith("data:") else None)
-    page.on("response", lambda r: watch.http_errors.append((r.status, r.url)) if r.status >= 400 else None)
+    page.on(
+        "request", lambda r: watch.requests.append(r.url) if not r.url.startswith("data:") else None
+    )
+    page.on(
+        "response",
+        lambda r: watch.http_errors.append((r.status, r.url)) if r.status >= 400 else None,
+    )
     page.watch = watch
     yield page
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)

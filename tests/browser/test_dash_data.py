@@ -68,7 +68,9 @@ def _drop_pg(url: str) -> None:
 @pytest.fixture(
     scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 )
-def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def database(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """A fresh migrated database of each backend."""
     if request.param == "sqlite":
         yield migrated_sqlite(tmp_path_factory.mktemp("dash-data") / "a.db")
@@ -86,7 +88,9 @@ class World:
     def __init__(self, url: str, home: Path) -> None:
         self.store = Store.open(url)
         self.admin, self.token = self.store.users.create("admin", is_admin=True)
-        self.app = create_app(Settings(database_url=url, home=home), self.store, reap_interval_s=None)
+        self.app = create_app(
+            Settings(database_url=url, home=home), self.store, reap_interval_s=None
+        )
         self.client = TestClient(self.app)
         self.study, _ = self.store.studies.create(self.admin, SPEC)
         self.values: dict[int, tuple[str, float | None, str]] = {}  # number -> family, value, state
@@ -248,8 +252,16 @@ def test_values_params_and_curves(world: World) -> None:
     assert all(len(t["epoch"]) == len(t["val_acc"]) > 0 for t in curves)
     only_relu = world.get(f"/dashboard/data/studies/{sid}/curves?family=relu")["trials"]
     assert {t["family"] for t in only_relu} == {"relu"}
-    assert world.client.get(f"/dashboard/data/studies/{sid}/curves?limit=0", headers=world.auth()).status_code == 422
-    assert world.client.get("/dashboard/data/studies/99999/values", headers=world.auth()).status_code == 404
+    assert (
+        world.client.get(
+            f"/dashboard/data/studies/{sid}/curves?limit=0", headers=world.auth()
+        ).status_code
+        == 422
+    )
+    assert (
+        world.client.get("/dashboard/data/studies/99999/values", headers=world.auth()).status_code
+        == 404
+    )
 
 
 def test_importance_per_family_degrades_and_caches(world: World) -> None:
@@ -264,7 +276,10 @@ def test_importance_per_family_degrades_and_caches(world: World) -> None:
     assert set(smu["importances"]) == {"smu.alpha", "smu.mu"}
     assert smu["importances"]["smu.alpha"] > 0.8 > smu["importances"]["smu.mu"]
     few = family_importance(world.store.db, sid, "pau")  # no trials: says so
-    assert few["importances"] == {} and few["note"] == f"needs at least {MIN_TRIALS} complete trials (has 0)"
+    assert (
+        few["importances"] == {}
+        and few["note"] == f"needs at least {MIN_TRIALS} complete trials (has 0)"
+    )
     cache = ImportanceCache()
     first = cache.for_study(world.store.db, sid)
     assert cache.for_study(world.store.db, sid)["smu"] is first["smu"]  # cached
@@ -274,16 +289,23 @@ def test_importance_per_family_degrades_and_caches(world: World) -> None:
 def test_leaderboard_csv_and_latex_downloads(world: World) -> None:
     """CSV: one row per family, fractions; LaTeX: booktabs, %, baseline named, best bold."""
     sid = world.study.id
-    response = world.client.get(f"/dashboard/data/studies/{sid}/leaderboard.csv", headers=world.auth())
+    response = world.client.get(
+        f"/dashboard/data/studies/{sid}/leaderboard.csv", headers=world.auth()
+    )
     assert response.status_code == 200
-    assert response.headers["content-disposition"] == f'attachment; filename="study-{sid}-leaderboard.csv"'
+    assert (
+        response.headers["content-disposition"]
+        == f'attachment; filename="study-{sid}-leaderboard.csv"'
+    )
     rows = list(csv.DictReader(io.StringIO(response.text)))
     summary = world.get(f"/dashboard/data/studies/{sid}/summary")
     assert [r["family"] for r in rows] == [f["family"] for f in summary["families"]]
     for row, family in zip(rows, summary["families"], strict=True):
         assert float(row["best_val_acc"]) == pytest.approx(family["best"], abs=1e-6)
         assert row["baseline"] == ("1" if family["family"] == "relu" else "0")
-    tex = world.client.get(f"/dashboard/data/studies/{sid}/leaderboard.tex", headers=world.auth()).text
+    tex = world.client.get(
+        f"/dashboard/data/studies/{sid}/leaderboard.tex", headers=world.auth()
+    ).text
     assert "\\toprule" in tex and "\\bottomrule" in tex and "relu (baseline)" in tex
     assert "data\\_routes" in tex  # the study name, escaped
     best = max(f["best"] for f in summary["families"])

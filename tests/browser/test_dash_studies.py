@@ -41,7 +41,9 @@ def test_submit_shows_errors_beside_fields_then_queues_and_runs(
     expect(note).to_be_visible()
     # Beside the n_trials line: the note's row is that line's row in the editor.
     assert int(note.get_attribute("data-line")) == line_of(bad, "n_trials")
-    expect(page.locator("#spec-editor .gutter .bad")).to_have_text(str(line_of(bad, "n_trials") + 1))
+    expect(page.locator("#spec-editor .gutter .bad")).to_have_text(
+        str(line_of(bad, "n_trials") + 1)
+    )
     expect(page.locator("#spec-status")).to_contain_text("not submitted")
     page.screenshot(path=str(SCREENSHOTS / "spec-errors.png"))
 

@@ -122,7 +122,9 @@ def test_study_page_compares_families_and_pages_filters_sorts_trials(
 
     # Sort by validation accuracy (descending first), then page through 10 at a time.
     page.locator('#trials-table th[data-sort="value"]').click()
-    expect(page.locator('#trials-table th[data-sort="value"]')).to_have_class(re.compile("sorted-desc"))
+    expect(page.locator('#trials-table th[data-sort="value"]')).to_have_class(
+        re.compile("sorted-desc")
+    )
     expect(rows.first.locator("td:nth-child(4)")).to_contain_text(f"{best:.2f}%")
     page.select_option("#page-size", "25")
     expect(rows).to_have_count(25)

@@ -78,7 +78,9 @@ def test_failed_trial_shows_reason_and_log_tail(page: Any, server: Server) -> No
     worker = FakeWorker(store, "w-failing")
     run = worker.start(study.id)
     assert run is not None
-    worker.fail(run, "diverged", "loss became NaN at step 17", "step 16: loss 3.2\nstep 17: loss nan\n")
+    worker.fail(
+        run, "diverged", "loss became NaN at step 17", "step 16: loss 3.2\nstep 17: loss nan\n"
+    )
     sign_in(page, server)
     page.goto(f"{server.url}/studies/{study.id}/trials/{run.trial.number}")
     expect(page.locator("#trial-state")).to_have_text("failed")

@@ -40,32 +40,52 @@ class Service:
 
     def api(self) -> httpx.Client:
         """An authenticated client of /api/v1."""
-        return httpx.Client(base_url=f"{self.url}/api/v1", timeout=30,
-                            headers={"Authorization": f"Bearer {self.token}"})
+        return httpx.Client(
+            base_url=f"{self.url}/api/v1",
+            timeout=30,
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
 
     def cli(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
         """Run an `actsearch` command against this service, as a user in another terminal."""
-        return subprocess.run([*ACTSEARCH, *args], cwd=ROOT, env=self.env, capture_output=True,
-                              text=True, timeout=timeout)
+        return subprocess.run(
+            [*ACTSEARCH, *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
 
-def start_service(home: Path, *, database_url: str | None, data: str | None,
-                  extra_env: dict[str, str] | None = None) -> Service:
+def start_service(
+    home: Path,
+    *,
+    database_url: str | None,
+    data: str | None,
+    extra_env: dict[str, str] | None = None,
+) -> Service:
     """Start `actsearch up` in its own process group and wait until it answers."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACTSEARCH_")}
-    env.update({"ACTSEARCH_HOME": str(home), "ACTSEARCH_PORT": str(port),
-                "ACTSEARCH_HEARTBEAT_S": "2", "ACTSEARCH_GRACE_S": "60"})
+    env.update(
+        {
+            "ACTSEARCH_HOME": str(home),
+            "ACTSEARCH_PORT": str(port),
+            "ACTSEARCH_HEARTBEAT_S": "2",
+            "ACTSEARCH_GRACE_S": "60",
+        }
+    )
     if database_url:
         env["ACTSEARCH_DATABASE_URL"] = database_url
     env.update(extra_env or {})
     args = [*ACTSEARCH, "up", "--gpus", "cpu"] + (["--data", data] if data else [])
     log = home / "up.log"
     with log.open("wb") as out:
-        process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    service = Service(url=f"http://127.0.0.1:{port}", home=home, env=env, process=process,
-                      log=log)
+        process = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    service = Service(url=f"http://127.0.0.1:{port}", home=home, env=env, process=process, log=log)
     try:
         wait_healthy(service.url, process, log, timeout_s=120)
     except RuntimeError as error:

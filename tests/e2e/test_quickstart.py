@@ -76,11 +76,11 @@ def test_quickstart_on_postgres(tmp_path: Path, postgres_url: str) -> None:
 
 def test_without_data_offline_fails_clearly(tmp_path: Path) -> None:
     # ACTSEARCH_DOWNLOAD=0 makes "offline" hold on any machine (CI has no internet anyway).
-    service = start_service(tmp_path, database_url=None, data=None,
-                            extra_env={"ACTSEARCH_DOWNLOAD": "0"})
+    service = start_service(
+        tmp_path, database_url=None, data=None, extra_env={"ACTSEARCH_DOWNLOAD": "0"}
+    )
     try:
-        result = service.cli("submit", str(QUICKSTART), "--follow", "--interval", "1",
-                             timeout=300)
+        result = service.cli("submit", str(QUICKSTART), "--follow", "--interval", "1", timeout=300)
         assert result.returncode != 0
         message = result.stderr
         assert "Traceback" not in message + result.stdout

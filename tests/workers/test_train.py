@@ -430,7 +430,9 @@ def test_flip_translate_tta_adds_the_shifted_images_and_their_mirrors() -> None:
         assert torch.allclose(got, expected, atol=1e-6)
         assert not torch.allclose(got, eval_logits(model, x, "flip"), atol=1e-3)
         channels_last = x.contiguous(memory_format=torch.channels_last)
-        assert torch.allclose(eval_logits(model, channels_last, "flip_translate"), expected, atol=1e-6)
+        assert torch.allclose(
+            eval_logits(model, channels_last, "flip_translate"), expected, atol=1e-6
+        )
 
 
 @pytest.mark.parametrize("mode", ["flip", "flip_translate"])
