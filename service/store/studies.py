@@ -195,10 +195,6 @@ class Studies:
             owner = session.get(User, row.owner_id)
             return study_info(row, owner.name if owner else "?", run_counts(session, study_id))
 
-    def spec(self, study_id: int) -> StudySpec:
-        """A study's validated spec."""
-        return parse_spec(self.get(study_id).spec)
-
     def transition(self, study_id: int, action: str) -> StudyInfo:
         """cancel / pause / resume; Conflict when the study's state does not allow it."""
         if action not in TRANSITIONS:
