@@ -46,7 +46,7 @@ from search_space.suggest import MissingPackage, make_pruner, make_sampler, sugg
 from service.db import is_transient
 from service.settings import Settings
 from service.store import Claim, NotFound, RunStatus, Store
-from workers.optuna_cache import known_trial, worker_storage
+from workers.optuna_cache import known_trial, started_trials, undo_started, worker_storage
 
 if TYPE_CHECKING:
     from workers.worker import SlotOptions
@@ -388,9 +388,29 @@ class TrialRunner:
 
     @staticmethod
     def _trial(study: optuna.Study, claim: Claim) -> optuna.Trial:
-        if claim.params is None:
-            return study.ask()
-        return retry_trial(study, claim.params, claim.retry_of)
+        with started_trials(study) as started:
+            try:
+                if claim.params is None:
+                    return study.ask()
+                return retry_trial(study, claim.params, claim.retry_of)
+            except Exception as error:
+                # Built part-way (sampler error, database lost): no trial may stay RUNNING
+                # without a run, or TPE's constant liar counts it as in flight for ever.
+                if started:
+                    _undo_started(study, started, error)
+                raise
+
+
+def _undo_started(study: optuna.Study, started: list[tuple[int, bool]], error: Exception) -> None:
+    try:
+        db_retry(
+            lambda: undo_started(
+                study, started, f"the trial could not be built: {_describe(error)}"
+            ),
+            "undo a trial that could not be built",
+        )
+    except Exception:
+        log.exception("trials %s could not be undone", [trial_id for trial_id, _ in started])
 
 
 def process_sampler_spec(spec: StudySpec, optuna_name: str) -> StudySpec:

@@ -16,13 +16,19 @@ again for its state check and the sampler's `after_trial`; `known_trial` hands i
 own up-to-date copy after one statement that reads the trial's state, so a trial finished
 elsewhere (reaped) is still read in full and skipped exactly as Optuna skips it.
 
+It remembers which trials an `ask` set running, so that an `ask` which fails part-way (the
+sampler raises, or the database goes away while the `Trial` is built) can undo them
+(`undo_started`): a fresh trial is failed, an enqueued one popped from the queue waits again.
+Otherwise such a trial stays RUNNING for ever with no run behind it, and TPE's constant liar
+keeps treating it as in flight.
+
 `_CachedStorage` is private to Optuna; where it is missing the plain storage is used.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Container, Iterator
+from collections.abc import Container, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -59,6 +65,37 @@ def known_trial(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
         storage.forget(frozen._trial_id)
 
 
+@contextmanager
+def started_trials(study: optuna.Study) -> Iterator[list[tuple[int, bool]]]:
+    """The trials set running within the block, as (trial id, was it enqueued (WAITING))."""
+    started: list[tuple[int, bool]] = []
+    storage = study._storage
+    if _CachedStorage is None or not isinstance(storage, _WaitingLookupStorage):
+        yield started  # nothing is tracked: a failed ask leaves its trial as Optuna does
+        return
+    storage.track(started)
+    try:
+        yield started
+    finally:
+        storage.track(None)
+
+
+def undo_started(study: optuna.Study, started: list[tuple[int, bool]], reason: str) -> None:
+    """Give back what a failed `ask` took: an enqueued trial waits again, a fresh one fails."""
+    storage = study._storage
+    for trial_id, was_waiting in started:
+        if isinstance(storage, _WaitingLookupStorage):
+            storage.forget(trial_id)
+        try:
+            if was_waiting:
+                storage.set_trial_state_values(trial_id, TrialState.WAITING)
+            else:
+                storage.set_trial_system_attr(trial_id, "fail_reason", reason)
+                storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # finished meanwhile (reaped): nothing left to undo
+
+
 def _only_waiting(states: Container[TrialState] | None) -> bool:
     try:
         return states is not None and set(states) == {TrialState.WAITING}  # type: ignore[call-overload]
@@ -73,6 +110,10 @@ if _CachedStorage is not None:
             super().__init__(backend)
             # trial id -> (the trial as this process knows it, whether to check it still runs)
             self._lent: dict[int, tuple[FrozenTrial, bool]] = {}
+            self._started: list[tuple[int, bool]] | None = None  # see `started_trials`
+
+        def track(self, started: list[tuple[int, bool]] | None) -> None:
+            self._started = started
 
         def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
             trial_id = super().create_new_trial(study_id, template_trial)
@@ -80,7 +121,18 @@ if _CachedStorage is not None:
                 created = self._cached(trial_id)
                 if created is not None:
                     self.lend(copy.deepcopy(created), verify=False)
+            running = template_trial is None or template_trial.state == TrialState.RUNNING
+            if running and self._started is not None:
+                self._started.append((trial_id, False))
             return trial_id
+
+        def set_trial_state_values(
+            self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+        ) -> bool:
+            changed = super().set_trial_state_values(trial_id, state, values)
+            if changed and state == TrialState.RUNNING and self._started is not None:
+                self._started.append((trial_id, True))  # only a WAITING trial can be set running
+            return changed
 
         def get_trial(self, trial_id: int) -> FrozenTrial:
             with self._lock:

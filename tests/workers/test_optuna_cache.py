@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import optuna
+import pytest
 from optuna.trial import TrialState
 from sqlalchemy import event
+from sqlalchemy.exc import OperationalError
 
-from workers.objective import tell_optuna
+from service.store.runs import Claim
+from workers.objective import TrialRunner, db_retry, tell_optuna
 from workers.optuna_cache import worker_storage
 
 # Tables a whole-trial read selects from and a lent copy does not (`trial_values` is left out:
@@ -137,3 +142,65 @@ def test_a_trial_finished_elsewhere_is_read_in_full_and_skipped(url: str) -> Non
 def test_storages_without_the_cache_are_used_as_they_are() -> None:
     memory = optuna.storages.InMemoryStorage()
     assert worker_storage(memory) is memory
+
+
+class _FailingSampler(optuna.samplers.RandomSampler):
+    """Raises in `before_trial` (which `Study.ask` calls after the trial is set running)."""
+
+    def __init__(self, errors: list[Exception]) -> None:
+        super().__init__(seed=0)
+        self.errors = errors
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if self.errors:
+            raise self.errors.pop(0)
+
+
+def _claim(params: dict[str, Any] | None = None) -> Claim:
+    return Claim(run_id=1, study_id=1, optuna_name="x", spec={}, attempt=1, params=params,
+                 retry_of=None)  # fmt: skip
+
+
+def _failing_study(url: str, name: str, errors: list[Exception]) -> optuna.Study:
+    storage = worker_storage(optuna.storages.RDBStorage(url))
+    return optuna.load_study(study_name=name, storage=storage, sampler=_FailingSampler(errors))
+
+
+def test_a_fresh_trial_whose_ask_fails_is_failed_not_left_running(url: str) -> None:
+    owner = _create(url)
+    worker = _failing_study(url, owner.study_name, [ValueError("the sampler refuses")])
+    with pytest.raises(ValueError, match="the sampler refuses"):
+        TrialRunner._trial(worker, _claim())
+    (stored,) = optuna.load_study(study_name=owner.study_name, storage=url).trials
+    assert stored.state == TrialState.FAIL
+    assert "ValueError: the sampler refuses" in stored.system_attrs["fail_reason"]
+    assert worker._storage._lent == {}  # type: ignore[attr-defined]
+
+
+def test_an_enqueued_trial_whose_ask_fails_waits_again_with_its_parameters(url: str) -> None:
+    owner = _create(url)
+    owner.enqueue_trial({"lr": 0.25})
+    worker = _failing_study(url, owner.study_name, [ValueError("once")])
+    with pytest.raises(ValueError):
+        TrialRunner._trial(worker, _claim())
+    assert [t.state for t in owner.get_trials()] == [TrialState.WAITING]
+    trial = TrialRunner._trial(worker, _claim())  # the sampler no longer raises
+    assert trial.number == 0 and trial.suggest_float("lr", 1e-3, 1.0) == 0.25
+
+
+def test_a_retry_trial_whose_ask_fails_is_failed(url: str) -> None:
+    owner = _create(url)
+    worker = _failing_study(url, owner.study_name, [ValueError("once")])
+    with pytest.raises(ValueError):
+        TrialRunner._trial(worker, _claim({"lr": 0.5}))
+    assert [t.state for t in owner.get_trials()] == [TrialState.FAIL]
+
+
+def test_a_database_error_while_asking_leaves_one_running_trial(url: str) -> None:
+    """The worker retries the ask after an outage: the half-built trial must not stay RUNNING."""
+    owner = _create(url)
+    outage = OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+    worker = _failing_study(url, owner.study_name, [outage])
+    trial = db_retry(lambda: TrialRunner._trial(worker, _claim()), "ask", base_s=0.01)
+    states = [t.state for t in owner.get_trials()]
+    assert states == [TrialState.FAIL, TrialState.RUNNING] and trial.number == 1
