@@ -117,7 +117,11 @@ def db_retry(
                 describe_db_error(error),
                 delay,
             )
-            time.sleep(delay)
+            if stop is not None:
+                if stop.wait(delay):  # asked to stop while waiting: give up at once
+                    raise
+            else:
+                time.sleep(delay)
             delay = min(max_s, delay * 2)
 
 

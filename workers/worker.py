@@ -51,6 +51,30 @@ class FatalWorkerError(RuntimeError):
     """A problem restarting will not fix (schema out of date, bad URL): the message says what to do."""
 
 
+# What PostgreSQL says (after "FATAL:") when it refuses the login itself: unknown user or
+# database, wrong password, a host pg_hba.conf does not admit. Waiting cannot fix these.
+LOGIN_REFUSALS = (
+    "password authentication failed",
+    "authentication failed",
+    "does not exist",
+    "no pg_hba.conf entry",
+)
+
+
+def refused_login(error: BaseException) -> str | None:
+    """The server's refusal, when a connection failed because the login was refused."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        for line in str(current).splitlines():
+            _, fatal, message = line.partition("FATAL:")
+            if fatal and any(marker in message for marker in LOGIN_REFUSALS):
+                return message.strip()
+        current = current.__cause__ or current.__context__
+    return None
+
+
 @dataclass(frozen=True)
 class SlotOptions:
     """How one slot runs: which device, which studies, how many trials."""
@@ -131,7 +155,13 @@ class SlotWorker:
     def run(self) -> int:
         """Register, heartbeat and process runs until stopped or --max-trials; returns 0."""
         self._install_signal_handlers()
-        store = self._store or self._open_store()
+        try:
+            store = self._store or self._open_store()
+        except Exception as error:
+            if self.stopping.is_set() and is_db_outage(error):
+                log.info("stopped while waiting for the database (%s)", describe_db_error(error))
+                return 0
+            raise
         training = self._training or Training.default(self.settings, self.options)
         hostname = socket.gethostname()
         runner = TrialRunner(
@@ -174,15 +204,27 @@ class SlotWorker:
 
     def _open_store(self) -> Store:
         url = self.settings.resolved_database_url
+
+        def attempt() -> Store | str:
+            try:
+                return open_worker_store(url, max_attempts=self.settings.max_attempts)
+            except Exception as error:
+                refusal = refused_login(error)
+                if refusal is None:
+                    raise  # an outage is retried below; anything else ends the slot
+                return refusal  # returned, not raised: db_retry would see an outage and wait
+
         try:
-            return db_retry(
-                lambda: open_worker_store(url, max_attempts=self.settings.max_attempts),
-                "open the database",
-                attempts=0,
-                stop=self.stopping,
-            )
+            opened = db_retry(attempt, "open the database", attempts=0, stop=self.stopping)
         except SchemaOutOfDate as error:
             raise FatalWorkerError(str(error)) from error
+        if isinstance(opened, str):
+            raise FatalWorkerError(
+                f"the database server refused this worker's login ({opened}): check the user, "
+                "password and database name in --database-url / ACTSEARCH_DATABASE_URL (a new "
+                "PostgreSQL database must be created, then `actsearch db upgrade`)"
+            )
+        return opened
 
     def _stopped(self, store: Store) -> None:
         try:

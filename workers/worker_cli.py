@@ -6,10 +6,14 @@ import argparse
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from workers.supervisor import Slot
 
 log = logging.getLogger("actsearch.worker")
 
@@ -132,6 +136,7 @@ def _supervise(settings: Settings, args: argparse.Namespace) -> int:
 
     try:
         slots = plan_slots(args.gpus, args.per_gpu)
+        _check_named_gpus(slots, args.gpus)
     except ValueError as error:
         print(f"actsearch worker: error: {error}", file=sys.stderr)
         return 2
@@ -153,6 +158,23 @@ def _supervise(settings: Settings, args: argparse.Namespace) -> int:
     if code == EXIT_FATAL:
         print("actsearch worker: error: the workers cannot start (see above)", file=sys.stderr)
     return code
+
+
+def _check_named_gpus(slots: list[Slot], gpus: str | None) -> None:
+    """GPUs named by number must exist: a slot on a missing one would crash and restart forever."""
+    from workers.supervisor import visible_gpus
+
+    named = sorted({slot.gpu for slot in slots if slot.gpu is not None})
+    if not named:
+        return
+    visible = visible_gpus()
+    missing = [gpu for gpu in named if gpu not in visible]
+    if missing:
+        here = f"GPUs visible here: {', '.join(visible)}" if visible else "no CUDA GPU is visible"
+        raise ValueError(
+            f"--gpus {gpus}: no GPU {', '.join(missing)} on this machine ({here}); "
+            "name visible GPUs, or use --gpus all or --gpus cpu"
+        )
 
 
 def _passed_on(args: argparse.Namespace) -> list[str]:
