@@ -9,6 +9,8 @@ import subprocess
 import sys
 import webbrowser
 from contextlib import suppress
+from types import FrameType
+from typing import Any
 
 import uvicorn
 
@@ -59,19 +61,67 @@ def _worker_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    # SIGTERM lets the worker hand its running trial back; kill only if it hangs.
+WORKER_STOP_S = 60.0  # a worker's current epoch may finish and hand its run back in this time
+WORKER_HURRY_S = 15.0  # after a second SIGTERM (stop now), before the worker is killed
+
+
+class _StopSignals:
+    """SIGTERM/SIGINT of `up`/`serve`: remembered, never re-raised, so the worker is stopped.
+
+    uvicorn handles both signals while it serves, then re-raises the one it caught with the
+    handler that was there before it. With the default handler SIGTERM would kill this process
+    before the worker is stopped (orphaning it); this handler only records the signal, makes
+    the server exit (also when it arrives before uvicorn installed its own) and, while the
+    worker is being stopped, passes further signals on to it (the second: stop now).
+    """
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.server: uvicorn.Server | None = None
+        self.stopping: subprocess.Popen[bytes] | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        """Handle SIGTERM and SIGINT from now on."""
+        self._previous = {
+            sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+
+    def restore(self) -> None:
+        """Put back the handlers install() replaced."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        self.received.append(signum)
+        if self.server is not None:
+            self.server.should_exit = True
+        worker = self.stopping
+        if worker is not None and worker.poll() is None:
+            log.info("%s: telling the worker to stop now", signal.Signals(signum).name)
+            worker.send_signal(signal.SIGTERM)
+
+
+def _stop(process: subprocess.Popen[bytes], signals: _StopSignals) -> None:
+    # SIGTERM lets the worker finish its epoch and hand its run back; a second one (from here
+    # after WORKER_STOP_S, or from the user) stops it at once; kill only if it still hangs.
     if process.poll() is not None:
         return
+    log.info("stopping the worker (pid %s): its running trials are handed back", process.pid)
+    signals.stopping = process
     process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    for timeout in (WORKER_STOP_S, WORKER_HURRY_S):
+        try:
+            process.wait(timeout=timeout)
+            return
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGTERM)
+    log.warning("the worker (pid %s) did not stop; killing it", process.pid)
+    process.kill()
+    process.wait()
 
 
-def _serve(settings: Settings, store: Store) -> None:
+def _serve(settings: Settings, store: Store, signals: _StopSignals) -> None:
     app = create_app(settings, store)
     config = uvicorn.Config(
         app,
@@ -80,7 +130,11 @@ def _serve(settings: Settings, store: Store) -> None:
         log_level=settings.log_level.lower(),
         access_log=False,
     )
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    signals.server = server
+    if signals.received:  # stopped while starting up: do not serve at all
+        return
+    server.run()
 
 
 def run_up(
@@ -108,23 +162,36 @@ def run_up(
             "as ../shared/data/cifar10-jpg.tar.xz passed as --data\n",
             flush=True,
         )
+    signals = _StopSignals()
+    signals.install()  # before the worker exists: from then on a signal must stop it too
     worker = None
-    if with_worker:
-        worker = subprocess.Popen(_worker_command(settings, gpus), env=_worker_env(settings))
-    if open_browser:
-        with suppress(Exception):
-            webbrowser.open(login_url)
     try:
-        _serve(settings, store)
+        if with_worker:
+            # Its own session: a terminal's Ctrl-C reaches only `up`, which passes one SIGTERM
+            # on (two signals would tell the worker to stop at once instead of after its epoch).
+            worker = subprocess.Popen(
+                _worker_command(settings, gpus), env=_worker_env(settings), start_new_session=True
+            )
+        if open_browser:
+            with suppress(Exception):
+                webbrowser.open(login_url)
+        _serve(settings, store, signals)
     finally:
         if worker is not None:
-            _stop(worker)
+            _stop(worker, signals)
         store.dispose()
+        signals.restore()
     return 0
 
 
 def run_serve(settings: Settings) -> int:
     """Serve the API and the dashboard on an already migrated database."""
     store = Store.open(settings.resolved_database_url, max_attempts=settings.max_attempts)
-    _serve(settings, store)
+    signals = _StopSignals()
+    signals.install()
+    try:
+        _serve(settings, store, signals)
+    finally:
+        store.dispose()
+        signals.restore()
     return 0
