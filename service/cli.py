@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from service.client import ApiError, Client
+from service.client import ApiError, Client, TokenRequired
 
 log = logging.getLogger("actsearch")
 
@@ -260,7 +260,9 @@ def _add_client_flags(parser: argparse.ArgumentParser) -> None:
         "`actsearch up`, else http://127.0.0.1:8000)",
     )
     parser.add_argument(
-        "--token", help="bearer token (env ACTSEARCH_TOKEN; default: the one `actsearch up` saved)"
+        "--token",
+        help="bearer token (env ACTSEARCH_TOKEN; default: the one `actsearch up` saved, "
+        "only for the URL it saved it with)",
     )
 
 
@@ -411,3 +413,5 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+    except TokenRequired as error:
+        return _fail(str(error))

@@ -13,6 +13,7 @@ import httpx
 from service.settings import default_home
 
 CLIENT_FILE = "client.json"  # written by `actsearch up`: the local URL and the admin's login token
+DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 class ApiError(Exception):
@@ -21,6 +22,10 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+class TokenRequired(Exception):
+    """A URL was given without a token, and the saved one belongs to another URL."""
 
 
 def _detail_text(detail: Any) -> str:
@@ -42,6 +47,30 @@ def write_local_client(url: str, token: str, home: Path) -> None:
     path.chmod(0o600)
 
 
+def _saved_client() -> tuple[str | None, str | None]:
+    """(url, token) that `actsearch up` saved on this machine, or (None, None)."""
+    path = local_client_file()
+    if not path.exists():
+        return None, None
+    data = json.loads(path.read_text())
+    return data.get("url") or None, data.get("token") or None
+
+
+def same_service(a: str, b: str) -> bool:
+    """Whether two base URLs name the same service (case of scheme and host, default port and
+    trailing slashes aside)."""
+
+    def key(text: str) -> tuple[str, str, int | None, str]:
+        try:
+            url = httpx.URL(text.strip())
+        except httpx.InvalidURL:
+            return "", "", None, text.strip().rstrip("/")
+        port = url.port or {"http": 80, "https": 443}.get(url.scheme)
+        return url.scheme, url.host.lower(), port, url.path.rstrip("/")
+
+    return key(a) == key(b)
+
+
 @dataclass
 class Client:
     """Calls /api/v1 with a bearer token."""
@@ -52,15 +81,31 @@ class Client:
 
     @classmethod
     def resolve(cls, url: str | None, token: str | None) -> Client:
-        """Flags first, then ACTSEARCH_URL / ACTSEARCH_TOKEN, then what `actsearch up` wrote."""
+        """Flags first, then ACTSEARCH_URL / ACTSEARCH_TOKEN, then what `actsearch up` wrote.
+
+        The token `actsearch up` saved is the local admin's: it is sent only to the URL saved
+        with it, never to another server named by --url / ACTSEARCH_URL.
+        """
         url = url or os.environ.get("ACTSEARCH_URL")
         token = token or os.environ.get("ACTSEARCH_TOKEN")
-        saved = local_client_file()
-        if (not url or not token) and saved.exists():
-            data = json.loads(saved.read_text())
-            url = url or data.get("url")
-            token = token or data.get("token")
-        return cls(url=(url or "http://127.0.0.1:8000").rstrip("/"), token=token)
+        saved_url, saved_token = _saved_client()
+        if not url:
+            url = saved_url or DEFAULT_URL
+            if saved_url:
+                token = token or saved_token
+        elif not token:
+            if saved_url and same_service(url, saved_url):
+                token = saved_token
+            else:
+                why = (
+                    f" (the token `actsearch up` saved is for {saved_url} only)"
+                    if saved_url
+                    else ""
+                )
+                raise TokenRequired(
+                    f"no token for {url.rstrip('/')}: give --token or ACTSEARCH_TOKEN{why}"
+                )
+        return cls(url=url.rstrip("/"), token=token)
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """One request; raises ApiError with the API's message on 4xx/5xx or no connection."""
