@@ -210,7 +210,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Download a study's trials (CSV/JSON) or its family leaderboard."""
+    """Download a study's trials (CSV/JSON) or its family leaderboard (CSV/JSON/LaTeX)."""
     client = _client(args)
     if args.what == "leaderboard":
         path, params = f"/studies/{args.study}/leaderboard", {"format": args.format}
@@ -358,11 +358,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", help="download a study's trials or leaderboard")
     export.add_argument("study", type=int, help="study id")
-    export.add_argument("--what", choices=["trials", "leaderboard"], default="trials")
-    export.add_argument("--format", choices=["csv", "json", "latex"], default="csv")
+    export.add_argument(
+        "--what",
+        choices=["trials", "leaderboard"],
+        default="trials",
+        help="trials: one row per trial with its parameters and results (csv or json); "
+        "leaderboard: one row per activation family, ranked (csv, json or latex). "
+        "Default: trials",
+    )
+    export.add_argument(
+        "--format",
+        choices=["csv", "json", "latex"],
+        default="csv",
+        help="csv (default), json, or latex (only with --what leaderboard)",
+    )
     export.add_argument("--output", "-o", help="file to write (default: stdout)")
     _add_client_flags(export)
-    export.set_defaults(func=cmd_export)
+    export.set_defaults(func=cmd_export, command_parser=export)
 
     users = sub.add_parser("users", help="create or list users (admin)")
     users.add_argument("action", choices=["create", "list"])
@@ -380,12 +392,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _refused_combination(args: argparse.Namespace) -> str | None:
+    """Options each valid alone that the API cannot serve together."""
+    if args.command == "export" and args.format == "latex" and args.what != "leaderboard":
+        return (
+            "--format latex exists for the leaderboard only: use --what leaderboard "
+            "--format latex (trials export as csv or json)"
+        )
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `actsearch` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("worker", "train"):
         return forward_to_workers(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
+    problem = _refused_combination(args)
+    if problem:
+        args.command_parser.error(problem)  # usage of the command, then exit 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -400,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except ApiError as error:
         return _fail(str(error), 1)
+    except TokenRequired as error:
+        return _fail(str(error))
     except KeyboardInterrupt:
         return 130
     except Exception as error:  # a user-facing message, never a bare traceback
@@ -413,5 +440,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-    except TokenRequired as error:
-        return _fail(str(error))
