@@ -14,6 +14,7 @@ from service.settings import Settings
 
 if TYPE_CHECKING:
     from workers.supervisor import Slot
+    from workers.worker import SlotOptions
 
 log = logging.getLogger("actsearch.worker")
 
@@ -200,6 +201,7 @@ def _run_slot(settings: Settings, args: argparse.Namespace, studies: tuple[int, 
         threads=args.threads,
     )
     try:
+        _check_slot_gpu(options)
         code = SlotWorker(settings, options).run()
     except FatalWorkerError as error:
         log.error("%s", error)
@@ -210,6 +212,27 @@ def _run_slot(settings: Settings, args: argparse.Namespace, studies: tuple[int, 
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _check_slot_gpu(options: SlotOptions) -> None:
+    """A CUDA slot must see its GPU: without it every restart would crash in the same way."""
+    from workers.worker import FatalWorkerError
+
+    if options.device != "cuda":
+        return
+    import torch
+
+    try:
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except RuntimeError:  # a driver that is there but broken
+        count = 0
+    if count == 0:
+        raise FatalWorkerError(
+            f"slot {options.slot}: GPU {options.gpu_label or '?'} is not usable here (torch sees "
+            f"no CUDA device with CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}"
+            ": no GPU of that number, or no working NVIDIA driver); `nvidia-smi -L` lists the "
+            "GPUs: name them with --gpus, or use --gpus cpu"
+        )
 
 
 def _redact(url: str) -> str:

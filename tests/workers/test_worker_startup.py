@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from worker_helpers import PG_SERVER, log_text, wait_for, worker_env, worker_processes
+from worker_helpers import (
+    PG_SERVER,
+    REPO_ROOT,
+    log_text,
+    open_store,
+    wait_for,
+    worker_env,
+    worker_processes,
+)
 
 from workers.supervisor import EXIT_FATAL
 
@@ -51,3 +61,19 @@ def test_sigterm_while_waiting_for_the_database_exits_cleanly(tmp_path: Path) ->
     text = log_text(log)
     assert code == 0, text
     assert "stopped while waiting for the database" in text and "Traceback" not in text
+
+
+def test_a_cuda_slot_that_sees_no_gpu_stops_the_worker(tmp_path: Path) -> None:
+    # What the supervisor starts for GPU 97; on this machine (GPU or not) CUDA sees no device.
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    open_store(url).dispose()  # a migrated database: the GPU is the only thing wrong
+    env = worker_env(url, tmp_path)
+    env["CUDA_VISIBLE_DEVICES"] = "97"
+    done = subprocess.run(
+        [sys.executable, "-m", "workers", "worker", "--slot", "0", "--device", "cuda",
+         "--gpu-label", "97"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == EXIT_FATAL, done.stderr  # the supervisor's "stop every slot"
+    assert "GPU 97 is not usable here" in done.stderr and "--gpus cpu" in done.stderr
+    assert "Traceback" not in done.stderr
