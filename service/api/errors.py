@@ -1,7 +1,8 @@
 """Error responses: JSON bodies naming what was wrong; 500s logged with a request id.
 
 Every response carries `X-Request-ID` (the client's, when it sent a sane one). Errors are
-`{"detail": <message or [{"loc": "a.b", "msg": ...}]>, "request_id": ...}`.
+`{"detail": <message or [{"loc": "a.b", "msg": ...}]>, "request_id": ...}`. A request body over
+the limit (service.api.limits) is a 413 of the same shape, refused before it is read.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from search_space.spec import SpecError
+from service.api.limits import BodyLimitMiddleware
 from service.store import Conflict, NotFound
 from service.store.queries import InvalidQuery
 
@@ -156,7 +158,9 @@ async def _conflict(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install(app: FastAPI) -> None:
-    """Register the exception handlers and the request-id middleware."""
+    """Register the exception handlers and the middleware: request ids, the body limit."""
+    # Added first, so inside RequestIdMiddleware: its 413s carry the request id too.
+    app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(RequestIdMiddleware)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _request_invalid)

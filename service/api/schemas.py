@@ -55,6 +55,8 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         403: "not allowed for this user",
         404: "no such object",
         409: "conflicts with the object's current state",
+        413: "the request body is too large",
+        415: "the body's Content-Type is not one this route reads",
         422: "invalid request; `detail` lists the fields",
         503: "not ready",
     }
