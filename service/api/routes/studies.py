@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import copy
-import json
 from typing import Annotated, Any, Literal
 
-import yaml
-from fastapi import APIRouter, Body, Header, HTTPException, Path, Query, Request, Response, status
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from search_space.spec import SpecError
+from service.api import documents
 from service.api.deps import CurrentUser, StoreDep, check_owner
 from service.api.schemas import Page, StudyDetail, StudyPublic, error_responses
 from service.api.views import study_detail, study_public
@@ -20,9 +19,6 @@ from service.store.queries import study_detail as load_study_detail
 
 router = APIRouter(tags=["studies"])
 
-MAX_SPEC_BYTES = 1_000_000
-JSON_TYPES = ("application/json",)
-YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain")
 STATUSES = Literal["queued", "running", "paused", "completed", "cancelled", "failed"]
 StudySort = Literal[
     "created", "-created", "priority", "-priority", "name", "-name", "best", "-best", "id", "-id"
@@ -63,50 +59,24 @@ def _spec_body_schema() -> dict[str, Any]:
     }
 
 
-def _no_nul(value: Any, loc: str = "") -> None:
-    # PostgreSQL text cannot hold NUL; refuse it at the edge with the field's name.
-    if isinstance(value, str) and "\x00" in value:
-        raise SpecError([{"loc": loc or "body", "msg": "text must not contain NUL characters"}])
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _no_nul(str(key), loc)
-            _no_nul(item, f"{loc}.{key}" if loc else str(key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            _no_nul(item, f"{loc}.{index}" if loc else str(index))
-
-
 def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
 def decode_spec(raw: bytes, media_type: str) -> dict[str, Any]:
     """The submitted body as a mapping: JSON for JSON types, YAML (a JSON superset) otherwise."""
-    if len(raw) > MAX_SPEC_BYTES:
-        raise HTTPException(
-            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"a spec is at most {MAX_SPEC_BYTES} bytes"
-        )
-    is_json = media_type in JSON_TYPES or media_type.endswith("+json")
-    if media_type and not is_json and media_type not in YAML_TYPES:
-        raise HTTPException(
-            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-            f"send the spec as application/json or application/yaml, not {media_type}",
-        )
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise SpecError([{"loc": "body", "msg": "the body is not UTF-8 text"}]) from error
-    try:
-        data = json.loads(text) if is_json else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as error:
-        kind = "JSON" if is_json else "YAML"
-        raise SpecError([{"loc": "body", "msg": f"not valid {kind}: {error}"}]) from error
-    if not isinstance(data, dict):
-        raise SpecError(
-            [{"loc": "body", "msg": "the spec must be a mapping (an object) of fields"}]
-        )
-    _no_nul(data)
-    return data
+    return documents.decode(raw, media_type, what="the spec", yaml_too=True)
+
+
+def _submit(
+    store: StoreDep,
+    user: UserInfo,
+    raw: bytes,
+    media_type: str,
+    key: str | None,
+    response: Response,
+) -> StudyPublic:
+    return _create(store, user, decode_spec(raw, media_type), key, response)
 
 
 def _create(
@@ -132,9 +102,7 @@ def _create(
             "model": StudyPublic,
             "description": "replayed: this Idempotency-Key's earlier study",
         },
-        **error_responses(401, 409, 422),
-        413: {"model": error_responses(422)[422]["model"], "description": "spec too large"},
-        415: {"model": error_responses(422)[422]["model"], "description": "not JSON or YAML"},
+        **error_responses(401, 409, 413, 415, 422),
     },
 )
 async def create_study(
@@ -145,8 +113,11 @@ async def create_study(
     key: IdempotencyKey = None,
 ) -> StudyPublic:
     """Submit a study spec (JSON object or YAML text); 201 with its id, status and links."""
-    spec = decode_spec(await request.body(), _media_type(request))
-    return await run_in_threadpool(_create, store, user, spec, key, response)
+    media_type = _media_type(request)
+    documents.check_media_type(media_type, what="the spec", yaml_too=True)
+    raw = await request.body()  # at most MAX_BODY_BYTES: service.api.limits stops the read
+    # Decoding a large spec is CPU work: in the threadpool, so other requests are served meanwhile.
+    return await run_in_threadpool(_submit, store, user, raw, media_type, key, response)
 
 
 @router.get("/studies", response_model=Page[StudyPublic], responses=error_responses(401, 422))
@@ -252,31 +223,61 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return merged
 
 
+CLONE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": False,
+        "description": "merged into the spec (JSON merge patch: null removes a field); "
+        "none: an unchanged copy",
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+}
+
+
+def _clone(
+    store: StoreDep,
+    user: UserInfo,
+    study_id: int,
+    raw: bytes,
+    media_type: str,
+    key: str | None,
+    response: Response,
+) -> StudyPublic:
+    changes = (
+        documents.decode(raw, media_type, what="a clone's changes", yaml_too=False)
+        if raw.strip()
+        else {}
+    )
+    source = store.studies.get(study_id)
+    try:
+        spec = merge_patch(source.spec, changes)
+    except RecursionError as error:  # a backstop: decode bounds the depth of the changes
+        raise SpecError([{"loc": "body", "msg": documents.TOO_DEEP}]) from error
+    return _create(store, user, spec, key, response)
+
+
 @router.post(
     "/studies/{study_id}/clone",
     response_model=StudyPublic,
     status_code=status.HTTP_201_CREATED,
+    openapi_extra=CLONE_BODY,
     responses={
         200: {
             "model": StudyPublic,
             "description": "replayed: this Idempotency-Key's earlier study",
         },
-        **error_responses(400, 401, 404, 409, 422),
+        **error_responses(401, 404, 409, 413, 415, 422),
     },
 )
-def clone_study(
+async def clone_study(
     study_id: StudyId,
+    request: Request,
     response: Response,
     store: StoreDep,
     user: CurrentUser,
-    changes: Annotated[
-        dict[str, Any],
-        Body(description="merged into the spec (JSON merge patch: null removes a field)"),
-    ] = {},  # noqa: B006
     key: IdempotencyKey = None,
 ) -> StudyPublic:
     """Copy a study's spec with changes into a new study owned by the caller."""
-    _no_nul(changes)
-    source = store.studies.get(study_id)
-    spec = merge_patch(source.spec, changes)
-    return _create(store, user, spec, key, response)
+    media_type = _media_type(request)
+    documents.check_media_type(media_type, what="a clone's changes", yaml_too=False)
+    raw = await request.body()  # at most MAX_BODY_BYTES: service.api.limits stops the read
+    return await run_in_threadpool(_clone, store, user, study_id, raw, media_type, key, response)
