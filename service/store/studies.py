@@ -7,10 +7,10 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import optuna
-from sqlalchemy import func, select
+from sqlalchemy import CursorResult, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -180,11 +180,12 @@ class Studies:
         for params in baseline_params(spec):
             study.enqueue_trial(params, skip_if_exists=True)
 
-    def _delete_rows(self, study_id: int) -> None:
-        with self.db.session() as session:
-            row = session.get(Study, study_id)
-            if row is not None:
-                session.delete(row)
+    def _delete_rows(self, study_id: int) -> bool:
+        # One conditional DELETE (its runs go by ON DELETE CASCADE): of racing deletes, exactly
+        # one sees the row; the others match nothing (PostgreSQL re-checks a row it waited on).
+        with self.db.session(immediate=True) as session:
+            done = session.execute(delete(Study).where(Study.id == study_id))
+            return bool(cast(CursorResult[Any], done).rowcount)
 
     def get(self, study_id: int) -> StudyInfo:
         """A study with its run counts."""
@@ -227,9 +228,10 @@ class Studies:
             run.finished_at = utcnow()
 
     def delete(self, study_id: int) -> None:
-        """Delete a study, its runs and its Optuna study."""
+        """Delete a study, its runs and its Optuna study; NotFound if it is gone (or going)."""
         info = self.get(study_id)
-        self._delete_rows(study_id)
+        if not self._delete_rows(study_id):  # a concurrent delete won
+            raise NotFound(f"study {study_id} does not exist")
         try:
             optuna.delete_study(study_name=info.optuna_name, storage=self.db.optuna)
         except KeyError:
