@@ -118,7 +118,8 @@ PRUNER_FIELDS: dict[str, tuple[str, ...]] = {
 # it cannot run, a bound Optuna or the database relies on). One that refuses what the code ran
 # harmlessly or ignored runs only for new specs: a field the sampler, pruner or dataset does not
 # read, a baseline listed twice, a blank name, hyperband's max_resource below min_resource, a
-# grid of more than MAX_GRID_POINTS configurations, a count past its cap.
+# grid of more than MAX_GRID_POINTS configurations, a count past its cap, a description longer
+# than MAX_DESCRIPTION_CHARS.
 SUBMISSION = "submission"
 # Bounds of the spec's counts and seeds. Our integer columns are 32-bit (service/db/models.py:
 # as_studies.priority, n_trials), Optuna's and numpy's seeds 32-bit unsigned, torch's 64-bit:
@@ -139,6 +140,9 @@ MAX_IMAGES = 10_000_000
 CIFAR_TRAIN_IMAGES = 50_000  # CIFAR-10's and CIFAR-100's training sets, split into train and val
 MAX_TRIAL_S = 30 * 86_400  # timeouts.trial_s: 30 days
 MAX_STUDY_S = 366 * 86_400  # timeouts.study_s: a year
+# description: free text, shown with the study and sent in every item of a study list. A cap
+# (new specs only): a longer one was stored and shown harmlessly.
+MAX_DESCRIPTION_CHARS = 10_000
 # Activation entry keys that are not family parameters or options.
 ENTRY_KEYS: tuple[str, ...] = (
     "scope",
@@ -1026,6 +1030,21 @@ class StudySpec(BaseModel):
         if _at_submission(info) and not value.strip():
             raise PydanticCustomError(
                 "invalid_spec", "{reason}", {"reason": "name must not be blank"}
+            )
+        return value
+
+    @field_validator("description")
+    @classmethod
+    def _description_capped(cls, value: str, info: ValidationInfo) -> str:
+        # A new spec's only (SUBMISSION): nothing but people read the description.
+        if _at_submission(info) and len(value) > MAX_DESCRIPTION_CHARS:
+            raise PydanticCustomError(
+                "invalid_spec",
+                "{reason}",
+                {
+                    "reason": f"description must be at most {MAX_DESCRIPTION_CHARS} characters, "
+                    f"not {len(value)}: shorten it (put long notes elsewhere, link them here)"
+                },
             )
         return value
 
