@@ -16,7 +16,7 @@ from service.api.schemas import (
     TrialPublic,
     error_responses,
 )
-from service.store.queries import ParamRange, list_trials, trial_detail
+from service.store.queries import InvalidQuery, ParamRange, list_trials, trial_detail
 
 router = APIRouter(tags=["trials"])
 
@@ -28,6 +28,23 @@ TrialSort = Literal[
 FAMILY_PATTERN = r"^[A-Za-z0-9_.-]{1,50}$"
 PARAM_PATTERN = r"^[^\x00-\x1f]{1,200}$"
 Bound = Annotated[float | None, Query(allow_inf_nan=False)]
+
+
+def _param_range(text: str) -> ParamRange:
+    """A `param` filter; a range whose low is above its high is refused (it matches nothing)."""
+    param = ParamRange.parse(text)
+    if param.low is not None and param.high is not None and param.low > param.high:
+        raise InvalidQuery(
+            "query.param", f"{text!r}: the low bound {param.low:g} is above the high {param.high:g}"
+        )
+    return param
+
+
+def _check_value_range(value_min: float | None, value_max: float | None) -> None:
+    if value_min is not None and value_max is not None and value_min > value_max:
+        raise InvalidQuery(
+            "query.value_min", f"value_min {value_min:g} is above value_max {value_max:g}"
+        )
 
 
 @router.get(
@@ -62,12 +79,13 @@ def list_study_trials(
     ] = None,
 ) -> Page[TrialPublic]:
     """A study's trials (one row per attempt), filtered and sorted in SQL, with the total."""
+    _check_value_range(value_min, value_max)
     page = list_trials(
         store.db,
         study_id,
         states=state,
         families=family,
-        params=[ParamRange.parse(p) for p in param],
+        params=[_param_range(p) for p in param],
         value_min=value_min,
         value_max=value_max,
         sort=sort,
