@@ -967,7 +967,11 @@ class StudySpec(BaseModel):
     name: StrictStr = Field(
         min_length=1, max_length=200, description="the study's name (not blank)"
     )
-    description: StrictStr = Field(default="", description="free text shown with the study")
+    description: StrictStr = Field(
+        default="",
+        description="free text shown with the study",
+        json_schema_extra={"maxLength": MAX_DESCRIPTION_CHARS},
+    )
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
     training: TrainingSpec = Field(
