@@ -4,7 +4,7 @@ Every module is built as `Cls(channels, params=..., options=..., scope=..., trai
 clamp=...)`; missing values come from the family's registry defaults. Scalar parameters are stored
 as tensors shaped () for `shared`/`per_layer` scope and (C,) for `per_channel` (broadcast over
 dim 1 of (N, C, ...) inputs). Positive parameters are stored as log(value) and clamped, so they can
-never leave (0, ∞). `module.fn` is the forward function `(x, *constrained params) -> y`: the
+never leave (0, ∞); their value is exp(log) computed in fp32, also after `module.half()`. `module.fn` is the forward function `(x, *constrained params) -> y`: the
 fp32-wrapped reference in `search_space.modules.functional`. On CUDA the fused kernels of
 `search_space.kernels` replace it where they cover the family and options; `forward` hands
 them the stored tensors (log-stored ones included: the kernel applies the clamp and exp itself).
@@ -149,7 +149,14 @@ class ActivationModule(nn.Module):
         """The constrained (user-facing) value of a parameter: μ itself, not log μ."""
         stored = self._stored[name]
         raw: Tensor = getattr(self, stored.attr)
-        return raw.clamp(LOG_MIN, LOG_MAX).exp() if stored.positive else raw
+        if not stored.positive:
+            return raw
+        # exp in fp32 (fp64 stays fp64): after `module.half()` log μ is fp16, where exp
+        # overflows above μ ≈ 65504 and flushes μ below ≈ 6e-8 to 0 (the fused kernels read the
+        # stored log in fp32 too)
+        if raw.dtype != torch.float64:
+            raw = raw.float()
+        return raw.clamp(LOG_MIN, LOG_MAX).exp()
 
     def broadcast(self, name: str, x: Tensor) -> Tensor:
         """The parameter shaped to broadcast against x (channels on dim 1)."""
@@ -240,7 +247,7 @@ class ActivationModule(nn.Module):
             if raw.dim() == lead:
                 continue
             mean = clone.value(name).detach().mean(dim=-1)
-            new = mean.log() if stored.positive else mean
+            new = (mean.log() if stored.positive else mean).to(raw.dtype)
             if isinstance(raw, nn.Parameter):
                 setattr(clone, stored.attr, nn.Parameter(new))
             else:

@@ -8,7 +8,7 @@ from .functional import Kernel, in_fp32
 
 
 class Swish(ActivationModule):
-    """x·σ(βx); β > 0 stored as log β."""
+    """x·σ(βx); β > 0 stored as log β, exponentiated in fp32 (also after `module.half()`)."""
 
     family = "swish"
 

@@ -312,6 +312,38 @@ def test_trap_smu1_tiny_mu_in_fp16(preset: str) -> None:
     assert module.value("mu").item() > 0
 
 
+@pytest.mark.parametrize("cast", ["half", "bfloat16"])
+@pytest.mark.parametrize(
+    ("config", "name"),
+    [
+        ({"family": "smu", "params": {"mu": 1e6}}, "mu"),
+        ({"family": "smu1", "preset": "early_code"}, "mu"),
+        ({"family": "swish", "params": {"beta": 1e6}}, "beta"),
+    ],
+    ids=["smu-mu-1e6", "smu1-mu-4e-9", "swish-beta-1e6"],
+)
+def test_positive_parameters_survive_a_module_cast(
+    config: dict[str, Any], name: str, cast: str
+) -> None:
+    """`module.half()` / `.bfloat16()` stores log μ in 16 bits; μ itself (exp(log μ)) would
+    overflow fp16 at 1e6 (output NaN at x = 0) and underflow it at 4e-9 (μ = 0)."""
+    wide = build_activation(config)
+    assert isinstance(wide, ActivationModule)
+    narrow = getattr(build_activation(config), cast)()
+    dtype = torch.float16 if cast == "half" else torch.bfloat16
+    assert getattr(narrow, f"log_{name}").dtype == dtype
+    want = wide.value(name).item()
+    # log μ rounded to 16 bits moves μ by up to 0.8% (fp16) or 6.5% (bf16) for |log μ| < 32
+    assert narrow.value(name).item() == pytest.approx(want, rel=0.02 if cast == "half" else 0.07)
+    x = torch.tensor([-3.0, -1e-3, 0.0, 1e-3, 3.0], requires_grad=True)
+    y = narrow(x.detach().to(dtype).requires_grad_())
+    assert torch.isfinite(y).all(), y
+    assert torch.allclose(y.float(), wide(x).detach(), rtol=2e-2, atol=1e-3)
+    y.float().sum().backward()
+    for pname, p in narrow.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+
+
 @pytest.mark.parametrize("form", ["A", "B", "C"])
 def test_trap_pau_at_20_in_fp16(form: str) -> None:
     module = build_activation({"family": "pau", "options": {"form": form}})
