@@ -31,7 +31,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -43,7 +43,7 @@ except ImportError:  # pragma: no cover - depends on the installed Optuna
 
 from search_space.spec import SpecError, StudySpec, parse_spec
 from search_space.suggest import MissingPackage, make_pruner, make_sampler, suggest_config
-from service.db import is_transient
+from service.db.outage import db_retry, describe_db_error, is_db_outage
 from service.settings import Settings
 from service.store import Claim, NotFound, RunStatus, Store
 from workers.optuna_cache import known_trial, started_trials, undo_started, worker_storage
@@ -53,76 +53,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 SKIP_STUDY_S = 600.0  # how long a machine that cannot run a study leaves it to the others
 LOG_TAIL_CHARS = 20_000
 DATA_CACHE_SIZE = 2  # decoded datasets kept per process (each may also hold a GPU copy)
 STUDY_CACHE_SIZE = 16  # loaded Optuna studies (with their trial caches) kept per process
-
-
-# -- database outages -----------------------------------------------------------------------
-def is_db_outage(error: BaseException) -> bool:
-    """Whether an error (or what caused it) is a lost or refused database connection or lock."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        try:
-            if is_transient(current):
-                return True
-        except Exception:  # pragma: no cover - is_transient only inspects types
-            pass
-        if type(current).__name__ == "OperationalError":  # psycopg / sqlite3 DB-API errors
-            return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
-def describe_db_error(error: BaseException) -> str:
-    """The first line of the innermost message: short enough for a warning."""
-    inner: BaseException = error
-    while inner.__cause__ is not None:
-        inner = inner.__cause__
-    text = str(inner).strip().splitlines()
-    return f"{type(inner).__name__}: {text[0] if text else ''}"
-
-
-def db_retry(
-    fn: Callable[[], T],
-    what: str,
-    *,
-    attempts: int = 0,
-    stop: threading.Event | None = None,
-    base_s: float = 0.5,
-    max_s: float = 10.0,
-) -> T:
-    """fn(), retried with back-off while the database is unreachable (attempts=0: forever).
-
-    Optuna wraps driver errors in StorageInternalError, so the whole cause chain is inspected.
-    `stop` (when set) ends the waiting and re-raises, for retries that may be abandoned.
-    """
-    delay, tries = base_s, 0
-    while True:
-        try:
-            return fn()
-        except Exception as error:
-            tries += 1
-            if not is_db_outage(error) or (attempts and tries >= attempts):
-                raise
-            if stop is not None and stop.is_set():
-                raise
-            log.warning(
-                "database unreachable while trying to %s (%s); retrying in %.1f s",
-                what,
-                describe_db_error(error),
-                delay,
-            )
-            if stop is not None:
-                if stop.wait(delay):  # asked to stop while waiting: give up at once
-                    raise
-            else:
-                time.sleep(delay)
-            delay = min(max_s, delay * 2)
 
 
 # -- what needs torch -----------------------------------------------------------------------
@@ -294,7 +228,9 @@ class TrialRunner:
             return self._refuse_here(claim, f"its data could not be loaded: {_describe(error)}")
         try:
             study = self._study(claim, spec)
-            trial = db_retry(lambda: self._trial(study, claim), "create the Optuna trial")
+            trial = db_retry(
+                lambda: self._trial(study, claim), "create the Optuna trial", stop=self.stopping
+            )
         except ImportError as error:
             # A package the sampler or pruner needs is missing on this machine (make_sampler
             # imports them up front): like missing data, other machines may have it.
@@ -306,7 +242,9 @@ class TrialRunner:
             log.exception("study %s: Optuna could not create a trial", claim.study_id)
             return self._refuse(claim, f"Optuna could not create a trial: {_describe(error)}")
         try:
-            config = db_retry(lambda: suggest_config(trial, spec), "suggest the parameters")
+            config = db_retry(
+                lambda: suggest_config(trial, spec), "suggest the parameters", stop=self.stopping
+            )
         except Exception as error:
             return self._failed_before_training(claim, study, trial, error)
         params = dict(trial.params)
@@ -346,17 +284,21 @@ class TrialRunner:
                 config=config,
             ),
             "attach the trial",
+            stop=self.stopping,
         )
 
     def _refuse_here(self, claim: Claim, message: str) -> Outcome:
         """This machine cannot run the study (its data, a package): fail it only if no other can."""
         log.error("study %s cannot run on %s: %s", claim.study_id, self.hostname, message)
-        db_retry(lambda: self.store.runs.release(claim.run_id), "release the run")
+        db_retry(
+            lambda: self.store.runs.release(claim.run_id), "release the run", stop=self.stopping
+        )
         failed = db_retry(
             lambda: self.store.studies.cannot_run_on(
                 claim.study_id, self.hostname, message, self.settings.grace_s
             ),
             "record that this machine cannot run the study",
+            stop=self.stopping,
         )
         if not failed:
             log.warning(
@@ -369,8 +311,14 @@ class TrialRunner:
         """The study cannot run here at all: fail it with the message, leave no run behind."""
         log.error("study %s cannot run: %s", claim.study_id, message)
         # Release first: a released retry goes back to the queue, which failing then cancels.
-        db_retry(lambda: self.store.runs.release(claim.run_id), "release the run")
-        db_retry(lambda: self.store.studies.fail(claim.study_id, message), "fail the study")
+        db_retry(
+            lambda: self.store.runs.release(claim.run_id), "release the run", stop=self.stopping
+        )
+        db_retry(
+            lambda: self.store.studies.fail(claim.study_id, message),
+            "fail the study",
+            stop=self.stopping,
+        )
         return Outcome("released", reason=message)
 
     def _study(self, claim: Claim, spec: StudySpec) -> optuna.Study:
@@ -386,6 +334,7 @@ class TrialRunner:
                     pruner=make_pruner(spec),
                 ),
                 "load the Optuna study",
+                stop=self.stopping,
             )
         self._studies[claim.optuna_name] = study  # (re)inserted last: most recently used
         return study
@@ -626,7 +575,9 @@ class _Attempt:
             )
 
         try:
-            return db_retry(write, "store an epoch", attempts=0 if wait else 1)
+            return db_retry(
+                write, "store an epoch", attempts=0 if wait else 1, stop=self.runner.aborting
+            )
         except NotFound as error:
             raise Stop("abandoned") from error  # the study was deleted meanwhile
 
@@ -720,6 +671,7 @@ class _Attempt:
         db_retry(
             lambda: self.store.runs.hand_back(self.run_id, "worker stopped (signal)"),
             "hand the run back",
+            stop=self.runner.aborting,
         )
         log.info("run %s handed back for a retry with the same parameters", self.run_id)
         return Outcome("handed_back", reason="worker_lost")
@@ -760,6 +712,7 @@ class _Attempt:
                         self.run_id, state=state, value=_finite(value), **fields
                     ),
                     "store the run's outcome",
+                    stop=self.runner.aborting,
                 )
             )
         except NotFound:
@@ -778,7 +731,7 @@ class _Attempt:
             tell_optuna(self.study, self.trial, values, state)
 
         try:
-            db_retry(tell, "tell Optuna the result")
+            db_retry(tell, "tell Optuna the result", stop=self.runner.aborting)
         except optuna.exceptions.UpdateFinishedTrialError:
             log.warning("run %s: its Optuna trial was already finished", self.run_id)
         except Exception:

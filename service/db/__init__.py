@@ -1,18 +1,19 @@
 """Data layer: engine, transactions, our tables and Optuna's storage on the same database."""
 
-from service.db.engine import (
-    is_sqlite,
-    is_transient,
-    make_engine,
-    make_sessionmaker,
-    retry_transient,
-    session_scope,
-)
+from service.db.engine import is_sqlite, make_engine, make_sessionmaker, session_scope
 from service.db.models import Base, Epoch, Meta, Run, Study, Token, User, Worker, utcnow
 from service.db.optuna_storage import optuna_storage
+from service.db.outage import (
+    DatabaseWaitStopped,
+    db_retry,
+    describe_db_error,
+    is_db_outage,
+    is_permanent_db_error,
+)
 
 __all__ = [
     "Base",
+    "DatabaseWaitStopped",
     "Epoch",
     "Meta",
     "Run",
@@ -20,12 +21,14 @@ __all__ = [
     "Token",
     "User",
     "Worker",
+    "db_retry",
+    "describe_db_error",
+    "is_db_outage",
+    "is_permanent_db_error",
     "is_sqlite",
-    "is_transient",
     "make_engine",
     "make_sessionmaker",
     "optuna_storage",
-    "retry_transient",
     "session_scope",
     "utcnow",
 ]

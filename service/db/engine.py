@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,7 +9,6 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -76,35 +74,3 @@ def session_scope(factory: sessionmaker[Session], *, immediate: bool = False) ->
         raise
     finally:
         session.close()
-
-
-TRANSIENT_ERRORS = (OperationalError, DBAPIError)
-
-
-def is_transient(error: BaseException) -> bool:
-    """Whether a database error is worth retrying (lost connection, lock timeout, restart)."""
-    if isinstance(error, DBAPIError) and error.connection_invalidated:
-        return True
-    return isinstance(error, OperationalError)
-
-
-def retry_transient(
-    fn: Any, *, attempts: int = 0, base_s: float = 0.5, max_s: float = 10.0, on_retry: Any = None
-) -> Any:
-    """Call fn() until it succeeds, backing off on transient database errors.
-
-    attempts=0 retries forever: a worker holding finished results must outlive a database restart.
-    """
-    delay = base_s
-    tries = 0
-    while True:
-        try:
-            return fn()
-        except TRANSIENT_ERRORS as error:
-            tries += 1
-            if not is_transient(error) or (attempts and tries >= attempts):
-                raise
-            if on_retry is not None:
-                on_retry(error, delay)
-            time.sleep(delay)
-            delay = min(max_s, delay * 2)
