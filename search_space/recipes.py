@@ -1,14 +1,19 @@
-"""Recommended training settings per model: plain "training" mappings. Torch-free.
+"""Recommended training settings per model: overrides of the contract's training defaults.
 
-`recipe(model)` is what `actsearch train` and the bench train with. A study spec whose model is
-one of SPEC_RECIPE_MODELS takes that recipe's value for every training field it leaves out
-(search_space.spec); other models keep the spec's generic defaults.
+A recipe names only the options it changes; `recipe(model)` is the whole "training" mapping with
+every other option at its contract default (search_space.contract.TrainingConfig), checked when
+this module is imported. It is what `actsearch train` and the bench train with. A study spec
+whose model is one of SPEC_RECIPE_MODELS takes that recipe's value for every training field it
+leaves out (search_space.spec); other models keep the contract's generic defaults. Torch-free.
 """
 
 from __future__ import annotations
 
 import copy
 from typing import Any
+
+from search_space.contract import TrainingConfig
+from search_space.contract.fields import ConfigModel, knob_of
 
 __all__ = [
     "MODEL_RECIPES",
@@ -58,13 +63,39 @@ MODEL_RECIPES: dict[str, dict[str, Any]] = {"proxy": PROXY_RECIPE}
 # spec's generic defaults predate it, and every stored study that leaves a field out relies on
 # them.
 SPEC_RECIPE_MODELS: tuple[str, ...] = ("proxy",)
+# Every recipe is a valid TrainingConfig: a misspelt or out-of-domain key fails at import.
+_RESOLVED: dict[str, TrainingConfig] = {
+    name: TrainingConfig.model_validate(overrides)
+    for name, overrides in {**MODEL_RECIPES, "standard": STANDARD_RECIPE}.items()
+}
 
 
 def recipe(model: str) -> dict[str, Any]:
-    """Recommended "training" settings for a model (a fresh, mutable copy)."""
-    return copy.deepcopy(MODEL_RECIPES.get(model, STANDARD_RECIPE))
+    """Recommended "training" settings for a model, every option stated (a fresh mapping)."""
+    name = model if model in MODEL_RECIPES else "standard"
+    return _RESOLVED[name].model_dump(mode="json")
 
 
 def spec_recipe(model: str) -> dict[str, Any] | None:
-    """The recipe a study spec of this model takes its training defaults from, or None."""
-    return recipe(model) if model in SPEC_RECIPE_MODELS else None
+    """What a study spec of this model takes for the training fields it leaves out, or None.
+
+    The recipe's own overrides, without the trainer's options a spec does not set
+    (augment.pad_mode): the other fields are the spec's generic defaults anyway.
+    """
+    if model not in SPEC_RECIPE_MODELS:
+        return None
+    return _spec_fields(copy.deepcopy(MODEL_RECIPES[model]), TrainingConfig)
+
+
+def _spec_fields(values: dict[str, Any], config: type[ConfigModel]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        info = config.model_fields[name]
+        knob = knob_of(info)
+        if knob is None or not knob.spec:
+            continue
+        nested = info.annotation
+        if isinstance(value, dict) and isinstance(nested, type) and issubclass(nested, ConfigModel):
+            value = _spec_fields(value, nested)
+        out[name] = value
+    return out

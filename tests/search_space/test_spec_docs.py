@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from search_space import docs, spec_docs
 from search_space.recipes import PROXY_RECIPE
 from search_space.spec import (
     DATASET_NAMES,
@@ -21,6 +20,7 @@ from search_space.spec import (
     SamplerSpec,
     parse_spec,
 )
+from tools import docs, spec_docs
 
 
 def _text() -> str:

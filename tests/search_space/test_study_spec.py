@@ -18,6 +18,7 @@ import yaml
 
 from search_space.build import ActivationConfig, ActivationFactory
 from search_space.curves import prescreen
+from search_space.contract import EmaConfig, LookaheadConfig, TrainingConfig
 from search_space.recipes import PROXY_RECIPE, STANDARD_RECIPE, recipe
 from search_space.registry import ALIASES, FAMILIES
 from search_space.spec import (
@@ -261,8 +262,6 @@ def test_single_family_has_no_activation_parameter() -> None:
 
 
 def test_ema_and_tta_reach_the_resolved_config_as_the_trainer_reads_them() -> None:
-    from workers.train import EmaConfig, TrainingConfig
-
     data = _mutated("training.ema", {"decay": 0.99, "start_epoch": 2})
     data["training"]["tta"] = "flip"
     spec = parse_spec(data)
@@ -276,8 +275,8 @@ def test_ema_and_tta_reach_the_resolved_config_as_the_trainer_reads_them() -> No
     assert training["ema"] == {"decay": 0.99, "start_epoch": 2, "every": 1}
     assert training["tta"] == "flip"
     assert json.loads(json.dumps(training)) == training
-    resolved = TrainingConfig.from_dict(training)
-    assert (resolved.ema, resolved.tta) == (EmaConfig(0.99, 2, 1), "flip")
+    resolved = TrainingConfig.model_validate(training)
+    assert (resolved.ema, resolved.tta) == (EmaConfig(decay=0.99, start_epoch=2, every=1), "flip")
     assert parse_spec(spec.model_dump(mode="json")) == spec
 
     plain = parse_spec(QUICKSTART)
@@ -285,27 +284,26 @@ def test_ema_and_tta_reach_the_resolved_config_as_the_trainer_reads_them() -> No
         optuna.trial.FixedTrial({"training.lr": 0.1, "activation": "relu"}), plain
     )["training"]
     assert (default["ema"], default["tta"]) == (None, "none")
-    resolved = TrainingConfig.from_dict(default)
+    resolved = TrainingConfig.model_validate(default)
     assert (resolved.ema, resolved.tta) == (None, "none")
     empty = parse_spec(_mutated("training.ema", {})).training.ema
     assert empty == EMA_DEFAULTS  # {} = the defaults, as in the trainer
 
 
-def test_ema_defaults_and_tta_modes_are_the_trainers() -> None:
-    from dataclasses import asdict
+def test_the_spec_defaults_are_the_contracts_the_trainer_reads() -> None:
+    import workers.train
 
-    from workers.train import TTA_MODES as TRAINER_TTA_MODES
-    from workers.train import EmaConfig, LookaheadConfig, TrainingConfig
-
-    assert asdict(EmaConfig()) == EMA_DEFAULTS
-    assert asdict(LookaheadConfig()) == LOOKAHEAD_DEFAULTS
+    assert EmaConfig().model_dump() == EMA_DEFAULTS
+    assert LookaheadConfig().model_dump() == LOOKAHEAD_DEFAULTS
     assert TrainingConfig().betas == BETAS_DEFAULT
-    assert TTA_MODES == TRAINER_TTA_MODES
+    assert workers.train.TrainingConfig is TrainingConfig  # one class, not a copy to keep equal
+    spec_training = parse_spec({"name": "d", "activations": {"relu": {}}}).training
+    contract = TrainingConfig().model_dump()
+    contract["augment"] = {k: contract["augment"][k] for k in ("crop_padding", "flip")}
+    assert spec_training.model_dump() == {**contract, "betas": tuple(contract["betas"])}
 
 
 def test_lookahead_betas_and_bias_lr_scale_reach_the_resolved_config() -> None:
-    from workers.train import LookaheadConfig, TrainingConfig
-
     data = _mutated("training.lookahead", {"every": 2})
     data["training"].update(
         optimizer="adamw", betas=[0.8, 0.99], bias_lr_scale={"low": 1.0, "high": 64.0, "log": True}
@@ -321,7 +319,7 @@ def test_lookahead_betas_and_bias_lr_scale_reach_the_resolved_config() -> None:
     assert training["lookahead"] == {"start_epoch": 3, "every": 2, "decay": 0.95, "power": 3.0}
     assert (training["betas"], training["bias_lr_scale"]) == ([0.8, 0.99], 16.0)
     assert json.loads(json.dumps(training)) == training
-    resolved = TrainingConfig.from_dict(training)
+    resolved = TrainingConfig.model_validate(training)
     assert resolved.lookahead == LookaheadConfig(start_epoch=3, every=2, decay=0.95, power=3.0)
     assert (resolved.betas, resolved.bias_lr_scale) == ((0.8, 0.99), 16.0)
     assert parse_spec(spec.model_dump(mode="json")) == spec
@@ -330,18 +328,16 @@ def test_lookahead_betas_and_bias_lr_scale_reach_the_resolved_config() -> None:
         optuna.trial.FixedTrial({"training.lr": 0.1, "activation": "relu"}), parse_spec(QUICKSTART)
     )["training"]
     assert (plain["lookahead"], plain["betas"], plain["bias_lr_scale"]) == (None, [0.9, 0.999], 1.0)
-    resolved = TrainingConfig.from_dict(plain)
+    resolved = TrainingConfig.model_validate(plain)
     assert (resolved.lookahead, resolved.betas, resolved.bias_lr_scale) == (
         None, (0.9, 0.999), 1.0,
     )  # fmt: skip
 
 
 def test_grad_clip_is_off_by_default_searchable_and_reaches_the_trainer() -> None:
-    from workers.train import TrainingConfig
-
     relu = optuna.trial.FixedTrial({"training.lr": 0.1, "activation": "relu"})
     plain = suggest_config(relu, parse_spec(QUICKSTART))["training"]
-    assert plain["grad_clip"] is None and TrainingConfig.from_dict(plain).grad_clip is None
+    assert plain["grad_clip"] is None and TrainingConfig.model_validate(plain).grad_clip is None
 
     fixed = parse_spec(_mutated("training.grad_clip", 2))
     assert fixed.training.grad_clip == 2.0  # an integer is a number
@@ -354,7 +350,8 @@ def test_grad_clip_is_off_by_default_searchable_and_reaches_the_trainer() -> Non
         {"training.lr": 0.1, "training.grad_clip": 2.5, "activation": "relu"}
     )
     training = suggest_config(trial, searched)["training"]
-    assert training["grad_clip"] == 2.5 and TrainingConfig.from_dict(training).grad_clip == 2.5
+    assert training["grad_clip"] == 2.5
+    assert TrainingConfig.model_validate(training).grad_clip == 2.5
     assert parse_spec(searched.model_dump(mode="json")) == searched
 
 
@@ -401,13 +398,12 @@ def test_a_proxy_study_without_training_takes_the_proxy_recipe(model: Any) -> No
 
 
 def test_the_resolved_config_of_a_proxy_study_is_the_proxy_recipe() -> None:
-    from workers.train import TrainingConfig
-
     spec = parse_spec(_proxy_spec())
     config = suggest_config(optuna.trial.FixedTrial({"activation": "smu"}), spec)
     assert config["model"]["name"] == "proxy"
     assert json.loads(json.dumps(config)) == config
-    assert TrainingConfig.from_dict(config["training"]) == TrainingConfig.from_dict(recipe("proxy"))
+    trained = TrainingConfig.model_validate(config["training"])
+    assert trained == TrainingConfig.model_validate(recipe("proxy"))
 
 
 def test_fields_a_proxy_study_gives_win_over_the_recipe() -> None:
@@ -466,10 +462,13 @@ def test_recipes_are_fresh_copies_and_the_trainers() -> None:
     mine["lookahead"]["every"] = 1
     mine["augment"]["crop_padding"] = 0
     assert PROXY_RECIPE["lookahead"]["every"] == 5 and PROXY_RECIPE["augment"]["crop_padding"] == 2
-    assert recipe("resnet18") == STANDARD_RECIPE and recipe("proxy") == PROXY_RECIPE
+    # A recipe is its overrides on top of the contract's defaults, every option stated.
+    assert recipe("resnet18") == TrainingConfig.model_validate(STANDARD_RECIPE).model_dump(
+        mode="json"
+    )
+    assert recipe("proxy") == TrainingConfig.model_validate(PROXY_RECIPE).model_dump(mode="json")
+    assert set(recipe("proxy")) == set(TrainingConfig.model_fields)
     assert workers.train.recipe is recipe
-    assert workers.train.PROXY_RECIPE is PROXY_RECIPE
-    assert workers.train.STANDARD_RECIPE is STANDARD_RECIPE
 
 
 @pytest.mark.parametrize(
@@ -775,7 +774,7 @@ INVALID = [
     ("training.tta", "mirror", "training.tta", "'mirror' is not one of none, flip"),
     ("training.tta", {"choices": ["none", "flip"]}, "training.tta", "tta cannot be searched"),
     ("training.ema", {"choices": [None, {}]}, "training.ema", "ema cannot be searched"),
-    ("training.ema", 0.99, "training.ema", "give one mapping {decay, start_epoch, every}"),
+    ("training.ema", 0.99, "training.ema", "give one mapping with some of {decay, start_epoch"),
     ("training.ema.decay", 1.0, "training.ema.decay", "outside the domain [0, 1)"),
     ("training.ema.decay", True, "training.ema.decay", "expected a number"),
     (
@@ -794,7 +793,6 @@ INVALID = [
         "training.lookahead",
         "lookahead cannot be searched",
     ),
-    ("training.lookahead", {}, "training.lookahead", "cannot be {} (the trainer would read it"),
     ("training.lookahead", True, "training.lookahead", "give one mapping with some of"),
     ("training.lookahead.decay", 1.0, "training.lookahead.decay", "outside the domain [0, 1)"),
     (
@@ -811,9 +809,9 @@ INVALID = [
     ("training.bias_lr_scale", {"low": 0, "high": 8}, "training.bias_lr_scale", "outside"),
     ("training.bias_lr_scale", "fast", "training.bias_lr_scale", "valid number"),
     ("training.betas", {"low": 0.8, "high": 0.9}, "training.betas", "betas cannot be searched"),
-    ("training.betas", [0.9], "training.betas", "cannot be [0.9]: give one pair [beta1, beta2]"),
-    ("training.betas", [0.9, 1.0], "training.betas", "has beta2 = 1.0"),
-    ("training.betas", [True, 0.99], "training.betas", "has beta1 = True"),
+    ("training.betas", [0.9], "training.betas", "cannot be [0.9]: give one list of 2 numbers"),
+    ("training.betas", [0.9, 1.0], "training.betas", "has item 2 = 1.0"),
+    ("training.betas", [True, 0.99], "training.betas", "has item 1 = True"),
     ("model", "resnet1000", "model.name", "not one of resnet18"),
     ("sampler.name", "bogus", "sampler.name", "'tpe'"),
     ("pruner.name", "bogus", "pruner.name", "'median'"),

@@ -1,9 +1,10 @@
 """docs/spec.md, the study-spec reference, generated from the spec's pydantic models.
 
-`python -m search_space.docs` writes it with docs/activations.md (`--check`: fail when stale).
-Every table row comes from a model's fields and JSON schema, the bounds of the searchable
-fields from spec.py's *_DOMAINS, the recipes from search_space.recipes, and the example from
-examples/quickstart.yaml, parsed and turned into a trial config by the real code.
+`python -m tools.docs` writes it with docs/activations.md (`--check`: fail when stale).
+Every table row comes from a model's fields and JSON schema (the dataset, model and training
+sections are built from the trial contract, search_space.contract), the bounds of the
+searchable fields from the spec's *_DOMAINS, the recipes from search_space.recipes, and the
+example from examples/quickstart.yaml, parsed and turned into a trial config by the real code.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import yaml
 from pydantic import BaseModel, TypeAdapter
 from pydantic_core import PydanticUndefined
 
-from search_space.recipes import SPEC_RECIPE_MODELS, spec_recipe
+from search_space.recipes import MODEL_RECIPES, SPEC_RECIPE_MODELS
 from search_space.registry import ALIASES, ALL_SCOPES, FAMILIES, FIT_TARGETS, Domain, get_family
 from search_space.spec import (
     AUGMENT_DOMAINS,
@@ -132,9 +133,8 @@ SECTIONS: tuple[Section, ...] = (
         "training.lookahead",
         LookaheadSpec,
         defaults=LOOKAHEAD_DEFAULTS,
-        intro="`lookahead: null` (the default) is off; `{}` is refused (the trainer would read "
-        "it as off): give at least one key. Missing keys take their defaults, and the stored "
-        "spec states them.",
+        intro="`lookahead: null` (the default) is off; `lookahead: {}` averages with every "
+        "default. Missing keys take their defaults, and the stored spec states them.",
     ),
     Section(
         "activations",
@@ -159,9 +159,10 @@ _SECTION_OF_TYPE = {s.schema_type.__name__: s for s in SECTIONS}
 HEADER = """\
 # Study spec reference
 
-Generated from `search_space/spec.py` (the pydantic models that validate a spec),
-`search_space/recipes.py` and `examples/quickstart.yaml` by `python -m search_space.docs`; do not
-edit by hand (a test checks this file equals the generated text).
+Generated from `search_space/contract/` (every option of a trial, typed once),
+`search_space/spec/` (the pydantic models that validate a spec), `search_space/recipes.py` and
+`examples/quickstart.yaml` by `python -m tools.docs`; do not edit by hand (a test checks this
+file equals the generated text).
 
 A study spec is a YAML or JSON mapping: `actsearch submit SPEC.yaml`, or the body of
 `POST /api/v1/studies`. Only `name` and `activations` are required. Unknown fields are refused,
@@ -512,16 +513,11 @@ def _recipe_section() -> list[str]:
         lines.append(_recipe_row(name, info.default, values))
     left_out = sorted(
         {
-            *(
-                k
-                for m in recipes
-                for k in (spec_recipe(m) or {})
-                if k not in TrainingSpec.model_fields
-            ),
+            *(k for m in recipes for k in MODEL_RECIPES[m] if k not in TrainingSpec.model_fields),
             *(
                 f"augment.{k}"
                 for m in recipes
-                for k in (spec_recipe(m) or {}).get("augment", {})
+                for k in MODEL_RECIPES[m].get("augment", {})
                 if k not in AugmentSpec.model_fields
             ),
         }

@@ -1,0 +1,1 @@
+"""Developer tools: doc generators and check harnesses (not installed with the package)."""
