@@ -17,8 +17,8 @@ import torch
 import yaml
 
 from search_space.build import ActivationConfig, ActivationFactory
-from search_space.curves import prescreen
 from search_space.contract import EmaConfig, LookaheadConfig, TrainingConfig
+from search_space.curves import prescreen
 from search_space.recipes import PROXY_RECIPE, STANDARD_RECIPE, recipe
 from search_space.registry import ALIASES, FAMILIES
 from search_space.spec import (
@@ -30,7 +30,6 @@ from search_space.spec import (
     PRIORITY_RANGE,
     PRUNER_FIELDS,
     SAMPLER_FIELDS,
-    TTA_MODES,
     ModelSpec,
     PrunerSpec,
     SamplerSpec,
