@@ -8,7 +8,7 @@ parse_spec). Import from here.
 """
 
 from search_space.spec.dims import activation_dims, option_or_param_domain, search_dims
-from search_space.spec.grid import grid_count, grid_size, grid_values, is_shared_dim
+from search_space.spec.grid import grid_count, grid_size, grid_values, is_shared_dim, value_index
 from search_space.spec.limits import (
     CIFAR_TRAIN_IMAGES,
     DATASET_NAMES,
@@ -122,4 +122,5 @@ __all__ = [
     "parse_spec",
     "search_dims",
     "spec_errors",
+    "value_index",
 ]

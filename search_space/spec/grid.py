@@ -7,7 +7,7 @@ once per value of smu.alpha); model and training parameters vary in every family
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from search_space.spec.dims import activation_dims
@@ -71,3 +71,11 @@ def grid_size(spec: Searched) -> int:
         for key, entry in spec.activations.items()
     )
     return shared * per_family
+
+
+def value_index(values: Sequence[Any], value: Any) -> int:
+    """Position of `value` among grid values (1 == 1.0, but True is not 1); ValueError if absent."""
+    for i, candidate in enumerate(values):
+        if candidate == value and isinstance(candidate, bool) == isinstance(value, bool):
+            return i
+    raise ValueError(f"{value!r} is not on the grid")

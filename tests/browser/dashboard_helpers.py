@@ -14,8 +14,9 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from search_space.samplers import make_sampler
 from search_space.spec import parse_spec
-from search_space.suggest import config_family, make_sampler, suggest_config
+from search_space.suggest import config_family, suggest_config
 from service.store import Store
 
 CURVE_X = [round(-4.0 + 0.1 * i, 4) for i in range(81)]

@@ -19,8 +19,10 @@ import yaml
 from search_space.build import ActivationConfig, ActivationFactory
 from search_space.contract import EmaConfig, LookaheadConfig, TrainingConfig
 from search_space.curves import prescreen
+from search_space.grid_sampler import SpecGrid, SpecGridSampler, grid_search_space
 from search_space.recipes import PROXY_RECIPE, STANDARD_RECIPE, recipe
 from search_space.registry import ALIASES, FAMILIES
+from search_space.samplers import MissingPackage, PerTrialSeedSampler, make_pruner, make_sampler
 from search_space.spec import (
     BETAS_DEFAULT,
     EMA_DEFAULTS,
@@ -39,19 +41,7 @@ from search_space.spec import (
     grid_size,
     parse_spec,
 )
-from search_space.suggest import (
-    MissingPackage,
-    PerTrialSeedSampler,
-    SpecGrid,
-    SpecGridSampler,
-    baseline_params,
-    config_family,
-    grid_search_space,
-    make_pruner,
-    make_sampler,
-    suggest_config,
-    trial_budget,
-)
+from search_space.suggest import baseline_params, config_family, suggest_config, trial_budget
 
 QUICKSTART = """
 version: 1

@@ -12,7 +12,7 @@ from sqlalchemy.exc import OperationalError
 
 from service.store.runs import Claim
 from workers.objective import TrialRunner, db_retry, tell_optuna
-from workers.optuna_cache import worker_storage
+from search_space.optuna_access import worker_storage
 
 # Tables a whole-trial read selects from and a lent copy does not (`trial_values` is left out:
 # Optuna's write of a value selects the row it replaces).

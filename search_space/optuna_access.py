@@ -1,4 +1,9 @@
-"""Optuna's cached RDB storage as a worker uses it, with the enqueued-trial lookup made cheap.
+"""Every use of Optuna's private API, in one module: an Optuna upgrade is checked here.
+
+Accessors for what Optuna keeps private but samplers and ask-and-tell workers need (a trial's
+id, a study's storage and id); `create_running_trial` (a trial created RUNNING with fixed
+parameters, for a retry); `tell_without_reread` (`Study.tell` without its final re-read); and
+the cached storage a worker loads its studies with:
 
 `Study.ask` first looks for enqueued (WAITING) trials, through
 `get_all_trials(states=(WAITING,))`. Optuna's `_CachedStorage` answers every such call by first
@@ -30,6 +35,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Container, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import optuna
@@ -41,6 +47,73 @@ try:
     from optuna.storages._rdb.storage import _create_scoped_session
 except ImportError:  # pragma: no cover - depends on the installed Optuna
     _CachedStorage = None  # type: ignore[assignment,misc]
+try:  # Study.tell's body; see tell_without_reread
+    from optuna.study._tell import _tell_with_warning
+except ImportError:  # pragma: no cover - depends on the installed Optuna
+    _tell_with_warning = None  # type: ignore[assignment]
+
+AnyTrial = optuna.trial.BaseTrial | FrozenTrial
+
+
+def trial_id_of(trial: AnyTrial) -> int:
+    """The storage's id of a trial (Optuna keeps it private on Trial and FrozenTrial)."""
+    return int(trial._trial_id)  # type: ignore[union-attr]
+
+
+def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
+    """The storage a study reads and writes through (its cached wrapper, for a worker)."""
+    return study._storage
+
+
+def study_id_of(study: optuna.Study) -> int:
+    """The storage's id of a study."""
+    return int(study._study_id)
+
+
+def create_running_trial(study: optuna.Study, system_attrs: dict[str, Any]) -> optuna.Trial:
+    """A new RUNNING trial with these system attributes (e.g. "fixed_params": a retry's).
+
+    Optuna's own mechanism for fixed parameters (what enqueue_trial uses) is the system
+    attribute "fixed_params"; creating the trial RUNNING instead of WAITING keeps other
+    workers' ask() from taking it. The study's own (cached) storage must create it, so that
+    later writes through that cache know the trial.
+    """
+    template = FrozenTrial(
+        number=-1,  # the storage numbers it
+        state=TrialState.RUNNING,
+        value=None,
+        datetime_start=datetime.now(),
+        datetime_complete=None,
+        params={},
+        distributions={},
+        user_attrs={},
+        system_attrs=system_attrs,
+        intermediate_values={},
+        trial_id=-1,
+    )
+    trial_id = storage_of(study).create_new_trial(study_id_of(study), template_trial=template)
+    return optuna.Trial(study, trial_id)
+
+
+def tell_without_reread(
+    study: optuna.Study, trial: optuna.Trial, value: float | None, state: TrialState | None
+) -> None:
+    """`study.tell(..., skip_if_finished=True)` without the re-read that builds its return value.
+
+    `Study.tell` ends by loading the finished trial with its five relations again (six
+    statements, about a tenth of a trial's bookkeeping) only to return a copy nobody here uses.
+    Its body, `_tell_with_warning`, does everything else: the state check, the sampler's
+    `after_trial` and the write. Its read of the trial for the state check is served from the
+    `Trial`'s own copy once the trial's state column says it still runs (`known_trial`). An
+    Optuna without it gets the public call.
+    """
+    if _tell_with_warning is None:
+        study.tell(trial, value, state=state, skip_if_finished=True)
+        return
+    with known_trial(study, trial):  # its state check reads one column, not the whole trial
+        _tell_with_warning(
+            study=study, trial=trial, value_or_values=value, state=state, skip_if_finished=True
+        )
 
 
 def worker_storage(storage: optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:
