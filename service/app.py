@@ -15,6 +15,7 @@ from fastapi.openapi.utils import get_openapi
 from service.api import errors
 from service.api.routes import ROUTERS
 from service.dashboard import routes as dashboard
+from service.db import describe_db_error, is_db_outage
 from service.sessions import SessionSigner, shared_secret
 from service.settings import Settings
 from service.store import Store
@@ -30,9 +31,16 @@ async def reap_forever(store: Store, grace_s: float, interval_s: float) -> None:
         await asyncio.sleep(interval_s)
         try:
             reaped = await asyncio.to_thread(store.runs.reap_lost, grace_s)
-        except Exception:
+        except Exception as error:
             # A database hiccup must not end the loop; the next round tries again.
-            log.exception("reaping lost runs failed; retrying in %.0f s", interval_s)
+            if is_db_outage(error):
+                log.warning(
+                    "reaping lost runs: database unreachable (%s); retrying in %.0f s",
+                    describe_db_error(error),
+                    interval_s,
+                )
+            else:
+                log.exception("reaping lost runs failed; retrying in %.0f s", interval_s)
             continue
         if reaped:
             log.info("reaped runs %s whose workers went silent", reaped)
@@ -59,6 +67,27 @@ def _lifespan(
     return lifespan
 
 
+OUTAGE_RESPONSE: dict[str, Any] = {
+    "description": "the database is unreachable for now; retry after `Retry-After` seconds",
+    "headers": {
+        "Retry-After": {
+            "description": "seconds to wait before trying again",
+            "schema": {"type": "integer"},
+        }
+    },
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
+}
+
+
+def _document_outages(schema: dict[str, Any]) -> None:
+    """Every operation that reads the database (all that need a token) may answer 503."""
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.get("responses", {})
+            if "401" in responses:
+                responses.setdefault("503", OUTAGE_RESPONSE)
+
+
 def _openapi_with_spec(app: FastAPI) -> dict[str, Any]:
     """The generated schema plus the study spec's JSON schema (the body of POST /studies)."""
     if app.openapi_schema:
@@ -73,6 +102,7 @@ def _openapi_with_spec(app: FastAPI) -> dict[str, Any]:
     for name, definition in spec_schema.pop("$defs", {}).items():
         components.setdefault(name, definition)
     components["StudySpec"] = spec_schema
+    _document_outages(schema)
     app.openapi_schema = schema
     return schema
 

@@ -3,6 +3,9 @@
 Every response carries `X-Request-ID` (the client's, when it sent a sane one). Errors are
 `{"detail": <message or [{"loc": "a.b", "msg": ...}]>, "request_id": ...}`. A request body over
 the limit (service.api.limits) is a 413 of the same shape, refused before it is read.
+
+The database being away (service.db.outage) is a 503 with `Retry-After` on every route, so that
+a client can tell an outage to wait out from a bug (500); dashboard pages get a 503 page.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from search_space.spec import SpecError
 from service.api.limits import BodyLimitMiddleware
+from service.db.outage import describe_db_error, is_db_outage
 from service.store import Conflict, NotFound
 from service.store.queries import InvalidQuery
 
@@ -30,6 +34,9 @@ log = logging.getLogger(__name__)
 REQUEST_ID_HEADER = "X-Request-ID"
 # A client-chosen id is echoed only when it cannot smuggle anything into logs or headers.
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
+RETRY_AFTER_S = 5  # what a 503 asks clients to wait before they try again
+JSON_PREFIXES = ("/api/", "/dashboard/")  # everything else is a dashboard page (HTML)
+OUTAGE_PAGE = "unavailable.html"  # in the dashboard's templates
 
 
 def request_id_of(request: Request) -> str:
@@ -55,7 +62,8 @@ class RequestIdMiddleware:
     """Tags each request with an id, returns it as X-Request-ID, and turns crashes into 500s.
 
     Catching here (innermost of the user middleware, outside the routes) means a 500 carries the
-    same header and body shape as every other error, and the traceback goes only to our log.
+    same header and body shape as every other error, and the traceback goes only to our log. A
+    database outage, whichever route met it, is a 503 with Retry-After instead.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -80,23 +88,61 @@ class RequestIdMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
-        except Exception:
-            log.exception(
-                "request %s %s %s failed", request_id, scope.get("method"), scope.get("path")
-            )
+        except Exception as error:
+            where = (request_id, scope.get("method"), scope.get("path"))
+            outage = is_db_outage(error)
+            if outage:  # expected while the database is away: one line, no traceback
+                log.warning(
+                    "request %s %s %s: database unreachable (%s)", *where, describe_db_error(error)
+                )
+            else:
+                log.exception("request %s %s %s failed", *where)
             if started:
                 raise  # the client already has a status line; nothing better to send
-            body = error_body(
-                f"internal error; quote request id {request_id} when reporting it", request_id
+            status, headers, body = (
+                _unavailable(scope, request_id) if outage else _internal_error(request_id)
             )
             await send_with_id(
-                {
-                    "type": "http.response.start",
-                    "status": 500,
-                    "headers": [(b"content-type", b"application/json")],
-                }
+                {"type": "http.response.start", "status": status, "headers": headers}
             )
-            await send({"type": "http.response.body", "body": json.dumps(body).encode()})
+            await send({"type": "http.response.body", "body": body})
+
+
+Headers = list[tuple[bytes, bytes]]
+
+
+def _internal_error(request_id: str) -> tuple[int, Headers, bytes]:
+    detail = f"internal error; quote request id {request_id} when reporting it"
+    body = json.dumps(error_body(detail, request_id)).encode()
+    return 500, [(b"content-type", b"application/json")], body
+
+
+def outage_detail() -> str:
+    """What a 503 says: the database is away, and when to try again."""
+    return f"the database is unreachable (a temporary outage); retry in {RETRY_AFTER_S} s"
+
+
+def _unavailable(scope: Scope, request_id: str) -> tuple[int, Headers, bytes]:
+    """The 503 of a database outage: JSON for the API and data routes, a page for a browser."""
+    headers = [(b"retry-after", str(RETRY_AFTER_S).encode()), (b"cache-control", b"no-store")]
+    path = str(scope.get("path") or "")
+    page = None if path.startswith(JSON_PREFIXES) else _outage_page(scope)
+    if page is not None:
+        return 503, [(b"content-type", b"text/html; charset=utf-8"), *headers], page.encode()
+    body = json.dumps(error_body(outage_detail(), request_id)).encode()
+    return 503, [(b"content-type", b"application/json"), *headers], body
+
+
+def _outage_page(scope: Scope) -> str | None:
+    """The dashboard's 503 page, rendered without the database (None: no dashboard here)."""
+    app = scope.get("app")
+    templates = getattr(getattr(app, "state", None), "dashboard_templates", None)
+    if templates is None:
+        return None
+    template = templates.env.get_template(OUTAGE_PAGE)
+    return str(
+        template.render(user=None, modules=(), message=outage_detail(), retry_s=RETRY_AFTER_S)
+    )
 
 
 def _loc(parts: Sequence[Any]) -> str:

@@ -102,7 +102,12 @@ def _verdict(error: BaseException) -> bool | None:
     if isinstance(error, DBAPIError):
         if error.connection_invalidated:
             return True
-        return _driver_verdict(error.orig, operational=isinstance(error, OperationalError))
+        operational = isinstance(error, OperationalError)
+        return (
+            operational
+            if error.orig is None
+            else _driver_verdict(error.orig, operational=operational)
+        )
     if isinstance(error, (PoolTimeout, DisconnectionError)):
         return True  # no pooled connection became free in time / a pooled one was found dead
     if isinstance(error, (sqlite3.Error, psycopg.Error)):  # a driver error SQLAlchemy did not wrap
