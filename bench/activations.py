@@ -8,7 +8,7 @@ kernels are timed in the same run: v1 (one tile per program, a block reduction p
 per tile; the default) and v2 (persistent programs with register accumulators; "bwd2", "G2"
 columns), each checked first. A small sweep of tile sizes / warps (v1) and tiles / warps /
 programs per SM / in-thread fold (v2) is timed too (kernels only), to choose the defaults in
-search_space/kernels/_ops.py.
+search_space/kernels/_plan.py.
 
 Needs a CUDA GPU. Usage: python bench/activations.py [--quick] [--sweep all|v1|v2|none]
 Writes bench/results/activations-<gpu>-<date>.json (and a copy under $OUT when set).
@@ -45,8 +45,15 @@ sys.path.insert(0, str(ROOT))
 
 from bench.machine_info import cpu_model  # noqa: E402
 from search_space import kernels  # noqa: E402
-from search_space.kernels import _ops, reference  # noqa: E402
-from search_space.kernels.checks import HostOpCounter  # noqa: E402
+from search_space.kernels import _launch, _plan, reference  # noqa: E402
+from search_space.kernels._ids import (  # noqa: E402
+    FAMILY_IDS,
+    OPAU_BASES,
+    PAU_FORMS,
+    SCALAR_WIDTHS,
+    Op,
+)
+from tools.host_ops import HostOpCounter  # noqa: E402
 
 SHAPE: tuple[int, ...] = (512, 64, 32, 32)
 DTYPE = torch.bfloat16
@@ -137,7 +144,7 @@ def label(fam: tuple[str, str, int, int]) -> str:
 
 def fused_params(fam: tuple[str, str, int, int], channels: int | None) -> dict[str, torch.Tensor]:
     """Parameters in the kernel API's shapes: shared (K,) / (1,), per-channel (C, K) / (C,)."""
-    from search_space.kernels.checks import Config, make_params
+    from tools.kernel_checks import Config, make_params
 
     gen = torch.Generator().manual_seed(0)
     cfg = Config(fam[0], fam[1], fam[2], fam[3])
@@ -249,7 +256,7 @@ def kernel_only_us(
     v2's grid was sized."""
     spec = spec_of(fam, params)
     channels = x.shape[1]
-    table, per_channel = _ops.pack_params(kernel_params(params), spec, channels)
+    table, per_channel = _launch.pack_params(kernel_params(params), spec, channels)
     out: dict[str, Any] = {
         "fwd_us": launches_ms(x, dy, table, per_channel, spec, quick, backward=False) * 1e3,
         "bwd_us": launches_ms(x, dy, table, per_channel, spec, quick, backward=True) * 1e3,
@@ -260,11 +267,11 @@ def kernel_only_us(
 
 
 def v2_grid(
-    x: torch.Tensor, table: torch.Tensor, per_channel: bool, spec: _ops.OpSpec
+    x: torch.Tensor, table: torch.Tensor, per_channel: bool, spec: _plan.OpSpec
 ) -> dict[str, Any]:
     """Backward v2's launch on x: grid, tiles, per-SM residency and the compiled kernel's use."""
-    plan = _ops.make_plan(x, per_channel, spec, "v2")
-    grid, extra = _ops.backward_grid(plan, x, table)
+    plan = _plan.make_plan(x, per_channel, spec, "v2")
+    grid, extra = _plan.backward_grid(plan, x, table)
     kw = plan.bwd_kwargs[True, True]
     info: dict[str, Any] = {
         "grid": list(grid),
@@ -276,7 +283,7 @@ def v2_grid(
         "v1_partial_MB": plan.bwd_grid[0] * table.numel() * 4 / 1e6,
     }
     if DEVICE == "cuda":
-        info.update(asdict(_ops.resident_programs(plan, x, table)))
+        info.update(asdict(_plan.resident_programs(plan, x, table)))
     return info
 
 
@@ -290,29 +297,28 @@ def launches_ms(
     dy: torch.Tensor,
     table: torch.Tensor,
     per_channel: bool,
-    spec: _ops.OpSpec,
+    spec: _plan.OpSpec,
     quick: bool,
     backward: bool,
     variant: str = "v1",
 ) -> float:
     """Milliseconds of the forward or the backward (`variant` v1/v2) launch alone (x dense)."""
-    plan = _ops.make_plan(x, per_channel, spec, variant)  # not cached: sweeps change the tiles
+    plan = _plan.make_plan(x, per_channel, spec, variant)  # not cached: sweeps change the tiles
     if backward:
-        return bench_ms(lambda: _ops.launch_backward(x, dy, table, plan, True, True), quick)
-    return bench_ms(lambda: _ops.launch_forward(x, table, plan), quick)
+        return bench_ms(lambda: _launch.launch_backward(x, dy, table, plan, True, True), quick)
+    return bench_ms(lambda: _launch.launch_forward(x, table, plan), quick)
 
 
-def spec_of(fam: tuple[str, str, int, int], params: dict[str, torch.Tensor]) -> _ops.OpSpec:
+def spec_of(fam: tuple[str, str, int, int], params: dict[str, torch.Tensor]) -> _plan.OpSpec:
     """The OpSpec the public function would build."""
     name, opt, m, n = fam
-    if name in ("smu", "smu1"):
-        return _ops.OpSpec(_ops.FAMILY_IDS[name], 0, 0, 0, (1, 1), stacked=True)
-    if name == "swish":
-        return _ops.OpSpec(2, 0, 0, 0, (1,), stacked=True)
-    if name == "pau":
+    op = FAMILY_IDS[name]
+    if op in SCALAR_WIDTHS:
+        return _plan.OpSpec(op, 0, 0, 0, SCALAR_WIDTHS[op], stacked=True)
+    if op == Op.PAU:
         nb = params["b"].shape[-1]
-        return _ops.OpSpec(3, _ops.PAU_FORMS[opt], m, n, (m + 1, nb))
-    return _ops.OpSpec(4, _ops.OPAU_BASES[opt], m, n, (m + 1, n))
+        return _plan.OpSpec(op, PAU_FORMS[opt], m, n, (m + 1, nb))
+    return _plan.OpSpec(op, OPAU_BASES[opt], m, n, (m + 1, n))
 
 
 SWEEP_FWD = [(2048, 8), (4096, 8)]
@@ -329,19 +335,19 @@ def sweep(x: torch.Tensor, dy: torch.Tensor, quick: bool) -> list[dict[str, Any]
     """Kernel-only times for tile/warp variants (shared params, the given layout)."""
     rows = []
     saved = (
-        _ops.FWD_TILE,
-        _ops.FWD_WARPS,
-        _ops.BWD_TILE,
-        _ops.BWD_WARPS,
-        _ops.BWD_TILE_HIGH_DEGREE,
+        _plan.FWD_TILE,
+        _plan.FWD_WARPS,
+        _plan.BWD_TILE,
+        _plan.BWD_WARPS,
+        _plan.BWD_TILE_HIGH_DEGREE,
     )
     try:
         for fam in SWEEP_FAMILIES:
             params = fused_params(fam, None)
             spec = spec_of(fam, params)
-            table, per_channel = _ops.pack_params(kernel_params(params), spec, None)
+            table, per_channel = _launch.pack_params(kernel_params(params), spec, None)
             for tile, warps in SWEEP_FWD:
-                _ops.FWD_TILE, _ops.FWD_WARPS = tile, warps
+                _plan.FWD_TILE, _plan.FWD_WARPS = tile, warps
                 ms = launches_ms(x, dy, table, per_channel, spec, quick, backward=False)
                 rows.append(
                     {
@@ -353,8 +359,8 @@ def sweep(x: torch.Tensor, dy: torch.Tensor, quick: bool) -> list[dict[str, Any]
                     }
                 )
             for tile, warps in SWEEP_BWD:
-                _ops.BWD_TILE = _ops.BWD_TILE_HIGH_DEGREE = tile
-                _ops.BWD_WARPS = warps
+                _plan.BWD_TILE = _plan.BWD_TILE_HIGH_DEGREE = tile
+                _plan.BWD_WARPS = warps
                 ms = launches_ms(x, dy, table, per_channel, spec, quick, backward=True)
                 rows.append(
                     {
@@ -367,18 +373,18 @@ def sweep(x: torch.Tensor, dy: torch.Tensor, quick: bool) -> list[dict[str, Any]
                 )
     finally:
         (
-            _ops.FWD_TILE,
-            _ops.FWD_WARPS,
-            _ops.BWD_TILE,
-            _ops.BWD_WARPS,
-            _ops.BWD_TILE_HIGH_DEGREE,
+            _plan.FWD_TILE,
+            _plan.FWD_WARPS,
+            _plan.BWD_TILE,
+            _plan.BWD_WARPS,
+            _plan.BWD_TILE_HIGH_DEGREE,
         ) = saved
     return rows
 
 
 def sweep_v2(x: torch.Tensor, dy: torch.Tensor, quick: bool) -> list[dict[str, Any]]:
     """Backward v2 kernel-only times over tiles/warps, programs per SM and the fold."""
-    from search_space.kernels.checks import kernel_settings
+    from tools.kernel_checks import kernel_settings
 
     rows = []
     for fam in SWEEP2_FAMILIES:
@@ -391,7 +397,7 @@ def sweep_v2(x: torch.Tensor, dy: torch.Tensor, quick: bool) -> list[dict[str, A
         for scope, channels in (("per_layer", None), ("per_channel", SHAPE[1])):
             params = fused_params(fam, channels)
             spec = spec_of(fam, params)
-            table, per_channel = _ops.pack_params(kernel_params(params), spec, x.shape[1])
+            table, per_channel = _launch.pack_params(kernel_params(params), spec, x.shape[1])
             settings: list[dict[str, int]] = [
                 {tile_attr: tile, warps_attr: warps} for tile, warps in SWEEP2_TILES
             ]
@@ -744,8 +750,8 @@ def ptxas_rows(arch: str) -> list[dict[str, Any]]:
             spec = spec_of(fam, params)
             p_count = spec.n_params * (SHAPE[1] if per_channel else 1)
             row: dict[str, Any] = {"family": label(fam), "mode": mode}
-            for variant in _ops.BWD_VARIANTS:
-                plan = _ops.make_plan(x, per_channel, spec, variant)
+            for variant in _plan.BWD_VARIANTS:
+                plan = _plan.make_plan(x, per_channel, spec, variant)
                 kernel = getattr(_triton, plan.bwd_kernel)
                 kwargs = dict(plan.bwd_kwargs[True, True])
                 warps = kwargs.pop("num_warps")
@@ -783,7 +789,7 @@ def ptxas_rows(arch: str) -> list[dict[str, Any]]:
                 row[variant] = {"regs": regs, "spill_bytes": spills, "warps": warps}
                 if variant == "v2":
                     shared = int(compiled.metadata.shared)
-                    per_sm = _ops.programs_per_sm(regs, shared, warps)
+                    per_sm = _plan.programs_per_sm(regs, shared, warps)
                     tiles, axis1 = plan.bwd_grid
                     programs = max(1, min(tiles, 132 * per_sm // axis1))
                     row[variant].update(
@@ -926,8 +932,8 @@ def main() -> int:
         "shape": list(SHAPE),
         "dtype": "bfloat16",
         "defaults": {
-            k: getattr(_ops, k)
-            for k in dir(_ops)
+            k: getattr(_plan, k)
+            for k in dir(_plan)
             if k.startswith(("FWD_", "BWD_", "BWD2_")) and k != "BWD_VARIANTS"
         },
     }

@@ -11,26 +11,29 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass
 
 import torch
 
-from search_space.kernels._ops import (
-    BWD_VARIANTS,
+from search_space.kernels._ids import (
     FAMILY_IDS,
     MAX_DEGREE,
     OPAU_BASES,
     PAU_FORMS,
-    OpSpec,
-    backward_variant,
-    fused_apply,
+    SCALAR_WIDTHS,
+    Op,
+    PauForm,
 )
+from search_space.kernels._ops import fused_apply
+from search_space.kernels._plan import BWD_VARIANTS, OpSpec, backward_variant
 
 __all__ = [
     "BWD_VARIANTS",
     "MAX_DEGREE",
     "OPAU_BASES",
     "PAU_FORMS",
+    "FusedKernel",
+    "Kernel",
     "available",
     "backward_variant",
     "module_kernel",
@@ -42,13 +45,7 @@ __all__ = [
 
 Kernel = Callable[..., torch.Tensor]
 
-_SMU_VARIANTS = {"smu": 0, "smu1": 1, "smu-1": 1, "smu_1": 1}
-# SMU, SMU-1 (alpha, mu) and Swish (beta): one table row per parameter, stacked
-_SCALAR_SPECS = {
-    0: OpSpec(0, 0, 0, 0, (1, 1), stacked=True),
-    1: OpSpec(1, 0, 0, 0, (1, 1), stacked=True),
-    2: OpSpec(2, 0, 0, 0, (1,), stacked=True),
-}
+_SMU_VARIANTS = {"smu": Op.SMU, "smu1": Op.SMU1, "smu-1": Op.SMU1, "smu_1": Op.SMU1}
 
 
 _FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -96,7 +93,7 @@ def smu(
 
 def swish(x: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
     """Swish x * sigmoid(beta * x); beta: shape (1,) or (C,)."""
-    return fused_apply(x, _SCALAR_SPECS[2], beta)
+    return fused_apply(x, _SCALAR_SPECS[Op.SWISH], beta)
 
 
 def pau(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, form: str = "A") -> torch.Tensor:
@@ -107,7 +104,7 @@ def pau(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, form: str = "A") -> t
     m = a.shape[-1] - 1
     n = b.shape[-1] - 1 if key == "C" else b.shape[-1]
     _check_degrees("PAU", m, n, minimum_n=0 if key == "C" else 1)
-    spec = OpSpec(3, PAU_FORMS[key], m, n, (m + 1, b.shape[-1]))
+    spec = OpSpec(Op.PAU, PAU_FORMS[key], m, n, (m + 1, b.shape[-1]))
     return fused_apply(x, spec, _param_major(a), _param_major(b))
 
 
@@ -121,7 +118,7 @@ def opau(
     k = c.shape[-1] - 1
     l = d.shape[-1]  # noqa: E741
     _check_degrees("OPAU", k, l, minimum_n=0)
-    spec = OpSpec(4, OPAU_BASES[key], k, l, (k + 1, l))
+    spec = OpSpec(Op.OPAU, OPAU_BASES[key], k, l, (k + 1, l))
     return fused_apply(x, spec, _param_major(c), _param_major(d))
 
 
@@ -130,8 +127,22 @@ def _param_major(p: torch.Tensor) -> torch.Tensor:
     return p.t() if p.dim() == 2 else p
 
 
+def _scalar_spec(op: Op, positive: int = 0, bounds: tuple[float, float] = (0.0, 0.0)) -> OpSpec:
+    """SMU, SMU-1 (alpha, mu) and Swish (beta): one table row per parameter, stacked."""
+    return OpSpec(
+        op, 0, 0, 0, SCALAR_WIDTHS[op], stacked=True, positive=positive, log_bounds=bounds
+    )
+
+
+_SCALAR_SPECS = {op: _scalar_spec(op) for op in SCALAR_WIDTHS}  # made once: host time per call
+
+
+def _degrees_supported(m: int, n: int, minimum_n: int) -> bool:
+    return 0 <= m <= MAX_DEGREE and minimum_n <= n <= MAX_DEGREE
+
+
 def _check_degrees(name: str, m: int, n: int, minimum_n: int) -> None:
-    if not (0 <= m <= MAX_DEGREE and minimum_n <= n <= MAX_DEGREE):
+    if not _degrees_supported(m, n, minimum_n):
         raise ValueError(
             f"{name} degrees ({m}, {n}) are outside what the fused kernel supports "
             f"(numerator 0..{MAX_DEGREE}, denominator {minimum_n}..{MAX_DEGREE}); "
@@ -142,16 +153,31 @@ def _check_degrees(name: str, m: int, n: int, minimum_n: int) -> None:
 # -- adapter for search_space.modules -------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class FusedKernel:
+    """`(x, *params) -> y` through the fused kernels for one `OpSpec` (what `module_kernel` gives).
+
+    A plain object rather than a closure, so a module holding it still pickles and deep-copies.
+    """
+
+    spec: OpSpec
+
+    def __call__(self, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+        return fused_apply(x, self.spec, *params)
+
+
 def module_kernel(
     family: str,
-    options: Mapping[str, str | int] | None = None,
+    options: Mapping[str, str | int],
     *,
     log_scale: Sequence[bool] = (),
     log_bounds: tuple[float, float] = (0.0, 0.0),
-) -> Kernel | None:
+) -> FusedKernel | None:
     """A fused replacement for a module's `fn`: (x, *params) -> y, or None when not covered.
 
-    `params` in the module's order, either broadcast-shaped constrained values (what
+    `options`: the family's resolved options (registry defaults filled in, as
+    `module.options` holds them): PAU's m, n, form; OPAU's k, l, basis; nothing for the scalar
+    families. `params` in the module's order, either broadcast-shaped constrained values (what
     `module.kernel_args(x)` gives: () or (C, 1, 1); coefficients (K,) or (K, C, 1, 1)) or the
     module's stored tensors (() or (C,); (K,) or (K, C)); both are parameter-major, so they go
     into the kernels' table without a view. Where `log_scale[j]` is true, parameter j is
@@ -160,44 +186,42 @@ def module_kernel(
     family or options (e.g. PAU form "unsafe", degrees above MAX_DEGREE, log-scale PAU/OPAU
     coefficients); the module then keeps its reference function.
     """
-    opts = dict(options or {})
-    name = family.lower()
-    positive = sum(1 << j for j, flag in enumerate(log_scale) if flag)
-    bounds = (float(log_bounds[0]), float(log_bounds[1])) if positive else (0.0, 0.0)
-    if name in ("smu", "smu1", "swish"):
-        base = _SCALAR_SPECS[FAMILY_IDS[name]]
-        if positive >> len(base.widths):
-            return None
-        spec = replace(base, positive=positive, log_bounds=bounds)
-
-        def scalar_fn(x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
-            return fused_apply(x, spec, *params)
-
-        return scalar_fn
-    if positive or name not in ("pau", "opau"):
+    op = FAMILY_IDS.get(family.lower())
+    if op is None:
         return None
-    if name == "pau":
-        form = str(opts.get("form", "A")).upper()
-        if form not in PAU_FORMS or not _degrees_ok(opts, "m", "n", 5, 4):
+    positive = sum(1 << j for j, flag in enumerate(log_scale) if flag)
+    if op in SCALAR_WIDTHS:
+        if positive >> len(SCALAR_WIDTHS[op]):
             return None
-        m, n = int(opts.get("m", 5)), int(opts.get("n", 4))
-        if form != "C" and n < 1:
-            return None
-        spec = OpSpec(3, PAU_FORMS[form], m, n, (m + 1, n + 1 if form == "C" else n))
-    else:
-        basis = str(opts.get("basis", "hermite_h")).lower()
-        if basis not in OPAU_BASES or not _degrees_ok(opts, "k", "l", 5, 4):
-            return None
-        k, l = int(opts.get("k", 5)), int(opts.get("l", 4))  # noqa: E741
-        spec = OpSpec(4, OPAU_BASES[basis], k, l, (k + 1, l))
-
-    def coefficient_fn(x: torch.Tensor, num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
-        return fused_apply(x, spec, num, den)
-
-    return coefficient_fn
+        bounds = (float(log_bounds[0]), float(log_bounds[1])) if positive else (0.0, 0.0)
+        return FusedKernel(_scalar_spec(op, positive, bounds))
+    if positive:
+        return None
+    spec = _pau_spec(options) if op == Op.PAU else _opau_spec(options)
+    return None if spec is None else FusedKernel(spec)
 
 
-def _degrees_ok(opts: Mapping[str, str | int], num: str, den: str, dnum: int, dden: int) -> bool:
-    return (
-        0 <= int(opts.get(num, dnum)) <= MAX_DEGREE and 0 <= int(opts.get(den, dden)) <= MAX_DEGREE
-    )
+def _pau_spec(options: Mapping[str, str | int]) -> OpSpec | None:
+    form = PAU_FORMS.get(str(_option(options, "form")).upper())
+    m, n = int(_option(options, "m")), int(_option(options, "n"))
+    if form is None or not _degrees_supported(m, n, 0 if form == PauForm.C else 1):
+        return None
+    return OpSpec(Op.PAU, form, m, n, (m + 1, n + 1 if form == PauForm.C else n))
+
+
+def _opau_spec(options: Mapping[str, str | int]) -> OpSpec | None:
+    basis = OPAU_BASES.get(str(_option(options, "basis")).lower())
+    k, l = int(_option(options, "k")), int(_option(options, "l"))  # noqa: E741
+    if basis is None or not _degrees_supported(k, l, 0):
+        return None
+    return OpSpec(Op.OPAU, basis, k, l, (k + 1, l))
+
+
+def _option(options: Mapping[str, str | int], name: str) -> str | int:
+    try:
+        return options[name]
+    except KeyError:
+        raise ValueError(
+            f"module_kernel needs the family's resolved options (registry defaults filled in, "
+            f"as module.options holds them); {name!r} is missing from {dict(options)!r}"
+        ) from None

@@ -1,9 +1,9 @@
 """The fused activation as `torch.library.triton_op`s, so torch.compile can capture it.
 
-Imported only while torch.compile traces a fused call (`_ops.fused_apply`): importing it imports
-triton and registers two ops, `actsearch::fused_act_fwd` and `actsearch::fused_act_bwd`, whose
-bodies launch the same kernels through `torch.library.wrap_triton` (Inductor sees the kernels
-and can place them in its graph, and in a CUDA graph with it). Eager calls keep
+Imported only while torch.compile traces a fused call (`_ops.fused_apply`): importing it
+registers two ops, `actsearch::fused_act_fwd` and `actsearch::fused_act_bwd`, whose bodies run
+the eager path's launches (`_launch`) through `torch.library.wrap_triton` (Inductor sees the
+kernels and can place them in its graph, and in a CUDA graph with it). Eager calls keep
 `_ops.FusedActivation`: a custom op's eager dispatch costs more host time than the autograd
 function it would replace.
 
@@ -16,38 +16,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from triton.runtime.jit import JITFunction
 
-from search_space.kernels import _triton
-from search_space.kernels._ops import OpSpec, backward_grid, make_plan, pack_params
-from search_space.kernels._triton import act_fwd_kernel
+from search_space.kernels._launch import launch_backward, launch_forward, pack_params
+from search_space.kernels._plan import OpSpec, make_plan
 
 OPS = hasattr(torch.library, "triton_op") and hasattr(torch.library, "wrap_triton")
-# Under TRITON_INTERPRET=1 the kernels are interpreter functions: wrap_triton passes them through
-# unwrapped, so they run eagerly on real tensors but cannot be traced (see _launch_now).
-_INTERPRETED = not isinstance(act_fwd_kernel, JITFunction)
-
-
-def _launch_now(x: torch.Tensor) -> bool:
-    """Whether to launch here: always, except for interpreted kernels meeting tracing tensors.
-
-    Dynamo's shape propagation runs an op's body on fake tensors; an interpreted kernel cannot
-    run on those, and the outputs' shapes do not depend on it, so it is skipped there (the
-    compiled graph calls the op on real tensors, which runs it). AOTAutograd would inline the
-    body into its graph, where a skipped kernel would be lost: that is refused instead.
-    """
-    if not _INTERPRETED:
-        return True
-    from torch._subclasses.fake_tensor import FakeTensor
-    from torch._subclasses.functional_tensor import FunctionalTensor
-
-    if isinstance(x, FunctionalTensor):
-        raise RuntimeError(
-            "the fused activation ops cannot be traced by AOTAutograd/Inductor under "
-            "TRITON_INTERPRET=1 (interpreted kernels are not traceable); use "
-            "torch.compile(backend='eager') there, or a GPU"
-        )
-    return not isinstance(x, FakeTensor)
 
 
 def _spec(
@@ -72,13 +45,7 @@ def _forward(
     """y = f(x) (the body of actsearch::fused_act_fwd)."""
     plan = make_plan(x, per_channel, _spec(family, opt, m, n, n_params, positive, lo, hi))
     xd = x if plan.dense else x.contiguous()
-    y = torch.empty_like(xd)
-    if xd.numel() > 0 and _launch_now(xd):
-        layout = plan.layout
-        torch.library.wrap_triton(act_fwd_kernel)[plan.fwd_grid](
-            xd, y, table, layout.R, layout.C, layout.I, **plan.fwd_kwargs
-        )
-    return y
+    return launch_forward(xd, table, plan, library=True)
 
 
 def _backward(
@@ -100,30 +67,12 @@ def _backward(
     """(dx, gradient table); empty tensors for what is not needed (actsearch::fused_act_bwd)."""
     plan = make_plan(x, per_channel, _spec(family, opt, m, n, n_params, positive, lo, hi))
     xd = x if plan.dense else x.contiguous()
-    if dy.dtype != xd.dtype or dy.stride() != xd.stride() or dy.shape != xd.shape:
-        dy = torch.empty_like(xd).copy_(dy)
-    dx = torch.empty_like(xd) if need_dx else xd.new_empty(0)
-    if xd.numel() == 0:
-        grad = torch.zeros_like(table) if need_dp else table.new_empty(0)
-        return dx, grad
-    layout = plan.layout
-    grid, extra = backward_grid(plan, xd, table)
-    part = torch.empty((grid[0], *table.shape), device=xd.device, dtype=torch.float32)
-    if _launch_now(xd):
-        torch.library.wrap_triton(getattr(_triton, plan.bwd_kernel))[grid](
-            xd,
-            dy,
-            dx if need_dx else dy,
-            table,
-            part,
-            layout.R,
-            layout.C,
-            layout.I,
-            *extra,
-            **plan.bwd_kwargs[need_dx, need_dp],
-        )
-    grad = part.sum(dim=0) if need_dp else table.new_empty(0)
-    return dx, grad
+    dx, grad = launch_backward(xd, dy, table, plan, need_dx, need_dp, library=True)
+    # an op returns tensors, never None
+    return (
+        dx if dx is not None else xd.new_empty(0),
+        grad if grad is not None else table.new_empty(0),
+    )
 
 
 if OPS:

@@ -4,16 +4,17 @@ Every module is built as `Cls(channels, params=..., options=..., scope=..., trai
 clamp=...)`; missing values come from the family's registry defaults. Scalar parameters are stored
 as tensors shaped () for `shared`/`per_layer` scope and (C,) for `per_channel` (broadcast over
 dim 1 of (N, C, ...) inputs). Positive parameters are stored as log(value) and clamped, so they can
-never leave (0, ∞); their value is exp(log) computed in fp32, also after `module.half()`. `module.fn` is the forward function `(x, *constrained params) -> y`: the
-fp32-wrapped reference in `search_space.modules.functional`. On CUDA the fused kernels of
-`search_space.kernels` replace it where they cover the family and options; `forward` hands
-them the stored tensors (log-stored ones included: the kernel applies the clamp and exp itself).
+never leave (0, ∞); their value is exp(log) computed in fp32, also after `module.half()`.
+`module.fn` is the forward function `(x, *constrained params) -> y`: the fp32-wrapped reference
+in `search_space.modules.functional`. On CUDA the fused kernels of `search_space.kernels`
+replace it where they cover the family and options (`module.fused_kernel`, chosen once when the
+module is built); `forward` hands them the stored tensors (log-stored ones included: the kernel
+applies the clamp and exp itself).
 """
 
 from __future__ import annotations
 
 import copy
-import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from search_space.registry import (
     POSITIVE_MIN,
     Family,
     ParamSpec,
+    get_family,
     resolve_settings,
 )
 
@@ -100,6 +102,14 @@ class ActivationModule(nn.Module):
         # family; set False to force the reference path on this module.
         self.allow_fused = True
         self.setup(params)
+        # Chosen once: it depends on the family, options and storage only, never on the input
+        # (`forward` still checks the input's device, which can change after construction).
+        self.fused_kernel: Kernel | None = fused.module_kernel(
+            self.family,
+            self.options,
+            log_scale=[s.positive for s in self._stored.values()],
+            log_bounds=(LOG_MIN, LOG_MAX),
+        )
 
     def setup(self, params: ParamValues | None) -> None:
         """Family-specific parts built after the common ones (coefficients, layers, width)."""
@@ -185,30 +195,13 @@ class ActivationModule(nn.Module):
             return stored_kernel(x, *[getattr(self, s.attr) for s in self._stored.values()])
         return self.fn(x, *self.kernel_args(x))
 
-    def kernel_for(self, x: Tensor) -> Kernel:
-        """The fused kernel where it covers this family and input (CUDA), else `self.fn`.
-
-        Both take (x, *kernel_args(x)); `forward` uses `fused_stored_kernel` instead.
-        """
-        if self.allow_fused and fused.available(x):
-            kernel = _fused_kernel(self.family, tuple(sorted(self.options.items())))
-            if kernel is not None:
-                return kernel
-        return self.fn
-
     def fused_stored_kernel(self, x: Tensor) -> Kernel | None:
-        """The fused kernel taking (x, *stored tensors) where it covers this module, else None."""
-        if not (self.allow_fused and fused.available(x)):
+        """The fused kernel `forward` runs on x, taking (x, *stored tensors); None when the
+        kernels do not cover this module, `allow_fused` is False or x is not on a device the
+        kernels run on (then `forward` runs `fn`)."""
+        if self.fused_kernel is None or not self.allow_fused or not fused.available(x):
             return None
-        # family, options and which tensors are log-stored are fixed once built: key made once
-        key = self.__dict__.get("_fused_key")
-        if key is None:
-            key = self._fused_key = (
-                self.family,
-                tuple(sorted(self.options.items())),
-                tuple(s.positive for s in self._stored.values()),
-            )
-        return _fused_stored_kernel(*key)
+        return self.fused_kernel
 
     # -- scopes, records, curves -------------------------------------------------------------
     def share_from(self, other: ActivationModule) -> None:
@@ -265,31 +258,7 @@ class ActivationModule(nn.Module):
         return ", ".join(parts)
 
 
-@functools.cache
-def _fused_kernel(family: str, options: tuple[tuple[str, str | int], ...]) -> Kernel | None:
-    # Looked up per (family, options) rather than stored on the module: closures don't pickle.
-    return fused.module_kernel(family, dict(options))
-
-
-_STORED_KERNELS: dict[tuple[Any, ...], Kernel | None] = {}
-
-
-def _fused_stored_kernel(
-    family: str, options: tuple[tuple[str, str | int], ...], log_scale: tuple[bool, ...]
-) -> Kernel | None:
-    # A plain dict, not functools.cache: torch.compile reads it like any global (a cached
-    # function it would trace through, rebuilding the kernel, with a warning).
-    key = (family, options, log_scale)
-    if key not in _STORED_KERNELS:
-        _STORED_KERNELS[key] = fused.module_kernel(
-            family, dict(options), log_scale=log_scale, log_bounds=(LOG_MIN, LOG_MAX)
-        )
-    return _STORED_KERNELS[key]
-
-
 def _family_of(cls: type[ActivationModule]) -> Family:
-    from search_space.registry import get_family
-
     return get_family(cls.family)
 
 

@@ -2,7 +2,7 @@
 
 Every case draws fresh random inputs (the seed is printed on failure) and compares values and
 gradients with the float64 PyTorch reference: relative error < 1e-5 (fp32), < 1e-2 (bf16/fp16),
-or within 2x the PyTorch path's own error in that precision (see checks.run_case).
+or within 2x the PyTorch path's own error in that precision (see kernel_checks.run_case).
 Both backward kernels are checked: v1 and v2 (ids ending in -bwd_v2, or parametrized `bwd`).
 Run on the device machine: python -m pytest tests/search_space/test_kernels_cuda.py -q -m cuda
 (only the v2 checks: add `-k "v2"`).
@@ -18,26 +18,28 @@ import pytest
 import torch
 
 from search_space import kernels
-from search_space.kernels import _ops, checks
+from search_space.kernels import _plan
+from search_space.kernels._ids import Op, PauForm
+from tools import kernel_checks
 
 pytestmark = pytest.mark.cuda
 
-CASES = checks.cases("cuda")
-MODULE_CASES = checks.module_cases("cuda")
+CASES = kernel_checks.cases("cuda")
+MODULE_CASES = kernel_checks.module_cases("cuda")
 SEED = random.SystemRandom().randrange(2**31)
 
 
 @pytest.mark.parametrize("index", range(len(CASES)), ids=[c.id for c in CASES])
 def test_kernel_matches_reference(index: int) -> None:
     """Values and gradients of x and every parameter within tolerance; layout kept."""
-    result = checks.run_case(CASES[index], "cuda", SEED + index)
+    result = kernel_checks.run_case(CASES[index], "cuda", SEED + index)
     assert result["ok"], f"seed {SEED + index}: " + json.dumps(result, indent=1)
 
 
 @pytest.mark.parametrize("index", range(len(MODULE_CASES)), ids=[c.id for c in MODULE_CASES])
 def test_module_fused_path_matches_reference(index: int) -> None:
     """A module on the fused path (stored tensors, log-space mu/beta) vs its float64 reference."""
-    result = checks.run_module_case(MODULE_CASES[index], "cuda", SEED + index)
+    result = kernel_checks.run_module_case(MODULE_CASES[index], "cuda", SEED + index)
     assert result["ok"], f"seed {SEED + index}: " + json.dumps(result, indent=1)
 
 
@@ -87,7 +89,7 @@ def test_backward_is_deterministic(scope: str, layout: str, bwd: str) -> None:
     b = (0.5 * torch.randn(*lead, 4, device="cuda")).requires_grad_()
     dy = torch.randn_like(x)
     runs = []
-    _ops.clear_plans()
+    _plan.clear_plans()
     with kernels.backward_variant(bwd):
         for _ in range(2):
             xg = x.clone().requires_grad_()
@@ -98,7 +100,7 @@ def test_backward_is_deterministic(scope: str, layout: str, bwd: str) -> None:
 
 
 V2_GRID_CASES = [
-    checks.Case(checks.Config(*cfg), scope, layout, "bf16", (16, 64, 32, 32), "v2")
+    kernel_checks.Case(kernel_checks.Config(*cfg), scope, layout, "bf16", (16, 64, 32, 32), "v2")
     for cfg in [("pau", "A", 5, 4), ("opau", "hermite_h", 8, 8), ("smu", "smu")]
     for scope in ("shared", "per_channel")
     for layout in ("contiguous", "channels_last")
@@ -111,8 +113,8 @@ def test_backward_v2_at_any_program_count(index: int, per_sm: int) -> None:
     """v2 is exact whatever the number of programs (1 per SM: ~60 tiles each here; 0: the
     default, as many as are resident, sized from the compiled kernel)."""
     case = V2_GRID_CASES[index]
-    with checks.kernel_settings(BWD2_PROGRAMS_PER_SM=per_sm):
-        result = checks.run_case(case, "cuda", SEED + index)
+    with kernel_checks.kernel_settings(BWD2_PROGRAMS_PER_SM=per_sm):
+        result = kernel_checks.run_case(case, "cuda", SEED + index)
     assert result["ok"], f"seed {SEED + index}: " + json.dumps(result, indent=1)
 
 
@@ -124,11 +126,11 @@ def test_backward_v2_grid_comes_from_the_compiled_kernel(layout: str) -> None:
         x = x.contiguous(memory_format=torch.channels_last)
     table = torch.zeros(10, 64, device="cuda")
     with kernels.backward_variant("v2"):
-        plan = _ops.make_plan(x, True, _ops.OpSpec(3, 0, 5, 4, (6, 4)))
-    resident = _ops.resident_programs(plan, x, table)
+        plan = _plan.make_plan(x, True, _plan.OpSpec(Op.PAU, PauForm.A, 5, 4, (6, 4)))
+    resident = _plan.resident_programs(plan, x, table)
     assert resident.source == "occupancy", resident
     assert 1 <= resident.per_sm <= 32 and resident.regs > 0, resident
-    grid, (tiles,) = _ops.backward_grid(plan, x, table)
+    grid, (tiles,) = _plan.backward_grid(plan, x, table)
     sms = torch.cuda.get_device_properties(x.device).multi_processor_count
     assert grid[0] * grid[1] <= sms * resident.per_sm and grid[0] <= tiles
 
@@ -182,8 +184,8 @@ def test_module_kernel_matches_module_reference_functions() -> None:
         assert torch.allclose(y, yr, rtol=1e-4, atol=1e-5), family
         for g, w in zip(gk, gr, strict=True):
             assert torch.allclose(g, w, rtol=1e-3, atol=1e-3), family
-    assert kernels.module_kernel("pau", {"form": "unsafe"}) is None
-    assert kernels.module_kernel("relu") is None
+    assert kernels.module_kernel("pau", {"form": "unsafe", "m": 5, "n": 4}) is None
+    assert kernels.module_kernel("relu", {}) is None
 
 
 def test_more_than_int32_elements() -> None:

@@ -1,11 +1,11 @@
 """Fused Triton kernels run on the CPU by Triton's interpreter, against the float64 reference.
 
 TRITON_INTERPRET must be set before triton is imported, so the kernels run in one child
-process (`python -m search_space.kernels.checks --matrix interpret --json`) with the variable
-set there only: this pytest process (and so every other test) never sees it.
+process (`python -m tools.kernel_checks --matrix interpret --json`) with the variable set there
+only: this pytest process (and so every other test) never sees it.
 
 Every kernel, module and compile case runs with both backward kernels (v1, and v2 whose ids end
-in -bwd_v2; v2 with small tiles there, `checks.INTERPRET_BWD2`, so programs loop over several).
+in -bwd_v2; v2 with small tiles there, `kernel_checks.INTERPRET_BWD2`, so programs loop over several).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -22,12 +23,14 @@ import pytest
 import torch
 
 from search_space import kernels
-from search_space.kernels import checks, reference
+from search_space.kernels import reference
+from tools import kernel_checks
+from tools.host_ops import HostOpCounter
 
 ROOT = Path(__file__).resolve().parents[2]
-CASES = checks.cases("interpret")
-MODULE_CASES = checks.module_cases("interpret")
-COMPILE_CASES = checks.compile_cases("interpret")
+CASES = kernel_checks.cases("interpret")
+MODULE_CASES = kernel_checks.module_cases("interpret")
+COMPILE_CASES = kernel_checks.compile_cases("interpret")
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +39,7 @@ def interpreted() -> dict[str, dict[str, Any]]:
     env = {k: v for k, v in os.environ.items() if k != "ACTSEARCH_FUSED"}
     env.update(TRITON_INTERPRET="1", PYTHONWARNINGS="ignore")
     proc = subprocess.run(
-        [sys.executable, "-m", "search_space.kernels.checks", "--matrix", "interpret", "--json"],
+        [sys.executable, "-m", "tools.kernel_checks", "--matrix", "interpret", "--json"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -56,7 +59,7 @@ def interpreted() -> dict[str, dict[str, Any]]:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_kernel_matches_reference(
-    case: checks.Case, interpreted: dict[str, dict[str, Any]]
+    case: kernel_checks.Case, interpreted: dict[str, dict[str, Any]]
 ) -> None:
     """Values and gradients (x and every parameter) within tolerance, layout kept."""
     result = interpreted.get(case.id)
@@ -66,7 +69,7 @@ def test_kernel_matches_reference(
 
 @pytest.mark.parametrize("case", MODULE_CASES, ids=[c.id for c in MODULE_CASES])
 def test_module_fused_path_matches_reference(
-    case: checks.ModuleCase, interpreted: dict[str, dict[str, Any]]
+    case: kernel_checks.ModuleCase, interpreted: dict[str, dict[str, Any]]
 ) -> None:
     """A module's forward on the fused path (stored tensors, log-space mu/beta) vs float64."""
     result = interpreted.get(case.id)
@@ -76,7 +79,7 @@ def test_module_fused_path_matches_reference(
 
 @pytest.mark.parametrize("case", COMPILE_CASES, ids=[c.id for c in COMPILE_CASES])
 def test_compiled_module_matches_eager(
-    case: checks.CompileCase, interpreted: dict[str, dict[str, Any]]
+    case: kernel_checks.CompileCase, interpreted: dict[str, dict[str, Any]]
 ) -> None:
     """torch.compile(fullgraph=True, backend="eager") captures the registered ops, bit for bit.
 
@@ -126,15 +129,40 @@ def test_fused_step_issues_few_torch_ops(config: dict[str, Any], scope: str, bwd
     fn = kernels.module_kernel(
         module.family, module.options, log_scale=log_scale, log_bounds=(LOG_MIN, LOG_MAX)
     )
-    assert fn is not None
+    assert fn is not None and fn == module.fused_kernel  # what the module chose when built
     wrt = [x, *module.parameters()]
-    with checks.HostOpCounter(stub_launches=True) as counter, kernels.backward_variant(bwd):
+    with HostOpCounter(stub_launches=True) as counter, kernels.backward_variant(bwd):
         torch.autograd.grad(fn(x, *stored), wrt, dy)  # warm the plan cache
         y, fwd_ops, fwd_launches = counter.count(lambda: fn(x, *stored))
         _, bwd_ops, bwd_launches = counter.count(lambda: torch.autograd.grad(y, wrt, dy))
     assert (fwd_launches, bwd_launches) == (1, 1)
     assert len(fwd_ops) <= MAX_FWD_OPS, fwd_ops
     assert len(bwd_ops) <= MAX_BWD_OPS, bwd_ops
+
+
+def test_modules_choose_their_fused_kernel_once_from_resolved_options() -> None:
+    """A module's kernel comes from its resolved options (registry defaults filled in) when it is
+    built; module_kernel never supplies defaults of its own; the choice pickles with the module."""
+    from search_space.build import build_activation
+    from search_space.kernels._ids import Op, OpauBasis, PauForm
+
+    pau = build_activation({"family": "pau", "options": {"form": "C", "m": 3}})
+    assert pau.options == {"form": "C", "m": 3, "n": 4}
+    assert pau.fused_kernel == kernels.module_kernel("pau", pau.options)
+    spec = pau.fused_kernel.spec
+    assert (spec.family, spec.opt, spec.m, spec.n, spec.widths) == (Op.PAU, PauForm.C, 3, 4, (4, 5))
+    opau = build_activation({"family": "hp2"})
+    assert opau.fused_kernel.spec.opt == OpauBasis.HERMITE_HE
+    assert (opau.fused_kernel.spec.m, opau.fused_kernel.spec.n) == (5, 4)
+    smu = build_activation({"family": "smu", "trainable": {"alpha": True}})
+    assert smu.fused_kernel.spec.positive == 0b10  # mu is stored as log(mu), alpha as is
+    assert build_activation({"family": "pau", "options": {"form": "unsafe"}}).fused_kernel is None
+    assert build_activation({"family": "relu"}).fused_kernel is None
+    with pytest.raises(ValueError, match=r"resolved options .* 'n' is missing"):
+        kernels.module_kernel("pau", {"form": "A", "m": 5})
+    assert pickle.loads(pickle.dumps(pau)).fused_kernel == pau.fused_kernel
+    # no interpreter in this process: forward keeps the reference path on CPU tensors
+    assert pau.fused_stored_kernel(torch.zeros(2, 1)) is None
 
 
 def test_matrix_covers_every_family_form_basis_scope_layout() -> None:
@@ -171,10 +199,10 @@ def test_interpreter_matrix_checks_both_backwards_alike() -> None:
 def test_cuda_matrix_covers_scopes_layouts_dtypes() -> None:
     """Every family/form/basis meets every scope, layout and fp32/bf16; defaults fp16 too.
     Backward v2: every family/form/basis, scope and layout in fp32 at least."""
-    cuda = checks.cases("cuda")
+    cuda = kernel_checks.cases("cuda")
     combos = {(c.config.name, c.scope, c.layout, c.dtype) for c in cuda if c.bwd == "v1"}
     combos_v2 = {(c.config.name, c.scope, c.layout, c.dtype) for c in cuda if c.bwd == "v2"}
-    for cfg in checks.configs("cuda"):
+    for cfg in kernel_checks.configs("cuda"):
         for scope in ("shared", "per_channel"):
             for layout in ("contiguous", "channels_last", "2d"):
                 for dt in ("fp32", "bf16"):
@@ -184,17 +212,18 @@ def test_cuda_matrix_covers_scopes_layouts_dtypes() -> None:
 
 def test_backward_variant_is_checked_and_planned_apart() -> None:
     """Unknown variants fail with the valid names; each variant gets its own cached plan."""
-    from search_space.kernels import _ops
+    from search_space.kernels import _plan
+    from search_space.kernels._ids import Op, PauForm
 
     with pytest.raises(ValueError, match="use one of v1, v2"), kernels.backward_variant("v3"):
         pass
     x = torch.zeros(2, 3, 4, 4)
-    spec = _ops.OpSpec(3, 0, 5, 4, (6, 4))
+    spec = _plan.OpSpec(Op.PAU, PauForm.A, 5, 4, (6, 4))
     plans = {}
     for bwd in kernels.BWD_VARIANTS:
         with kernels.backward_variant(bwd):
-            plans[bwd] = _ops.plan_for(x, True, spec)
-    assert _ops.BWD_VARIANT == "v1"
+            plans[bwd] = _plan.plan_for(x, True, spec)
+    assert _plan.BWD_VARIANT == "v1"
     assert plans["v1"].bwd_kernel == "act_bwd_kernel"
     assert plans["v2"].bwd_kernel == "act_bwd_loop_kernel"
     assert "FOLD" in plans["v2"].bwd_kwargs[True, True]
@@ -202,7 +231,7 @@ def test_backward_variant_is_checked_and_planned_apart() -> None:
 
 def test_v2_programs_per_sm_from_registers() -> None:
     """The v2 grid is one wave: programs per SM from registers, warps and shared memory."""
-    from search_space.kernels._ops import programs_per_sm
+    from search_space.kernels._plan import programs_per_sm
 
     assert programs_per_sm(121, 1024, 4) == 4  # 128 regs x 128 threads: 16K of the SM's 64K
     assert programs_per_sm(56, 16, 4) == 9  # registers still decide

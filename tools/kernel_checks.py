@@ -5,11 +5,11 @@ coefficient for PAU-A/OPAU), runs the kernel's forward and backward, and reports
 ‖kernel − reference‖ / ‖reference‖ for y, dx and every parameter's gradient.
 
 Every case names the backward it checks (`bwd`: "v1", the per-tile reduction, or "v2", the
-persistent loop with register accumulators; see `search_space.kernels._ops`).
+persistent loop with register accumulators; see `search_space.kernels._plan`).
 
 Run on the CPU through Triton's interpreter (the interpreter tests do this in a subprocess):
-    TRITON_INTERPRET=1 python -m search_space.kernels.checks --matrix interpret --json
-or on a GPU:  python -m search_space.kernels.checks --matrix cuda --device cuda
+    TRITON_INTERPRET=1 python -m tools.kernel_checks --matrix interpret --json
+or on a GPU:  python -m tools.kernel_checks --matrix cuda --device cuda
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
 from search_space import kernels
-from search_space.kernels import _ops, reference
+from search_space.kernels import _plan, reference
 
 # A kernel error above TOLERANCE still passes when it is within this factor of the PyTorch
 # path's own error in the same precision on the same inputs (ill-conditioned inputs, e.g.
@@ -45,18 +45,18 @@ INTERPRET_BWD2 = {"BWD2_TILE": 8, "BWD2_TILE_HIGH_DEGREE": 32, "BWD2_FOLD": 2}
 
 @contextlib.contextmanager
 def kernel_settings(**attrs: int) -> Iterator[None]:
-    """Set tile/grid attributes of `search_space.kernels._ops` within the block (plans cleared
+    """Set tile/grid attributes of `search_space.kernels._plan` within the block (plans cleared
     on entry and exit, so they take effect and do not outlive it)."""
-    saved = {k: getattr(_ops, k) for k in attrs}
-    _ops.clear_plans()
+    saved = {k: getattr(_plan, k) for k in attrs}
+    _plan.clear_plans()
     for k, v in attrs.items():
-        setattr(_ops, k, v)
+        setattr(_plan, k, v)
     try:
         yield
     finally:
         for k, v in saved.items():
-            setattr(_ops, k, v)
-        _ops.clear_plans()
+            setattr(_plan, k, v)
+        _plan.clear_plans()
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,7 @@ def cases(matrix: str) -> list[Case]:
                     bf16 = (scope, layout) in INTERPRET_BF16
                     out += [
                         Case(cfg, scope, layout, dt, INTERPRET_SHAPES[layout], bwd)
-                        for bwd in _ops.BWD_VARIANTS
+                        for bwd in kernels.BWD_VARIANTS
                         for dt in (("fp32", "bf16") if bf16 else ("fp32",))
                     ]
                     continue
@@ -304,7 +304,7 @@ def run_case(case: Case, device: str, seed: int) -> dict[str, Any]:
     _poison(device, 4 * x.numel() * x.element_size())
     xk = x.detach().clone().requires_grad_()
     pk = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
-    with _ops.backward_variant(case.bwd):
+    with kernels.backward_variant(case.bwd):
         kernel = _errors(case.config, xk, pk, dy, fused=True, want_y=yr, want=gr)
     # The PyTorch path in the same precision, against the same float64 reference: how well
     # fp32 arithmetic can do on these inputs at all (PAU-C near a root of its denominator
@@ -415,7 +415,7 @@ def module_cases(matrix: str) -> list[ModuleCase]:
         for scope in ("per_layer", "per_channel"):
             for layout in ("contiguous", "channels_last", "2d"):
                 dts = ("fp32", "bf16") if layout == "channels_last" else ("fp32",)
-                for bwd in _ops.BWD_VARIANTS:
+                for bwd in kernels.BWD_VARIANTS:
                     out += [
                         ModuleCase(
                             family, options, trainable, scope, layout, dt, shapes[layout], bwd
@@ -462,7 +462,7 @@ def run_module_case(case: ModuleCase, device: str, seed: int) -> dict[str, Any]:
         return [y, *torch.autograd.grad(y, wrt, grad)]
 
     want = step(reference.double(), x.double(), dy.double())
-    with _ops.backward_variant(case.bwd):
+    with kernels.backward_variant(case.bwd):
         got = step(fused, x, dy)
     torch_path = step(reference.float(), x, dy)
     names = ["y", "dx", *(f"d{n}" for n, _ in fused.named_parameters())]
@@ -502,7 +502,7 @@ def compile_cases(matrix: str) -> list[CompileCase]:
     picks = [("smu", "per_channel"), ("swish", "per_layer"), ("pau", "per_channel")]
     picks += [("opau", "per_layer")]
     out = []
-    for bwd in _ops.BWD_VARIANTS:
+    for bwd in kernels.BWD_VARIANTS:
         for family, scope in picks:
             options, trainable = next((o, t) for f, o, t in MODULE_CONFIGS if f == family)
             module = ModuleCase(
@@ -536,7 +536,7 @@ def run_compile_case(case: CompileCase, device: str, seed: int) -> dict[str, Any
     torch._dynamo.reset()
     compiled = torch.compile(module, backend="eager", fullgraph=True)
     runs = []
-    with _ops.backward_variant(mc.bwd):
+    with kernels.backward_variant(mc.bwd):
         for f in (module, compiled):
             xi = x.detach().clone().requires_grad_()
             y = f(xi)
@@ -560,75 +560,6 @@ def _module_values(module: Any) -> dict[str, torch.Tensor]:
         v = module.value(name).detach().double()
         out[name] = v.t() if v.dim() == 2 else v
     return out
-
-
-class HostOpCounter:
-    """Counts the aten ops a fused call dispatches besides its Triton launches (host cost).
-
-    A TorchDispatchMode sees every op below autograd (views, allocations, reductions, the
-    autograd engine's own ops); the launches are excluded by wrapping the kernels' `run` (under
-    the interpreter they copy tensors around, which a GPU launch does not). With
-    `stub_launches` the kernels are not run at all, so the count (and host timing) works on any
-    device, interpreter or not. Use as a context manager around `count` calls.
-    """
-
-    def __init__(self, stub_launches: bool = False) -> None:
-        from torch.utils._python_dispatch import TorchDispatchMode
-
-        counter = self
-
-        class Mode(TorchDispatchMode):
-            def __torch_dispatch__(
-                self,
-                func: Any,
-                types: Any,
-                args: tuple[Any, ...] = (),
-                kwargs: dict[str, Any] | None = None,
-            ) -> Any:
-                if counter.paused == 0:
-                    counter.ops.append(str(func.overloadpacket.__name__))
-                return func(*args, **(kwargs or {}))
-
-        self.mode_cls = Mode
-        self.ops: list[str] = []
-        self.launches = 0
-        self.paused = 0
-        self.stub = stub_launches
-        self._saved: list[tuple[Any, Any]] = []
-
-    def __enter__(self) -> HostOpCounter:
-        from search_space.kernels import _triton
-
-        for kernel in (_triton.act_fwd_kernel, _triton.act_bwd_kernel, _triton.act_bwd_loop_kernel):
-            real = kernel.run
-            self._saved.append((kernel, real))
-            kernel.run = self._wrap(real)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for kernel, _real in self._saved:
-            del kernel.run  # the class's method again
-        self._saved.clear()
-
-    def _wrap(self, real: Callable[..., Any]) -> Callable[..., Any]:
-        def run(*args: Any, **kwargs: Any) -> Any:
-            self.launches += 1
-            if self.stub:
-                return None
-            self.paused += 1
-            try:
-                return real(*args, **kwargs)
-            finally:
-                self.paused -= 1
-
-        return run
-
-    def count(self, fn: Callable[[], Any]) -> tuple[Any, list[str], int]:
-        """(fn's result, aten ops it dispatched, Triton launches)."""
-        self.ops, self.launches = [], 0
-        with self.mode_cls():
-            out = fn()
-        return out, list(self.ops), self.launches
 
 
 def main(argv: list[str] | None = None) -> int:
