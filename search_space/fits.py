@@ -1,6 +1,6 @@
 """Least-squares initial coefficients for PAU and OPAU, and the tables shipped with the package.
 
-`python -m search_space.fits` recomputes `search_space/fit_tables.json`: PAU forms A, B, C and
+`python -m tools.fits` recomputes `search_space/fit_tables.json`: PAU forms A, B, C and
 the six OPAU bases at the degrees in TABLE_DEGREES, fitted to each of FIT_TARGETS on the
 default interval [-3, 3]. Other degrees / intervals / the unsafe form are fitted on demand by
 `initial_coefficients` and cached in-process.
@@ -19,12 +19,10 @@ reproduces their curve to ~1e-5. The unrestricted optimum for that target has a 
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import logging
 import math
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -360,7 +358,7 @@ def build_tables(degrees: Sequence[tuple[int, int]] | None = None) -> dict[str, 
     degrees = TABLE_DEGREES if degrees is None else degrees
     tables: dict[str, Any] = {
         "about": "Least-squares fits of PAU / OPAU to common activations; regenerate with "
-        "`python -m search_space.fits`. Errors are over the fit grid of the interval.",
+        "`python -m tools.fits`. Errors are over the fit grid of the interval.",
         "interval": list(DEFAULT_FIT_INTERVAL),
         "grid_points": FIT_POINTS,
         "smooth_form_a": SMOOTH_FORM_A,
@@ -387,26 +385,3 @@ def build_tables(degrees: Sequence[tuple[int, int]] | None = None) -> dict[str, 
                     fit.to_json()
                 )
     return tables
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Recompute the fit tables and write them as JSON."""
-    parser = argparse.ArgumentParser(prog="python -m search_space.fits", description=__doc__)
-    parser.add_argument("--output", type=Path, default=TABLE_PATH, help="where to write JSON")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    tables = build_tables()
-    args.output.write_text(json.dumps(tables, indent=1) + "\n", encoding="utf-8")
-    worst = max(
-        (entry["max_abs"], f"{fam} {variant} {deg} {target}")
-        for fam in ("pau", "opau")
-        for variant, by_degree in tables[fam].items()
-        for deg, by_target in by_degree.items()
-        for target, entry in by_target.items()
-    )
-    log.info("wrote %s; worst max-abs error %.4g (%s)", args.output, *worst)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

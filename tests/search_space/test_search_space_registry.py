@@ -6,12 +6,13 @@ import inspect
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from activation_reference import REFERENCES
 
-from search_space import docs, fits
+from search_space import fits
 from search_space.build import ActivationFactory, module_class
 from search_space.modules.base import ActivationModule
 from search_space.registry import (
@@ -24,6 +25,8 @@ from search_space.registry import (
     family_names,
     get_family,
 )
+from tools import docs
+from tools import fits as fits_cli
 
 
 def test_registry_is_a_lowercase_dict_and_unknown_names_list_the_valid_ones() -> None:
@@ -74,16 +77,17 @@ def test_registry_spec_and_suggest_import_without_torch() -> None:
     code = (
         "import sys\n"
         "import search_space, search_space.registry, search_space.spec, search_space.suggest\n"
-        "import search_space.docs\n"
+        "import tools.docs\n"
         "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
         "assert not bad, bad\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    root = Path(__file__).resolve().parents[2]  # tools/ is importable from the repo root
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, cwd=root)
 
 
 def test_docs_file_is_generated_from_the_registry() -> None:
     assert docs.DOC_PATH.read_text(encoding="utf-8") == docs.render(), (
-        "docs/activations.md is stale: run python -m search_space.docs"
+        "docs/activations.md is stale: run python -m tools.docs"
     )
     text = docs.render()
     for name in [*FAMILIES, *ALIASES]:
@@ -159,6 +163,6 @@ def test_fits_cli_writes_json(tmp_path: object, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(fits, "FIT_TARGETS", ("tanh",))
     monkeypatch.setattr(fits, "TABLE_DEGREES", ((2, 1),))
     out = tmp_path / "tables.json"  # type: ignore[operator]
-    assert fits.main(["--output", str(out)]) == 0
+    assert fits_cli.main(["--output", str(out)]) == 0
     data = json.loads(out.read_text())
     assert set(data["pau"]) == {"B"} and set(data["opau"]) == {"legendre"}

@@ -1,6 +1,6 @@
-"""Generate docs/activations.md (the registry) and docs/spec.md (the study spec).
+"""Generate docs/activations.md (the family registry) and docs/spec.md (the study spec).
 
-`python -m search_space.docs` writes both; `--check` fails when either is out of date.
+`python -m tools.docs` writes both; `--check` fails when either is out of date.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from search_space import spec_docs
+from search_space.fits import TABLE_PATH
 from search_space.registry import (
     ALIASES,
     ALL_SCOPES,
@@ -27,14 +27,14 @@ from search_space.registry import (
     PRESCREEN_FLAT_LIMIT,
     Family,
 )
+from tools import spec_docs
 
 DOC_PATH = Path(__file__).resolve().parents[1] / "docs" / "activations.md"
-TABLE_PATH = Path(__file__).with_name("fit_tables.json")
 
 HEADER = """\
 # Activation families
 
-Generated from `search_space/registry.py` by `python -m search_space.docs`; do not edit by hand
+Generated from `search_space/families.py` by `python -m tools.docs`; do not edit by hand
 (a test checks this file equals the generated text). The mathematics follow
 `../shared/docs/ACTIVATIONS.md`.
 
@@ -198,7 +198,7 @@ GENERATED: dict[str, Callable[[], str]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Write (or with --check, compare) every generated document."""
-    parser = argparse.ArgumentParser(prog="python -m search_space.docs", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.docs", description=__doc__)
     parser.add_argument("--docs-dir", type=Path, default=DOC_PATH.parent, help="default: docs/")
     parser.add_argument("--check", action="store_true", help="fail if a file is out of date")
     args = parser.parse_args(argv)
@@ -210,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif not path.exists() or path.read_text(encoding="utf-8") != text:
             stale.append(path)
     for path in stale:
-        sys.stderr.write(f"{path} is out of date: run python -m search_space.docs\n")
+        sys.stderr.write(f"{path} is out of date: run python -m tools.docs\n")
     return 1 if stale else 0
 
 
