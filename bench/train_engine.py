@@ -6,12 +6,12 @@ once. Parts are chosen by flags (default: all three):
   python bench/train_engine.py --data ../shared/data/cifar10-jpg.tar.xz [--proxy] [--throughput]
                                [--resnet30] [--proxy-runs 3] [--out bench/results]
 
-* proxy: the airbench-style proxy network with GELU, its recipe (workers.train.PROXY_RECIPE),
+* proxy: the airbench-style proxy network with GELU, its recipe (search_space.recipes.PROXY_RECIPE),
   a warm-up run first; reports validation accuracy (no TTA), test accuracy and the seconds spent
   in training steps (evaluation excluded), per run.
 * throughput: ResNet-18 + ReLU, batch 512, bf16 autocast, channels_last, data resident; images/s
   over 80 steps of the second epoch, timed with CUDA events from the trainer's on_step hook.
-* resnet30: ResNet-18 + ReLU, 30 epochs of the standard recipe (workers.train.STANDARD_RECIPE)
+* resnet30: ResNet-18 + ReLU, 30 epochs of the standard recipe (search_space.recipes.STANDARD_RECIPE)
   with each chosen variant's overrides (list below); val and test accuracy, and what was
   evaluated (raw or EMA weights, TTA or not).
 
@@ -55,9 +55,10 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from search_space.recipes import STANDARD_RECIPE, recipe  # noqa: E402
 from workers.data import DataSplits, load_dataset  # noqa: E402
 from workers.device import device_name  # noqa: E402
-from workers.train import STANDARD_RECIPE, recipe, train_trial  # noqa: E402
+from workers.train import train_trial  # noqa: E402
 
 log = logging.getLogger("bench.train_engine")
 VAL_SIZE = 5000  # images held out of train for validation, as a study's default
@@ -68,7 +69,7 @@ THROUGHPUT_STEPS = 80
 def activation_factory(family: str) -> Any:
     """The registry's factory for a family, or torch's module when search_space lacks build."""
     try:
-        from workers.train import make_act_factory
+        from workers.sites import make_act_factory
 
         return make_act_factory({"family": family})
     except ImportError:
@@ -258,7 +259,8 @@ def _time_loop(model: nn.Module, batches: Any, device: torch.device, steps: int)
 
 def diagnose(data: DataSplits, device: torch.device) -> list[dict[str, Any]]:
     """Bare ResNet-18 loops: which part (activation module, data path) costs what."""
-    from workers.augment import AugmentConfig, Normalizer, TrainBatches
+    from search_space.contract import AugmentConfig
+    from workers.augment import Normalizer, TrainBatches
     from workers.models import build_model
 
     torch.backends.cudnn.benchmark = True

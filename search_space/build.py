@@ -1,4 +1,7 @@
-"""Build activation modules for model builders: one factory per model, one call per site."""
+"""Build activation modules for model builders: one factory per model, one call per site.
+
+The config is the contract's ActivationConfig (search_space.contract), re-exported here.
+"""
 
 from __future__ import annotations
 
@@ -6,60 +9,22 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from search_space.registry import (
-    DEFAULT_FIT_INTERVAL,
-    DEFAULT_FIT_TARGET,
-    FIT_TARGETS,
-    Family,
-    Scope,
-    resolve_settings,
-)
+from search_space.contract import ActivationConfig
+from search_space.registry import DEFAULT_FIT_INTERVAL, DEFAULT_FIT_TARGET, Family, Scope
 
 from .modules.base import ActivationModule
 
-
-class ActivationConfig(BaseModel):
-    """One trial's activation: family (or alias), values, options, scope and init (JSON-ready)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    family: str = Field(description="family name or alias (see docs/activations.md)")
-    params: dict[str, float] = Field(default_factory=dict, description="numeric parameters")
-    options: dict[str, int | str] = Field(
-        default_factory=dict, description="form, basis, degrees m/n/k/l, approximate, ..."
-    )
-    scope: Scope | None = Field(default=None, description="None: the family's default scope")
-    trainable: dict[str, bool] = Field(default_factory=dict)
-    preset: str | None = None
-    init_target: str | None = Field(default=None, description="PAU/OPAU: function to fit")
-    init_interval: tuple[float, float] | None = Field(
-        default=None, description="PAU/OPAU: fit interval (default [-3, 3])"
-    )
-    clamp: float | None = Field(default=None, description="PAU/OPAU: clamp |x| to this first")
-
-    @model_validator(mode="after")
-    def _check(self) -> ActivationConfig:
-        family, *_ = resolve_settings(
-            self.family, self.params, self.options, self.trainable, self.preset
-        )
-        if self.scope is not None and self.scope not in family.scopes:
-            raise ValueError(
-                f"{family.name} supports scopes {', '.join(family.scopes)}, not {self.scope!r}"
-            )
-        if (self.init_target is not None or self.init_interval is not None) and not family.fit_init:
-            raise ValueError(f"{family.name} takes no init_target / init_interval")
-        if self.init_target is not None and self.init_target not in FIT_TARGETS:
-            raise ValueError(
-                f"unknown init_target {self.init_target!r}; valid: {', '.join(FIT_TARGETS)}"
-            )
-        if self.init_interval is not None and not self.init_interval[0] < self.init_interval[1]:
-            raise ValueError("init_interval must be [low, high] with low < high")
-        if self.clamp is not None and not (family.polynomial and self.clamp > 0):
-            raise ValueError(f"{family.name} takes no input clamp (only PAU/OPAU, clamp > 0)")
-        return self
+__all__ = [
+    "ActivationConfig",
+    "ActivationFactory",
+    "activation_parameters",
+    "activation_sites",
+    "build_activation",
+    "module_class",
+    "no_weight_decay_parameters",
+]
 
 
 def module_class(family: Family) -> type[ActivationModule]:
@@ -84,11 +49,10 @@ class ActivationFactory:
             if isinstance(config, ActivationConfig)
             else ActivationConfig.model_validate(config)
         )
-        cfg = self.config
-        self.family, self.params, self.options, self.trainable = resolve_settings(
-            cfg.family, cfg.params, cfg.options, cfg.trainable, cfg.preset
-        )
-        self.scope: Scope = cfg.scope or self.family.default_scope
+        resolved = self.config.resolved  # the family was resolved once, when validated
+        self.family, self.params = resolved.family, resolved.params
+        self.options, self.trainable = resolved.options, resolved.trainable
+        self.scope: Scope = resolved.scope
         self.cls = module_class(self.family)
         self.coefficients = self._initial_coefficients()
         self._shared: ActivationModule | None = None

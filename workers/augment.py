@@ -12,42 +12,22 @@ normalised space, i.e. with the dataset's mean colour rather than black.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-PAD_MODES = ("reflect", "zeros")
+from search_space.contract import AugmentConfig
+from search_space.contract.training import PAD_MODES
 
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Training-time augmentation (the "training.augment" part of a trial config)."""
-
-    crop_padding: int = 4  # pixels added on each side before a random 32×32 crop; 0 = no crop
-    flip: bool = True  # random horizontal flip with probability 1/2
-    pad_mode: str = "reflect"  # "reflect" or "zeros" (see module docstring)
-    cutout: int = 0  # side of a square set to 0 (the mean colour) at a random place; 0 = off
-
-    @classmethod
-    def from_dict(cls, value: dict[str, Any] | None) -> AugmentConfig:
-        """Build from a config mapping; missing keys take the defaults."""
-        value = dict(value or {})
-        config = cls(
-            crop_padding=int(value.get("crop_padding", cls.crop_padding)),
-            flip=bool(value.get("flip", cls.flip)),
-            pad_mode=str(value.get("pad_mode", cls.pad_mode)),
-            cutout=int(value.get("cutout", cls.cutout)),
-        )
-        if config.pad_mode not in PAD_MODES:
-            raise ValueError(f"unknown pad_mode {config.pad_mode!r}; valid: {', '.join(PAD_MODES)}")
-        if not 0 <= config.crop_padding <= 16:
-            raise ValueError(f"crop_padding must be between 0 and 16, not {config.crop_padding}")
-        if not 0 <= config.cutout <= 32:
-            raise ValueError(f"cutout must be between 0 and 32, not {config.cutout}")
-        return config
+__all__ = [
+    "PAD_MODES",
+    "AugmentConfig",
+    "Normalizer",
+    "TrainBatches",
+    "augment_batch",
+    "eval_batches",
+]
 
 
 class Normalizer:

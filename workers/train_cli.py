@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_ACTIVATION = "relu"
-# workers.train.TTA_MODES, spelled out: --help must not wait for torch to import.
+# search_space.contract.training.TTA_MODES, spelled out: --help must not wait for torch to import.
 TTA_CHOICES = ("none", "flip", "flip_translate")
 
 
@@ -96,7 +96,8 @@ def ema_config(text: str) -> dict[str, Any]:
 
 def trial_config(args: argparse.Namespace) -> dict[str, Any]:
     """The resolved trial config these options describe (ValueError names a bad setting)."""
-    from workers.train import TrainingConfig, recipe
+    from search_space.contract import ConfigError, parse_trial_config
+    from search_space.recipes import recipe
 
     training = recipe(args.model)
     overrides = {
@@ -111,10 +112,10 @@ def trial_config(args: argparse.Namespace) -> dict[str, Any]:
     training["tta"] = args.tta
     if args.ema is not None:
         training["ema"] = ema_config(args.ema)
-    TrainingConfig.from_dict(training)  # a bad --ema or --grad-clip is reported before the data
-    return {
+    config = {
         "dataset": {
             "name": args.dataset,
+            "path": args.data if args.dataset == "folder" else None,
             "val_size": args.val_size,
             "train_subset": args.subset,
             "split_seed": 0,
@@ -126,6 +127,11 @@ def trial_config(args: argparse.Namespace) -> dict[str, Any]:
         "seeds": 1,
         "timeout_s": args.timeout,
     }
+    try:  # a bad --ema or --grad-clip is reported before the data is loaded
+        parse_trial_config(config)
+    except ConfigError as error:
+        raise ValueError(str(error)) from None
+    return config
 
 
 def _cache_dir(args: argparse.Namespace) -> Path:
@@ -205,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from workers.data import DataUnavailableError, load_dataset
     from workers.device import resolve_device
-    from workers.train import TrialFailure, train_trial
+    from workers.failures import TrialFailure
+    from workers.train import train_trial
 
     try:
         device = resolve_device(args.device)

@@ -14,7 +14,6 @@ spec's bounds and docs, and the canonical form of a trial (`canonical`).
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,8 +23,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 
 from search_space.registry import Domain
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -84,11 +81,11 @@ def domain_schema(domain: Domain) -> dict[str, Any]:
 class ConfigModel(BaseModel):
     """A frozen contract section: each value checked against its field's domain, by name.
 
-    Unknown keys are logged and dropped rather than refused: a config stored by a newer version
-    (or naming an option since removed) still trains, and the record states what ran.
+    Unknown keys are refused, naming the valid ones: a misspelt option must not train with its
+    default, nor a config written by a newer version train without what it asks for.
     """
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="forbid")
     section: ClassVar[str] = ""  # its place in a trial config, e.g. "training.augment"
 
     @model_validator(mode="before")
@@ -98,7 +95,10 @@ class ConfigModel(BaseModel):
             return data
         unknown = sorted(set(data) - set(cls.model_fields))
         if unknown:
-            log.warning("ignoring unknown %s keys: %s", cls.section or cls.__name__, unknown)
+            where = f"{cls.section}: " if cls.section else ""
+            raise ValueError(
+                f"{where}unknown keys {', '.join(unknown)}; valid: {', '.join(cls.model_fields)}"
+            )
         for name, info in cls.model_fields.items():
             knob = knob_of(info)
             value = data.get(name)

@@ -160,8 +160,6 @@ class ActivationConfig(BaseModel):
 class TrialConfig(ConfigModel):
     """One trial: data, model, training, activation, the first seed, seeds and time limit."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
@@ -172,7 +170,7 @@ class TrialConfig(ConfigModel):
     seeds: Annotated[int, Knob(Domain("int", low=1, high=MAX_SEEDS))] = Field(
         default=1, description="seeds per configuration (each trains with seed + i)"
     )
-    timeout_s: Annotated[int | None, Knob(Domain("int", low=1))] = Field(
+    timeout_s: Annotated[float | None, Knob(Domain("float", low=0.0, low_open=True))] = Field(
         default=None, description="one seed's wall time in seconds; null = none"
     )
 

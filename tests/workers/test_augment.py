@@ -118,10 +118,10 @@ def test_normalizer_matches_numpy_statistics() -> None:
 
 
 def test_augment_config_validation() -> None:
-    assert AugmentConfig.from_dict(None) == AugmentConfig()
-    assert AugmentConfig.from_dict({"crop_padding": 2, "flip": False}).crop_padding == 2
-    with pytest.raises(ValueError, match="pad_mode"):
-        AugmentConfig.from_dict({"pad_mode": "wrap"})
+    assert AugmentConfig.model_validate({}) == AugmentConfig()
+    assert AugmentConfig.model_validate({"crop_padding": 2, "flip": False}).crop_padding == 2
+    with pytest.raises(ValueError, match=r"training\.augment\.pad_mode: 'wrap' is not one of"):
+        AugmentConfig.model_validate({"pad_mode": "wrap"})
 
 
 def test_cutout_blanks_one_clipped_square_per_image() -> None:

@@ -11,19 +11,25 @@ import pytest
 import torch
 from torch import nn
 
-from workers.models import MODEL_NAMES
-from workers.train import (
+from search_space.contract import (
     EmaConfig,
-    EpochReport,
+    LookaheadConfig,
     TrainingConfig,
-    TrialCancelled,
-    TrialFailure,
-    eval_logits,
-    lr_factor,
-    param_groups,
-    recipe,
-    train_trial,
+    TrialConfig,
+    parse_trial_config,
 )
+from search_space.recipes import recipe
+from workers.failures import TrialCancelled, TrialFailure
+from workers.models import MODEL_NAMES
+from workers.optim import lr_factor, param_groups
+from workers.record import EpochReport
+from workers.train import eval_logits, train_trial
+
+
+def parse(value: dict) -> TrialConfig:
+    """A trial config as the trainer reads it (ValueError names a bad field)."""
+    return parse_trial_config(value)
+
 
 CPU = torch.device("cpu")
 
@@ -231,7 +237,7 @@ def test_other_errors_carry_the_traceback(tiny_splits) -> None:
 
 
 def test_bad_training_settings_are_errors(tiny_splits) -> None:
-    with pytest.raises(TrialFailure, match="unknown optimizer 'lion'; valid: sgd, adamw"):
+    with pytest.raises(TrialFailure, match=r"training\.optimizer: 'lion' is not one of sgd, adamw"):
         train_trial(config(optimizer="lion"), tiny_splits, CPU)
 
 
@@ -251,7 +257,7 @@ def test_schedules_warm_up_then_follow_their_shape(schedule: str) -> None:
 def test_weight_decay_skips_norm_bias_and_activation_parameters() -> None:
     from search_space.build import no_weight_decay_parameters
     from workers.models import build_model
-    from workers.train import SiteRecorder, make_act_factory
+    from workers.sites import SiteRecorder, make_act_factory
 
     recorder = SiteRecorder(make_act_factory(FAMILIES["prelu_per_channel"]))
     model = build_model("resnet18", 10, recorder, width=0.125)
@@ -449,44 +455,46 @@ def test_tta_changes_evaluation_only(tiny_splits, mode: str) -> None:
 def test_the_recipes_evaluate_without_tta_or_ema() -> None:
     # The proxy's accuracy target is without TTA; the recipes are measured results.
     for model in ("proxy", "resnet18"):
-        resolved = TrainingConfig.from_dict(recipe(model))
+        resolved = TrainingConfig.model_validate(recipe(model))
         assert resolved.tta == "none" and resolved.ema is None
 
 
 @pytest.mark.parametrize(
     ("training", "message"),
     [
-        ({"tta": "hflip"}, "unknown tta 'hflip'; valid: none, flip, flip_translate"),
-        ({"ema": {"decay": 1.0}}, r"ema.decay must be a number in \[0, 1\), not 1.0"),
-        ({"ema": {"decay": -0.1}}, r"ema.decay must be a number in \[0, 1\)"),
-        ({"ema": {"decay": "0.99"}}, r"ema.decay must be a number"),
-        ({"ema": {"every": 0}}, "ema.every must be an integer >= 1, not 0"),
-        ({"ema": {"start_epoch": -1}}, "ema.start_epoch must be an integer >= 0"),
+        ({"tta": "hflip"}, "training.tta: 'hflip' is not one of none, flip, flip_translate"),
+        ({"ema": {"decay": 1.0}}, r"training.ema.decay: 1.0 is outside the domain \[0, 1\)"),
+        ({"ema": {"decay": -0.1}}, r"training.ema.decay: -0.1 is outside the domain \[0, 1\)"),
+        ({"ema": {"decay": "0.99"}}, r"training.ema.decay: expected a number"),
+        ({"ema": {"every": 0}}, r"training.ema.every: 0 is outside the domain \[1, inf\)"),
+        ({"ema": {"start_epoch": -1}}, "training.ema.start_epoch: -1 is outside the domain"),
         ({"ema": {"start_epoch": 3}}, r"ema.start_epoch \(3\) must be below epochs \(3\)"),
-        ({"ema": {"decay": 0.9, "beta": 1}}, "unknown ema keys beta; valid: decay, start_epoch"),
-        ({"ema": 0.999}, "ema must be a mapping or null, not 0.999"),
-        ({"lookahead": {"every": 0}}, "lookahead.every must be an integer >= 1"),
-        ({"lookahead": {"decay": 0.9, "gamma": 2}}, "unknown lookahead keys gamma"),
-        ({"grad_clip": 0}, r"grad_clip must be a number > 0 or null \(off\), not 0"),
-        ({"grad_clip": -1.0}, "grad_clip must be a number > 0"),
-        ({"grad_clip": "1"}, "grad_clip must be a number > 0"),
-        ({"grad_clip": True}, "grad_clip must be a number > 0"),
-        ({"grad_clip": math.inf}, "grad_clip must be a number > 0"),
+        ({"ema": {"decay": 0.9, "beta": 1}}, "training.ema: unknown keys beta; valid: decay"),
+        ({"ema": 0.999}, "training.ema: Input should be a valid dictionary"),
+        ({"lookahead": {"every": 0}}, r"training.lookahead.every: 0 is outside the domain"),
+        ({"lookahead": {"decay": 0.9, "gamma": 2}}, "training.lookahead: unknown keys gamma"),
+        ({"grad_clip": 0}, r"training.grad_clip: 0 is outside the domain \(0, inf\)"),
+        ({"grad_clip": -1.0}, "training.grad_clip: -1.0 is outside the domain"),
+        ({"grad_clip": "1"}, "training.grad_clip: expected a number"),
+        ({"grad_clip": True}, "training.grad_clip: expected a number"),
+        ({"grad_clip": math.inf}, "training.grad_clip: expected a finite number"),
+        ({"epochs": 3, "flux": 1}, "training: unknown keys flux; valid: epochs"),
     ],
 )
 def test_bad_ema_tta_and_lookahead_options_are_value_errors(training: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        TrainingConfig.from_dict({"epochs": 3, **training})
+        parse({"training": {"epochs": 3, **training}})
 
 
 def test_ema_defaults_and_off_switches() -> None:
-    assert TrainingConfig.from_dict({"ema": {}}).ema == EmaConfig(decay=0.999, start_epoch=1)
-    assert TrainingConfig.from_dict({"ema": None}).ema is None
-    assert TrainingConfig.from_dict({"lookahead": {}}).lookahead is None  # as before: off
+    assert TrainingConfig.model_validate({"ema": {}}).ema == EmaConfig(decay=0.999, start_epoch=1)
+    assert TrainingConfig.model_validate({"ema": None}).ema is None
+    # {} means the defaults for both averages (the trainer once read an empty lookahead as off).
+    assert TrainingConfig.model_validate({"lookahead": {}}).lookahead == LookaheadConfig()
 
 
 def test_bad_ema_in_a_trial_is_a_failure_that_says_what_to_fix(tiny_splits) -> None:
-    with pytest.raises(TrialFailure, match=r"ema\.every must be an integer >= 1"):
+    with pytest.raises(TrialFailure, match=r"training\.ema\.every: 0 is outside the domain"):
         train_trial(config(ema={"every": 0}), tiny_splits, CPU)
 
 
@@ -550,7 +558,6 @@ def test_proxy_learns_real_cifar10_in_one_epoch_on_cpu(cifar10_tarball, tmp_path
     from pathlib import Path
 
     from workers.data import load_dataset
-    from workers.train import recipe
 
     # ACTSEARCH_CACHE_DIR keeps the decoded tensors between sessions; else decode once here.
     cache = Path(os.environ.get("ACTSEARCH_CACHE_DIR") or tmp_path_factory.mktemp("cache"))

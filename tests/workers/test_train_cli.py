@@ -87,10 +87,10 @@ def test_a_run_writes_its_record(
 @pytest.mark.parametrize(
     ("ema", "message"),
     [
-        ("1.5", "ema.decay must be a number in [0, 1)"),
+        ("1.5", "training.ema.decay: 1.5 is outside the domain [0, 1)"),
         ("fast", "--ema must be a decay such as 0.999"),
         ('{"decay": 0.9,', "--ema must be a decay such as 0.999"),
-        ('{"decay": 0.9, "power": 2}', "unknown ema keys power"),
+        ('{"decay": 0.9, "power": 2}', "training.ema: unknown keys power"),
         ('{"start_epoch": 5}', "ema.start_epoch (5) must be below epochs (2)"),
     ],
 )
@@ -123,6 +123,6 @@ def test_grad_clip_reaches_the_config_and_a_bad_one_exits_2(tmp_path, capsys) ->
 
 
 def test_tta_choices_are_the_trainers() -> None:
-    from workers.train import TTA_MODES
+    from search_space.contract.training import TTA_MODES
 
     assert train_cli.TTA_CHOICES == TTA_MODES
