@@ -28,7 +28,7 @@ def param_groups(
     groups = [
         {"params": weights, "weight_decay": config.weight_decay, "lr_scale": 1.0},
         {"params": norms_biases, "weight_decay": 0.0, "lr_scale": config.bias_lr_scale},
-        {"params": activation, "weight_decay": 0.0, "lr_scale": 1.0},
+        {"params": activation, "weight_decay": 0.0, "lr_scale": config.activation_lr_scale},
     ]
     return [g for g in groups if g["params"]]
 

@@ -142,6 +142,11 @@ class TrainingConfig(ConfigModel):
     bias_lr_scale: Annotated[float, Knob(_POSITIVE)] = Field(
         default=1.0, description="lr multiplier of norm and bias parameters (airbench's)"
     )
+    activation_lr_scale: Annotated[float, Knob(_POSITIVE)] = Field(
+        default=1.0,
+        description="lr multiplier of the activations' own trainable parameters (PAU/OPAU "
+        "coefficients, SMU's alpha and mu, Swish's beta); 1 = the network's lr",
+    )
     grad_clip: Annotated[float | None, Knob(_POSITIVE)] = Field(
         default=None,
         description="clip the global L2 norm of all gradients to this value at every step; "

@@ -632,3 +632,15 @@ def test_cuda_ema_and_tta_with_channels_last_and_compile(
     plain = train_trial(plain_cfg, tiny_splits, device)
     final, raw = first.activation_params["final"], plain.activation_params["final"]
     assert final.keys() == raw.keys() and not _final_params_equal(final, raw)
+
+
+def test_activation_lr_scale_sets_the_activation_group_lr() -> None:
+    from workers.models import build_model
+    from workers.sites import SiteRecorder, make_act_factory
+
+    recorder = SiteRecorder(make_act_factory({"family": "pau"}))
+    model = build_model("lenet", 10, recorder, width=0.25)
+    config = parse({"training": {"activation_lr_scale": 0.1}}).training
+    groups = param_groups(model, recorder.parameter_ids(), config)
+    assert [g["lr_scale"] for g in groups] == [1.0, 1.0, 0.1]
+    assert {id(p) for p in groups[-1]["params"]} == recorder.parameter_ids()
