@@ -46,7 +46,9 @@ def fresh_login_token(store: Store, user: UserInfo) -> str:
 
 
 def _worker_command(settings: Settings, gpus: str) -> list[str]:
-    command = [sys.executable, "-m", "workers", "worker"]
+    # --parent-pid: the worker stops (its slots hand their trials back) when `up` dies, even of
+    # a SIGKILL that leaves no chance to stop it from here.
+    command = [sys.executable, "-m", "workers", "worker", "--parent-pid", str(os.getpid())]
     if gpus != "auto":
         command += ["--gpus", gpus]
     return command

@@ -2,10 +2,17 @@
 
 The supervisor itself never imports torch: each slot is a fresh interpreter started with
 `CUDA_VISIBLE_DEVICES` already set, so the child's CUDA runtime only ever sees its own GPU.
+
+Nothing outlives its parent: each slot is started with `--parent-pid` and asks Linux for SIGHUP
+when the supervisor dies (PR_SET_PDEATHSIG), and watches the pid where that is missing; the
+supervisor does the same for the process that started it (`actsearch up`) when given a parent
+pid. SIGHUP means "stop at once": the supervisor passes it to every slot, which hands its
+running trial back and exits.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -24,6 +31,31 @@ RESTART_BASE_S = 1.0  # first restart delay of a crashing slot; doubles up to RE
 RESTART_MAX_S = 60.0
 HEALTHY_S = 60.0  # a child that ran this long before dying restarts without back-off
 EXIT_FATAL = 3  # a child's "restarting will not help" code (bad database URL, schema out of date)
+MAX_QUICK_CRASHES = 10  # a slot that crashed this often in a row, each within HEALTHY_S: given up
+HURRY_KILL_S = 60.0  # after SIGHUP, slots that have not handed back and exited by then are killed
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+HANGUP = getattr(signal, "SIGHUP", signal.SIGTERM)  # "stop at once"; Windows has no SIGHUP
+
+
+def die_with_parent(parent_pid: int | None, signum: int = HANGUP) -> None:
+    """Ask Linux to send `signum` to this process when its parent dies (elsewhere: nothing).
+
+    Set in the child itself (not in a preexec_fn, unsafe with threads). A parent that died
+    before this call, or a system without prctl, is caught by the parent-pid watch.
+    """
+    if not parent_pid or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) != 0:
+            log.debug("prctl(PR_SET_PDEATHSIG) failed: errno %s", ctypes.get_errno())
+    except (OSError, AttributeError):  # no libc symbol table here; the pid watch remains
+        log.debug("prctl is not available", exc_info=True)
+
+
+def parent_is(parent_pid: int | None) -> bool:
+    """Whether this process still has `parent_pid` as its parent (True when none was given)."""
+    return not parent_pid or os.getppid() == parent_pid
 
 
 @dataclass(frozen=True)
@@ -103,6 +135,7 @@ class _Child:
     restarts: int = 0
     next_start_at: float = 0.0
     done: bool = False  # exited by itself with success (e.g. --max-trials reached)
+    given_up: bool = False  # crashed MAX_QUICK_CRASHES times in a row: not restarted any more
 
 
 @dataclass
@@ -113,9 +146,12 @@ class Supervisor:
     command: list[str]  # the child command line, before the per-slot arguments
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     threads: int = 1
+    parent_pid: int | None = None  # stop at once when this process (`actsearch up`) goes away
+    max_quick_crashes: int = MAX_QUICK_CRASHES
     _children: list[_Child] = field(default_factory=list, init=False)
     _signals: int = field(default=0, init=False)
     _fatal: bool = field(default=False, init=False)
+    _kill_at: float | None = field(default=None, init=False)
     _wake: threading.Event = field(default_factory=threading.Event, init=False)
 
     def run(self) -> int:
@@ -124,16 +160,22 @@ class Supervisor:
         previous = {
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
         }
+        if HANGUP != signal.SIGTERM:
+            previous[HANGUP] = signal.signal(HANGUP, self._on_hangup)
         try:
             for child in self._children:
                 self._start(child)
             while not self._all_exited():
                 self._wake.wait(POLL_S)
                 self._wake.clear()
+                if not parent_is(self.parent_pid):
+                    self._hurry(
+                        f"the process that started the workers (pid {self.parent_pid}) is gone"
+                    )
                 self._tend()
             if self._fatal:
                 return EXIT_FATAL
-            failed = [c for c in self._children if not c.done and not self._signals]
+            failed = [c for c in self._children if c.given_up or (not c.done and not self._signals)]
             return 1 if failed else 0
         finally:
             for sig, handler in previous.items():
@@ -150,7 +192,29 @@ class Supervisor:
     def _all_exited(self) -> bool:
         if self._signals:
             return all(c.process is None or c.process.poll() is not None for c in self._children)
-        return all(c.done for c in self._children)
+        return all(c.done or c.given_up for c in self._children)
+
+    def _on_hangup(self, signum: int, _frame: FrameType | None) -> None:
+        self._hurry(f"{signal.Signals(signum).name} (the parent or the terminal is gone)")
+
+    def _hurry(self, why: str) -> None:
+        # The parent is gone (or a terminal hung up): nobody waits for epochs to finish. Each
+        # slot hands its trial back at once and exits; one that hangs is killed after a while.
+        if self._kill_at is not None:
+            return  # already hurrying (the watch and the signal may both notice)
+        log.warning("%s: stopping every slot now; their running trials are handed back", why)
+        self._signals = max(self._signals, 1)
+        self._kill_at = time.monotonic() + HURRY_KILL_S
+        for _, process in self._live():
+            process.send_signal(HANGUP)
+        self._wake.set()
+
+    def _live(self) -> list[tuple[_Child, subprocess.Popen[bytes]]]:
+        return [
+            (c, c.process)
+            for c in self._children
+            if c.process is not None and c.process.poll() is None
+        ]
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if not self._signals:
@@ -173,13 +237,20 @@ class Supervisor:
 
     def _tend(self) -> None:
         now = time.monotonic()
+        if self._kill_at is not None and now >= self._kill_at:
+            for child, hung in self._live():
+                log.warning("%s did not stop; killing it", child.slot.label)
+                hung.kill()
+            self._kill_at = float("inf")  # once
         for child in self._children:
             process = child.process
             if process is not None and process.poll() is None:
                 continue
             if process is not None:
                 self._reap(child, process.returncode, now)
-            idle = not self._signals and not child.done and child.process is None
+            idle = (
+                not self._signals and not (child.done or child.given_up) and child.process is None
+            )
             if idle and now >= child.next_start_at:
                 self._start(child)
 
@@ -198,6 +269,14 @@ class Supervisor:
             return
         ran_s = now - child.started_at
         child.restarts = 0 if ran_s >= HEALTHY_S else child.restarts + 1
+        if child.restarts >= self.max_quick_crashes:
+            log.error(
+                "%s crashed %d times in a row, each within %.0f s of starting (last exit code "
+                "%s); not restarting it: its error is above",
+                child.slot.label, child.restarts, HEALTHY_S, code,
+            )  # fmt: skip
+            child.given_up = True
+            return
         delay = min(RESTART_MAX_S, RESTART_BASE_S * 2 ** max(0, child.restarts - 1))
         child.next_start_at = now + delay
         log.warning(

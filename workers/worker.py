@@ -8,6 +8,10 @@ runnable the loop sleeps about a second (jittered); database outages are waited 
 Signals: the first SIGTERM/SIGINT lets the current epoch finish, then the run is handed back (a
 retry with the same parameters is queued at once) — unless that epoch was the run's last, in which
 case the run is finished normally. A second signal aborts the running epoch and hands back too.
+SIGHUP, or the supervisor's pid going away, means the supervisor is gone: the slot hands its run
+back at once and exits (no orphan trains on). A wait for the database before training ends at
+the first signal, a wait to store results at the second. A database error that waiting cannot
+fix (a missing table, a read-only file) stops the slot with FatalWorkerError.
 """
 
 from __future__ import annotations
@@ -27,28 +31,43 @@ from typing import Any
 
 import optuna
 
-from service.db import is_sqlite, make_engine, make_sessionmaker, optuna_storage
+from service.db import (
+    DatabaseWaitStopped,
+    db_retry,
+    describe_db_error,
+    is_db_outage,
+    is_permanent_db_error,
+    is_sqlite,
+    make_engine,
+    make_sessionmaker,
+    optuna_storage,
+)
 from service.migrate import SchemaOutOfDate, check_schema
 from service.settings import Settings
 from service.store import Claim, Database, Store, Studies, Users
 from service.store.runs import Runs
-from workers.objective import (
-    SKIP_STUDY_S,
-    Training,
-    TrialRunner,
-    db_retry,
-    describe_db_error,
-    is_db_outage,
-)
+from workers.objective import SKIP_STUDY_S, Training, TrialRunner
 
 log = logging.getLogger(__name__)
 
 IDLE_S = 1.0  # base pause when nothing is runnable; jittered so idle workers do not poll in step
 MAX_BACKOFF_S = 30.0
+PARENT_POLL_S = 1.0  # how often a slot checks that its supervisor is still its parent
 
 
 class FatalWorkerError(RuntimeError):
     """A problem restarting will not fix (schema out of date, bad URL): the message says what to do."""
+
+
+def permanent_db_message(error: BaseException) -> str:
+    """What to tell the operator about a database error that no retry can fix."""
+    return (
+        f"the database refused this worker for good ({describe_db_error(error)}): a missing "
+        "table or column, a read-only or damaged database, or a missing permission; retrying "
+        "cannot fix it, so the worker stops. Check the database that ACTSEARCH_DATABASE_URL / "
+        "--database-url names (`actsearch db upgrade` builds the schema of an empty database) "
+        "and start the worker again"
+    )
 
 
 # What PostgreSQL says (after "FATAL:") when it refuses the login itself: unknown user or
@@ -153,15 +172,34 @@ class SlotWorker:
 
     # -- lifecycle --------------------------------------------------------------------------
     def run(self) -> int:
-        """Register, heartbeat and process runs until stopped or --max-trials; returns 0."""
+        """Register, heartbeat and process runs until stopped or --max-trials; returns 0.
+
+        FatalWorkerError when the database fails in a way waiting cannot fix.
+        """
         self._install_signal_handlers()
+        self._watch_parent()
         try:
             store = self._store or self._open_store()
+            try:
+                self._work(store)
+            finally:
+                if self._store is None:
+                    store.dispose()
+        except DatabaseWaitStopped as stopped:
+            log.info(
+                "stopped while waiting for the database to %s (%s)",
+                stopped.what,
+                describe_db_error(stopped.error),
+            )
         except Exception as error:
-            if self.stopping.is_set() and is_db_outage(error):
-                log.info("stopped while waiting for the database (%s)", describe_db_error(error))
-                return 0
+            if is_permanent_db_error(error):
+                raise FatalWorkerError(permanent_db_message(error)) from error
             raise
+        log.info("worker %s stopped after %d trial(s)", self.worker_id, self.trials)
+        return 0
+
+    def _work(self, store: Store) -> None:
+        """Register, start the heartbeat, run the loop; mark the worker stopped at the end."""
         training = self._training or Training.default(self.settings, self.options)
         hostname = socket.gethostname()
         runner = TrialRunner(
@@ -183,20 +221,20 @@ class SlotWorker:
                 version=package_version(),
             ),
             "register the worker",
+            stop=self.stopping,
         )
         log.info("worker %s ready on %s", self.worker_id, training.device_description(""))
         beat = threading.Thread(target=self._beat, args=(store,), name="heartbeat", daemon=True)
         beat.start()
+        failed = True
         try:
             self._loop(store, runner)
+            failed = False
         finally:
             self._beat_stop.set()
             beat.join(timeout=10)
-            self._stopped(store)
-            if self._store is None:
-                store.dispose()
-        log.info("worker %s stopped after %d trial(s)", self.worker_id, self.trials)
-        return 0
+            # After a database error one try is enough: waiting would only delay the exit.
+            self._stopped(store, attempts=1 if failed else 5)
 
     def request_stop(self) -> None:
         """Stop after the current epoch (what SIGTERM does)."""
@@ -226,21 +264,53 @@ class SlotWorker:
             )
         return opened
 
-    def _stopped(self, store: Store) -> None:
+    def _stopped(self, store: Store, attempts: int) -> None:
         try:
             db_retry(
                 lambda: store.runs.worker_stopped(self.worker_id),
                 "mark the worker stopped",
-                attempts=5,
+                attempts=attempts,
             )
         except Exception as error:
-            log.warning("could not mark worker %s stopped: %s", self.worker_id, error)
+            log.warning(
+                "could not mark worker %s stopped: %s", self.worker_id, describe_db_error(error)
+            )
 
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return  # embedded in a test or a thread: the owner calls request_stop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        hangup = getattr(signal, "SIGHUP", None)  # not on Windows
+        if hangup is not None:
+            signal.signal(hangup, self._on_hangup)
+
+    def _on_hangup(self, signum: int, _frame: FrameType | None) -> None:
+        # What the supervisor's death sends (PR_SET_PDEATHSIG) and what it sends when it is
+        # told to stop at once: nobody waits for this epoch, so hand the run back now.
+        self._supervisor_gone(
+            f"{signal.Signals(signum).name}: the supervisor is gone or says stop now"
+        )
+
+    def _supervisor_gone(self, why: str) -> None:
+        if not self.aborting.is_set():
+            log.warning("%s; handing the running trial back now and stopping", why)
+        self.stopping.set()
+        self.aborting.set()
+
+    def _watch_parent(self) -> None:
+        """Stop at once when the supervisor goes away (also where PR_SET_PDEATHSIG is missing)."""
+        parent = self.options.parent_pid
+        if not parent:
+            return
+
+        def watch() -> None:
+            while os.getppid() == parent:
+                if self.aborting.wait(PARENT_POLL_S):
+                    return
+            self._supervisor_gone(f"the supervisor (pid {parent}) is gone")
+
+        threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._signals += 1
@@ -265,6 +335,8 @@ class SlotWorker:
                 )
                 failures = 0
             except Exception as error:
+                if is_permanent_db_error(error):
+                    raise  # waiting cannot fix it: run() stops the slot saying what is wrong
                 failures += 1
                 self._back_off(error, failures)
                 continue
@@ -311,7 +383,7 @@ class SlotWorker:
 
     # -- heartbeats -------------------------------------------------------------------------
     def _beat(self, store: Store) -> None:
-        """Background thread: heartbeat (worker and run), reap lost runs, watch the supervisor."""
+        """Background thread: heartbeat (worker and run) and reap lost runs."""
         interval = self.settings.heartbeat_s
         while not self._beat_stop.wait(interval * random.uniform(0.9, 1.0)):
             try:
@@ -324,6 +396,3 @@ class SlotWorker:
                     )
             except Exception as error:
                 log.warning("heartbeat failed: %s", describe_db_error(error))
-            if self.options.parent_pid and os.getppid() != self.options.parent_pid:
-                log.warning("the supervisor (pid %s) is gone; stopping", self.options.parent_pid)
-                self.stopping.set()

@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--database-url", default=None, help="SQLAlchemy URL (default: ACTSEARCH_DATABASE_URL)"
     )
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING")
-    # Set by the supervisor for each child process; not for people.
+    # Set by the supervisor for each child process (and --parent-pid by `actsearch up` for the
+    # supervisor: it stops when that process dies); not for people.
     parser.add_argument("--slot", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
     parser.add_argument("--gpu-label", default="", help=argparse.SUPPRESS)
@@ -133,7 +134,15 @@ def _configure_logging(level: str, slot: int | None) -> None:
 
 
 def _supervise(settings: Settings, args: argparse.Namespace) -> int:
-    from workers.supervisor import EXIT_FATAL, Supervisor, cpu_threads, plan_slots
+    from workers.supervisor import (
+        EXIT_FATAL,
+        Supervisor,
+        cpu_threads,
+        die_with_parent,
+        plan_slots,
+    )
+
+    die_with_parent(args.parent_pid)  # started by `actsearch up`: end with it
 
     try:
         slots = plan_slots(args.gpus, args.per_gpu)
@@ -155,9 +164,12 @@ def _supervise(settings: Settings, args: argparse.Namespace) -> int:
         ", ".join(sorted({"cpu" if s.gpu is None else f"gpu {s.gpu}" for s in slots})),
         _redact(settings.resolved_database_url),
     )
-    code = Supervisor(slots, command, env=env, threads=cpu_threads(slots)).run()
+    supervisor = Supervisor(
+        slots, command, env=env, threads=cpu_threads(slots), parent_pid=args.parent_pid
+    )
+    code = supervisor.run()
     if code == EXIT_FATAL:
-        print("actsearch worker: error: the workers cannot start (see above)", file=sys.stderr)
+        print("actsearch worker: error: the workers cannot run (see above)", file=sys.stderr)
     return code
 
 
@@ -188,8 +200,10 @@ def _passed_on(args: argparse.Namespace) -> list[str]:
 
 
 def _run_slot(settings: Settings, args: argparse.Namespace, studies: tuple[int, ...] | None) -> int:
-    from workers.supervisor import EXIT_FATAL
+    from workers.supervisor import EXIT_FATAL, die_with_parent
     from workers.worker import FatalWorkerError, SlotOptions, SlotWorker
+
+    die_with_parent(args.parent_pid)  # SIGHUP when the supervisor dies: hand back, exit
 
     options = SlotOptions(
         slot=args.slot,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -34,10 +35,13 @@ CHILD = textwrap.dedent(
         sys.exit(0)
     if mode == "fatal" and slot == "0":
         sys.exit(3)
+    if mode == "crash_always":
+        sys.exit(1)
     def stop(signum, frame):
         (out / f"stopped-{slot}").write_text(signal.Signals(signum).name)
         sys.exit(0)
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, stop)
     while True:
         time.sleep(0.1)
     """
@@ -45,23 +49,59 @@ CHILD = textwrap.dedent(
 
 SUPERVISE = textwrap.dedent(
     """
-    import logging, sys
-    from workers.supervisor import Slot, Supervisor
+    import logging, os, sys
+    from workers.supervisor import Slot, Supervisor, die_with_parent
     logging.basicConfig(level=logging.INFO)
+    parent = int(os.environ.get("PARENT_PID", "0")) or None
+    if os.environ.get("PDEATHSIG") == "1":
+        die_with_parent(parent)
     slots = [Slot(0, "3"), Slot(1, "3"), Slot(2, None)]
     command = [sys.executable, sys.argv[1], sys.argv[2]]
-    sys.exit(Supervisor(slots, command, threads=2).run())
+    crashes = int(os.environ.get("MAX_CRASHES", "10"))
+    supervisor = Supervisor(
+        slots, command, threads=2, parent_pid=parent, max_quick_crashes=crashes
+    )
+    sys.exit(supervisor.run())
+    """
+)
+
+# A stand-in for `actsearch up`: starts the supervisor with its own pid as the parent, then waits.
+LAUNCH = textwrap.dedent(
+    """
+    import os, pathlib, subprocess, sys, time
+    out = pathlib.Path(sys.argv[3])
+    env = dict(os.environ, PARENT_PID=str(os.getpid()))
+    supervisor = subprocess.Popen(
+        [sys.executable, "-c", sys.argv[1], *sys.argv[2:]], env=env, start_new_session=True
+    )
+    (out / "supervisor.pid").write_text(str(supervisor.pid))
+    time.sleep(600)
     """
 )
 
 
-def _supervisor(tmp_path: Path, mode: str) -> subprocess.Popen[bytes]:
+def _env(mode: str, **extra: str) -> dict[str, str]:
+    env = {"CHILD_MODE": mode, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT)}
+    return {**env, **extra}
+
+
+def _supervisor(tmp_path: Path, mode: str, **env: str) -> subprocess.Popen[bytes]:
     child = tmp_path / "child.py"
     child.write_text(CHILD)
-    env = {"CHILD_MODE": mode, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT)}
     return subprocess.Popen(
-        [sys.executable, "-c", SUPERVISE, str(child), str(tmp_path)], env=env, cwd=REPO_ROOT
+        [sys.executable, "-c", SUPERVISE, str(child), str(tmp_path)],
+        env=_env(mode, **env),
+        cwd=REPO_ROOT,
     )
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie waiting for its new parent to reap it does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _starts(out: Path) -> list[dict]:
@@ -138,3 +178,46 @@ def test_fatal_child_stops_every_slot(tmp_path: Path) -> None:
             process.kill()
     assert time.monotonic() - started < 30
     assert sorted(p.name for p in tmp_path.glob("stopped-*")) == ["stopped-1", "stopped-2"]
+
+
+def test_a_slot_that_keeps_crashing_is_given_up(tmp_path: Path) -> None:
+    process = _supervisor(tmp_path, "crash_always", MAX_CRASHES="3")
+    try:
+        assert process.wait(timeout=60) == 1  # 1 s + 2 s of back-off, then no more restarts
+    finally:
+        if process.poll() is None:
+            process.kill()
+    starts = _starts(tmp_path)
+    assert sorted(s["slot"] for s in starts) == ["0"] * 3 + ["1"] * 3 + ["2"] * 3
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+@pytest.mark.parametrize("pdeathsig", ["1", "0"], ids=["prctl", "pid-watch"])
+def test_a_supervisor_whose_parent_dies_stops_every_slot_at_once(
+    tmp_path: Path, pdeathsig: str
+) -> None:
+    """`kill -9` of `actsearch up`: its supervisor tells each slot to hand back now, then exits."""
+    child = tmp_path / "child.py"
+    child.write_text(CHILD)
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", LAUNCH, SUPERVISE, str(child), str(tmp_path)],
+        env=_env("wait_term", PDEATHSIG=pdeathsig),
+        cwd=REPO_ROOT,
+    )
+    supervisor = 0
+    try:
+        wait_for(lambda: len(_starts(tmp_path)) == 3, 30, "3 slots")
+        supervisor = int((tmp_path / "supervisor.pid").read_text())
+        launcher.kill()
+        launcher.wait()
+        wait_for(lambda: not _alive(supervisor), 30, "the supervisor to exit")
+        assert {p.name: p.read_text() for p in tmp_path.glob("stopped-*")} == {
+            "stopped-0": "SIGHUP",
+            "stopped-1": "SIGHUP",
+            "stopped-2": "SIGHUP",
+        }
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+        if supervisor and _alive(supervisor):
+            os.kill(supervisor, signal.SIGKILL)
