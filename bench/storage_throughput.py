@@ -43,13 +43,16 @@ import optuna  # noqa: E402
 from sqlalchemy import create_engine, func, make_url, select, text  # noqa: E402
 
 from bench.machine_info import cpu_model  # noqa: E402
+from search_space.contract import DatasetConfig, TrialConfig  # noqa: E402
 from service.db import Run, Study, make_engine  # noqa: E402
+from service.db.outage import db_retry  # noqa: E402
 from service.migrate import upgrade  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from service.store import Store  # noqa: E402
-from workers import objective  # noqa: E402
-from workers.objective import Training, db_retry  # noqa: E402
-from workers.worker import SlotOptions, SlotWorker, open_worker_store  # noqa: E402
+from workers import trial_runner  # noqa: E402
+from workers.options import SlotOptions  # noqa: E402
+from workers.training import Training  # noqa: E402
+from workers.worker import SlotWorker, open_worker_store  # noqa: E402
 
 PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"  # --server overrides
 RESULTS = ROOT / "bench" / "results"
@@ -92,15 +95,15 @@ class TrivialTraining(Training):
     def device_description(self, gpu_label: str) -> str:
         return "cpu (trivial objective)"
 
-    def load_data(self, dataset_cfg: dict[str, Any]) -> Any:
+    def load_data(self, dataset: DatasetConfig) -> Any:
         return None
 
-    def prescreen(self, config: dict[str, Any]) -> tuple[bool, str | None]:
+    def prescreen(self, config: TrialConfig) -> tuple[bool, str | None]:
         return True, None
 
     def train(self, config, data, on_epoch, should_stop):  # type: ignore[no-untyped-def]
         value = random.random()
-        epochs = int(config.get("training", {}).get("epochs", 1))
+        epochs = config.training.epochs
         for epoch in range(epochs):
             on_epoch(_Epoch(epoch, epochs, 1.0, value, 1.0, 0.0, 0.1))
         return _Record(val_acc=value, best_val_acc=value, test_acc=value, duration_s=0.0)
@@ -148,7 +151,7 @@ def _instrument(store: Store, timings: Timings) -> None:
     timings.wrap(optuna.Study, "tell", "optuna tell")
     timings.wrap(optuna.Trial, "report", "optuna report")
     timings.wrap(optuna.Trial, "should_prune", "optuna should_prune")
-    timings.wrap(objective, "suggest_config", "suggest_config")
+    timings.wrap(trial_runner, "suggest_trial", "suggest_trial")
 
 
 def _status(store: Store, study_id: int) -> str:

@@ -2,7 +2,8 @@
 
 A background thread heartbeats (the worker and its current run) every `heartbeat_s` and, at the
 same beat, fails runs whose worker has been silent for `grace_s` (`reap_lost`): every live worker
-reaps, busy or idle, so a lost run is retried within grace + one heartbeat. When nothing is
+reaps, busy or idle, so a lost run is retried within grace + one heartbeat. At that beat it also
+sets Optuna trials left RUNNING behind ended runs to the runs' states (service.store.reconcile). When nothing is
 runnable the loop sleeps about a second (jittered); database outages are waited out with back-off.
 
 Signals: the first SIGTERM/SIGINT lets the current epoch finish, then the run is handed back (a
@@ -25,7 +26,6 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -45,8 +45,11 @@ from service.db import (
 from service.migrate import SchemaOutOfDate, check_schema
 from service.settings import Settings
 from service.store import Claim, Database, Store, Studies, Users
+from service.store.reconcile import Reconciler
 from service.store.runs import Runs
-from workers.objective import SKIP_STUDY_S, Training, TrialRunner
+from workers.options import SlotOptions
+from workers.training import Training
+from workers.trial_runner import SKIP_STUDY_S, TrialRunner
 
 log = logging.getLogger(__name__)
 
@@ -92,19 +95,6 @@ def refused_login(error: BaseException) -> str | None:
                 return message.strip()
         current = current.__cause__ or current.__context__
     return None
-
-
-@dataclass(frozen=True)
-class SlotOptions:
-    """How one slot runs: which device, which studies, how many trials."""
-
-    slot: int = 0
-    device: str = "cpu"  # "cpu" or "cuda" (the one GPU this process sees)
-    gpu_label: str = ""  # the physical GPU id, for the workers page
-    studies: tuple[int, ...] | None = None  # only these study ids; None: every study
-    max_trials: int | None = None  # exit after this many runs; None: run until stopped
-    parent_pid: int | None = None  # stop when this supervisor goes away
-    threads: int | None = None  # torch CPU threads
 
 
 def new_worker_id(slot: int) -> str:
@@ -200,7 +190,7 @@ class SlotWorker:
 
     def _work(self, store: Store) -> None:
         """Register, start the heartbeat, run the loop; mark the worker stopped at the end."""
-        training = self._training or Training.default(self.settings, self.options)
+        training = self._training or self._torch_training()
         hostname = socket.gethostname()
         runner = TrialRunner(
             store=store,
@@ -235,6 +225,12 @@ class SlotWorker:
             beat.join(timeout=10)
             # After a database error one try is enough: waiting would only delay the exit.
             self._stopped(store, attempts=1 if failed else 5)
+
+    def _torch_training(self) -> Training:
+        """The real training side (imported here: torch loads only in a slot that trains)."""
+        from workers.torch_training import TorchTraining
+
+        return TorchTraining(self.settings, self.options)
 
     def request_stop(self) -> None:
         """Stop after the current epoch (what SIGTERM does)."""
@@ -383,8 +379,11 @@ class SlotWorker:
 
     # -- heartbeats -------------------------------------------------------------------------
     def _beat(self, store: Store) -> None:
-        """Background thread: heartbeat (worker and run) and reap lost runs."""
+        """Background thread: heartbeat (worker and run), reap lost runs, repair Optuna trials."""
         interval = self.settings.heartbeat_s
+        # A live worker tells Optuna within moments of storing a run; settle_s leaves it that.
+        settle_s = min(self.settings.grace_s / 2, max(2 * interval, 1.0))
+        reconciler = Reconciler(store.db, settle_s=settle_s)
         while not self._beat_stop.wait(interval * random.uniform(0.9, 1.0)):
             try:
                 store.runs.heartbeat(self.worker_id, self._current_run)
@@ -394,5 +393,6 @@ class SlotWorker:
                     log.warning(
                         "run %s lost its worker (silent > %.0f s)", run_id, self.settings.grace_s
                     )
+                reconciler.sweep()
             except Exception as error:
                 log.warning("heartbeat failed: %s", describe_db_error(error))

@@ -13,8 +13,8 @@ from pydantic import ValidationError
 from service.settings import Settings
 
 if TYPE_CHECKING:
+    from workers.options import SlotOptions
     from workers.supervisor import Slot
-    from workers.worker import SlotOptions
 
 log = logging.getLogger("actsearch.worker")
 
@@ -200,8 +200,9 @@ def _passed_on(args: argparse.Namespace) -> list[str]:
 
 
 def _run_slot(settings: Settings, args: argparse.Namespace, studies: tuple[int, ...] | None) -> int:
+    from workers.options import SlotOptions
     from workers.supervisor import EXIT_FATAL, die_with_parent
-    from workers.worker import FatalWorkerError, SlotOptions, SlotWorker
+    from workers.worker import FatalWorkerError, SlotWorker
 
     die_with_parent(args.parent_pid)  # SIGHUP when the supervisor dies: hand back, exit
 

@@ -9,7 +9,6 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
-    DateTime,
     Float,
     ForeignKey,
     Index,
@@ -17,9 +16,14 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
+    true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from service.db.states import RunState, StudyStatus, WorkerStatus
+from service.db.types import UTCDateTime
 
 
 def utcnow() -> datetime:
@@ -30,7 +34,7 @@ def utcnow() -> datetime:
 class Base(DeclarativeBase):
     """Declarative base of our tables (Optuna's live in their own metadata)."""
 
-    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: UTCDateTime}
 
 
 class User(Base):
@@ -40,7 +44,7 @@ class User(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     tokens: Mapped[list[Token]] = relationship(back_populates="user", cascade="all, delete-orphan")
 
 
@@ -53,9 +57,9 @@ class Token(Base):
     digest: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(12))  # first characters, to recognise it in lists
     label: Mapped[str] = mapped_column(String(100), default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     user: Mapped[User] = relationship(back_populates="tokens")
 
 
@@ -73,18 +77,17 @@ class Study(Base):
     owner_id: Mapped[int] = mapped_column(ForeignKey("as_users.id"), index=True)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     spec_version: Mapped[int] = mapped_column(Integer, default=1)
-    # queued | running | paused | completed | cancelled | failed
-    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    status: Mapped[str] = mapped_column(String(16), default=StudyStatus.QUEUED, index=True)
     priority: Mapped[int] = mapped_column(Integer, default=0)
     n_trials: Mapped[int] = mapped_column(Integer)
     optuna_name: Mapped[str] = mapped_column(String(100), unique=True)
     error: Mapped[str | None] = mapped_column(Text)
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    last_claim_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_claim_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     owner: Mapped[User] = relationship()
 
 
@@ -97,11 +100,10 @@ class Worker(Base):
     pid: Mapped[int] = mapped_column(Integer)
     device: Mapped[str] = mapped_column(String(100))  # "cuda:0 (NVIDIA H100)" or "cpu"
     slot: Mapped[int] = mapped_column(Integer, default=0)
-    # idle | busy | stopped | lost
-    status: Mapped[str] = mapped_column(String(16), default="idle")
+    status: Mapped[str] = mapped_column(String(16), default=WorkerStatus.IDLE)
     version: Mapped[str] = mapped_column(String(64), default="")
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     current_run_id: Mapped[int | None] = mapped_column(Integer)
     current_epoch: Mapped[int | None] = mapped_column(Integer)
     img_per_s: Mapped[float | None] = mapped_column(Float)
@@ -136,6 +138,13 @@ class Run(Base):
         Index("ix_as_runs_study_epochs", "study_id", "epochs_done", "id"),
         Index("ix_as_runs_study_finished", "study_id", "finished_at", "id"),
         Index("ix_as_runs_study_summary", *RUN_SUMMARY_COLUMNS),
+        # 0004: the few ended runs whose Optuna trial may not agree yet (service.store.reconcile).
+        Index(
+            "ix_as_runs_unsynced",
+            "id",
+            postgresql_where=text("NOT optuna_synced"),
+            sqlite_where=text("NOT optuna_synced"),
+        ),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("as_studies.id", ondelete="CASCADE"))
@@ -143,8 +152,7 @@ class Run(Base):
     optuna_trial_id: Mapped[int | None] = mapped_column(Integer)
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     retry_of: Mapped[int | None] = mapped_column(Integer, index=True)  # migration 0003
-    # queued (a retry waiting) | running | complete | pruned | failed | cancelled
-    state: Mapped[str] = mapped_column(String(16), default="running")
+    state: Mapped[str] = mapped_column(String(16), default=RunState.RUNNING)
     # Whether this row uses one unit of the study's n_trials (a lost attempt hands it to its retry).
     counts_budget: Mapped[bool] = mapped_column(Boolean, default=True)
     # diverged | oom | timeout | worker_lost | rejected | error | cancelled | data_unavailable
@@ -158,10 +166,10 @@ class Run(Base):
     )
     config: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     worker_id: Mapped[str | None] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     epochs_done: Mapped[int] = mapped_column(Integer, default=0)
     value: Mapped[float | None] = mapped_column(Float)  # objective: validation accuracy
     test_acc: Mapped[float | None] = mapped_column(Float)
@@ -171,6 +179,8 @@ class Run(Base):
     peak_mem_bytes: Mapped[int | None] = mapped_column(BigInteger)  # > 2 GiB: 64 bits (0003)
     record: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # TrialRecord.to_json()
     log_tail: Mapped[str | None] = mapped_column(Text)
+    # False from the moment a run ends until its Optuna trial is known to agree (0004).
+    optuna_synced: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     epochs: Mapped[list[Epoch]] = relationship(
         back_populates="run", cascade="all, delete-orphan", order_by="Epoch.epoch"
     )
@@ -188,7 +198,7 @@ class Epoch(Base):
     val_acc: Mapped[float | None] = mapped_column(Float)
     img_per_s: Mapped[float | None] = mapped_column(Float)
     elapsed_s: Mapped[float | None] = mapped_column(Float)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     run: Mapped[Run] = relationship(back_populates="epochs")
 
 

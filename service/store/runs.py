@@ -8,7 +8,6 @@ queued retry with the same parameters, so a retry never counts twice.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -21,13 +20,23 @@ from sqlalchemy import CursorResult, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from service.db import Epoch, Run, Study, Worker, utcnow
+from service.db import (
+    ACTIVE_STUDY_STATUSES,
+    FINAL_STUDY_STATUSES,
+    FINISHED_RUN_STATES,
+    RUNNABLE_STUDY_STATUSES,
+    Epoch,
+    Run,
+    RunState,
+    Study,
+    StudyStatus,
+    Worker,
+    WorkerStatus,
+    utcnow,
+)
 from service.store.base import Database, NotFound
-from service.store.studies import FINAL, RUNNABLE
 
 log = logging.getLogger(__name__)
-
-FINISHED_RUN_STATES = ("complete", "pruned", "failed", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -53,9 +62,9 @@ class RunStatus:
     @property
     def stop_reason(self) -> str | None:
         """Why the run must stop now, or None to continue."""
-        if self.state != "running":
-            return "worker_lost" if self.state == "failed" else self.state
-        if self.study_status in ("cancelled", "failed", "deleted"):
+        if self.state != RunState.RUNNING:
+            return "worker_lost" if self.state == RunState.FAILED else self.state
+        if self.study_status in (StudyStatus.CANCELLED, StudyStatus.FAILED, "deleted"):
             return "cancelled"
         return None
 
@@ -90,7 +99,7 @@ class Runs:
 
     @staticmethod
     def _candidates(session: Session, study_ids: list[int] | None) -> list[int]:
-        query = select(Study.id).where(Study.status.in_(RUNNABLE))
+        query = select(Study.id).where(Study.status.in_(RUNNABLE_STUDY_STATUSES))
         if study_ids:
             query = query.where(Study.id.in_(study_ids))
         # Least recently claimed first among equal priorities: round-robin across studies.
@@ -106,11 +115,11 @@ class Runs:
         # the lock is held for three statements: this one, the budget count and the insert.
         study = session.execute(
             update(Study)
-            .where(Study.id == study_id, Study.status.in_(RUNNABLE))
+            .where(Study.id == study_id, Study.status.in_(RUNNABLE_STUDY_STATUSES))
             .values(
                 last_claim_at=now,
-                updated_at=case((Study.status == "queued", now), else_=Study.updated_at),
-                status="running",
+                updated_at=case((Study.status == StudyStatus.QUEUED, now), else_=Study.updated_at),
+                status=StudyStatus.RUNNING,
                 started_at=case((Study.started_at.is_(None), now), else_=Study.started_at),
             )
             .returning(Study.n_trials, Study.optuna_name, Study.spec, Study.started_at)
@@ -133,7 +142,7 @@ class Runs:
             if not open_runs:
                 self._complete(session, study_id)
             return None
-        run.state = "running"
+        run.state = RunState.RUNNING
         run.worker_id = worker_id
         run.started_at = now
         run.heartbeat_at = self.db.clock()
@@ -155,8 +164,8 @@ class Runs:
         used, open_runs, retry_id = session.execute(
             select(
                 func.count().filter(Run.counts_budget.is_(True)),
-                func.count().filter(Run.state.in_(("queued", "running"))),
-                func.min(Run.id).filter(Run.state == "queued"),
+                func.count().filter(Run.state.in_((RunState.QUEUED, RunState.RUNNING))),
+                func.min(Run.id).filter(Run.state == RunState.QUEUED),
             ).where(Run.study_id == study_id)
         ).one()
         return int(used or 0), int(open_runs or 0), retry_id
@@ -181,9 +190,9 @@ class Runs:
         now = utcnow()
         session.execute(
             update(Run)
-            .where(Run.study_id == study_id, Run.state == "queued")
+            .where(Run.study_id == study_id, Run.state == RunState.QUEUED)
             .values(
-                state="cancelled",
+                state=RunState.CANCELLED,
                 failure_reason="time_limit",
                 failure_message="the study reached its time limit (timeouts.study_s)",
                 finished_at=now,
@@ -199,9 +208,9 @@ class Runs:
         now = utcnow()
         session.execute(
             update(Study)
-            .where(Study.id == study_id, Study.status.not_in(FINAL))
+            .where(Study.id == study_id, Study.status.not_in(FINAL_STUDY_STATUSES))
             .values(
-                status="completed",
+                status=StudyStatus.COMPLETED,
                 finished_at=now,
                 updated_at=now,
                 error=f"stopped at its time limit (timeouts.study_s = {limit} s) after "
@@ -213,14 +222,14 @@ class Runs:
     @staticmethod
     def _complete(session: Session, study_id: int, used: int | None = None) -> None:
         """Mark the study completed if its budget (`used` units, None: known to be) is spent."""
-        query = update(Study).where(Study.id == study_id, Study.status.not_in(FINAL))
+        query = update(Study).where(Study.id == study_id, Study.status.not_in(FINAL_STUDY_STATUSES))
         if used is not None:
             query = query.where(Study.n_trials <= used)
         now = utcnow()
         session.execute(
-            query.values(status="completed", finished_at=now, updated_at=now).execution_options(
-                synchronize_session=False
-            )
+            query.values(
+                status=StudyStatus.COMPLETED, finished_at=now, updated_at=now
+            ).execution_options(synchronize_session=False)
         )
 
     def release(self, run_id: int) -> None:
@@ -237,7 +246,7 @@ class Runs:
                 )
             worker_id = run.worker_id
             if run.retry_of is not None:
-                run.state, run.worker_id = "queued", None
+                run.state, run.worker_id = RunState.QUEUED, None
                 run.started_at = run.heartbeat_at = None
             else:
                 session.delete(run)
@@ -295,7 +304,9 @@ class Runs:
                     epochs_done=case(
                         (Run.epochs_done < epoch + 1, epoch + 1), else_=Run.epochs_done
                     ),
-                    heartbeat_at=case((Run.state == "running", beat), else_=Run.heartbeat_at),
+                    heartbeat_at=case(
+                        (Run.state == RunState.RUNNING, beat), else_=Run.heartbeat_at
+                    ),
                 )
                 .returning(Run.state, _study_status(Run.study_id))
             ).one_or_none()
@@ -347,13 +358,15 @@ class Runs:
     ) -> bool:
         """Store a run's outcome; False when the run had been reaped meanwhile (result dropped)."""
         if state not in FINISHED_RUN_STATES:
-            raise ValueError(f"finish state must be one of {FINISHED_RUN_STATES}, not {state!r}")
+            raise ValueError(
+                f"finish state must be one of {', '.join(FINISHED_RUN_STATES)}, not {state!r}"
+            )
         with self.db.session(immediate=True) as session:
             run = self._get(session, run_id)
             stored = (run.state, run.value, run.failure_reason, run.record)
             if run.finished_at is not None and stored == (state, value, failure_reason, record):
                 return True  # a retry after a lost acknowledgement: already stored
-            if run.state != "running":
+            if run.state != RunState.RUNNING:
                 log.warning(
                     "run %s was %s before it finished; its result is dropped", run_id, run.state
                 )
@@ -366,7 +379,8 @@ class Runs:
             run.record = record
             run.log_tail = log_tail
             run.finished_at = now
-            run.duration_s = (now - _aware(run.started_at or now)).total_seconds()
+            run.optuna_synced = False  # until the worker (or the reconciler) tells Optuna
+            run.duration_s = (now - (run.started_at or now)).total_seconds()
             if record:
                 run.img_per_s = record.get("img_per_s")
                 run.peak_mem_bytes = record.get("peak_memory_bytes")
@@ -396,7 +410,7 @@ class Runs:
         with self.db.session() as session:
             stale = list(
                 session.scalars(
-                    select(Run.id).where(Run.state == "running", Run.heartbeat_at < cutoff)
+                    select(Run.id).where(Run.state == RunState.RUNNING, Run.heartbeat_at < cutoff)
                 )
             )
         return [run_id for run_id in stale if self._reap(run_id, cutoff)]
@@ -408,12 +422,15 @@ class Runs:
                 CursorResult[Any],
                 session.execute(
                     update(Run)
-                    .where(Run.id == run_id, Run.state == "running", Run.heartbeat_at < cutoff)
+                    .where(
+                        Run.id == run_id, Run.state == RunState.RUNNING, Run.heartbeat_at < cutoff
+                    )
                     .values(
-                        state="failed",
+                        state=RunState.FAILED,
                         failure_reason="worker_lost",
                         finished_at=utcnow(),
                         failure_message="worker stopped heartbeating",
+                        optuna_synced=False,
                     )
                 ),
             ).rowcount
@@ -424,7 +441,7 @@ class Runs:
             retry = (
                 run.attempt < self.max_attempts
                 and study is not None
-                and study.status in ("queued", "running", "paused")
+                and study.status in ACTIVE_STUDY_STATUSES
             )
             if retry:
                 run.counts_budget = False  # its budget unit moves to the retry
@@ -433,7 +450,7 @@ class Runs:
                         study_id=run.study_id,
                         attempt=run.attempt + 1,
                         retry_of=run.id,
-                        state="queued",
+                        state=RunState.QUEUED,
                         counts_budget=True,
                         params=run.params,
                         family=run.family,
@@ -446,24 +463,34 @@ class Runs:
                 session.execute(
                     update(Worker)
                     .where(Worker.id == run.worker_id)
-                    .values(status="lost", current_run_id=None)
+                    .values(status=WorkerStatus.LOST, current_run_id=None)
                 )
             trial_id = run.optuna_trial_id
             if study is not None and not retry:
                 session.flush()
                 self._complete_if_done(session, study.id)
         log.warning("run %s lost its worker; %s", run_id, "retry queued" if retry else "no retry")
-        self._fail_optuna_trial(trial_id)
+        if trial_id is not None and self._fail_optuna_trial(trial_id):
+            self.mark_synced(run_id)
+        # A run reaped before it recorded its trial stays unsynced: the reconciler looks for
+        # the orphan trial its worker may have left behind.
         return True
 
-    def _fail_optuna_trial(self, trial_id: int | None) -> None:
-        if trial_id is None:
-            return
-        # Already finished (or deleted with its study) means there is nothing left to fail.
-        with contextlib.suppress(
-            RuntimeError, KeyError, optuna.exceptions.UpdateFinishedTrialError
-        ):
+    def _fail_optuna_trial(self, trial_id: int) -> bool:
+        """Fail a lost run's Optuna trial; True once it is finished (False: try again later)."""
+        try:
             self.db.optuna.set_trial_state_values(trial_id, TrialState.FAIL)
+        except (KeyError, optuna.exceptions.UpdateFinishedTrialError):
+            return True  # finished already, or deleted with its study: nothing left to fail
+        except Exception as error:  # the reconciler retries what fails here
+            log.warning("run's Optuna trial %s could not be failed now: %s", trial_id, error)
+            return False
+        return True
+
+    def mark_synced(self, run_id: int) -> None:
+        """The run's Optuna trial has been told its outcome (see service.store.reconcile)."""
+        with self.db.session() as session:
+            session.execute(update(Run).where(Run.id == run_id).values(optuna_synced=True))
 
     # -- workers ----------------------------------------------------------------------------
     def register_worker(
@@ -486,7 +513,7 @@ class Runs:
                 slot,
                 version,
             )
-            row.status = "idle"
+            row.status = WorkerStatus.IDLE
             row.started_at = utcnow()
             row.heartbeat_at = self.db.clock()
             row.trials_done = row.trials_done or 0
@@ -501,14 +528,16 @@ class Runs:
             if run_id is not None:
                 session.execute(
                     update(Run)
-                    .where(Run.id == run_id, Run.state == "running")
+                    .where(Run.id == run_id, Run.state == RunState.RUNNING)
                     .values(heartbeat_at=now)
                 )
             session.execute(
                 update(Worker)
                 .where(Worker.id == worker_id)
                 .values(
-                    heartbeat_at=now, current_run_id=run_id, status="busy" if run_id else "idle"
+                    heartbeat_at=now,
+                    current_run_id=run_id,
+                    status=WorkerStatus.BUSY if run_id else WorkerStatus.IDLE,
                 )
             )
 
@@ -518,14 +547,14 @@ class Runs:
             session.execute(
                 update(Worker)
                 .where(Worker.id == worker_id)
-                .values(status="stopped", current_run_id=None, current_epoch=None)
+                .values(status=WorkerStatus.STOPPED, current_run_id=None, current_epoch=None)
             )
 
     def hand_back(self, run_id: int, reason: str = "worker stopped") -> None:
         """Give an unfinished run back (SIGTERM): it is retried at once, same parameters."""
         with self.db.session() as session:
             run = self._get(session, run_id)
-            if run.state != "running":
+            if run.state != RunState.RUNNING:
                 return
             run.heartbeat_at = datetime(1970, 1, 1, tzinfo=utcnow().tzinfo)
         self._reap(run_id, utcnow())
@@ -540,7 +569,7 @@ def _time_limit_reached(
     limit = ((spec or {}).get("timeouts") or {}).get("study_s")
     if not limit or started_at is None:
         return None
-    return int(limit) if (now - _aware(started_at)).total_seconds() >= limit else None
+    return int(limit) if (now - started_at).total_seconds() >= limit else None
 
 
 def _study_status(study_id: Any) -> Any:
@@ -551,8 +580,3 @@ def _study_status(study_id: Any) -> Any:
 def _upsert(is_sqlite: bool) -> Any:
     """INSERT … ON CONFLICT for the backend (both dialects spell it the same way)."""
     return sqlite.insert if is_sqlite else postgresql.insert
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite returns naive datetimes even for timezone-aware columns: they are UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=utcnow().tzinfo)

@@ -1,6 +1,6 @@
 """Helpers of the dashboard tests: a worker played through the real store API, and trial records.
 
-No GPU and no training: `FakeWorker` does what `workers.objective` does around training (claim,
+No GPU and no training: `FakeWorker` does what `workers.trial_runner` does around training (claim,
 create the Optuna trial with the study's sampler, attach it, report epochs to the store and to
 Optuna, finish, tell Optuna) with made-up accuracies and learned activation curves.
 """
@@ -100,7 +100,7 @@ class Started:
 
 
 class FakeWorker:
-    """A worker without torch: the store and Optuna calls of workers.objective, made-up numbers."""
+    """A worker without torch: the store and Optuna calls of workers.trial_runner, made-up numbers."""
 
     def __init__(self, store: Store, worker_id: str = "w-gpu-node-1-0") -> None:
         self.store = store

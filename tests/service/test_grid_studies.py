@@ -1,6 +1,6 @@
 """Grid studies with baselines: submitted through the API, run by the real trial runner.
 
-The runner is the worker's own (workers.objective.TrialRunner: claim, Optuna ask/tell, every
+The runner is the worker's own (workers.trial_runner.TrialRunner: claim, Optuna ask/tell, every
 store write, real training of a tiny LeNet on a tiny generated image folder on the CPU).
 """
 
@@ -18,8 +18,9 @@ from service.settings import Settings
 from service.store import Store
 from tests.service.conftest import Person, spec
 from tests.workers.worker_helpers import make_image_folder
-from workers.objective import TorchTraining, TrialRunner
-from workers.worker import SlotOptions
+from workers.options import SlotOptions
+from workers.torch_training import TorchTraining
+from workers.trial_runner import TrialRunner
 
 pytestmark = pytest.mark.timeout(300)
 

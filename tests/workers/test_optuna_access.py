@@ -10,9 +10,11 @@ from optuna.trial import TrialState
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
-from service.store.runs import Claim
-from workers.objective import TrialRunner, db_retry, tell_optuna
+from search_space.optuna_access import tell_without_reread as tell_optuna
 from search_space.optuna_access import worker_storage
+from service.db.outage import db_retry
+from service.store.runs import Claim
+from workers.trial_runner import TrialRunner
 
 # Tables a whole-trial read selects from and a lent copy does not (`trial_values` is left out:
 # Optuna's write of a value selects the row it replaces).

@@ -28,20 +28,17 @@ from worker_helpers import (
     wait_for,
 )
 
+from search_space import optuna_access
+from search_space.optuna_access import create_running_trial
+from search_space.optuna_access import tell_without_reread as tell_optuna
 from search_space.spec import SpecError, parse_spec
 from search_space.suggest import suggest_config
 from service.db import Study, Worker, utcnow
 from service.settings import Settings
 from service.store import Store, UserInfo
-from workers import objective as objective_module
-from workers.objective import (
-    TorchTraining,
-    TrialRunner,
-    missing_package_message,
-    retry_trial,
-    tell_optuna,
-)
-from workers.worker import SlotOptions
+from workers.options import SlotOptions
+from workers.torch_training import TorchTraining
+from workers.trial_runner import TrialRunner, missing_package_message
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +126,7 @@ def test_retry_trial_suggests_exactly_the_lost_parameters(
     config = suggest_config(first, spec)
     lost = dict(first.params)
     spec_study.tell(first, state=TrialState.FAIL)
-    again = retry_trial(spec_study, lost, retry_of=1)
+    again = create_running_trial(spec_study, {"fixed_params": lost, "actsearch_retry_of_run": 1})
     assert suggest_config(again, spec) == config
     assert again.params == lost and again.number != first.number
 
@@ -571,7 +568,7 @@ def test_tell_optuna_finishes_trials_and_skips_finished_ones(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, public_path: bool
 ) -> None:
     if public_path:  # an Optuna without `_tell_with_warning`
-        monkeypatch.setattr(objective_module, "_tell_with_warning", None)
+        monkeypatch.setattr(optuna_access, "_tell_with_warning", None)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = optuna.create_study(storage=storage, direction="maximize")
     done, pruned, lost, bad = (study.ask() for _ in range(4))

@@ -33,9 +33,11 @@ from service.db import DatabaseWaitStopped
 from service.settings import Settings
 from service.store import Store
 from tests.service.db_proxy import TcpProxy
-from workers.objective import TorchTraining, TrialRunner
+from workers.options import SlotOptions
 from workers.supervisor import EXIT_FATAL
-from workers.worker import SlotOptions, open_worker_store
+from workers.torch_training import TorchTraining
+from workers.trial_runner import TrialRunner
+from workers.worker import open_worker_store
 
 pytestmark = pytest.mark.timeout(300)
 

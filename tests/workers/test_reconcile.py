@@ -1,0 +1,164 @@
+"""Optuna trials agree with our runs after a worker dies between the two transactions.
+
+A run's outcome is committed in our tables, then told to Optuna; a trial is created in Optuna,
+then recorded on the run. A worker SIGKILLed inside either window left an Optuna trial RUNNING
+for ever (TPE's constant liar counted it in flight). The real worker is killed at the exact
+statement (kill_at.py); a second real worker's reconciler must repair it within the grace period.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from worker_helpers import (
+    REPO_ROOT,
+    create_pg_database,
+    drop_pg_database,
+    log_text,
+    make_image_folder,
+    make_user,
+    open_store,
+    runs_of,
+    tiny_spec,
+    wait_for,
+    worker_env,
+    worker_processes,
+)
+
+from service.db import Run
+from service.store import Store
+from service.store.reconcile import ORPHAN_REASON, Reconciler
+
+pytestmark = [pytest.mark.slow]
+
+GRACE_S = 4.0
+HEARTBEAT_S = 0.5
+# The tell's state write: the first write of a trial's state in a study without enqueued
+# baselines (asking creates a RUNNING trial with an INSERT, then numbers it).
+TELL = r"^\s*UPDATE trials SET .*\bstate\s*="
+ATTACH = r"^\s*UPDATE as_runs SET .*\boptuna_trial_id\s*="
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_image_folder(tmp_path_factory.mktemp("folder"))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'db.sqlite'}"
+        return
+    pg = create_pg_database()
+    yield pg
+    drop_pg_database(pg)
+
+
+def _run_killed_slot(pattern: str, url: str, home: Path, log: Path) -> int:
+    env = worker_env(url, home, heartbeat_s=HEARTBEAT_S, grace_s=GRACE_S)
+    argv = [sys.executable, str(Path(__file__).with_name("kill_at.py")), pattern]
+    argv += ["--slot", "0", "--device", "cpu", "--max-trials", "1"]
+    with open(log, "ab") as out:
+        done = subprocess.run(argv, env=env, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
+    return done.returncode
+
+
+def _optuna_trials(store: Store, study_name: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=study_name, storage=store.db.optuna).get_trials(
+        deepcopy=False
+    )
+
+
+def _study(store: Store, folder: Path) -> tuple[int, str]:
+    spec = tiny_spec(folder, n_trials=1, activations={"relu": {}})
+    study, _ = store.studies.create(make_user(store), spec)
+    return study.id, study.optuna_name
+
+
+def test_a_kill_between_storing_and_telling_is_repaired(
+    tmp_path: Path, folder: Path, url: str
+) -> None:
+    store = open_store(url)
+    study_id, name = _study(store, folder)
+    log = tmp_path / "worker.log"
+    assert _run_killed_slot(TELL, url, tmp_path, log) == -9, log_text(log)[-3000:]
+    (run,) = runs_of(store, study_id)
+    assert run.state == "complete" and not run.optuna_synced  # stored, never told
+    (trial,) = _optuna_trials(store, name)
+    assert trial.state == TrialState.RUNNING  # what the old code left for ever
+
+    started = time.monotonic()
+    env = worker_env(url, tmp_path, heartbeat_s=HEARTBEAT_S, grace_s=GRACE_S)
+    with worker_processes(["--gpus", "cpu"], env, log):
+        trial = wait_for(
+            lambda: next((t for t in _optuna_trials(store, name) if t.state.is_finished()), None),
+            GRACE_S + 30,
+            "the Optuna trial to be repaired",
+        )
+    assert time.monotonic() - started <= GRACE_S + 30
+    assert trial.state == TrialState.COMPLETE and trial.value == run.value
+    (run,) = runs_of(store, study_id)
+    assert run.optuna_synced
+    store.dispose()
+
+
+def test_a_kill_between_asking_and_attaching_fails_the_orphan_trial(
+    tmp_path: Path, folder: Path, url: str
+) -> None:
+    store = open_store(url)
+    study_id, name = _study(store, folder)
+    log = tmp_path / "worker.log"
+    assert _run_killed_slot(ATTACH, url, tmp_path, log) == -9, log_text(log)[-3000:]
+    (run,) = runs_of(store, study_id)
+    assert run.state == "running" and run.optuna_trial_id is None
+    (orphan,) = _optuna_trials(store, name)
+    assert orphan.state == TrialState.RUNNING
+
+    env = worker_env(url, tmp_path, heartbeat_s=HEARTBEAT_S, grace_s=GRACE_S)
+    with worker_processes(["--gpus", "cpu"], env, log):
+        wait_for(
+            lambda: store.studies.get(study_id).status == "completed", 120, "the retry to finish"
+        )
+        wait_for(
+            lambda: all(t.state.is_finished() for t in _optuna_trials(store, name)),
+            GRACE_S + 30,
+            "no Optuna trial left running",
+        )
+    trials = {t._trial_id: t for t in _optuna_trials(store, name)}
+    assert trials[orphan._trial_id].state == TrialState.FAIL
+    assert trials[orphan._trial_id].system_attrs["fail_reason"] == ORPHAN_REASON
+    runs = runs_of(store, study_id)
+    retry = next(r for r in runs if r.retry_of == run.id)
+    assert retry.state == "complete" and trials[retry.optuna_trial_id].state == TrialState.COMPLETE
+    assert all(r.optuna_synced for r in runs)
+    store.dispose()
+
+
+def test_the_reconciler_leaves_live_and_referenced_trials_alone(
+    tmp_path: Path, folder: Path, url: str
+) -> None:
+    store = open_store(url)
+    _, name = _study(store, folder)
+    optuna_study = optuna.load_study(study_name=name, storage=store.db.optuna)
+    live = optuna_study.ask()
+    claim = store.runs.claim_next("w-live")
+    assert claim is not None
+    store.runs.attach_trial(
+        claim.run_id, trial_id=live._trial_id, number=live.number, params={}, family="relu",
+        config=None,
+    )  # fmt: skip
+    reconciler = Reconciler(store.db, settle_s=0.0)
+    for _ in range(3):
+        report = reconciler.sweep()
+        assert not report.synced and not report.orphans_failed
+    assert optuna_study.trials[0].state == TrialState.RUNNING
+    with store.db.session() as session:
+        assert session.get(Run, claim.run_id).optuna_synced  # a running run has nothing to sync
+    store.dispose()

@@ -1,0 +1,388 @@
+"""One attempt at one trial: train every seed, report each epoch live, store the outcome.
+
+Order of writes: each epoch is stored at once and reported to Optuna (pruning); the run's outcome
+is stored, then told to Optuna, then the run is marked synced (service.store.reconcile repairs a
+trial whose telling was cut short). Every database write is retried with back-off while the
+database is unreachable: epoch reports are buffered meanwhile and training goes on; the final
+result waits for the database (a second SIGTERM ends that wait).
+
+Several seeds (config `seeds` > 1): seed i trains with `seed + i`. Only the first seed's curve is
+stored per epoch and used for pruning; the objective is the mean final validation accuracy over
+the seeds, value_std their population standard deviation, and the record (the first seed's)
+gains "seeds": one summary per seed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import socket
+import statistics
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from search_space.contract import TrialConfig
+from search_space.optuna_access import tell_without_reread
+from service.db.outage import db_retry, describe_db_error, is_db_outage
+from service.settings import Settings
+from service.store import Claim, NotFound, RunStatus, Store
+from workers.failures import TrialFailure
+from workers.training import Stop, Training
+
+log = logging.getLogger(__name__)
+
+LOG_TAIL_CHARS = 20_000
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended, as far as this worker is concerned."""
+
+    state: str  # complete | pruned | failed | cancelled | handed_back | abandoned | released
+    value: float | None = None
+    reason: str | None = None
+    skip_study: bool = False  # this machine cannot run the study; others may (leave it to them)
+
+
+@dataclass
+class RunContext:
+    """What every run of one worker process shares."""
+
+    store: Store
+    settings: Settings
+    worker_id: str
+    training: Training
+    hostname: str = field(default_factory=socket.gethostname)  # as the worker registered itself
+    stopping: threading.Event = field(default_factory=threading.Event)  # finish epoch, hand back
+    aborting: threading.Event = field(default_factory=threading.Event)  # hand back now
+
+
+@dataclass
+class _Reports:
+    """Epoch reports not yet stored (the database was unreachable); stored in order later."""
+
+    epochs: list[Any] = field(default_factory=list)
+    optuna: list[tuple[int, float]] = field(default_factory=list)
+
+
+class Attempt:
+    """One run from its first epoch to its stored outcome."""
+
+    def __init__(
+        self,
+        context: RunContext,
+        claim: Claim,
+        study: optuna.Study,
+        trial: optuna.Trial,
+        config: TrialConfig | None,
+        data: Any,
+    ) -> None:
+        self.context = context
+        self.store = context.store
+        self.claim = claim
+        self.study = study
+        self.trial = trial
+        self.config = config
+        self.data = data
+        self.seeds = config.seeds if config is not None else 1
+        self.seed_index = 0
+        self.pending = _Reports()
+        self.last_val: float | None = None
+        self.last_epoch: int | None = None
+        self.started = time.monotonic()
+
+    @property
+    def run_id(self) -> int:
+        """The run this attempt trains."""
+        return self.claim.run_id
+
+    def run(self) -> Outcome:
+        """Pre-screen, train every seed, store the outcome."""
+        assert self.config is not None, "an attempt without a config only records its failure"
+        config = self.config
+        ok, reason = self.context.training.prescreen(config)
+        if not ok:
+            return self._fail("rejected", reason or "rejected by the pre-screen", None, None)
+        records: list[Any] = []
+        try:
+            for index in range(self.seeds):
+                self.seed_index = index
+                seed_config = config.with_seed(config.seed + index)
+                records.append(
+                    self.context.training.train(
+                        seed_config, self.data, self._on_epoch, self._should_stop
+                    )
+                )
+        except optuna.TrialPruned:
+            return self._pruned()
+        except Stop as stop:
+            return self._stopped(stop.reason)
+        except Exception as error:
+            return self._failed(error)
+        return self._complete(records)
+
+    # -- during training --------------------------------------------------------------------
+    def _should_stop(self) -> bool:
+        return self.context.aborting.is_set()
+
+    def _on_epoch(self, report: Any) -> None:
+        last = report.epoch == report.epochs - 1 and self.seed_index == self.seeds - 1
+        if self.seed_index == 0:
+            log.info(
+                "run %s epoch %d/%d: loss %.4f val_acc %.4f %.0f img/s",
+                self.run_id, report.epoch + 1, report.epochs, report.train_loss,
+                report.val_acc, report.img_per_s,
+            )  # fmt: skip
+            self.last_val, self.last_epoch = report.val_acc, report.epoch
+            self.pending.epochs.append(report)
+            self.pending.optuna.append((report.epoch, float(report.val_acc)))
+            self._stop_if_asked(self._flush(), last)
+            # At the last epoch of the last seed pruning saves nothing and would file a whole
+            # result as pruned (TPE then ranks it below every complete trial): report only.
+            prune = self._report_to_optuna(consult_pruner=not last)
+        else:
+            log.info(
+                "run %s seed %d/%d epoch %d/%d: val_acc %.4f",
+                self.run_id, self.seed_index + 1, self.seeds, report.epoch + 1, report.epochs,
+                report.val_acc,
+            )  # fmt: skip
+            self._stop_if_asked(self._status(), last)
+            prune = False
+        if prune:
+            raise optuna.TrialPruned(f"pruned at epoch {report.epoch}")
+
+    def _stop_if_asked(self, status: RunStatus | None, last: bool) -> None:
+        reason = status.stop_reason if status is not None else None
+        if reason == "cancelled":
+            raise Stop("cancelled")
+        if reason is not None:
+            raise Stop("abandoned")  # reaped meanwhile: its retry belongs to another worker
+        if self.context.stopping.is_set() and not last:
+            raise Stop("handed_back")
+
+    def _flush(self, *, wait: bool = False) -> RunStatus | None:
+        """Store buffered epochs in order; None when the database is unreachable (kept)."""
+        status = None
+        while self.pending.epochs:
+            report = self.pending.epochs[0]
+            try:
+                status = self._store_epoch(report, wait=wait)
+            except Stop:
+                raise
+            except Exception as error:
+                if not is_db_outage(error):
+                    raise
+                log.warning(
+                    "run %s: epoch %d kept until the database is back (%s)",
+                    self.run_id, report.epoch + 1, describe_db_error(error),
+                )  # fmt: skip
+                return None
+            self.pending.epochs.pop(0)
+        return status
+
+    def _flush_final(self) -> None:
+        """Store every buffered epoch, waiting for the database (the run is ending)."""
+        with contextlib.suppress(Stop):  # the run is gone; finish() will say so
+            self._flush(wait=True)
+
+    def _store_epoch(self, report: Any, *, wait: bool) -> RunStatus:
+        def write() -> RunStatus:
+            return self.store.runs.report_epoch(
+                self.run_id,
+                report.epoch,
+                train_loss=_finite(report.train_loss),
+                val_acc=_finite(report.val_acc),
+                img_per_s=_finite(report.img_per_s),
+                elapsed_s=_finite(report.elapsed_s),
+                worker_id=self.context.worker_id,
+            )
+
+        try:
+            return db_retry(
+                write, "store an epoch", attempts=0 if wait else 1, stop=self.context.aborting
+            )
+        except NotFound as error:
+            raise Stop("abandoned") from error  # the study was deleted meanwhile
+
+    def _report_to_optuna(self, *, consult_pruner: bool = True) -> bool:
+        """Report buffered values to Optuna; whether the pruner says stop (False if unreachable)."""
+        try:
+            while self.pending.optuna:
+                epoch, value = self.pending.optuna[0]
+                self.trial.report(value, epoch)
+                self.pending.optuna.pop(0)
+            if not consult_pruner or isinstance(self.study.pruner, optuna.pruners.NopPruner):
+                return False  # spares the pruner's read of every trial in the study
+            return bool(self.trial.should_prune())
+        except optuna.exceptions.UpdateFinishedTrialError as error:
+            raise Stop("abandoned") from error  # reaped meanwhile: Optuna's trial is failed
+        except Exception as error:
+            if not is_db_outage(error):
+                raise
+            log.warning("run %s: pruning check skipped (%s)", self.run_id, describe_db_error(error))
+            return False
+
+    def _status(self) -> RunStatus | None:
+        try:
+            return self.store.runs.status(self.run_id)
+        except NotFound as error:
+            raise Stop("abandoned") from error
+        except Exception as error:
+            if not is_db_outage(error):
+                raise
+            return None
+
+    # -- outcomes ---------------------------------------------------------------------------
+    def _complete(self, records: list[Any]) -> Outcome:
+        values = [float(r.val_acc) for r in records]
+        tests = [float(r.test_acc) for r in records]
+        record = records[0].to_json()
+        value_std = None
+        if len(records) > 1:
+            value_std = statistics.pstdev(values)
+            record["seeds"] = [
+                {
+                    "seed": (self.config.seed if self.config else 0) + i,
+                    "val_acc": r.val_acc,
+                    "best_val_acc": r.best_val_acc,
+                    "test_acc": r.test_acc,
+                    "duration_s": r.duration_s,
+                }
+                for i, r in enumerate(records)
+            ]
+        value = statistics.fmean(values)
+        stored = self._finish(
+            state="complete",
+            value=value,
+            value_std=value_std,
+            test_acc=statistics.fmean(tests),
+            record=record,
+        )
+        if stored:
+            self._tell(value)
+        log.info(
+            "run %s complete: val_acc %.4f test_acc %.4f in %.1f s",
+            self.run_id, value, statistics.fmean(tests), time.monotonic() - self.started,
+        )  # fmt: skip
+        return Outcome("complete", value=value)
+
+    def _pruned(self) -> Outcome:
+        self._flush_final()
+        if self._finish(state="pruned", value=self.last_val):
+            self._tell(None, TrialState.PRUNED)
+        log.info("run %s pruned after epoch %s", self.run_id, (self.last_epoch or 0) + 1)
+        return Outcome("pruned", value=self.last_val, reason="pruned")
+
+    def _stopped(self, reason: str) -> Outcome:
+        if reason == "abandoned":
+            log.warning(
+                "run %s was taken from this worker (reaped or deleted); dropped", self.run_id
+            )
+            return Outcome("abandoned", reason="worker_lost")
+        self._flush_final()
+        if reason == "cancelled":
+            if self._finish(
+                state="cancelled",
+                value=self.last_val,
+                failure_reason="cancelled",
+                failure_message="the study was cancelled",
+                failure_epoch=self.last_epoch,
+            ):
+                self._tell(None, TrialState.FAIL)
+            log.info("run %s cancelled with its study", self.run_id)
+            return Outcome("cancelled", reason="cancelled")
+        db_retry(
+            lambda: self.store.runs.hand_back(self.run_id, "worker stopped (signal)"),
+            "hand the run back",
+            stop=self.context.aborting,
+        )
+        log.info("run %s handed back for a retry with the same parameters", self.run_id)
+        return Outcome("handed_back", reason="worker_lost")
+
+    def _failed(self, error: Exception) -> Outcome:
+        if isinstance(error, TrialFailure):
+            return self._fail(
+                error.kind, error.message, error.epoch, error.details or error.message
+            )
+        # Not a classified failure: a bug or an unexpected error in this worker.
+        trace = traceback.format_exc()
+        return self._fail("error", f"{type(error).__name__}: {error}", self.last_epoch, trace)
+
+    def _fail(self, reason: str, message: str, epoch: int | None, details: str | None) -> Outcome:
+        self._flush_final()
+        if self._finish(
+            state="failed",
+            value=None,
+            failure_reason=reason,
+            failure_message=message,
+            failure_epoch=epoch,
+            log_tail=(details or message)[-LOG_TAIL_CHARS:],
+        ):
+            self._tell(None, TrialState.FAIL)
+        where = f" at epoch {epoch + 1}" if epoch is not None else ""
+        log.warning("run %s failed (%s%s): %s", self.run_id, reason, where, message)
+        return Outcome("failed", reason=reason)
+
+    def _finish(self, *, state: str, value: float | None, **fields: Any) -> bool:
+        """Store the outcome (waiting for the database); False if the run was reaped meanwhile."""
+        if state == "complete":
+            self._flush_final()
+        try:
+            return bool(
+                db_retry(
+                    lambda: self.store.runs.finish(
+                        self.run_id, state=state, value=_finite(value), **fields
+                    ),
+                    "store the run's outcome",
+                    stop=self.context.aborting,
+                )
+            )
+        except NotFound:
+            log.warning("run %s is gone (study deleted?); its outcome is dropped", self.run_id)
+            return False
+
+    def _tell(self, value: float | None, state: TrialState | None = None) -> None:
+        """Report buffered epochs to Optuna, then finish its trial (waiting for the database)."""
+
+        def tell() -> None:
+            while self.pending.optuna:
+                epoch, reported = self.pending.optuna[0]
+                self.trial.report(reported, epoch)
+                self.pending.optuna.pop(0)
+            values = _finite(value) if state is None else None
+            tell_without_reread(self.study, self.trial, values, state)
+
+        try:
+            db_retry(tell, "tell Optuna the result", stop=self.context.aborting)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            log.warning("run %s: its Optuna trial was already finished", self.run_id)
+        except Exception:
+            # The run stays unsynced: the reconciler sets the trial from the run's record.
+            log.exception("run %s: Optuna could not be told the result", self.run_id)
+            return
+        self._mark_synced()
+
+    def _mark_synced(self) -> None:
+        try:
+            db_retry(
+                lambda: self.store.runs.mark_synced(self.run_id),
+                "record that Optuna was told",
+                attempts=3,
+                stop=self.context.aborting,
+            )
+        except Exception as error:  # harmless: the reconciler finds the trial agrees already
+            log.warning("run %s: not marked synced (%s)", self.run_id, describe_db_error(error))
+
+
+def _finite(value: float | None) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
