@@ -98,6 +98,7 @@ class ActivationFactory:
             scope=self.scope,
             trainable=self.trainable,
             clamp=self.config.clamp,
+            resolved=self.config.resolved,
         )
         if self.scope == "shared" and self.family.learnable:
             if self._shared is None:

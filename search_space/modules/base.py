@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from search_space import kernels as fused
+from search_space.contract import ResolvedActivation
 from search_space.registry import (
     POSITIVE_MAX,
     POSITIVE_MIN,
@@ -72,13 +73,18 @@ class ActivationModule(nn.Module):
         scope: str | None = None,
         trainable: Mapping[str, bool] | None = None,
         clamp: float | None = None,
+        resolved: ResolvedActivation | None = None,
     ) -> None:
         super().__init__()
-        spec_family = _family_of(type(self))
-        scalars = {k: v for k, v in (params or {}).items() if k not in spec_family.coefficients}
-        family, values, opts, flags = resolve_settings(
-            self.family, _as_floats(scalars), options, trainable
-        )
+        if resolved is None:  # built directly: defaults, checks
+            spec_family = _family_of(type(self))
+            scalars = {k: v for k, v in (params or {}).items() if k not in spec_family.coefficients}
+            family, values, opts, flags = resolve_settings(
+                self.family, _as_floats(scalars), options, trainable
+            )
+        else:  # resolved once, when the trial's ActivationConfig was validated
+            family, values = resolved.family, resolved.params
+            opts, flags = resolved.options, resolved.trainable
         self.spec: Family = family
         self.channels = int(channels)
         if self.channels < 1:

@@ -102,3 +102,24 @@ def test_a_bad_config_names_the_field(config: dict[str, Any], message: str) -> N
     with pytest.raises(ConfigError) as info:
         parse_trial_config(config)
     assert message in str(info.value)
+
+
+def test_a_family_is_resolved_once_from_config_to_modules(monkeypatch: pytest.MonkeyPatch) -> None:
+    import search_space.contract.trial as trial_module
+    import search_space.modules.base as base_module
+    from search_space.build import ActivationFactory
+    from search_space.registry import resolve_settings
+
+    calls: list[str] = []
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(str(args[0]))
+        return resolve_settings(*args, **kwargs)
+
+    monkeypatch.setattr(trial_module, "resolve_settings", counting)
+    monkeypatch.setattr(base_module, "resolve_settings", counting)
+    config = parse_trial_config({"activation": {"family": "smu", "params": {"alpha": 0.1}}})
+    factory = ActivationFactory(config.activation)
+    modules = [factory(channels) for channels in (8, 16, 32)]
+    assert calls == ["smu"]  # validating the config; the factory and its modules reuse it
+    assert all(float(m.value("alpha")) == pytest.approx(0.1) for m in modules)
