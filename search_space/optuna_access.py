@@ -36,7 +36,7 @@ import copy
 from collections.abc import Container, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -236,11 +236,12 @@ if _CachedStorage is not None:
         def _state(self, trial_id: int) -> TrialState | None:
             backend: Any = self._backend
             with _create_scoped_session(backend.scoped_session) as session:
-                return session.scalar(
+                state: Any = session.scalar(
                     session.query(_models.TrialModel.state)
                     .filter(_models.TrialModel.trial_id == trial_id)
                     .statement
                 )
+            return cast(TrialState | None, state)
 
         def get_all_trials(
             self,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import optuna
 
@@ -67,7 +67,8 @@ def _section(
             continue  # the trainer's own option: its contract default applies
         value = getattr(section, name)
         if is_section_type(info.annotation):
-            out[name] = _section(trial, f"{prefix}.{name}", value, info.annotation)
+            nested = cast(type[ConfigModel], info.annotation)
+            out[name] = _section(trial, f"{prefix}.{name}", value, nested)
             continue
         value = _suggest(trial, f"{prefix}.{name}", value, info.annotation is int)
         # JSON's forms (betas' pair as a list), and no mapping shared with the spec.

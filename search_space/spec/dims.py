@@ -9,7 +9,7 @@ parameters (`smu.alpha`, `pau.init_target`).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel
 
@@ -38,7 +38,9 @@ def section_dims(prefix: str, section: BaseModel, config: type[ConfigModel]) -> 
             continue
         value = getattr(section, name)
         if is_section_type(info.annotation):
-            yield from section_dims(f"{prefix}.{name}", value, info.annotation)
+            yield from section_dims(
+                f"{prefix}.{name}", value, cast(type[ConfigModel], info.annotation)
+            )
         elif knob.domain is not None and is_searched(value):
             yield SearchDim(f"{prefix}.{name}", value, dim_kind(knob.domain, value))
 
@@ -64,6 +66,6 @@ def activation_dims(key: str, entry: ActivationSpec) -> Iterator[SearchDim]:
         if domain is not None and is_searched(value):
             yield SearchDim(f"{key}.{name}", value, dim_kind(domain, value))
     for name in ("scope", "preset", "init_target"):
-        value: Any = getattr(entry, name)
-        if isinstance(value, Choices):
-            yield SearchDim(f"{key}.{name}", value, "categorical")
+        setting: Any = getattr(entry, name)
+        if isinstance(setting, Choices):
+            yield SearchDim(f"{key}.{name}", setting, "categorical")

@@ -49,16 +49,14 @@ class ActivationSpec(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    scope: SearchStr | None = Field(  # type: ignore[valid-type]
+    scope: SearchStr | None = Field(
         default=None, description="shared | per_layer | per_channel (default: the family's)"
     )
     trainable: dict[str, StrictBool] = Field(
         default_factory=dict, description="parameter name -> trained or not (default: the family's)"
     )
-    preset: SearchStr | None = Field(  # type: ignore[valid-type]
-        default=None, description="one of the family's named presets"
-    )
-    init_target: SearchStr | None = Field(  # type: ignore[valid-type]
+    preset: SearchStr | None = Field(default=None, description="one of the family's named presets")
+    init_target: SearchStr | None = Field(
         default=None, description="PAU/OPAU: " + " | ".join(FIT_TARGETS)
     )
     init_interval: tuple[FiniteFloat, FiniteFloat] | None = Field(

@@ -11,9 +11,8 @@ own and not part of a spec. A training option is therefore added in the contract
 from __future__ import annotations
 
 import types
-import typing
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Annotated, Any, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Union, cast, get_args, get_origin
 
 from pydantic import (
     AfterValidator,
@@ -78,16 +77,17 @@ def section_spec(config: type[ConfigModel]) -> type[BaseModel]:
         knob = knob_of(info)
         if knob is not None and knob.spec:
             fields[name] = _spec_field(config.field_path(name), info, knob)
-    return create_model(  # type: ignore[call-overload,no-any-return]
+    model: Any = create_model(
         spec_name(config),
         __config__=ConfigDict(extra="forbid"),
         __doc__=config.__doc__,
         __module__=__name__,
         **fields,
     )
+    return cast(type[BaseModel], model)
 
 
-def _spec_field(path: str, info: FieldInfo, knob: Knob) -> tuple[Any, FieldInfo]:
+def _spec_field(path: str, info: FieldInfo, knob: Knob) -> tuple[Any, Any]:
     kind, nullable = _without_none(info.annotation)
     if _is_section(kind) and not nullable:
         nested = section_spec(kind)
@@ -98,13 +98,13 @@ def _spec_field(path: str, info: FieldInfo, knob: Knob) -> tuple[Any, FieldInfo]
         return _pair_field(path, kind, info, knob)
     if knob.search:
         searched = searchable(_STRICT[kind])
-        annotation = searched | None if nullable else searched  # type: ignore[operator]
+        annotation = _optional(searched) if nullable else searched
         return annotation, Field(default=info.default, description=info.description)
     assert knob.domain is not None, f"{path}: a fixed field needs a domain"
     why = f" ({knob.why_fixed})" if knob.why_fixed else ""
     check = fixed_value(path, knob.domain, why, nullable=nullable)
     schema = _value_schema(knob.domain)
-    annotation = Annotated[kind | None if nullable else kind, check]  # type: ignore[misc]
+    annotation = _annotated(_optional(kind) if nullable else kind, check)
     return annotation, Field(
         default=info.default, description=info.description, json_schema_extra=schema or None
     )
@@ -122,7 +122,7 @@ def _refuse(reason: str) -> PydanticCustomError:
 
 def _mapping_field(
     path: str, config: type[ConfigModel], info: FieldInfo, knob: Knob
-) -> tuple[Any, FieldInfo]:
+) -> tuple[Any, Any]:
     """null, or one mapping of the nested section's keys (a plain mapping in the stored spec)."""
     keys = ", ".join(config.model_fields)
 
@@ -142,9 +142,9 @@ def _mapping_field(
         return None if value is None else {**defaults, **value}
 
     mapping = _typed_dict(path, config)
-    annotation = Annotated[
-        mapping | None, BeforeValidator(mapping_or_null), AfterValidator(with_defaults)
-    ]
+    annotation = _annotated(
+        _optional(mapping), BeforeValidator(mapping_or_null), AfterValidator(with_defaults)
+    )
     return annotation, Field(default=info.default, description=info.description)
 
 
@@ -154,12 +154,12 @@ def _typed_dict(path: str, config: type[ConfigModel]) -> Any:
     for key, info in config.model_fields.items():
         knob = knob_of(info)
         assert knob is not None and knob.domain is not None, f"{path}.{key} needs a domain"
-        keys[key] = Annotated[
+        keys[key] = _annotated(
             info.annotation,
             fixed_value(f"{path}.{key}", knob.domain),
             Field(description=info.description, json_schema_extra=domain_schema(knob.domain)),
-        ]
-    mapping: Any = TypedDict(spec_name(config), keys, total=False)  # type: ignore[operator]
+        )
+    mapping: Any = cast(Any, TypedDict)(spec_name(config), keys, total=False)
     mapping.__pydantic_config__ = ConfigDict(extra="forbid")
     mapping.__doc__ = config.__doc__
     mapping.__module__ = __name__
@@ -167,7 +167,7 @@ def _typed_dict(path: str, config: type[ConfigModel]) -> Any:
     return mapping
 
 
-def _pair_field(path: str, kind: Any, info: FieldInfo, knob: Knob) -> tuple[Any, FieldInfo]:
+def _pair_field(path: str, kind: Any, info: FieldInfo, knob: Knob) -> tuple[Any, Any]:
     """A fixed tuple of numbers (AdamW's betas), each in the knob's domain."""
     assert knob.domain is not None, f"{path}: a pair needs its items' domain"
     domain, size = knob.domain, len(get_args(kind))
@@ -187,12 +187,20 @@ def _pair_field(path: str, kind: Any, info: FieldInfo, knob: Knob) -> tuple[Any,
             f"{path} {problem}: give one list of {size} numbers in {domain} (default {default})"
         )
 
-    item = Annotated[float, Field(json_schema_extra=domain_schema(domain))]
-    annotation = Annotated[
-        typing.Tuple[(item,) * size],  # type: ignore[misc]  # noqa: UP006
-        BeforeValidator(one_pair),
-    ]
+    item = _annotated(float, Field(json_schema_extra=domain_schema(domain)))
+    pair = tuple.__class_getitem__((item,) * size)  # tuple[item, item]
+    annotation = _annotated(pair, BeforeValidator(one_pair))
     return annotation, Field(default=info.default, description=info.description)
+
+
+def _annotated(base: Any, *metadata: Any) -> Any:
+    """`Annotated[base, *metadata]` for a type built at run time."""
+    return Annotated[(base, *metadata)]
+
+
+def _optional(base: Any) -> Any:
+    """`base | None` for a type built at run time."""
+    return Union[base, None]  # noqa: UP007
 
 
 def section_domains(config: type[ConfigModel]) -> dict[str, Domain]:

@@ -26,6 +26,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -90,7 +91,7 @@ class Reconciler:
         return report
 
     # -- ended runs -------------------------------------------------------------------------------
-    def _sync(self, trial_id: int, row: Run) -> bool:
+    def _sync(self, trial_id: int, row: Any) -> bool:
         """Set the trial to the run's state; True once they agree (or the trial is gone)."""
         state = OPTUNA_STATE.get(RunState(row.state))
         if state is None:
