@@ -10,17 +10,38 @@ from service.db.outage import (
     is_db_outage,
     is_permanent_db_error,
 )
+from service.db.states import (
+    ACTIVE_STUDY_STATUSES,
+    FINAL_STUDY_STATUSES,
+    FINISHED_RUN_STATES,
+    LIVE_WORKER_STATUSES,
+    RUNNABLE_STUDY_STATUSES,
+    RunState,
+    StudyStatus,
+    WorkerStatus,
+)
+from service.db.types import UTCDateTime, as_utc
 
 __all__ = [
+    "ACTIVE_STUDY_STATUSES",
+    "FINAL_STUDY_STATUSES",
+    "FINISHED_RUN_STATES",
+    "LIVE_WORKER_STATUSES",
+    "RUNNABLE_STUDY_STATUSES",
     "Base",
     "DatabaseWaitStopped",
     "Epoch",
     "Meta",
     "Run",
+    "RunState",
     "Study",
+    "StudyStatus",
     "Token",
+    "UTCDateTime",
     "User",
     "Worker",
+    "WorkerStatus",
+    "as_utc",
     "db_retry",
     "describe_db_error",
     "is_db_outage",

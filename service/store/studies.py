@@ -16,7 +16,19 @@ from sqlalchemy.orm import Session
 
 from search_space.spec import StudySpec, parse_spec
 from search_space.suggest import baseline_params, trial_budget
-from service.db import Run, Study, User, Worker, utcnow
+from service.db import (
+    ACTIVE_STUDY_STATUSES,
+    FINAL_STUDY_STATUSES,
+    LIVE_WORKER_STATUSES,
+    RUNNABLE_STUDY_STATUSES,
+    Run,
+    RunState,
+    Study,
+    StudyStatus,
+    User,
+    Worker,
+    utcnow,
+)
 from service.db.optuna_storage import optuna_study_name
 from service.store.base import Conflict, Database, NotFound
 from service.store.users import UserInfo
@@ -25,16 +37,12 @@ log = logging.getLogger(__name__)
 
 CANNOT_RUN_ATTR = "actsearch_cannot_run:"  # + hostname: an Optuna study system attribute
 
-ACTIVE = ("queued", "running", "paused")
-RUNNABLE = ("queued", "running")
-FINAL = ("completed", "cancelled", "failed")
-# action -> (states it is allowed from, state it leads to)
-TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
-    "cancel": (ACTIVE, "cancelled"),
-    "pause": (RUNNABLE, "paused"),
-    "resume": (("paused",), "running"),
+# action -> (statuses it is allowed from, status it leads to)
+TRANSITIONS: dict[str, tuple[tuple[StudyStatus, ...], StudyStatus]] = {
+    "cancel": (ACTIVE_STUDY_STATUSES, StudyStatus.CANCELLED),
+    "pause": (RUNNABLE_STUDY_STATUSES, StudyStatus.PAUSED),
+    "resume": ((StudyStatus.PAUSED,), StudyStatus.RUNNING),
 }
-RUN_STATES = ("queued", "running", "complete", "pruned", "failed", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -88,7 +96,7 @@ def run_counts(session: Session, study_id: int) -> dict[str, int]:
         .where(Run.study_id == study_id, Run.counts_budget.is_(True))
         .group_by(Run.state)
     ).all()
-    counts = dict.fromkeys(RUN_STATES, 0)
+    counts = {state.value: 0 for state in RunState}
     counts.update({state: n for state, n in rows})
     return counts
 
@@ -155,7 +163,7 @@ class Studies:
                 owner_id=owner.id,
                 spec=spec.model_dump(mode="json"),
                 spec_version=spec.version,
-                status="queued",
+                status=StudyStatus.QUEUED,
                 priority=spec.priority,
                 # The budget: n_trials, or a smaller grid's size (a grid study ends when searched).
                 n_trials=trial_budget(spec),
@@ -209,10 +217,10 @@ class Studies:
                 raise Conflict(f"cannot {action} study {study_id}: it is {row.status}")
             now = utcnow()
             if action == "resume" and row.started_at is None:
-                target = "queued"
+                target = StudyStatus.QUEUED
             row.status = target
             row.updated_at = now
-            if target == "cancelled":
+            if target == StudyStatus.CANCELLED:
                 row.finished_at = now
                 self._cancel_queued(session, study_id)
         return self.get(study_id)
@@ -221,9 +229,9 @@ class Studies:
     def _cancel_queued(session: Session, study_id: int) -> None:
         # Retries waiting for a worker will never run; running ones stop within one epoch.
         for run in session.scalars(
-            select(Run).where(Run.study_id == study_id, Run.state == "queued")
+            select(Run).where(Run.study_id == study_id, Run.state == RunState.QUEUED)
         ):
-            run.state = "cancelled"
+            run.state = RunState.CANCELLED
             run.failure_reason = "cancelled"
             run.finished_at = utcnow()
 
@@ -270,7 +278,7 @@ class Studies:
             return set(
                 session.scalars(
                     select(Worker.hostname).where(
-                        Worker.status.in_(("idle", "busy")),
+                        Worker.status.in_(LIVE_WORKER_STATUSES),
                         Worker.heartbeat_at >= self.db.silent_since(grace_s),
                     )
                 )
@@ -279,16 +287,16 @@ class Studies:
     def _note(self, study_id: int, message: str) -> None:
         with self.db.session() as session:
             row = session.get(Study, study_id)
-            if row is not None and row.status not in FINAL:
+            if row is not None and row.status not in FINAL_STUDY_STATUSES:
                 row.error = message
 
     def fail(self, study_id: int, message: str) -> None:
         """Mark a study failed with a message for its owner (e.g. its data cannot be found)."""
         with self.db.session() as session:
             row = session.get(Study, study_id)
-            if row is None or row.status in FINAL:
+            if row is None or row.status in FINAL_STUDY_STATUSES:
                 return
-            row.status = "failed"
+            row.status = StudyStatus.FAILED
             row.error = message
             row.updated_at = row.finished_at = utcnow()
             self._cancel_queued(session, study_id)

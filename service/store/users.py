@@ -118,7 +118,7 @@ class Users:
                 return None
             row, user = found
             now = utcnow()
-            if row.last_used_at is None or _aware(row.last_used_at) < now - LAST_USED_RESOLUTION:
+            if row.last_used_at is None or row.last_used_at < now - LAST_USED_RESOLUTION:
                 row.last_used_at = now
             return _user(user)
 
@@ -170,7 +170,3 @@ class Users:
         with self.db.session() as session:
             return len(session.scalars(select(User.id)).all())
 
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite returns naive datetimes for timezone-aware columns; they are UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=utcnow().tzinfo)

@@ -1,0 +1,68 @@
+"""Read queries for the API and dashboard: filtering, sorting, pagination and summaries in SQL.
+
+Nothing here loads a study's trials into Python to page or aggregate them. By concern:
+`paging` (limits, sorts, cursors), `summaries` (study lists, progress, family statistics),
+`trials` (pages, one trial, exports), `leaderboard` (the ranked families), `workers`.
+"""
+
+from service.store.queries.leaderboard import (
+    RANKING,
+    LeaderboardView,
+    LeaderRow,
+    baseline_family,
+    leaderboard,
+    rank_key,
+)
+from service.store.queries.paging import MAX_LIMIT, InvalidQuery, PageResult
+from service.store.queries.summaries import (
+    STUDY_SORTS,
+    BestRun,
+    FamilyStats,
+    StudyDetailView,
+    StudySummary,
+    best_run,
+    family_stats,
+    list_studies,
+    progress,
+    study_aggregates,
+    study_detail,
+)
+from service.store.queries.trials import (
+    TRIAL_SORTS,
+    ParamRange,
+    TrialView,
+    export_trials,
+    list_trials,
+    trial_detail,
+)
+from service.store.queries.workers import list_workers
+
+__all__ = [
+    "MAX_LIMIT",
+    "RANKING",
+    "STUDY_SORTS",
+    "TRIAL_SORTS",
+    "BestRun",
+    "FamilyStats",
+    "InvalidQuery",
+    "LeaderRow",
+    "LeaderboardView",
+    "PageResult",
+    "ParamRange",
+    "StudyDetailView",
+    "StudySummary",
+    "TrialView",
+    "baseline_family",
+    "best_run",
+    "export_trials",
+    "family_stats",
+    "leaderboard",
+    "list_studies",
+    "list_trials",
+    "list_workers",
+    "progress",
+    "rank_key",
+    "study_aggregates",
+    "study_detail",
+    "trial_detail",
+]

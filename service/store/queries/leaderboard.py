@@ -1,0 +1,186 @@
+"""The leaderboard read model: a study's activation families ranked, each against the baseline.
+
+The one ranking and the one set of statistics behind the API's leaderboard, the dashboard's
+summary and every export (service.store.exports shapes them).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, union_all
+from sqlalchemy.orm import Session
+
+from service.db import Run, Study
+from service.store.base import Database, NotFound
+from service.store.queries.summaries import SCORED, FamilyStats, family_stats
+
+DEFAULT_BASELINE = "relu"
+RANKED_BY = "best"
+RANKING = (
+    "Families are ranked by best: the highest validation accuracy among their complete trials "
+    "(the tuned configuration a search is after; mean and median also reflect how wide a "
+    "family's search ranges are). Ties go to the higher mean, then the name; families without "
+    "a complete trial come last. n, mean ± std, median, test accuracy and the differences to "
+    "the baseline family are columns."
+)
+
+
+@dataclass(frozen=True)
+class LeaderRow:
+    """One family of a study against the baseline family (statistics of complete trials)."""
+
+    family: str
+    rank: int  # 1 = first, in the order of rank_key
+    n: int  # complete trials with a value
+    best: float | None
+    best_number: int | None  # the best trial
+    best_std: float | None  # its standard deviation over seeds (seeds > 1)
+    best_test_acc: float | None  # its test accuracy
+    mean: float | None
+    std: float | None  # sample standard deviation over the family's complete trials
+    median: float | None
+    mean_test_acc: float | None
+    delta_vs_baseline: float | None  # mean minus the baseline family's mean
+    delta_best_vs_baseline: float | None  # best minus the baseline family's best
+    is_baseline: bool
+    states: dict[str, int]  # attempts by state
+
+
+@dataclass(frozen=True)
+class LeaderboardView:
+    """A study's families in rank order, with the baseline they are compared against."""
+
+    study_id: int
+    baseline: str
+    ranked_by: str
+    rows: list[LeaderRow]  # every family with an attempt, in rank order
+
+    @property
+    def scored(self) -> list[LeaderRow]:
+        """Families with a complete trial, in rank order: the rows the leaderboard lists."""
+        return [row for row in self.rows if row.n]
+
+    @property
+    def leader(self) -> LeaderRow | None:
+        """The family of the best trial overall (None until a trial completes)."""
+        return next((row for row in self.rows if row.best is not None), None)
+
+    @property
+    def baseline_row(self) -> LeaderRow | None:
+        """The baseline family's row, if it has an attempt."""
+        return next((row for row in self.rows if row.is_baseline), None)
+
+
+def baseline_family(spec: dict[str, Any]) -> str:
+    """The family trials are compared against: the spec's first baseline, else relu."""
+    baselines = spec.get("baselines") or []
+    if isinstance(baselines, list) and baselines:
+        first = baselines[0]
+        if isinstance(first, str):
+            return first
+        if isinstance(first, dict) and isinstance(first.get("family"), str):
+            return str(first["family"])
+    return DEFAULT_BASELINE
+
+
+def rank_key(stats: FamilyStats) -> tuple[bool, float, float, str]:
+    """The one order of families, for the API, the dashboard and every export (see RANKING)."""
+    best = stats.best if stats.best is not None and math.isfinite(stats.best) else None
+    mean = stats.mean if stats.mean is not None and math.isfinite(stats.mean) else None
+    return (
+        best is None,
+        -(best if best is not None else 0.0),
+        -(mean if mean is not None else -math.inf),
+        stats.family,
+    )
+
+
+def leaderboard(db: Database, study_id: int) -> LeaderboardView:
+    """Every family with a trial, ranked by rank_key, each against the baseline family.
+
+    Three statements whatever the study's size: the grouped aggregates (answered from the
+    covering index), then one probe per family for its best trial and one for its median.
+    """
+    with db.session() as session:
+        spec = session.scalar(select(Study.spec).where(Study.id == study_id))
+        if spec is None:
+            raise NotFound(f"study {study_id} does not exist")
+        stats = sorted(family_stats(session, study_id), key=rank_key)
+        scored = {s.family: s.n for s in stats if s.n}
+        best_trials = _best_trials(session, study_id, list(scored))
+        medians = _medians(session, study_id, scored)
+    baseline = baseline_family(dict(spec))
+    base = next((s for s in stats if s.family == baseline), None)
+    rows = []
+    for rank, s in enumerate(stats, start=1):
+        number, best_std, best_test = best_trials.get(s.family, (None, None, None))
+        rows.append(
+            LeaderRow(
+                family=s.family,
+                rank=rank,
+                n=s.n,
+                best=s.best,
+                best_number=number,
+                best_std=best_std,
+                best_test_acc=best_test,
+                mean=s.mean,
+                std=s.std,
+                median=medians.get(s.family),
+                mean_test_acc=s.mean_test_acc,
+                delta_vs_baseline=_delta(s.mean, base.mean if base else None),
+                delta_best_vs_baseline=_delta(s.best, base.best if base else None),
+                is_baseline=s.family == baseline,
+                states=dict(s.states),
+            )
+        )
+    return LeaderboardView(study_id=study_id, baseline=baseline, ranked_by=RANKED_BY, rows=rows)
+
+
+def _delta(value: float | None, reference: float | None) -> float | None:
+    return None if value is None or reference is None else value - reference
+
+
+def _best_trials(
+    session: Session, study_id: int, families: Sequence[str]
+) -> dict[str, tuple[int | None, float | None, float | None]]:
+    """(number, value_std, test_acc) of each family's best trial: one statement, an index probe
+    per family."""
+    if not families:
+        return {}
+    probes = [
+        select(Run.family, Run.trial_number, Run.value_std, Run.test_acc)
+        .where(Run.study_id == study_id, Run.family == family, SCORED)
+        .order_by(Run.value.desc(), Run.id)
+        .limit(1)
+        .subquery()
+        for family in families
+    ]
+    statement = union_all(
+        *(select(p.c.family, p.c.trial_number, p.c.value_std, p.c.test_acc) for p in probes)
+    )
+    return {family: (number, std, test) for family, number, std, test in session.execute(statement)}
+
+
+def _medians(session: Session, study_id: int, counts: dict[str, int]) -> dict[str, float]:
+    """Each family's median value: the one or two middle values, read in index order."""
+    if not counts:
+        return {}
+    probes = [
+        select(Run.family, Run.value)
+        .where(Run.study_id == study_id, Run.family == family, SCORED)
+        .order_by(Run.value, Run.id)
+        .offset((n - 1) // 2)
+        .limit(1 if n % 2 else 2)
+        .subquery()
+        for family, n in counts.items()
+    ]
+    middle: dict[str, list[float]] = {}
+    for family, value in session.execute(
+        union_all(*(select(p.c.family, p.c.value) for p in probes))
+    ):
+        middle.setdefault(family, []).append(float(value))
+    return {family: sum(values) / len(values) for family, values in middle.items()}
