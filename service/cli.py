@@ -216,12 +216,16 @@ def cmd_export(args: argparse.Namespace) -> int:
         path, params = f"/studies/{args.study}/leaderboard", {"format": args.format}
     else:
         path, params = f"/studies/{args.study}/export.{args.format}", {}
-    text = client.request("GET", path, params=params).text
+    # The bytes as served (no decoding and re-encoding): the same file the API and the
+    # dashboard give, whatever this machine's locale.
+    body = client.request("GET", path, params=params).content
     if args.output:
-        Path(args.output).write_text(text)
+        Path(args.output).write_bytes(body)
         print(f"wrote {args.output}")
     else:
-        sys.stdout.write(text)
+        sys.stdout.flush()
+        sys.stdout.buffer.write(body)
+        sys.stdout.buffer.flush()
     return 0
 
 

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
-
-def _utc(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes for timezone-aware columns; they are stored in UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+from service.db import RunState, StudyStatus, WorkerStatus
+from service.db.states import described
 
 
 def _finite(value: float | None) -> float | None:
@@ -19,11 +17,19 @@ def _finite(value: float | None) -> float | None:
     return value if value is None or math.isfinite(value) else None
 
 
-UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
 Metric = Annotated[float | None, PlainSerializer(_finite, return_type=float | None)]
 Params = dict[str, Any]
 
 T = TypeVar("T")
+
+if TYPE_CHECKING:
+    StudyStatusName = str
+    RunStateName = str
+else:
+    # Query parameters take the enums' values as Literals: the OpenAPI document shows them
+    # inline as before, and they are spelled out only in service.db.states.
+    StudyStatusName = Literal[tuple(status.value for status in StudyStatus)]
+    RunStateName = Literal[tuple(state.value for state in RunState)]
 
 
 class Out(BaseModel):
@@ -95,7 +101,7 @@ class UserPublic(Out):
     id: int
     name: str
     is_admin: bool
-    created_at: UtcDatetime
+    created_at: datetime
 
 
 class TokenCreate(BaseModel):
@@ -113,9 +119,9 @@ class TokenPublic(Out):
     user_id: int
     prefix: str
     label: str
-    created_at: UtcDatetime
-    last_used_at: UtcDatetime | None
-    revoked_at: UtcDatetime | None
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
 
 
 class TokenCreated(TokenPublic):
@@ -172,14 +178,14 @@ class StudyPublic(Out):
     description: str
     owner: str
     owner_id: int
-    status: str = Field(description="queued | running | paused | completed | cancelled | failed")
+    status: str = Field(description=described(StudyStatus))
     priority: int
     n_trials: int = Field(description="the budget: the spec's n_trials, or a smaller grid's size")
     error: str | None
-    created_at: UtcDatetime
-    updated_at: UtcDatetime
-    started_at: UtcDatetime | None
-    finished_at: UtcDatetime | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
     progress: Progress
     best: BestTrial | None
     links: StudyLinks
@@ -221,7 +227,7 @@ class TrialPublic(Out):
     number: int | None = Field(description="Optuna trial number; null while a retry waits")
     attempt: int
     retry_of: int | None
-    state: str = Field(description="queued | running | complete | pruned | failed | cancelled")
+    state: str = Field(description=described(RunState))
     family: str | None
     params: Params | None
     value: Metric = Field(description="objective: validation accuracy")
@@ -235,9 +241,9 @@ class TrialPublic(Out):
     failure_message: str | None
     failure_epoch: int | None
     worker_id: str | None
-    created_at: UtcDatetime
-    started_at: UtcDatetime | None
-    finished_at: UtcDatetime | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
 
 
 class EpochPublic(Out):
@@ -261,8 +267,8 @@ class AttemptPublic(Out):
     failure_message: str | None
     worker_id: str | None
     value: Metric
-    started_at: UtcDatetime | None
-    finished_at: UtcDatetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
 
 
 class TrialDetail(TrialPublic):
@@ -332,10 +338,10 @@ class WorkerPublic(Out):
     pid: int
     device: str
     slot: int
-    status: str = Field(description="idle | busy | stopped | lost")
+    status: str = Field(description=described(WorkerStatus))
     version: str
-    started_at: UtcDatetime
-    heartbeat_at: UtcDatetime
+    started_at: datetime
+    heartbeat_at: datetime
     heartbeat_age_s: float
     stale: bool = Field(description="silent for longer than the grace period")
     current_run_id: int | None

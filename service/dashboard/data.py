@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import PlainTextResponse
+from fastapi import APIRouter, Query, Request, Response
 
 from service.api.deps import CurrentUser, StoreDep
-from service.dashboard import export, queries
+from service.dashboard import queries
+from service.store.exports import Download, leaderboard_download, study_summary
+from service.store.queries import leaderboard
 
 # Kept out of the OpenAPI document: these shapes serve the pages, not API clients.
 router = APIRouter(prefix="/dashboard/data", include_in_schema=False)
@@ -21,7 +22,7 @@ router = APIRouter(prefix="/dashboard/data", include_in_schema=False)
 @router.get("/studies/{study_id}/summary")
 def summary(study_id: int, _: CurrentUser, store: StoreDep) -> dict[str, Any]:
     """Family leaderboard (per-state counts, best, mean ± std, median) and the headline."""
-    return queries.leaderboard(store.db, study_id)
+    return study_summary(leaderboard(store.db, study_id))
 
 
 @router.get("/studies/{study_id}/values")
@@ -72,26 +73,21 @@ def curves(
     return {"trials": queries.learning_curves(store.db, study_id, family or None, limit)}
 
 
-def _download(text: str, filename: str, media_type: str) -> PlainTextResponse:
-    return PlainTextResponse(
-        text,
-        media_type=media_type,
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+def _attachment(download: Download) -> Response:
+    return Response(
+        download.text,
+        media_type=download.media_type,
+        headers={"Content-Disposition": f'attachment; filename="{download.filename}"'},
     )
 
 
 @router.get("/studies/{study_id}/leaderboard.csv")
-def leaderboard_csv(study_id: int, _: CurrentUser, store: StoreDep) -> PlainTextResponse:
-    """The family leaderboard the study page shows, as CSV (accuracies as fractions)."""
-    board = queries.leaderboard(store.db, study_id)
-    return _download(export.leaderboard_csv(board), f"study-{study_id}-leaderboard.csv", "text/csv")
+def leaderboard_csv(study_id: int, _: CurrentUser, store: StoreDep) -> Response:
+    """The family leaderboard as CSV: the API's `leaderboard?format=csv`, byte for byte."""
+    return _attachment(leaderboard_download(leaderboard(store.db, study_id), "csv"))
 
 
 @router.get("/studies/{study_id}/leaderboard.tex")
-def leaderboard_tex(study_id: int, _: CurrentUser, store: StoreDep) -> PlainTextResponse:
-    """The family leaderboard as a LaTeX booktabs table (accuracies in %, best in bold)."""
-    name = store.studies.get(study_id).name
-    board = queries.leaderboard(store.db, study_id)
-    return _download(
-        export.leaderboard_latex(board, name), f"study-{study_id}-leaderboard.tex", "text/x-tex"
-    )
+def leaderboard_tex(study_id: int, _: CurrentUser, store: StoreDep) -> Response:
+    """The family leaderboard as LaTeX: the API's `leaderboard?format=latex`, byte for byte."""
+    return _attachment(leaderboard_download(leaderboard(store.db, study_id), "latex"))

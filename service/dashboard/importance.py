@@ -3,7 +3,7 @@
 Each family's complete trials form their own in-memory Optuna study (only that family's
 parameters, so conditional parameters of other families never dilute the answer), scored with
 Optuna's PED-ANOVA evaluator: it needs no scikit-learn and stays fast at thousands of trials.
-Results are cached until the family's count of complete trials changes.
+Results are cached until the family's count of complete trials changes (see ImportanceCache).
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -32,12 +34,30 @@ MAX_TRIALS = 5000  # the best ones; enough for a stable estimate, bounded cost
 SKIP_PARAMS = ("activation", "family")
 
 
-class ImportanceCache:
-    """Importances per (database, study, family), recomputed when new trials complete."""
+CacheKey = tuple[str, int, str]  # (database URL, study id, family)
 
-    def __init__(self) -> None:
+
+class ImportanceCache:
+    """Importances per (database, study, family), recomputed when new trials complete.
+
+    Bounded, since one lives as long as the app: past `max_entries` the least recently used
+    entry goes, and a study's entries go once the study is deleted (noticed on the next call
+    for any study of that database) or a family no longer has complete trials.
+    """
+
+    def __init__(self, max_entries: int = 256) -> None:
+        self.max_entries = max_entries
         self._lock = threading.Lock()
-        self._cache: dict[tuple[str, int, str], tuple[int, dict[str, Any]]] = {}
+        self._cache: OrderedDict[CacheKey, tuple[int, dict[str, Any]]] = OrderedDict()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._cache)
+
+    def entries(self) -> list[CacheKey]:
+        """The cached (database URL, study id, family) keys, least recently used first."""
+        with self._lock:
+            return list(self._cache)
 
     def for_study(self, db: Database, study_id: int) -> dict[str, dict[str, Any]]:
         """{family: {"n", "importances", "evaluator", "note"}} for every family of the study."""
@@ -45,14 +65,39 @@ class ImportanceCache:
         out = {}
         for family, n in sorted(counts.items()):
             key = (db.url, study_id, family)
-            with self._lock:
-                cached = self._cache.get(key)
+            cached = self._get(key)
             if cached is None or cached[0] != n:
                 cached = (n, family_importance(db, study_id, family))
-                with self._lock:
-                    self._cache[key] = cached
+                self._put(key, cached)
             out[family] = cached[1]
+        self._drop(lambda k: k[:2] == (db.url, study_id) and k[2] not in counts)
+        self._drop_deleted_studies(db)
         return out
+
+    def _get(self, key: CacheKey) -> tuple[int, dict[str, Any]] | None:
+        with self._lock:
+            found = self._cache.get(key)
+            if found is not None:
+                self._cache.move_to_end(key)
+            return found
+
+    def _put(self, key: CacheKey, value: tuple[int, dict[str, Any]]) -> None:
+        with self._lock:
+            self._cache[key] = value
+            self._cache.move_to_end(key)
+            while len(self._cache) > self.max_entries:
+                self._cache.popitem(last=False)
+
+    def _drop(self, stale: Callable[[CacheKey], bool]) -> None:
+        with self._lock:
+            for key in [k for k in self._cache if stale(k)]:
+                del self._cache[key]
+
+    def _drop_deleted_studies(self, db: Database) -> None:
+        cached = {study_id for url, study_id, _ in self.entries() if url == db.url}
+        gone = cached - queries.existing_studies(db, cached)
+        if gone:
+            self._drop(lambda k: k[0] == db.url and k[1] in gone)
 
 
 def family_importance(db: Database, study_id: int, family: str) -> dict[str, Any]:
@@ -67,7 +112,7 @@ def family_importance(db: Database, study_id: int, family: str) -> dict[str, Any
     if len(rows) < MIN_TRIALS:
         result["note"] = f"needs at least {MIN_TRIALS} complete trials (has {len(rows)})"
         return result
-    distributions = _distributions(db, study_id, family, rows)
+    distributions = family_distributions(db, study_id, family, rows)
     names = [n for n, d in distributions.items() if not d.single() and n not in SKIP_PARAMS]
     if not names:
         result["note"] = "no searched parameters in this family"
@@ -83,16 +128,20 @@ def family_importance(db: Database, study_id: int, family: str) -> dict[str, Any
     return result
 
 
-def _distributions(
+def family_distributions(
     db: Database, study_id: int, family: str, rows: list[tuple[int, dict[str, Any], float]]
 ) -> dict[str, BaseDistribution]:
-    """The family's parameter distributions: Optuna's own, else inferred from the values."""
+    """The family's parameter distributions: Optuna's own, else inferred from the values.
+
+    Optuna's come from the best trial whose record has every parameter the rows share (a few
+    are tried: the best one's record may be gone or lack a parameter).
+    """
     common = set.intersection(*(set(params) for _, params, _ in rows))
-    for trial_id in queries.family_trial_ids(db, study_id, family):
+    for trial_id in queries.best_trial_ids(db, study_id, family):
         try:
             found = db.optuna.get_trial(trial_id).distributions
         except KeyError:
-            break
+            continue  # its Optuna trial is gone (e.g. storage cleaned by hand): try the next
         if common <= set(found):
             return {name: found[name] for name in sorted(common)}
     return {name: _inferred([p[name] for _, p, _ in rows]) for name in sorted(common)}

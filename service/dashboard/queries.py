@@ -1,7 +1,8 @@
-"""Read-only queries behind the dashboard's charts: aggregates the REST API does not serve.
+"""Read-only queries behind the dashboard's charts: per-trial data the REST API does not serve.
 
 Every function takes the store's `Database`, opens one short transaction and returns plain
-data ready for JSON. Large columns (`record`, `config`) are never read here.
+data ready for JSON. Large columns (`record`, `config`) are never read here. The family
+leaderboard and headline are the store's read model (service.store.queries.leaderboard).
 """
 
 from __future__ import annotations
@@ -13,79 +14,12 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service.db import Epoch, Run
+from service.db import Epoch, Run, RunState, Study
 from service.store import Database
-from service.store import queries as store_queries
 
 
 def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
-
-
-# -- families: leaderboard and headline --------------------------------------------------------
-def leaderboard(db: Database, study_id: int) -> dict[str, Any]:
-    """The study's family leaderboard (the API's, in its rank order) and the headline."""
-    board = store_queries.leaderboard(db, study_id)
-    table: list[dict[str, Any]] = [
-        {
-            "family": row.family,
-            "rank": row.rank,
-            "n_complete": row.n,
-            "states": row.states,
-            "best": row.best,
-            "best_trial": row.best_number,
-            "best_std": row.best_std,
-            "best_test_acc": row.best_test_acc,
-            "mean": row.mean,
-            "std": row.std,
-            "median": row.median,
-            "is_baseline": row.is_baseline,
-            "delta_best": row.delta_best_vs_baseline,
-            "delta_mean": row.delta_vs_baseline,
-        }
-        for row in board.rows
-    ]
-    base_row = next((r for r in table if r["is_baseline"]), None)
-    return {
-        "baseline": board.baseline,
-        "ranked_by": board.ranked_by,
-        "ranking": store_queries.RANKING,
-        "families": table,
-        "headline": _headline(table, base_row),
-    }
-
-
-def _delta(value: float | None, reference: float | None) -> float | None:
-    return None if value is None or reference is None else value - reference
-
-
-def _headline(table: list[dict[str, Any]], base: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Best trial overall against the baseline family's best (and their families' spread)."""
-    best = next((r for r in table if r["best"] is not None), None)
-    if best is None:
-        return None
-    return {
-        "family": best["family"],
-        "trial": best["best_trial"],
-        "value": best["best"],
-        "value_std": best["best_std"],
-        "family_mean": best["mean"],
-        "family_std": best["std"],
-        "n": best["n_complete"],
-        "baseline": None
-        if base is None or base["best"] is None
-        else {
-            "family": base["family"],
-            "trial": base["best_trial"],
-            "value": base["best"],
-            "value_std": base["best_std"],
-            "family_mean": base["mean"],
-            "family_std": base["std"],
-            "n": base["n_complete"],
-        },
-        "delta": _delta(best["best"], base["best"] if base else None),
-        "delta_mean": _delta(best["mean"], base["mean"] if base else None),
-    }
 
 
 # -- per-trial values (history, distributions, parameters) ------------------------------------
@@ -115,7 +49,7 @@ def family_params(
             .where(
                 Run.study_id == study_id,
                 Run.family == family,
-                Run.state == "complete",
+                Run.state == RunState.COMPLETE,
                 Run.value.is_not(None),
             )
             .order_by(Run.value.desc())
@@ -124,8 +58,12 @@ def family_params(
     return [(r.trial_number, r.params or {}, r.value) for r in rows]
 
 
-def family_trial_ids(db: Database, study_id: int, family: str) -> list[int]:
-    """Optuna trial ids of a family's complete trials, best first (to read distributions)."""
+def best_trial_ids(db: Database, study_id: int, family: str, limit: int = 5) -> list[int]:
+    """Optuna trial ids of a family's `limit` best complete trials, best first.
+
+    Where the family's parameter distributions are read from: the best trial's, or the next
+    one's when that trial's Optuna record is gone or lacks a parameter.
+    """
     with db.session() as session:
         return list(
             session.scalars(
@@ -133,11 +71,11 @@ def family_trial_ids(db: Database, study_id: int, family: str) -> list[int]:
                 .where(
                     Run.study_id == study_id,
                     Run.family == family,
-                    Run.state == "complete",
+                    Run.state == RunState.COMPLETE,
                     Run.optuna_trial_id.is_not(None),
                 )
-                .order_by(Run.value.desc())
-                .limit(1)
+                .order_by(Run.value.desc(), Run.id)
+                .limit(limit)
             )
         )
 
@@ -147,7 +85,7 @@ def complete_counts(db: Database, study_id: int) -> dict[str, int]:
     with db.session() as session:
         rows = session.execute(
             select(Run.family, func.count())
-            .where(Run.study_id == study_id, Run.state == "complete", Run.value.is_not(None))
+            .where(Run.study_id == study_id, Run.state == RunState.COMPLETE, Run.value.is_not(None))
             .group_by(Run.family)
         ).all()
     return {family or "?": n for family, n in rows}
@@ -166,11 +104,13 @@ def learning_curves(
     with db.session() as session:
         chosen = [
             *session.execute(
-                base.where(Run.state == "complete").order_by(Run.value.desc()).limit(limit)
+                base.where(Run.state == RunState.COMPLETE).order_by(Run.value.desc()).limit(limit)
             ),
-            *session.execute(base.where(Run.state == "running").order_by(Run.id).limit(limit)),
             *session.execute(
-                base.where(Run.state == "pruned").order_by(Run.id.desc()).limit(limit)
+                base.where(Run.state == RunState.RUNNING).order_by(Run.id).limit(limit)
+            ),
+            *session.execute(
+                base.where(Run.state == RunState.PRUNED).order_by(Run.id.desc()).limit(limit)
             ),
         ]
         epochs = _epochs_of(session, [r.id for r in chosen])
@@ -198,3 +138,11 @@ def _epochs_of(session: Session, run_ids: list[int]) -> dict[int, list[tuple[int
     ):
         out[run_id].append((epoch, _finite(val_acc)))
     return out
+
+
+def existing_studies(db: Database, study_ids: set[int]) -> set[int]:
+    """Those of `study_ids` that still exist (caches drop the others)."""
+    if not study_ids:
+        return set()
+    with db.session() as session:
+        return set(session.scalars(select(Study.id).where(Study.id.in_(study_ids))))

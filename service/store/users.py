@@ -169,4 +169,3 @@ class Users:
         """How many users exist (the first start creates an admin when there are none)."""
         with self.db.session() as session:
             return len(session.scalars(select(User.id)).all())
-

@@ -22,7 +22,6 @@ from sqlalchemy import create_engine, text
 
 from service import migrate
 from service.app import create_app
-from service.dashboard.export import latex_escape, leaderboard_latex
 from service.dashboard.importance import MIN_TRIALS, ImportanceCache, family_importance
 from service.db import make_engine
 from service.settings import Settings
@@ -287,39 +286,33 @@ def test_importance_per_family_degrades_and_caches(world: World) -> None:
 
 # -- exports -------------------------------------------------------------------------------------
 def test_leaderboard_csv_and_latex_downloads(world: World) -> None:
-    """CSV: one row per family, fractions; LaTeX: booktabs, %, baseline named, best bold."""
+    """The dashboard's downloads are the API's leaderboard files, byte for byte, as attachments."""
     sid = world.study.id
-    response = world.client.get(
-        f"/dashboard/data/studies/{sid}/leaderboard.csv", headers=world.auth()
+    api = f"/api/v1/studies/{sid}/leaderboard"
+    for suffix, fmt in (("csv", "csv"), ("tex", "latex")):
+        response = world.client.get(
+            f"/dashboard/data/studies/{sid}/leaderboard.{suffix}", headers=world.auth()
+        )
+        assert response.status_code == 200
+        assert (
+            response.headers["content-disposition"]
+            == f'attachment; filename="study-{sid}-leaderboard.{suffix}"'
+        )
+        same = world.client.get(api, params={"format": fmt}, headers=world.auth())
+        assert response.content == same.content
+        assert response.headers["content-type"] == same.headers["content-type"]
+    rows = list(
+        csv.DictReader(
+            io.StringIO(
+                world.client.get(
+                    f"/dashboard/data/studies/{sid}/leaderboard.csv", headers=world.auth()
+                ).text
+            )
+        )
     )
-    assert response.status_code == 200
-    assert (
-        response.headers["content-disposition"]
-        == f'attachment; filename="study-{sid}-leaderboard.csv"'
-    )
-    rows = list(csv.DictReader(io.StringIO(response.text)))
     summary = world.get(f"/dashboard/data/studies/{sid}/summary")
-    assert [r["family"] for r in rows] == [f["family"] for f in summary["families"]]
-    for row, family in zip(rows, summary["families"], strict=True):
-        assert float(row["best_val_acc"]) == pytest.approx(family["best"], abs=1e-6)
-        assert row["baseline"] == ("1" if family["family"] == "relu" else "0")
-    tex = world.client.get(
-        f"/dashboard/data/studies/{sid}/leaderboard.tex", headers=world.auth()
-    ).text
-    assert "\\toprule" in tex and "\\bottomrule" in tex and "relu (baseline)" in tex
-    assert "data\\_routes" in tex  # the study name, escaped
-    best = max(f["best"] for f in summary["families"])
-    assert f"\\textbf{{{100 * best:.2f}}}" in tex
-
-
-def test_latex_escapes_and_handles_empty_values() -> None:
-    """Every LaTeX special is escaped; missing numbers print as --."""
-    assert latex_escape("a_b&c%d$e#f{g}h~i^j\\k") == (
-        "a\\_b\\&c\\%d\\$e\\#f\\{g\\}h\\textasciitilde{}i\\textasciicircum{}j\\textbackslash{}k"
-    )
-    board = {"baseline": None, "families": [{
-        "family": "pau", "is_baseline": False, "n_complete": 0, "best": None, "mean": None,
-        "std": None, "best_test_acc": None, "delta_best": None,
-    }]}  # fmt: skip
-    tex = leaderboard_latex(board, "x")
-    assert "pau & 0 & -- & -- & -- & -- \\\\" in tex
+    scored = [f for f in summary["families"] if f["n_complete"]]
+    assert [r["family"] for r in rows] == [f["family"] for f in scored]
+    for row, family in zip(rows, scored, strict=True):
+        assert float(row["best"]) == pytest.approx(family["best"])  # a fraction, not %
+        assert row["is_baseline"] == str(family["family"] == "relu")

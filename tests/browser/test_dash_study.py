@@ -158,13 +158,17 @@ def test_study_page_follows_a_running_study_and_exports(
 
     with page.expect_download() as download:
         page.click("#export-csv")
-    csv_text = Path(download.value.path()).read_text()
-    assert csv_text.splitlines()[0].startswith("family,baseline,n_complete,best_val_acc")
-    assert len(csv_text.splitlines()) == 1 + page.locator("#leaderboard tbody tr").count()
+    csv_bytes = Path(download.value.path()).read_bytes()
+    api = f"{server.url}/api/v1/studies/{study_id}/leaderboard"
+    assert csv_bytes == page.request.get(f"{api}?format=csv").body()  # the API's file
+    assert csv_bytes.decode().startswith("family,n,mean,std,best,best_number")
+    families = [r.family for r in leaderboard(store.db, study_id).rows if r.n]
+    assert len(csv_bytes.decode().splitlines()) == 1 + len(families)
     with page.expect_download() as download:
         page.click("#export-tex")
-    tex = Path(download.value.path()).read_text()
-    assert "\\begin{tabular}" in tex and "\\textbf{" in tex and "relu (baseline)" in tex
+    tex = Path(download.value.path()).read_bytes()
+    assert tex == page.request.get(f"{api}?format=latex").body()
+    assert tex.decode().startswith("\\begin{tabular}") and "$\\Delta$ vs relu" in tex.decode()
     assert_clean(page)
 
 

@@ -11,7 +11,13 @@ from starlette.concurrency import run_in_threadpool
 from search_space.spec import SpecError
 from service.api import documents
 from service.api.deps import CurrentUser, StoreDep, check_owner
-from service.api.schemas import Page, StudyDetail, StudyPublic, error_responses
+from service.api.schemas import (
+    Page,
+    StudyDetail,
+    StudyPublic,
+    StudyStatusName,
+    error_responses,
+)
 from service.api.views import study_detail, study_public
 from service.store import StudyInfo, UserInfo
 from service.store.queries import list_studies
@@ -19,7 +25,6 @@ from service.store.queries import study_detail as load_study_detail
 
 router = APIRouter(tags=["studies"])
 
-STATUSES = Literal["queued", "running", "paused", "completed", "cancelled", "failed"]
 StudySort = Literal[
     "created", "-created", "priority", "-priority", "name", "-name", "best", "-best", "id", "-id"
 ]
@@ -125,7 +130,7 @@ def list_all_studies(
     store: StoreDep,
     _user: CurrentUser,
     status_: Annotated[
-        list[STATUSES], Query(alias="status", description="any of these statuses")
+        list[StudyStatusName], Query(alias="status", description="any of these statuses")
     ] = [],  # noqa: B006
     owner: Annotated[str | None, Query(max_length=100, pattern=NAME_PATTERN)] = None,
     q: Annotated[

@@ -12,6 +12,7 @@ from service.api.schemas import (
     AttemptPublic,
     EpochPublic,
     Page,
+    RunStateName,
     TrialDetail,
     TrialPublic,
     error_responses,
@@ -20,7 +21,6 @@ from service.store.queries import InvalidQuery, ParamRange, list_trials, trial_d
 
 router = APIRouter(tags=["trials"])
 
-RunState = Literal["queued", "running", "complete", "pruned", "failed", "cancelled"]
 TrialSort = Literal[
     "number", "-number", "value", "-value", "test_acc", "-test_acc", "duration_s", "-duration_s",
     "img_per_s", "-img_per_s", "epochs_done", "-epochs_done", "finished", "-finished",
@@ -56,7 +56,7 @@ def list_study_trials(
     study_id: StudyId,
     store: StoreDep,
     _user: CurrentUser,
-    state: Annotated[list[RunState], Query(description="any of these states")] = [],  # noqa: B006
+    state: Annotated[list[RunStateName], Query(description="any of these states")] = [],  # noqa: B006
     family: Annotated[
         list[Annotated[str, Query(pattern=FAMILY_PATTERN)]],
         Query(description="any of these activation families"),
