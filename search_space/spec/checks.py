@@ -24,6 +24,7 @@ from search_space.spec.values import (
     Choices,
     Errors,
     Range,
+    SearchDim,
     check_value,
     is_searched,
 )
@@ -277,3 +278,42 @@ def _check_preset_and_init(
         errors.add((*loc, "init_interval"), "init_interval must be [low, high] with low < high")
     if entry.clamp is not None and not family.polynomial:
         errors.add((*loc, "clamp"), f"{family.name} takes no clamp (only pau, opau)")
+
+
+def check_enqueue(
+    errors: Errors, entries: list[dict[str, Any]], dims: list[SearchDim], sampler: str
+) -> None:
+    """Each enqueued configuration names searched parameters only, with values they can take."""
+    if sampler == "grid":
+        errors.add(("enqueue",), "the grid runs every configuration already; leave enqueue out")
+        return
+    by_name = {dim.name: dim for dim in dims}
+    for i, entry in enumerate(entries):
+        family = entry.get("activation")
+        for name, value in entry.items():
+            dim = by_name.get(name)
+            if dim is None:
+                searched = ", ".join(by_name) or "none"
+                errors.add(("enqueue", i, name), f"not a searched parameter; searched: {searched}")
+                continue
+            owner = name.split(".", 1)[0]
+            if family is not None and owner not in ("model", "training", "activation", family):
+                errors.add(("enqueue", i, name), f"a parameter of {owner}, not of {family}")
+            elif (why := _outside(dim, value)) is not None:
+                errors.add(("enqueue", i, name), why)
+
+
+def _outside(dim: SearchDim, value: Any) -> str | None:
+    """Why a value is not one a dimension's distribution can give (None when it is)."""
+    dist = dim.dist
+    if isinstance(dist, Choices):
+        ok = any(
+            c == value and isinstance(c, bool) == isinstance(value, bool) for c in dist.choices
+        )
+        return None if ok else f"{value!r} is not one of the choices {dist.choices}"
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or (dim.kind == "int" and not isinstance(value, int)):
+        return f"expected {'an integer' if dim.kind == 'int' else 'a number'}, not {value!r}"
+    if not dist.low <= value <= dist.high:
+        return f"{value!r} is outside the range [{dist.low}, {dist.high}]"
+    return None

@@ -27,6 +27,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictFloat,
     StrictInt,
     StrictStr,
     ValidationError,
@@ -121,6 +123,24 @@ class StudySpec(BaseModel):
         default=0,
         description="training seed of a trial's first run",
         json_schema_extra=schema_bounds(*SEED_RANGE),
+    )
+    repeats: Literal["reseed", "reuse"] = Field(
+        default="reseed",
+        description="a trial whose configuration and seed were trained already: reseed = train "
+        "it again with the next unused seed (the repeat adds evidence); reuse = take the "
+        "recorded result without training (the run names its source)",
+    )
+    reuse: Literal["study", "team", "none"] = Field(
+        default="study",
+        description="where a recorded training is looked for: this study; team = every study "
+        "of the database with the same data and training code; none = never (train every "
+        "trial, identical ones included)",
+    )
+    enqueue: list[dict[str, StrictBool | StrictInt | StrictFloat | StrictStr]] = Field(
+        default_factory=list,
+        description="configurations to run first, after the baselines, each as Optuna params "
+        "({activation: smu, smu.alpha: 0.2, training.lr: 0.05}); searched parameters left out "
+        "are the sampler's. Confirm studies and campaign stages are made of them",
     )
     priority: Annotated[StrictInt, within("priority", *PRIORITY_RANGE)] = Field(
         default=0,
@@ -221,6 +241,8 @@ class StudySpec(BaseModel):
                 self.activations[name] = ActivationSpec()
         for key, entry in self.activations.items():
             checks.check_activation(errors, key, entry, self.model.name)
+        if self.enqueue and not errors.items:
+            checks.check_enqueue(errors, self.enqueue, self.search_space(), self.sampler.name)
         if self.sampler.name == "grid":
             continuous = [d.name for d in self.search_space() if is_continuous(d)]
             if continuous:

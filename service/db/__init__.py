@@ -1,7 +1,18 @@
 """Data layer: engine, transactions, our tables and Optuna's storage on the same database."""
 
 from service.db.engine import is_sqlite, make_engine, make_sessionmaker, session_scope
-from service.db.models import Base, Epoch, Meta, Run, Study, Token, User, Worker, utcnow
+from service.db.models import (
+    Base,
+    Epoch,
+    Meta,
+    Run,
+    Study,
+    Token,
+    Training,
+    User,
+    Worker,
+    utcnow,
+)
 from service.db.optuna_storage import optuna_storage
 from service.db.outage import (
     DatabaseWaitStopped,
@@ -18,6 +29,7 @@ from service.db.states import (
     RUNNABLE_STUDY_STATUSES,
     RunState,
     StudyStatus,
+    TrainingState,
     WorkerStatus,
 )
 from service.db.types import UTCDateTime, as_utc
@@ -37,6 +49,8 @@ __all__ = [
     "Study",
     "StudyStatus",
     "Token",
+    "Training",
+    "TrainingState",
     "UTCDateTime",
     "User",
     "Worker",

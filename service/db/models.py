@@ -22,7 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from service.db.states import RunState, StudyStatus, WorkerStatus
+from service.db.states import RunState, StudyStatus, TrainingState, WorkerStatus
 from service.db.types import UTCDateTime
 
 
@@ -88,6 +88,10 @@ class Study(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_claim_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A confirm study re-trains another's best configurations with fresh seeds (0005).
+    confirms_study_id: Mapped[int | None] = mapped_column(
+        ForeignKey("as_studies.id", ondelete="SET NULL"), index=True
+    )
     owner: Mapped[User] = relationship()
 
 
@@ -181,6 +185,8 @@ class Run(Base):
     log_tail: Mapped[str | None] = mapped_column(Text)
     # False from the moment a run ends until its Optuna trial is known to agree (0004).
     optuna_synced: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # Set when the run trained nothing: every seed's result was a recorded training (0005).
+    reused_from_run: Mapped[int | None] = mapped_column(Integer)
     epochs: Mapped[list[Epoch]] = relationship(
         back_populates="run", cascade="all, delete-orphan", order_by="Epoch.epoch"
     )
@@ -200,6 +206,41 @@ class Epoch(Base):
     elapsed_s: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     run: Mapped[Run] = relationship(back_populates="epochs")
+
+
+class Training(Base):
+    """One training: a canonical configuration and a seed (EVIDENCE.md's unit), trained once.
+
+    `key` is exact: the trial config with every default filled in and this seed, the data's
+    checksum and the training code's version (workers.code_version). `lock_key` makes racing
+    workers agree on one trainer: "<study id>:<key>" within a study, the bare key for a study
+    that shares results with the team; cleared when a training fails so it may be trained again.
+    A row of another study's result taken by a team study has `reused_from` and no lock.
+    """
+
+    __tablename__ = "as_trainings"
+    __table_args__ = (
+        Index("ix_as_trainings_key_state", "key", "state"),
+        Index("ix_as_trainings_study_config", "study_id", "config_key", "seed"),
+        Index("ix_as_trainings_study_family", "study_id", "family", "state"),
+        Index("ix_as_trainings_run", "run_id"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("as_studies.id", ondelete="CASCADE"))
+    run_id: Mapped[int | None] = mapped_column(Integer)  # the run that trained (or reused) it
+    key: Mapped[str] = mapped_column(String(64))
+    config_key: Mapped[str] = mapped_column(String(64))  # the configuration, any seed
+    lock_key: Mapped[str | None] = mapped_column(String(80), unique=True)
+    family: Mapped[str] = mapped_column(String(50))
+    seed: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16), default=TrainingState.RUNNING)
+    val_acc: Mapped[float | None] = mapped_column(Float)
+    test_acc: Mapped[float | None] = mapped_column(Float)
+    reused_from: Mapped[int | None] = mapped_column(Integer)  # another study's as_trainings.id
+    data_checksum: Mapped[str] = mapped_column(String(64))
+    code_version: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Meta(Base):

@@ -42,6 +42,14 @@ class StudyStatus(_State):
     FAILED = "failed"
 
 
+class TrainingState(_State):
+    """One training: a configuration and a seed (a row of as_trainings)."""
+
+    RUNNING = "running"  # reserved by a run that is training it
+    COMPLETE = "complete"
+    FAILED = "failed"  # cut short (failed, pruned, cancelled, lost): may be trained again
+
+
 class WorkerStatus(_State):
     """A worker process (a row of as_workers)."""
 

@@ -113,7 +113,8 @@ class Studies:
         spec_input: str | Mapping[str, Any],
         idempotency_key: str | None = None,
     ) -> tuple[StudyInfo, bool]:
-        """Validate the spec, store it, create its Optuna study and enqueue its baselines.
+        """Validate the spec, store it, create its Optuna study and enqueue its baselines and
+        the spec's `enqueue` configurations.
 
         Returns (study, created); created is False when `idempotency_key` named an earlier one.
         Raises search_space.spec.SpecError for an invalid spec.
@@ -187,6 +188,8 @@ class Studies:
         study.set_user_attr("actsearch_study_id", study_id)
         for params in baseline_params(spec):
             study.enqueue_trial(params, skip_if_exists=True)
+        for params in spec.enqueue:  # after the baselines: confirm studies, campaign stages
+            study.enqueue_trial(dict(params), skip_if_exists=True)
 
     def _delete_rows(self, study_id: int) -> bool:
         # One conditional DELETE (its runs go by ON DELETE CASCADE): of racing deletes, exactly
