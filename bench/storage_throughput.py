@@ -98,6 +98,9 @@ class TrivialTraining(Training):
     def load_data(self, dataset: DatasetConfig) -> Any:
         return None
 
+    def identity(self, data: Any) -> tuple[str, str]:
+        return "trivial-data", "trivial-code"
+
     def prescreen(self, config: TrialConfig) -> tuple[bool, str | None]:
         return True, None
 

@@ -32,8 +32,9 @@ from search_space.contract import TrialConfig
 from search_space.optuna_access import tell_without_reread
 from service.db.outage import db_retry, describe_db_error, is_db_outage
 from service.settings import Settings
-from service.store import Claim, NotFound, RunStatus, Store
+from service.store import Claim, NotFound, RunStatus, Store, TrainingRow
 from workers.failures import TrialFailure
+from workers.repeats import Repeats
 from workers.training import Stop, Training
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,47 @@ class Outcome:
     value: float | None = None
     reason: str | None = None
     skip_study: bool = False  # this machine cannot run the study; others may (leave it to them)
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    """One seed of a trial: trained here (with its record) or taken from a recorded training."""
+
+    seed: int
+    val_acc: float
+    test_acc: float
+    best_val_acc: float | None = None
+    duration_s: float | None = None
+    record: dict[str, Any] | None = None  # the trained seed's TrialRecord as JSON
+    reused_from_run: int | None = None
+    training_id: int | None = None  # the recorded training taken
+
+    @classmethod
+    def trained(cls, seed: int, record: Any) -> SeedResult:
+        """A seed this run trained."""
+        return cls(
+            seed, float(record.val_acc), float(record.test_acc), float(record.best_val_acc),
+            float(record.duration_s), record.to_json(),
+        )  # fmt: skip
+
+    @classmethod
+    def taken(cls, seed: int, recorded: TrainingRow) -> SeedResult:
+        """A seed whose training was recorded before (workers.repeats)."""
+        return cls(
+            seed, float(recorded.val_acc or 0.0), float(recorded.test_acc or 0.0),
+            reused_from_run=recorded.run_id, training_id=recorded.id,
+        )  # fmt: skip
+
+    def summary(self) -> dict[str, Any]:
+        """The seed's line in the record's "seeds" list."""
+        return {
+            "seed": self.seed,
+            "val_acc": self.val_acc,
+            "best_val_acc": self.best_val_acc,
+            "test_acc": self.test_acc,
+            "duration_s": self.duration_s,
+            "reused_from_run": self.reused_from_run,
+        }
 
 
 @dataclass
@@ -83,8 +125,10 @@ class Attempt:
         trial: optuna.Trial,
         config: TrialConfig | None,
         data: Any,
+        repeats: Repeats | None = None,
     ) -> None:
         self.context = context
+        self.repeats = repeats  # None: an attempt that only records its failure
         self.store = context.store
         self.claim = claim
         self.study = study
@@ -93,6 +137,7 @@ class Attempt:
         self.data = data
         self.seeds = config.seeds if config is not None else 1
         self.seed_index = 0
+        self.reporting_index: int | None = None  # the first seed trained: its curve is stored
         self.pending = _Reports()
         self.last_val: float | None = None
         self.last_epoch: int | None = None
@@ -110,23 +155,32 @@ class Attempt:
         ok, reason = self.context.training.prescreen(config)
         if not ok:
             return self._fail("rejected", reason or "rejected by the pre-screen", None, None)
-        records: list[Any] = []
+        results: list[SeedResult] = []
         try:
             for index in range(self.seeds):
                 self.seed_index = index
-                seed_config = config.with_seed(config.seed + index)
-                records.append(
-                    self.context.training.train(
-                        seed_config, self.data, self._on_epoch, self._should_stop
-                    )
-                )
+                results.append(self._seed(config, index))
         except optuna.TrialPruned:
             return self._pruned()
         except Stop as stop:
             return self._stopped(stop.reason)
         except Exception as error:
             return self._failed(error)
-        return self._complete(records)
+        return self._complete(results)
+
+    def _seed(self, config: TrialConfig, index: int) -> SeedResult:
+        """Train seed `index` of the trial, or take its recorded training (workers.repeats)."""
+        assert self.repeats is not None
+        plan = self.repeats.plan(config.seed + index)
+        if plan.recorded is not None:
+            return SeedResult.taken(plan.seed, plan.recorded)
+        if self.reporting_index is None:
+            self.reporting_index = index
+        record = self.context.training.train(
+            config.with_seed(plan.seed), self.data, self._on_epoch, self._should_stop
+        )
+        self.repeats.finish(plan, _finite(record.val_acc), _finite(record.test_acc))
+        return SeedResult.trained(plan.seed, record)
 
     # -- during training --------------------------------------------------------------------
     def _should_stop(self) -> bool:
@@ -134,7 +188,7 @@ class Attempt:
 
     def _on_epoch(self, report: Any) -> None:
         last = report.epoch == report.epochs - 1 and self.seed_index == self.seeds - 1
-        if self.seed_index == 0:
+        if self.seed_index == self.reporting_index:
             log.info(
                 "run %s epoch %d/%d: loss %.4f val_acc %.4f %.0f img/s",
                 self.run_id, report.epoch + 1, report.epochs, report.train_loss,
@@ -240,38 +294,46 @@ class Attempt:
             return None
 
     # -- outcomes ---------------------------------------------------------------------------
-    def _complete(self, records: list[Any]) -> Outcome:
-        values = [float(r.val_acc) for r in records]
-        tests = [float(r.test_acc) for r in records]
-        record = records[0].to_json()
-        value_std = None
-        if len(records) > 1:
-            value_std = statistics.pstdev(values)
-            record["seeds"] = [
-                {
-                    "seed": (self.config.seed if self.config else 0) + i,
-                    "val_acc": r.val_acc,
-                    "best_val_acc": r.best_val_acc,
-                    "test_acc": r.test_acc,
-                    "duration_s": r.duration_s,
-                }
-                for i, r in enumerate(records)
-            ]
+    def _complete(self, results: list[SeedResult]) -> Outcome:
+        values = [r.val_acc for r in results]
+        tests = [r.test_acc for r in results]
+        record = self._record(results)
+        value_std = statistics.pstdev(values) if len(results) > 1 else None
+        if len(results) > 1 or any(r.reused_from_run is not None for r in results):
+            record["seeds"] = [r.summary() for r in results]
         value = statistics.fmean(values)
+        trained = [r for r in results if r.reused_from_run is None]
+        assert self.config is not None
         stored = self._finish(
             state="complete",
             value=value,
             value_std=value_std,
             test_acc=statistics.fmean(tests),
             record=record,
+            config=self.config.model_copy(update={"seed": results[0].seed}).canonical(),
+            reused_from_run=None if trained else results[0].reused_from_run,
         )
         if stored:
             self._tell(value)
         log.info(
-            "run %s complete: val_acc %.4f test_acc %.4f in %.1f s",
+            "run %s complete: val_acc %.4f test_acc %.4f in %.1f s%s",
             self.run_id, value, statistics.fmean(tests), time.monotonic() - self.started,
+            "" if trained else " (every seed reused: nothing trained)",
         )  # fmt: skip
         return Outcome("complete", value=value)
+
+    def _record(self, results: list[SeedResult]) -> dict[str, Any]:
+        """The first trained seed's record; else the reused run's, saying where it came from."""
+        for result in results:
+            if result.record is not None:
+                return dict(result.record)
+        source = results[0].reused_from_run
+        recorded = None
+        if source is not None:
+            recorded = db_retry(lambda: self.store.runs.record_of(source), "read the reused record")
+        record = dict(recorded or {})
+        record["reused"] = {"run_id": source, "training_id": results[0].training_id}
+        return record
 
     def _pruned(self) -> Outcome:
         self._flush_final()

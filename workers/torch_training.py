@@ -55,6 +55,14 @@ class TorchTraining(Training):
                 raise DataMissing(str(error)) from error
         return self._data[key]
 
+    def identity(self, data: Any) -> tuple[str, str]:
+        """The decoded data's checksum; the training sources, torch release and device kind."""
+        import torch
+
+        from workers.code_version import code_version
+
+        return str(data.checksum), code_version(torch.__version__, self.device.type)
+
     def prescreen(self, config: TrialConfig) -> tuple[bool, str | None]:
         """search_space.curves.prescreen on the config's activation."""
         from search_space.curves import prescreen

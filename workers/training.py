@@ -42,6 +42,11 @@ class Training:
         """The decoded splits the dataset section names; DataMissing when not found."""
         raise NotImplementedError
 
+    def identity(self, data: Any) -> tuple[str, str]:
+        """(data checksum, training code version) of trainings on this data here: with the
+        config and seed, what makes two trainings the same (workers.repeats)."""
+        raise NotImplementedError
+
     def prescreen(self, config: TrialConfig) -> tuple[bool, str | None]:
         """(ok, reason): whether the activation is worth training at all."""
         raise NotImplementedError

@@ -34,6 +34,7 @@ from search_space.suggest import suggest_trial
 from service.db.outage import db_retry
 from service.store import Claim
 from workers.attempt import Attempt, Outcome, RunContext
+from workers.repeats import Identity, Repeats
 from workers.training import DataMissing
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,17 @@ class TrialRunner(RunContext):
             claim.run_id, claim.study_id, trial.number, claim.attempt,
             family, _short(params),
         )  # fmt: skip
-        return Attempt(self, claim, study, trial, config, data).run()
+        repeats = Repeats(
+            self.store,
+            study_id=claim.study_id,
+            run_id=claim.run_id,
+            config=config,
+            identity=Identity(*self.training.identity(data)),
+            repeats=spec.repeats,
+            scope=spec.reuse,
+            stop=self.stopping,
+        )
+        return Attempt(self, claim, study, trial, config, data, repeats).run()
 
     def _failed_before_training(
         self, claim: Claim, study: optuna.Study, trial: optuna.Trial, error: Exception

@@ -202,7 +202,7 @@ class SlotWorker:
             aborting=self.aborting,
         )
         db_retry(
-            lambda: store.runs.register_worker(
+            lambda: store.workers.register(
                 self.worker_id,
                 hostname=hostname,
                 pid=os.getpid(),
@@ -263,7 +263,7 @@ class SlotWorker:
     def _stopped(self, store: Store, attempts: int) -> None:
         try:
             db_retry(
-                lambda: store.runs.worker_stopped(self.worker_id),
+                lambda: store.workers.stopped(self.worker_id),
                 "mark the worker stopped",
                 attempts=attempts,
             )
@@ -386,7 +386,7 @@ class SlotWorker:
         reconciler = Reconciler(store.db, settle_s=settle_s)
         while not self._beat_stop.wait(interval * random.uniform(0.9, 1.0)):
             try:
-                store.runs.heartbeat(self.worker_id, self._current_run)
+                store.workers.heartbeat(self.worker_id, self._current_run)
                 # Every live worker reaps, so a lost run is failed within grace + one interval
                 # even while all other workers are busy training.
                 for run_id in store.runs.reap_lost(self.settings.grace_s):

@@ -8,6 +8,7 @@ Its JSON form with every default filled in (`canonical`) is what makes two train
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -185,6 +186,26 @@ class TrialConfig(ConfigModel):
     def with_seed(self, seed: int) -> TrialConfig:
         """The same config training one seed, `seed`."""
         return self.model_copy(update={"seed": seed, "seeds": 1})
+
+    def configuration_key(self, data_checksum: str, code_version: str) -> str:
+        """What makes two trainings the same, but the seed: the canonical config without its
+        seeds and time limit (which do not change what one seed learns), the data, the code."""
+        configuration = {k: v for k, v in self.canonical().items() if k not in _NOT_TRAINING}
+        return _digest({"config": configuration, "data": data_checksum, "code": code_version})
+
+    def training_key(self, seed: int, data_checksum: str, code_version: str) -> str:
+        """The exact key of one training: this configuration with `seed` (EVIDENCE.md's unit)."""
+        configuration = self.configuration_key(data_checksum, code_version)
+        return _digest({"configuration": configuration, "seed": seed})
+
+
+# Top-level keys that say how many seeds and how long, not what one training learns.
+_NOT_TRAINING = ("seed", "seeds", "timeout_s")
+
+
+def _digest(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def parse_trial_config(value: Mapping[str, Any] | TrialConfig) -> TrialConfig:

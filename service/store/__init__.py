@@ -1,13 +1,15 @@
-"""The only code that writes our tables: studies, runs, users and workers."""
+"""The only code that writes our tables: studies, runs, trainings, users and workers."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from service.store.base import Conflict, Database, NotFound, StoreError
 from service.store.runs import Claim, Runs, RunStatus
 from service.store.studies import Studies, StudyInfo
+from service.store.trainings import NewTraining, TrainingRow, Trainings
 from service.store.users import TokenInfo, UserInfo, Users
+from service.store.workers import Workers
 
 
 @dataclass
@@ -18,6 +20,12 @@ class Store:
     studies: Studies
     runs: Runs
     users: Users
+    trainings: Trainings = field(init=False)
+    workers: Workers = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.trainings = Trainings(self.db)
+        self.workers = Workers(self.db)
 
     @classmethod
     def open(cls, url: str, *, check: bool = True, max_attempts: int = 3) -> Store:
@@ -36,6 +44,7 @@ __all__ = [
     "Claim",
     "Conflict",
     "Database",
+    "NewTraining",
     "NotFound",
     "RunStatus",
     "Store",
@@ -43,6 +52,9 @@ __all__ = [
     "Studies",
     "StudyInfo",
     "TokenInfo",
+    "TrainingRow",
+    "Trainings",
     "UserInfo",
     "Users",
+    "Workers",
 ]

@@ -35,6 +35,7 @@ from service.db import (
     utcnow,
 )
 from service.store.base import Database, NotFound
+from service.store.trainings import release_unfinished
 
 log = logging.getLogger(__name__)
 
@@ -355,8 +356,15 @@ class Runs:
         failure_message: str | None = None,
         failure_epoch: int | None = None,
         log_tail: str | None = None,
+        config: dict[str, Any] | None = None,
+        reused_from_run: int | None = None,
     ) -> bool:
-        """Store a run's outcome; False when the run had been reaped meanwhile (result dropped)."""
+        """Store a run's outcome; False when the run had been reaped meanwhile (result dropped).
+
+        `config` replaces the stored trial config when the run trained another seed than the one
+        it was attached with (a reseed); `reused_from_run` names the run whose recorded result
+        this one took without training. Trainings of the run that did not complete are released.
+        """
         if state not in FINISHED_RUN_STATES:
             raise ValueError(
                 f"finish state must be one of {', '.join(FINISHED_RUN_STATES)}, not {state!r}"
@@ -380,6 +388,10 @@ class Runs:
             run.log_tail = log_tail
             run.finished_at = now
             run.optuna_synced = False  # until the worker (or the reconciler) tells Optuna
+            run.reused_from_run = reused_from_run
+            if config is not None:
+                run.config = config
+            release_unfinished(session, [run_id])
             run.duration_s = (now - (run.started_at or now)).total_seconds()
             if record:
                 run.img_per_s = record.get("img_per_s")
@@ -395,6 +407,11 @@ class Runs:
             session.flush()
             self._complete_if_done(session, run.study_id)
             return True
+
+    def record_of(self, run_id: int) -> dict[str, Any] | None:
+        """A run's stored record (what a run that reuses its training copies)."""
+        with self.db.session() as session:
+            return session.scalar(select(Run.record).where(Run.id == run_id))
 
     @staticmethod
     def _get(session: Session, run_id: int) -> Run:
@@ -436,6 +453,7 @@ class Runs:
             ).rowcount
             if not won:
                 return False
+            release_unfinished(session, [run_id])  # its seed may be trained by the retry
             run = self._get(session, run_id)
             study = session.get(Study, run.study_id)
             retry = (
@@ -491,64 +509,6 @@ class Runs:
         """The run's Optuna trial has been told its outcome (see service.store.reconcile)."""
         with self.db.session() as session:
             session.execute(update(Run).where(Run.id == run_id).values(optuna_synced=True))
-
-    # -- workers ----------------------------------------------------------------------------
-    def register_worker(
-        self,
-        worker_id: str,
-        *,
-        hostname: str,
-        pid: int,
-        device: str,
-        slot: int = 0,
-        version: str = "",
-    ) -> None:
-        """Add (or re-register) a worker process."""
-        with self.db.session() as session:
-            row = session.get(Worker, worker_id) or Worker(id=worker_id)
-            row.hostname, row.pid, row.device, row.slot, row.version = (
-                hostname,
-                pid,
-                device,
-                slot,
-                version,
-            )
-            row.status = WorkerStatus.IDLE
-            row.started_at = utcnow()
-            row.heartbeat_at = self.db.clock()
-            row.trials_done = row.trials_done or 0
-            session.add(row)
-
-    def heartbeat(self, worker_id: str, run_id: int | None = None) -> None:
-        """The worker (and its current run) is alive."""
-        now = self.db.clock()
-        with self.db.session() as session:
-            # Run row first, then the worker row: the order every other writer (report_epoch,
-            # finish, reap) locks them in, so a heartbeat never deadlocks with its own worker.
-            if run_id is not None:
-                session.execute(
-                    update(Run)
-                    .where(Run.id == run_id, Run.state == RunState.RUNNING)
-                    .values(heartbeat_at=now)
-                )
-            session.execute(
-                update(Worker)
-                .where(Worker.id == worker_id)
-                .values(
-                    heartbeat_at=now,
-                    current_run_id=run_id,
-                    status=WorkerStatus.BUSY if run_id else WorkerStatus.IDLE,
-                )
-            )
-
-    def worker_stopped(self, worker_id: str) -> None:
-        """A worker exited cleanly."""
-        with self.db.session() as session:
-            session.execute(
-                update(Worker)
-                .where(Worker.id == worker_id)
-                .values(status=WorkerStatus.STOPPED, current_run_id=None, current_epoch=None)
-            )
 
     def hand_back(self, run_id: int, reason: str = "worker stopped") -> None:
         """Give an unfinished run back (SIGTERM): it is retried at once, same parameters."""

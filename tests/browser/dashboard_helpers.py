@@ -106,7 +106,7 @@ class FakeWorker:
         self.store = store
         self.worker_id = worker_id
         self._studies: dict[str, optuna.Study] = {}
-        store.runs.register_worker(
+        store.workers.register(
             worker_id,
             hostname="gpu-node-1",
             pid=4242,
@@ -141,7 +141,7 @@ class FakeWorker:
             family=family,
             config=config,
         )
-        self.store.runs.heartbeat(self.worker_id, claim.run_id)
+        self.store.workers.heartbeat(self.worker_id, claim.run_id)
         return Started(claim.run_id, study, trial, family, params)
 
     def epoch(self, run: Started, epoch: int, val_acc: float) -> None:

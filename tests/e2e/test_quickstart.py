@@ -48,6 +48,31 @@ def _check_study_readable(service: Service, study_id: int) -> None:
         assert trial_page.status_code == 200
 
 
+def _check_no_training_twice(database_url: str, study_id: int) -> None:
+    """Issue 17: the quickstart (TPE keeps drawing relu) trains no (configuration, seed) twice."""
+    from sqlalchemy import select
+
+    from search_space.contract import parse_trial_config
+    from service.db import Run, Training
+    from service.store import Store
+
+    store = Store.open(database_url)
+    try:
+        with store.db.session() as session:
+            runs = list(session.scalars(select(Run).where(Run.study_id == study_id)))
+            trainings = list(session.scalars(select(Training).where(Training.study_id == study_id)))
+    finally:
+        store.dispose()
+    trained = [r for r in runs if r.state == "complete" and r.reused_from_run is None]
+    pairs = []
+    for run in trained:
+        config = parse_trial_config(run.config or {})
+        pairs.append((config.configuration_key("", ""), config.seed))
+    assert len(pairs) == len(set(pairs)), pairs
+    keys = [t.key for t in trainings if t.state == "complete" and t.reused_from is None]
+    assert len(keys) == len(set(keys)) and len(keys) == len(trained)
+
+
 def _run_quickstart(home: Path, database_url: str | None) -> None:
     tarball = shared_tarball()
     assert tarball is not None
@@ -57,6 +82,7 @@ def _run_quickstart(home: Path, database_url: str | None) -> None:
         assert result.returncode == 0, result.stdout + result.stderr + service.log.read_text()
         assert "completed" in result.stdout
         _check_study_readable(service, 1)
+        _check_no_training_twice(database_url or f"sqlite:///{home / 'actsearch.db'}", 1)
     finally:
         stop_service(service)
 

@@ -104,12 +104,12 @@ def test_workers_show_current_trial_and_staleness(
     study_id = store.studies.create(alice.info, spec())[0].id
     busy, silent = f"busy-{study_id}", f"silent-{study_id}"
     for worker_id in (busy, silent):
-        store.runs.register_worker(
+        store.workers.register(
             worker_id, hostname="gpu-box", pid=4242, device="cuda:0 (H100)", slot=0
         )
     claim = store.runs.claim_next(busy, [study_id])
     assert claim is not None
-    store.runs.heartbeat(busy, claim.run_id)
+    store.workers.heartbeat(busy, claim.run_id)
     store.runs.report_epoch(
         claim.run_id,
         2,

@@ -117,7 +117,7 @@ def test_rows_hold_the_plain_values(store: Store) -> None:
     person = new_person(store, "states")
     study, _ = store.studies.create(person.info, spec())
     add_trial(store, study.id, state="running", worker_id="w-states")
-    store.runs.heartbeat("w-states")
+    store.workers.heartbeat("w-states")
     store.studies.transition(study.id, "pause")
     with store.db.session() as session:
         raw = session.execute(

@@ -67,7 +67,7 @@ def grid_spec(folder: Path, n_trials: int) -> dict[str, Any]:
 def _run_all(store: Store, settings: Settings, training: TorchTraining, study_id: int) -> list[str]:
     """Claim and run the study's trials like a worker until none is left; their outcomes."""
     worker_id = f"w-grid-{study_id}"
-    store.runs.register_worker(worker_id, hostname="test", pid=1, device="cpu")
+    store.workers.register(worker_id, hostname="test", pid=1, device="cpu")
     runner = TrialRunner(store=store, settings=settings, worker_id=worker_id, training=training)
     outcomes = []
     while (claim := store.runs.claim_next(worker_id, [study_id])) is not None:

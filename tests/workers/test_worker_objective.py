@@ -71,7 +71,7 @@ def training(tmp_path_factory: pytest.TempPathFactory) -> TorchTraining:
 def _runner(
     store: Store, training: TorchTraining, worker_id: str = "w-test", hostname: str = "test"
 ) -> TrialRunner:
-    store.runs.register_worker(worker_id, hostname=hostname, pid=1, device="cpu")
+    store.workers.register(worker_id, hostname=hostname, pid=1, device="cpu")
     return TrialRunner(
         store=store, settings=Settings(), worker_id=worker_id, training=training, hostname=hostname
     )
@@ -177,7 +177,7 @@ def test_data_missing_where_the_other_machines_are_silent_fails_the_study(
 ) -> None:
     study, _ = store.studies.create(user, tiny_spec(tmp_path / "nowhere", n_trials=3))
     on_a = _runner(store, training, "w-a", hostname="host-a")
-    store.runs.register_worker("w-gone", hostname="host-gone", pid=2, device="cpu")
+    store.workers.register("w-gone", hostname="host-gone", pid=2, device="cpu")
     with store.db.session() as session:  # host-gone stopped heartbeating long ago
         session.execute(
             update(Worker)

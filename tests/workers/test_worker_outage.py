@@ -103,7 +103,7 @@ def test_a_stop_ends_the_wait_for_the_database_before_training(
         worker_id="w-outage",
         training=TorchTraining(settings, SlotOptions(threads=1)),
     )
-    store.runs.register_worker("w-outage", hostname="test", pid=1, device="cpu")
+    store.workers.register("w-outage", hostname="test", pid=1, device="cpu")
     claim = store.runs.claim_next("w-outage")
     assert claim is not None
     proxy.stop()  # the database goes away between the claim and the Optuna trial

@@ -77,7 +77,7 @@ def test_racing_claims_never_exceed_the_budget(url: str, store: Store, user: Use
 
 def test_a_lost_attempt_hands_its_budget_unit_to_its_retry(store: Store, user: UserInfo) -> None:
     study_id = _study(store, user, 2)
-    store.runs.register_worker("w1", hostname="h", pid=1, device="cpu")
+    store.workers.register("w1", hostname="h", pid=1, device="cpu")
     first = store.runs.claim_next("w1")
     assert first is not None
     params = {"activation": "relu", "training.lr": 0.01}
@@ -156,7 +156,7 @@ def test_epoch_reports_are_idempotent_and_say_when_to_stop(store: Store, user: U
 
 def test_finish_is_stored_once_even_when_repeated(store: Store, user: UserInfo) -> None:
     study_id = _study(store, user, 1)
-    store.runs.register_worker("w", hostname="h", pid=1, device="cpu")
+    store.workers.register("w", hostname="h", pid=1, device="cpu")
     claim = store.runs.claim_next("w")
     assert claim is not None
     record = {"val_acc": 0.5}
@@ -206,14 +206,14 @@ def test_heartbeats_use_the_database_clock_not_the_workers(
         behind = utcnow() - timedelta(hours=1)
         monkeypatch.setattr(runs_module, "utcnow", lambda: behind)
         monkeypatch.setattr(base_module, "utcnow", lambda: behind)
-        store.runs.register_worker("w-behind", hostname="h", pid=1, device="cpu")
+        store.workers.register("w-behind", hostname="h", pid=1, device="cpu")
         claim = store.runs.claim_next("w-behind")
         assert claim is not None
         store.runs.report_epoch(
             claim.run_id, 0, train_loss=1.0, val_acc=0.5, img_per_s=1.0, elapsed_s=1.0,
             worker_id="w-behind",
         )  # fmt: skip
-        store.runs.heartbeat("w-behind", claim.run_id)
+        store.workers.heartbeat("w-behind", claim.run_id)
         monkeypatch.undo()
         assert store.runs.reap_lost(grace_s=60) == []
         (worker,) = list_workers(store.db, grace_s=60)
