@@ -212,6 +212,30 @@ accuracy over the seeds and `value_std` their standard deviation; the record lis
 values. The first seed's learning curve is stored per epoch and drives pruning. The data split
 does not change with the seed (`dataset.split_seed` fixes it).
 
+## No identical training twice
+A *training* is one configuration (the trial's config with every default filled in) and one
+seed. Two trainings with the same configuration, seed, data (its checksum) and training code
+(a hash of the trainer's sources, the torch release and CPU or GPU) are the same training, and
+none is paid for twice. When a trial would repeat one (a sampler drawing a parameter-free
+family again, a retry, two workers racing), `repeats` decides:
+
+| `repeats` | a repeat |
+|---|---|
+| `reseed` (default) | trains the same configuration with the next unused seed: the repeat adds evidence, and the run's config states the seed it trained |
+| `reuse` | takes the recorded result without training (waiting while another worker trains it); the run names the run it took it from, and Optuna is told the recorded value |
+
+`reuse` says where recorded trainings are looked for: `study` (default) this study only; `team`
+every study of the database, so a configuration another study (or campaign) trained on the same
+data with the same code answers for free, and team studies racing on one configuration train it
+once; `none` never (every trial trains, identical ones included, e.g. to measure
+non-determinism). Nothing is reused across other data, models, budgets or code versions.
+
+## Enqueued configurations
+`enqueue: [{{activation: smu, smu.alpha: 0.2, training.lr: 0.05}}, …]` runs these
+configurations first, after the baselines, each once: Optuna parameter names as the sampler uses
+them, every value one the spec's distribution can give. Searched parameters an entry leaves out
+are the sampler's. Confirm studies (`actsearch confirm`) are made of them.
+
 ## Budget and grid studies
 `n_trials` (1 to {max_trials}) is the study's budget, baselines included: workers never run more
 trials, however many race for them (a trial retried after its worker was lost counts once).
