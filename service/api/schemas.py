@@ -8,14 +8,19 @@ from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
+from search_space.spec.limits import MAX_SEEDS
 from service.db import RunState, StudyStatus, WorkerStatus
 from service.db.states import described
+from service.evidence import VERDICTS
+from service.store.confirm import MAX_CONFIRM_TOP
 
 
 def _finite(value: float | None) -> float | None:
     # JSON has no NaN/Infinity: a diverged metric is reported as null rather than breaking the body.
     return value if value is None or math.isfinite(value) else None
 
+
+VERDICT_WORDS = "one of: " + ", ".join(VERDICTS) + " (docs/evidence.md)"
 
 Metric = Annotated[float | None, PlainSerializer(_finite, return_type=float | None)]
 Params = dict[str, Any]
@@ -202,11 +207,28 @@ class FamilySummary(Out):
     std: Metric
 
 
+class StudyRef(BaseModel):
+    """Another study, named and linked."""
+
+    id: int
+    name: str
+    status: str
+    self: str = Field(description="its API path")
+    dashboard: str = Field(description="its dashboard page")
+
+
 class StudyDetail(StudyPublic):
     """A study with its spec and per-family summary."""
 
     spec: dict[str, Any]
     families: list[FamilySummary]
+    confirms: StudyRef | None = Field(
+        default=None, description="the study whose best configurations this one re-trains"
+    )
+    confirmed_by: list[StudyRef] = Field(
+        default_factory=list,
+        description="confirm studies re-training this study's best configurations, oldest first",
+    )
 
 
 class Page(BaseModel, Generic[T]):
@@ -299,6 +321,35 @@ class StudyExport(BaseModel):
 
 
 # -- leaderboard -------------------------------------------------------------------------------
+class Comparison(Out):
+    """One family's trainings against the baseline family's (docs/evidence.md). Fractions."""
+
+    study_id: int = Field(description="the study whose trainings these are")
+    stage: Literal["search", "confirm"] = Field(
+        description="search: this study's trainings (optimistic; 'promising' at most); "
+        "confirm: a confirm study's fresh seeds"
+    )
+    metric: Literal["val_acc", "test_acc"] = Field(
+        description="the accuracy compared: validation for search, test for confirm"
+    )
+    trainings: int = Field(description="distinct complete trainings with a value of the metric")
+    mean: Metric
+    ci_low: Metric = Field(description="95 % t interval of the mean (null below 2 trainings)")
+    ci_high: Metric
+    delta: Metric = Field(description="mean minus the baseline family's mean (same metric)")
+    delta_ci_low: Metric = Field(
+        description="95 % Welch–Satterthwaite interval of delta (null: too few runs)"
+    )
+    delta_ci_high: Metric
+    p_value: Metric = Field(
+        description="Welch's two-sided p-value, Holm-adjusted across the study's families"
+    )
+    p_raw: Metric = Field(description="Welch's p-value before Holm's correction")
+    verdict: str = Field(description=VERDICT_WORDS)
+    val_mean: Metric = Field(description="mean validation accuracy of these trainings")
+    test_mean: Metric = Field(description="mean test accuracy of these trainings")
+
+
 class LeaderboardRow(Out):
     """One family's complete trials against the baseline family."""
 
@@ -317,6 +368,15 @@ class LeaderboardRow(Out):
     best_test_acc: Metric = Field(description="the best trial's test accuracy")
     delta_best_vs_baseline: Metric = Field(description="best minus the baseline family's best")
     states: dict[str, int] = Field(description="the family's attempts by state")
+    trainings: int = Field(
+        description="distinct complete trainings (trials × seeds; identical repeats once)"
+    )
+    search: Comparison = Field(description="this study's trainings, validation accuracy")
+    confirmation: Comparison | None = Field(
+        description="fresh seeds of a confirm study (this one, or this study's newest with "
+        "results), test accuracy; null: not confirmed yet"
+    )
+    verdict: str = Field(description="the confirmation's verdict, else the search's")
 
 
 class Leaderboard(BaseModel):
@@ -327,6 +387,32 @@ class Leaderboard(BaseModel):
     ranked_by: str = Field(description="the statistic rows are ranked by: best")
     ranking: str = Field(description="how families are ranked, in words")
     rows: list[LeaderboardRow]
+    evidence: str = Field(description="what the trainings, intervals and verdicts mean")
+    alpha: float = Field(description="the significance level of every verdict")
+    confirms: int | None = Field(description="the study this confirm study re-trains")
+    confirmed_by: list[int] = Field(description="this study's confirm studies, oldest first")
+    confirmation_study_id: int | None = Field(
+        description="the study whose trainings the rows' confirmations are (null: none yet)"
+    )
+
+
+class ConfirmRequest(BaseModel):
+    """A confirm study: re-train each family's best configurations with fresh seeds."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    top: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_CONFIRM_TOP,
+        description="configurations per family, best validation value first",
+    )
+    seeds: int = Field(
+        default=5,
+        ge=2,
+        le=MAX_SEEDS,
+        description="fresh seeds per configuration (at least 2: one seed has no spread)",
+    )
 
 
 # -- workers -----------------------------------------------------------------------------------

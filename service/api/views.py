@@ -11,9 +11,10 @@ from service.api.schemas import (
     StudyDetail,
     StudyLinks,
     StudyPublic,
+    StudyRef,
 )
 from service.store import StudyInfo
-from service.store.queries import BestRun, FamilyStats, StudyDetailView, progress
+from service.store.queries import BestRun, FamilyStats, StudyDetailView, StudyLink, progress
 
 API = "/api/v1"
 
@@ -72,10 +73,23 @@ def family_summary(stats: FamilyStats) -> FamilySummary:
     )  # fmt: skip
 
 
+def study_ref(link: StudyLink) -> StudyRef:
+    """Another study, named and linked."""
+    return StudyRef(
+        id=link.id,
+        name=link.name,
+        status=link.status,
+        self=f"{API}/studies/{link.id}",
+        dashboard=f"/studies/{link.id}",
+    )
+
+
 def study_detail(view: StudyDetailView) -> StudyDetail:
-    """A study with spec and per-family summary."""
+    """A study with spec, per-family summary and confirm links."""
     return StudyDetail(
         **_study_fields(view.study, view.best),
         spec=view.study.spec,
         families=[family_summary(f) for f in view.families],
+        confirms=study_ref(view.confirms) if view.confirms else None,
+        confirmed_by=[study_ref(link) for link in view.confirmed_by],
     )

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from service.store.queries.leaderboard import RANKING, LeaderboardView, LeaderRow
+from service.evidence import BETTER, PROMISING, TOO_FEW, WORSE
+from service.store.queries.evidence import Comparison
+from service.store.queries.leaderboard import EVIDENCE, RANKING, LeaderboardView, LeaderRow
 
 TableFormat = Literal["csv", "latex"]
 
@@ -82,7 +84,55 @@ LEADERBOARD_CSV_FIELDS = (
     "median",
     "best_test_acc",
     "delta_best_vs_baseline",
+    # the evidence (docs/evidence.md): trainings, intervals, Holm-adjusted p-values, verdicts
+    "trainings",
+    "search_mean",
+    "search_ci_low",
+    "search_ci_high",
+    "search_delta",
+    "search_delta_ci_low",
+    "search_delta_ci_high",
+    "search_p_holm",
+    "search_verdict",
+    "confirm_study_id",
+    "confirm_trainings",
+    "confirm_test_mean",
+    "confirm_test_ci_low",
+    "confirm_test_ci_high",
+    "confirm_val_mean",
+    "confirm_delta",
+    "confirm_delta_ci_low",
+    "confirm_delta_ci_high",
+    "confirm_p_holm",
+    "confirm_verdict",
+    "verdict",
 )
+COMPARISON_CSV_FIELDS = {
+    "mean": "mean", "ci_low": "ci_low", "ci_high": "ci_high", "delta": "delta",
+    "delta_ci_low": "delta_ci_low", "delta_ci_high": "delta_ci_high", "p_holm": "p_value",
+    "verdict": "verdict",
+}  # fmt: skip
+
+
+def _csv_values(row: LeaderRow) -> dict[str, Any]:
+    """Every CSV column of a row: its own fields, then its comparisons' under a prefix."""
+    values: dict[str, Any] = {f: getattr(row, f) for f in LEADERBOARD_CSV_FIELDS[:14]}
+    values["verdict"] = row.verdict
+    for column, attribute in COMPARISON_CSV_FIELDS.items():
+        values[f"search_{column}"] = getattr(row.search, attribute)
+    confirmed = row.confirmation
+    if confirmed is not None:
+        values |= {
+            "confirm_study_id": confirmed.study_id,
+            "confirm_trainings": confirmed.trainings,
+            "confirm_test_mean": confirmed.mean,
+            "confirm_test_ci_low": confirmed.ci_low,
+            "confirm_test_ci_high": confirmed.ci_high,
+            "confirm_val_mean": confirmed.val_mean,
+        }
+        for column in ("delta", "delta_ci_low", "delta_ci_high", "p_holm", "verdict"):
+            values[f"confirm_{column}"] = getattr(confirmed, COMPARISON_CSV_FIELDS[column])
+    return values
 
 
 def leaderboard_csv(board: LeaderboardView) -> str:
@@ -91,7 +141,8 @@ def leaderboard_csv(board: LeaderboardView) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(LEADERBOARD_CSV_FIELDS)
     for row in board.scored:
-        writer.writerow([_cell(getattr(row, f)) for f in LEADERBOARD_CSV_FIELDS])
+        values = _csv_values(row)
+        writer.writerow([_cell(values.get(f)) for f in LEADERBOARD_CSV_FIELDS])
     return out.getvalue()
 
 
@@ -99,6 +150,7 @@ LATEX_SPECIAL = {
     "\\": r"\textbackslash{}", "_": r"\_", "&": r"\&", "%": r"\%", "#": r"\#", "$": r"\$",
     "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
 }  # fmt: skip
+MARKS = {PROMISING: r"$^{\dagger}$", BETTER: r"$^{*}$", WORSE: r"$^{*}$"}
 
 
 def latex_escape(text: str) -> str:
@@ -112,21 +164,91 @@ def _fixed(value: float | None, digits: int = 4, signed: bool = False) -> str:
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
-def _latex_line(row: LeaderRow) -> str:
-    spread = _fixed(row.mean) + (rf" $\pm$ {_fixed(row.std)}" if row.std is not None else "")
-    delta = "---" if row.is_baseline else _fixed(row.delta_vs_baseline, signed=True)
-    return rf"{latex_escape(row.family)} & {row.n} & {spread} & {_fixed(row.best)} & {delta} \\"
+def _percent(value: float | None, signed: bool = False) -> str:
+    """A fraction in percent (or a difference in points), two decimals."""
+    return "" if value is None else _fixed(100 * value, 2, signed)
+
+
+def _mean_cell(c: Comparison | None) -> str:
+    """mean ± the 95 % interval's half-width, in percent (the mean alone below two)."""
+    if c is None or c.mean is None:
+        return "---"
+    if c.ci_low is None or c.ci_high is None:
+        return _percent(c.mean)
+    return rf"{_percent(c.mean)} $\pm$ {_percent((c.ci_high - c.ci_low) / 2)}"
+
+
+def _delta_cell(row: LeaderRow, c: Comparison | None) -> str:
+    """Δ ± the Welch interval's half-width in points, marked when significant."""
+    if row.is_baseline:
+        return "---"
+    if c is None or c.verdict == TOO_FEW or c.delta is None:
+        return TOO_FEW
+    text = _percent(c.delta, signed=True)
+    if c.delta_ci_low is not None and c.delta_ci_high is not None:
+        text += rf" $\pm$ {_percent((c.delta_ci_high - c.delta_ci_low) / 2)}"
+    return text + MARKS.get(c.verdict, "")
+
+
+def _latex_line(row: LeaderRow, confirmed: bool) -> str:
+    c = row.confirmation if confirmed else row.search
+    n = c.trainings if c is not None else 0
+    if confirmed:
+        beside = "---" if c is None or c.val_mean is None else _percent(c.val_mean)
+    else:
+        beside = _percent(row.best)
+    cells = [latex_escape(row.family), str(n), _mean_cell(c), beside, _delta_cell(row, c)]
+    return " & ".join(cells) + r" \\"
+
+
+def _legend(board: LeaderboardView, confirmed: bool) -> list[str]:
+    note = r"\multicolumn{5}{l}{\footnotesize %s} \\"
+    if confirmed:
+        return [
+            note
+            % (
+                rf"$n$ trainings of confirm study {board.confirmation_study_id} (fresh seeds); "
+                r"mean $\pm$ half-width of the 95\,\% CI; test accuracy."
+            ),
+            note
+            % (
+                rf"$^{{*}}$ better or worse than {latex_escape(board.baseline)}: Welch "
+                rf"$p \le {board.alpha:g}$ after Holm's correction."
+            ),
+        ]
+    return [
+        note
+        % (
+            rf"$n$ trainings of search study {board.study_id}; mean $\pm$ half-width of the "
+            r"95\,\% CI; validation accuracy."
+        ),
+        note
+        % (
+            rf"$^{{\dagger}}$ promising: Welch $p \le {board.alpha:g}$ after Holm's correction; "
+            r"search-time "
+            r"gains are optimistic until confirmed."
+        ),
+    ]
 
 
 def leaderboard_latex(board: LeaderboardView) -> str:
-    """The leaderboard as a booktabs LaTeX table in rank order (mean ± std, best, Δ mean)."""
+    """The leaderboard as a booktabs LaTeX table in rank order: per family its trainings, mean
+    ± 95 % CI half-width and Δ vs the baseline in points, significance marked; the confirm
+    study's fresh seeds on test accuracy when there are any, else the search on validation."""
+    confirmed = board.confirmation_study_id is not None
+    accuracy, beside = (
+        (r"Test acc.\ (\%)", r"Val.\ acc.\ (\%)") if confirmed
+        else (r"Val.\ acc.\ (\%)", r"Best (\%)")
+    )  # fmt: skip
     lines = [
         r"\begin{tabular}{lrrrr}",
         r"\toprule",
-        rf"Activation & $n$ & Mean $\pm$ std & Best & $\Delta$ vs {latex_escape(board.baseline)} \\",
+        rf"Activation & $n$ & {accuracy} & {beside} & $\Delta$ vs {latex_escape(board.baseline)}"
+        r" (pp) \\",
         r"\midrule",
-        *(_latex_line(row) for row in board.scored),
+        *(_latex_line(row, confirmed) for row in board.scored),
         r"\bottomrule",
+        *_legend(board, confirmed),
         r"\end{tabular}",
         "",
     ]
@@ -145,22 +267,27 @@ def leaderboard_rows(board: LeaderboardView) -> list[dict[str, Any]]:
 
 
 # -- the dashboard's study summary ---------------------------------------------------------------
+def _comparison(c: Comparison | None) -> dict[str, Any] | None:
+    return None if c is None else dataclasses.asdict(c)
+
+
 def _summary_row(row: LeaderRow) -> dict[str, Any]:
     return {
         "family": row.family,
         "rank": row.rank,
         "n_complete": row.n,
+        "trainings": row.trainings,
         "states": row.states,
         "best": row.best,
         "best_trial": row.best_number,
-        "best_std": row.best_std,
         "best_test_acc": row.best_test_acc,
-        "mean": row.mean,
-        "std": row.std,
+        "mean": row.search.mean,  # over trainings, validation accuracy
         "median": row.median,
         "is_baseline": row.is_baseline,
         "delta_best": row.delta_best_vs_baseline,
-        "delta_mean": row.delta_vs_baseline,
+        "search": _comparison(row.search),
+        "confirmation": _comparison(row.confirmation),
+        "verdict": row.verdict,
     }
 
 
@@ -169,32 +296,40 @@ def _headline_side(row: LeaderRow) -> dict[str, Any]:
         "family": row.family,
         "trial": row.best_number,
         "value": row.best,
-        "value_std": row.best_std,
-        "family_mean": row.mean,
-        "family_std": row.std,
-        "n": row.n,
+        "family_mean": row.search.mean,
+        "family_ci": [row.search.ci_low, row.search.ci_high],
+        "n": row.trainings,
     }
 
 
 def _headline(board: LeaderboardView) -> dict[str, Any] | None:
-    """The best trial overall against the baseline family's best (and their families' spread)."""
+    """The best trial overall against the baseline family's best, and the leading family's
+    evidence (its mean and Δ with their intervals, its verdict)."""
     leader, base = board.leader, board.baseline_row
     if leader is None:
         return None
+    evidence = leader.evidence
     return {
         **_headline_side(leader),
         "baseline": None if base is None or base.best is None else _headline_side(base),
         "delta": leader.delta_best_vs_baseline,
-        "delta_mean": leader.delta_vs_baseline,
+        "evidence": _comparison(evidence),
+        "verdict": leader.verdict,
     }
 
 
 def study_summary(board: LeaderboardView) -> dict[str, Any]:
-    """The dashboard's summary: every family with an attempt (per-state counts) and the headline."""
+    """The dashboard's summary: every family with an attempt (per-state counts, evidence) and
+    the headline."""
     return {
         "baseline": board.baseline,
         "ranked_by": board.ranked_by,
         "ranking": RANKING,
+        "evidence": EVIDENCE,
+        "alpha": board.alpha,
+        "confirms": board.confirms,
+        "confirmed_by": board.confirmed_by,
+        "confirmation_study_id": board.confirmation_study_id,
         "families": [_summary_row(row) for row in board.rows],
         "headline": _headline(board),
     }

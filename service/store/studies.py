@@ -65,6 +65,7 @@ class StudyInfo:
     started_at: datetime | None
     finished_at: datetime | None
     counts: dict[str, int] = field(default_factory=dict)  # runs by state (budget-counting ones)
+    confirms_study_id: int | None = None  # the study whose configurations this one confirms
 
 
 def study_info(row: Study, owner: str, counts: Mapping[str, int] | None = None) -> StudyInfo:
@@ -86,6 +87,7 @@ def study_info(row: Study, owner: str, counts: Mapping[str, int] | None = None) 
         started_at=row.started_at,
         finished_at=row.finished_at,
         counts=dict(counts or {}),
+        confirms_study_id=row.confirms_study_id,
     )
 
 
@@ -112,12 +114,15 @@ class Studies:
         owner: UserInfo,
         spec_input: str | Mapping[str, Any],
         idempotency_key: str | None = None,
+        *,
+        confirms_study_id: int | None = None,
     ) -> tuple[StudyInfo, bool]:
         """Validate the spec, store it, create its Optuna study and enqueue its baselines and
         the spec's `enqueue` configurations.
 
         Returns (study, created); created is False when `idempotency_key` named an earlier one.
-        Raises search_space.spec.SpecError for an invalid spec.
+        Raises search_space.spec.SpecError for an invalid spec. `confirms_study_id`: the study
+        a confirm study re-trains (see `confirm`).
         """
         # A new spec: the submission-only checks too (stored specs are spared them). Its bounds
         # keep priority and n_trials storable.
@@ -127,7 +132,7 @@ class Studies:
             if earlier is not None:
                 return earlier, False
         try:
-            study_id = self._insert(owner, spec, idempotency_key)
+            study_id = self._insert(owner, spec, idempotency_key, confirms_study_id)
         except IntegrityError:
             # A concurrent request with the same key won the race: answer with its study.
             earlier = self._by_key(owner.id, idempotency_key or "", spec)
@@ -155,7 +160,9 @@ class Studies:
             study_id = row.id
         return self.get(study_id)
 
-    def _insert(self, owner: UserInfo, spec: StudySpec, key: str | None) -> int:
+    def _insert(
+        self, owner: UserInfo, spec: StudySpec, key: str | None, confirms: int | None = None
+    ) -> int:
         now = utcnow()
         with self.db.session() as session:
             row = Study(
@@ -170,6 +177,7 @@ class Studies:
                 n_trials=trial_budget(spec),
                 optuna_name=f"pending-{uuid.uuid4().hex}",
                 idempotency_key=key,
+                confirms_study_id=confirms,
                 created_at=now,
                 updated_at=now,
             )
@@ -197,6 +205,21 @@ class Studies:
         with self.db.session(immediate=True) as session:
             done = session.execute(delete(Study).where(Study.id == study_id))
             return bool(cast(CursorResult[Any], done).rowcount)
+
+    def confirm(self, owner: UserInfo, study_id: int, *, top: int, seeds: int) -> StudyInfo:
+        """A confirm study of `study_id`, owned by `owner`: each family's `top` best complete
+        configurations and the baseline re-trained with `seeds` fresh seeds (service.store.
+        confirm says how its spec is made). NotFound, or Conflict when there is nothing to
+        confirm; ValueError for top or seeds out of bounds."""
+        from service.store.confirm import plan_confirm  # it reads the read model: no cycle
+
+        with self.db.session() as session:
+            source = session.get(Study, study_id)
+            if source is None:
+                raise NotFound(f"study {study_id} does not exist")
+            plan = plan_confirm(session, source, top, seeds)
+        study, _ = self.create(owner, plan.spec, confirms_study_id=study_id)
+        return study
 
     def get(self, study_id: int) -> StudyInfo:
         """A study with its run counts."""

@@ -121,7 +121,9 @@ def test_leaderboard_as_csv_and_latex(client: httpx.Client, scored: dict[str, An
     assert text.startswith(r"\begin{tabular}") and r"\bottomrule" in text
     assert r"$\Delta$ vs relu" in text
     smu_line = next(line for line in text.splitlines() if line.startswith("smu &"))
-    assert f"{statistics.mean(VALUES['smu']):.4f}" in smu_line and "+0.0300" in smu_line
+    # Percent and points, mean ± the 95 % interval's half-width (two trainings: wide).
+    assert smu_line.startswith(r"smu & 2 & 84.00 $\pm$ 12.71 & 85.00 & +3.00 $\pm$ ")
+    assert "std" not in text and "0.0000" not in text
 
 
 def test_api_and_dashboard_rank_families_the_same_way(client: httpx.Client, store: Store) -> None:

@@ -133,13 +133,16 @@ def test_the_dashboard_summary_is_the_leaderboard_read_model(
     assert [f["family"] for f in summary["families"]] == [r.family for r in board.rows]
     assert summary["families"][-1]["family"] == "swish_2"  # listed here (its failed attempt)
     for shown, row in zip(summary["families"], board.rows, strict=True):
-        assert (shown["rank"], shown["delta_best"], shown["delta_mean"]) == (
-            row.rank, row.delta_best_vs_baseline, row.delta_vs_baseline
+        assert (shown["rank"], shown["delta_best"], shown["verdict"]) == (
+            row.rank, row.delta_best_vs_baseline, row.verdict
         )  # fmt: skip
+        assert shown["search"]["delta"] == row.search.delta
+        assert shown["trainings"] == row.trainings and "std" not in shown
     headline = summary["headline"]
     assert headline["family"] == "smu" and headline["baseline"]["family"] == "relu"
     assert headline["delta"] == pytest.approx(0.85 - 0.82)
-    assert headline["delta_mean"] == pytest.approx(0.84 - 0.81)
+    assert headline["evidence"]["delta"] == pytest.approx(0.84 - 0.81)
+    assert headline["verdict"] == "no evidence" and "family_std" not in headline
 
 
 def test_latex_escapes_every_special_and_leaves_empty_values_empty(
@@ -150,5 +153,5 @@ def test_latex_escapes_every_special_and_leaves_empty_values_empty(
     )
     tex = leaderboard_latex(leaderboard(store.db, study["id"]))
     gelu = next(line for line in tex.splitlines() if line.startswith("gelu &"))
-    assert gelu == r"gelu & 1 & 0.7900 & 0.7900 & -0.0200 \\"  # one trial: no ± std
+    assert gelu == r"gelu & 1 & 79.00 & 79.00 & too few runs \\"  # one training: no interval
     assert "swish" not in tex

@@ -17,7 +17,7 @@ from service.api.schemas import (
 )
 from service.api.views import study_detail
 from service.store.exports import leaderboard_download, leaderboard_rows, trials_download
-from service.store.queries import RANKING, export_trials, leaderboard
+from service.store.queries import EVIDENCE, RANKING, export_trials, leaderboard
 from service.store.queries import study_detail as load_study_detail
 
 router = APIRouter(tags=["exports"])
@@ -78,7 +78,11 @@ def get_leaderboard(
     """Activation families with a complete trial, ranked by their best value (then mean).
 
     Columns: n, mean ± std, median, best (its trial, test accuracy), mean test accuracy, and Δ
-    mean / Δ best against the baseline family. The dashboard ranks the same way.
+    mean / Δ best against the baseline family (statistics of trials). The evidence counts
+    trainings: `search` (this study's, validation accuracy: mean and Δ with 95 % intervals,
+    Holm-adjusted Welch p-value, "promising" at most) and `confirmation` (a confirm study's
+    fresh seeds, test accuracy: "better" / "worse" / "no evidence"). The dashboard ranks the
+    same way; CSV and LaTeX carry the same numbers.
     """
     board = leaderboard(store.db, study_id)
     if format != "json":
@@ -90,4 +94,9 @@ def get_leaderboard(
         ranked_by=board.ranked_by,
         ranking=RANKING,
         rows=[LeaderboardRow.model_validate(row) for row in leaderboard_rows(board)],
+        evidence=EVIDENCE,
+        alpha=board.alpha,
+        confirms=board.confirms,
+        confirmed_by=board.confirmed_by,
+        confirmation_study_id=board.confirmation_study_id,
     )

@@ -1,17 +1,18 @@
-"""Studies: submit (JSON or YAML, idempotent), list, detail, lifecycle, delete, clone."""
+"""Studies: submit (JSON or YAML, idempotent), list, detail, lifecycle, delete, clone, confirm."""
 
 from __future__ import annotations
 
 import copy
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response, status
+from fastapi import APIRouter, Body, Header, Path, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from search_space.spec import SpecError
 from service.api import documents
 from service.api.deps import CurrentUser, StoreDep, check_owner
 from service.api.schemas import (
+    ConfirmRequest,
     Page,
     StudyDetail,
     StudyPublic,
@@ -286,3 +287,28 @@ async def clone_study(
     documents.check_media_type(media_type, what="a clone's changes", yaml_too=False)
     raw = await request.body()  # at most MAX_BODY_BYTES: service.api.limits stops the read
     return await run_in_threadpool(_clone, store, user, study_id, raw, media_type, key, response)
+
+
+@router.post(
+    "/studies/{study_id}/confirm",
+    response_model=StudyPublic,
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(401, 403, 404, 409, 422),
+)
+def confirm_study(
+    study_id: StudyId,
+    response: Response,
+    store: StoreDep,
+    user: CurrentUser,
+    body: Annotated[ConfirmRequest | None, Body()] = None,
+) -> StudyPublic:
+    """Create a confirm study (owner or admin): each family's `top` best complete configurations
+    and the baseline re-trained with `seeds` fresh seeds, linked both ways (`confirms`,
+    `confirmed_by`). Its trainings, on test accuracy, turn the leaderboard's search-time
+    "promising" into "better", "worse" or "no evidence" (docs/evidence.md). 409 when the study
+    has no complete trial or is itself a confirm study."""
+    request = body or ConfirmRequest()
+    _owned(store, user, study_id)
+    created = store.studies.confirm(user, study_id, top=request.top, seeds=request.seeds)
+    response.headers["Location"] = f"/api/v1/studies/{created.id}"
+    return _public(store, created.id)

@@ -2,10 +2,13 @@
 
 Nothing here loads a study's trials into Python to page or aggregate them. By concern:
 `paging` (limits, sorts, cursors), `summaries` (study lists, progress, family statistics),
-`trials` (pages, one trial, exports), `leaderboard` (the ranked families), `workers`.
+`trials` (pages, one trial, exports), `leaderboard` (the ranked families), `evidence` (the
+trainings behind each family's statistics), `workers`.
 """
 
+from service.store.queries.evidence import Comparison
 from service.store.queries.leaderboard import (
+    EVIDENCE,
     RANKING,
     LeaderboardView,
     LeaderRow,
@@ -19,6 +22,7 @@ from service.store.queries.summaries import (
     BestRun,
     FamilyStats,
     StudyDetailView,
+    StudyLink,
     StudySummary,
     best_run,
     family_stats,
@@ -38,11 +42,13 @@ from service.store.queries.trials import (
 from service.store.queries.workers import list_workers
 
 __all__ = [
+    "EVIDENCE",
     "MAX_LIMIT",
     "RANKING",
     "STUDY_SORTS",
     "TRIAL_SORTS",
     "BestRun",
+    "Comparison",
     "FamilyStats",
     "InvalidQuery",
     "LeaderRow",
@@ -50,6 +56,7 @@ __all__ = [
     "PageResult",
     "ParamRange",
     "StudyDetailView",
+    "StudyLink",
     "StudySummary",
     "TrialView",
     "baseline_family",

@@ -1,21 +1,33 @@
 """The leaderboard read model: a study's activation families ranked, each against the baseline.
 
 The one ranking and the one set of statistics behind the API's leaderboard, the dashboard's
-summary and every export (service.store.exports shapes them).
+summary and every export (service.store.exports shapes them). Each family also carries the
+evidence of its trainings (service.store.queries.evidence): `search`, this study's own trainings
+on validation accuracy (a verdict of "promising" at most), and `confirmation`, fresh seeds of a
+confirm study on test accuracy ("better" / "worse" / "no evidence"), when there are any.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select, union_all
 from sqlalchemy.orm import Session
 
 from service.db import Run, Study
+from service.evidence import ALPHA
 from service.store.base import Database, NotFound
+from service.store.queries.evidence import (
+    Comparison,
+    Links,
+    compare,
+    confirm_links,
+    confirmation,
+    study_trainings,
+)
 from service.store.queries.summaries import SCORED, FamilyStats, family_stats
 
 DEFAULT_BASELINE = "relu"
@@ -25,7 +37,16 @@ RANKING = (
     "(the tuned configuration a search is after; mean and median also reflect how wide a "
     "family's search ranges are). Ties go to the higher mean, then the name; families without "
     "a complete trial come last. n, mean ± std, median, test accuracy and the differences to "
-    "the baseline family are columns."
+    "the baseline family are columns (statistics of trials)."
+)
+EVIDENCE = (
+    "Evidence counts trainings (a configuration and a seed; identical repeats once). `search`: "
+    "this study's trainings on validation accuracy: mean with its 95 % t interval, Δ against "
+    "the baseline family with its 95 % Welch interval, Welch's two-sided p-value after Holm's "
+    "correction across the families; the best of many is optimistic, so a significant gain here "
+    "is 'promising' at most. `confirmation`: the fresh seeds of a confirm study, on test "
+    "accuracy: 'better', 'worse' or 'no evidence' at alpha 0.05. Fewer than 2 trainings on "
+    "either side: 'too few runs'. `verdict` is the confirmation's when there is one."
 )
 
 
@@ -48,6 +69,15 @@ class LeaderRow:
     delta_best_vs_baseline: float | None  # best minus the baseline family's best
     is_baseline: bool
     states: dict[str, int]  # attempts by state
+    trainings: int  # distinct complete trainings (trials × seeds, identical repeats once)
+    search: Comparison  # this study's trainings, validation accuracy
+    confirmation: Comparison | None  # a confirm study's fresh seeds, test accuracy
+    verdict: str  # the confirmation's, else the search's
+
+    @property
+    def evidence(self) -> Comparison:
+        """The comparison the verdict comes from."""
+        return self.confirmation or self.search
 
 
 @dataclass(frozen=True)
@@ -58,6 +88,10 @@ class LeaderboardView:
     baseline: str
     ranked_by: str
     rows: list[LeaderRow]  # every family with an attempt, in rank order
+    confirms: int | None = None  # the study this one confirms
+    confirmed_by: list[int] = field(default_factory=list)  # its confirm studies, oldest first
+    confirmation_study_id: int | None = None  # whose trainings the confirmations are
+    alpha: float = ALPHA
 
     @property
     def scored(self) -> list[LeaderRow]:
@@ -87,6 +121,16 @@ def baseline_family(spec: dict[str, Any]) -> str:
     return DEFAULT_BASELINE
 
 
+def study_baseline(session: Session, spec: dict[str, Any], confirms: int | None) -> str:
+    """A study's baseline family; a confirm study's is its source's (its own spec may list no
+    baseline: the source's best baseline configuration is one of its enqueued trials)."""
+    if confirms is not None and not spec.get("baselines"):
+        source = session.scalar(select(Study.spec).where(Study.id == confirms))
+        if source is not None:
+            return baseline_family(dict(source))
+    return baseline_family(spec)
+
+
 def rank_key(stats: FamilyStats) -> tuple[bool, float, float, str]:
     """The one order of families, for the API, the dashboard and every export (see RANKING)."""
     best = stats.best if stats.best is not None and math.isfinite(stats.best) else None
@@ -102,22 +146,33 @@ def rank_key(stats: FamilyStats) -> tuple[bool, float, float, str]:
 def leaderboard(db: Database, study_id: int) -> LeaderboardView:
     """Every family with a trial, ranked by rank_key, each against the baseline family.
 
-    Three statements whatever the study's size: the grouped aggregates (answered from the
-    covering index), then one probe per family for its best trial and one for its median.
+    Three statements for the trial statistics whatever the study's size (the grouped aggregates
+    from the covering index, one probe per family for its best trial and one for its median),
+    then the study's trainings and, if it has one, its confirm study's.
     """
     with db.session() as session:
-        spec = session.scalar(select(Study.spec).where(Study.id == study_id))
-        if spec is None:
+        study = session.execute(
+            select(Study.spec, Study.confirms_study_id).where(Study.id == study_id)
+        ).first()
+        if study is None:
             raise NotFound(f"study {study_id} does not exist")
+        spec, confirms = dict(study.spec), study.confirms_study_id
         stats = sorted(family_stats(session, study_id), key=rank_key)
         scored = {s.family: s.n for s in stats if s.n}
         best_trials = _best_trials(session, study_id, list(scored))
         medians = _medians(session, study_id, scored)
-    baseline = baseline_family(dict(spec))
+        baseline = study_baseline(session, spec, confirms)
+        own = study_trainings(session, study_id)
+        links = confirm_links(session, study_id, confirms)
+        confirmed = confirmation(session, study_id, links, own)
+    search = compare(own, baseline, study_id, "search")
+    confirm = compare(confirmed[1], baseline, confirmed[0], "confirm") if confirmed else {}
     base = next((s for s in stats if s.family == baseline), None)
     rows = []
     for rank, s in enumerate(stats, start=1):
         number, best_std, best_test = best_trials.get(s.family, (None, None, None))
+        searched = search.get(s.family) or _no_trainings(s.family, baseline, study_id)
+        confirmation_row = confirm.get(s.family)
         rows.append(
             LeaderRow(
                 family=s.family,
@@ -135,9 +190,32 @@ def leaderboard(db: Database, study_id: int) -> LeaderboardView:
                 delta_best_vs_baseline=_delta(s.best, base.best if base else None),
                 is_baseline=s.family == baseline,
                 states=dict(s.states),
+                trainings=searched.trainings,
+                search=searched,
+                confirmation=confirmation_row,
+                verdict=(confirmation_row or searched).verdict,
             )
         )
-    return LeaderboardView(study_id=study_id, baseline=baseline, ranked_by=RANKED_BY, rows=rows)
+    return _view(study_id, baseline, rows, links, confirmed[0] if confirmed else None)
+
+
+def _view(
+    study_id: int, baseline: str, rows: list[LeaderRow], links: Links, confirmation_id: int | None
+) -> LeaderboardView:
+    return LeaderboardView(
+        study_id=study_id,
+        baseline=baseline,
+        ranked_by=RANKED_BY,
+        rows=rows,
+        confirms=links.confirms,
+        confirmed_by=links.confirmed_by,
+        confirmation_study_id=confirmation_id,
+    )
+
+
+def _no_trainings(family: str, baseline: str, study_id: int) -> Comparison:
+    """The search comparison of a family with no complete training yet."""
+    return compare({family: []}, baseline if family == baseline else "", study_id, "search")[family]
 
 
 def _delta(value: float | None, reference: float | None) -> float | None:

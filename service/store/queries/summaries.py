@@ -202,12 +202,23 @@ class StudySummary:
 
 
 @dataclass(frozen=True)
+class StudyLink:
+    """Another study, by id, name and status (a confirm link)."""
+
+    id: int
+    name: str
+    status: str
+
+
+@dataclass(frozen=True)
 class StudyDetailView:
-    """A study with its progress, best trial and per-family summary."""
+    """A study with its progress, best trial, per-family summary and confirm links."""
 
     study: StudyInfo
     best: BestRun | None
     families: list[FamilyStats]
+    confirms: StudyLink | None = None  # the study this confirm study re-trains
+    confirmed_by: list[StudyLink] = field(default_factory=list)  # its confirm studies
 
 
 def progress(study: StudyInfo) -> dict[str, int]:
@@ -310,6 +321,20 @@ def study_detail(db: Database, study_id: int) -> StudyDetailView:
             raise NotFound(f"study {study_id} does not exist")
         aggregates = study_aggregates(session, study_id)
         info = study_info(row[0], row[1], aggregates.counts)
+        links = _links(session, study_id, info.confirms_study_id)
         return StudyDetailView(
-            study=info, best=best_run(session, study_id), families=aggregates.families
+            study=info,
+            best=best_run(session, study_id),
+            families=aggregates.families,
+            confirms=next((link for link in links if link.id == info.confirms_study_id), None),
+            confirmed_by=[link for link in links if link.id != info.confirms_study_id],
         )
+
+
+def _links(session: Session, study_id: int, confirms: int | None) -> list[StudyLink]:
+    """The study a study confirms and the studies confirming it, by id."""
+    related = or_(Study.confirms_study_id == study_id, Study.id == (confirms or -1))
+    rows = session.execute(
+        select(Study.id, Study.name, Study.status).where(related).order_by(Study.id)
+    )
+    return [StudyLink(ref, name, status) for ref, name, status in rows]
