@@ -134,7 +134,7 @@ def follow(client: Client, study_id: int, interval: float = 2.0) -> int:
             study = _poll(client, study_id)
     finally:
         bar.close()
-    print_study(study)
+    print_study(study, client.get(f"/studies/{study_id}/leaderboard"))
     if study["status"] != "completed":
         return _fail(
             f"study {study_id} ended {study['status']}"
@@ -160,8 +160,9 @@ def _poll(client: Client, study_id: int) -> dict[str, Any]:
             time.sleep(2.0)
 
 
-def print_study(study: dict[str, Any]) -> None:
-    """A readable summary of one study."""
+def print_study(study: dict[str, Any], board: dict[str, Any] | None = None) -> None:
+    """A readable summary of one study, with its families' evidence when `board` (the API's
+    leaderboard) is given."""
     finished, total, label = _progress(study)
     print(
         f"study {study['id']} · {study['name']} · {study['status']} · {finished}/{total} trials"
@@ -169,19 +170,65 @@ def print_study(study: dict[str, Any]) -> None:
     )
     if study.get("error"):  # why it failed, or why it completed short of its budget
         print(f"  note: {study['error']}")
-    for family in study.get("families") or []:
-        mean, std = family.get("mean"), family.get("std")
-        spread = f"{mean:.4f} ± {std or 0:.4f}" if mean is not None else "—"
-        best = family.get("best")
-        best_text = "—" if best is None else f"{best:.4f}"
-        print(f"  {family['family']:<12} n={family.get('n', 0):<4} mean {spread}  best {best_text}")
+    if study.get("confirms"):
+        print(f"  confirms study {study['confirms']['id']} ({study['confirms']['name']})")
+    for confirm in study.get("confirmed_by") or []:
+        print(f"  confirmed by study {confirm['id']} ({confirm['status']})")
+    if board is not None:
+        for line in family_table(board):
+            print(line)
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.2f}%"
+
+
+def _interval(low: float | None, high: float | None, points: bool = False) -> str:
+    if low is None or high is None:
+        return ""
+    if points:
+        return f" [{100 * low:+.2f}, {100 * high:+.2f}]"
+    return f" [{100 * low:.2f}, {100 * high:.2f}]"
+
+
+def _family_line(row: dict[str, Any], confirmed: bool) -> str:
+    """One family: n, mean [95 % CI], Δ [95 % CI] in points, verdict (and p after Holm)."""
+    c = row.get("confirmation") if confirmed else row["search"]
+    if c is None:
+        return f"  {row['family']:<12} {0:>4}  {'—':<26} {'—':<28} not in the confirm study"
+    mean = _percent(c["mean"]) + _interval(c["ci_low"], c["ci_high"])
+    if row["is_baseline"] or c["delta"] is None or c["verdict"] == "too few runs":
+        delta = "—"
+    else:
+        points = _interval(c["delta_ci_low"], c["delta_ci_high"], points=True)
+        delta = f"{100 * c['delta']:+.2f} pp{points}"
+    verdict = c["verdict"] + (f" (p={c['p_value']:.3g})" if c["p_value"] is not None else "")
+    return f"  {row['family']:<12} {c['trainings']:>4}  {mean:<26} {delta:<28} {verdict}"
+
+
+def family_table(board: dict[str, Any]) -> list[str]:
+    """The leaderboard's families as text: which trainings back the numbers, then a table."""
+    confirm_id = board.get("confirmation_study_id")
+    if confirm_id is not None:
+        source = "this study" if confirm_id == board["study_id"] else f"study {confirm_id}"
+        what = f"confirmation by {source}: fresh seeds, test accuracy"
+    else:
+        what = (
+            "search-time, validation accuracy: 'promising' at most; "
+            f"`actsearch confirm {board['study_id']}` re-trains the best with fresh seeds"
+        )
+    delta = f"Δ vs {board['baseline']} [95% CI]"
+    header = f"  {'family':<12} {'n':>4}  {'mean [95% CI]':<26} {delta:<28} verdict"
+    rows = [_family_line(row, confirm_id is not None) for row in board.get("rows") or []]
+    return [f"  evidence: {what}", header, *rows]
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     """One study, or the list of studies."""
     client = _client(args)
     if args.study is not None:
-        print_study(client.get(f"/studies/{args.study}"))
+        study = client.get(f"/studies/{args.study}")
+        print_study(study, client.get(f"/studies/{args.study}/leaderboard"))
         return 0
     page = client.get("/studies", params={"limit": args.limit})
     for study in page.get("items", []):
@@ -199,6 +246,19 @@ def cmd_action(args: argparse.Namespace) -> int:
     """cancel / pause / resume a study."""
     study = _client(args).post(f"/studies/{args.study}/{args.command}")
     print(f"study {study['id']} is now {study['status']}")
+    return 0
+
+
+def cmd_confirm(args: argparse.Namespace) -> int:
+    """Create a confirm study: the best configurations re-trained with fresh seeds."""
+    client = _client(args)
+    study = client.post(
+        f"/studies/{args.study}/confirm", json={"top": args.top, "seeds": args.seeds}
+    )
+    print(
+        f"study {study['id']} confirms study {args.study}: {study['n_trials']} configurations × "
+        f"{args.seeds} seeds: {client.url}/studies/{study['id']}"
+    )
     return 0
 
 
@@ -354,6 +414,21 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("study", type=int, help="study id")
         _add_client_flags(p)
         p.set_defaults(func=cmd_action)
+
+    confirm = sub.add_parser(
+        "confirm",
+        help="re-train a study's best configurations with fresh seeds in a linked study "
+        "(owner or admin), so that verdicts can say better or worse",
+    )
+    confirm.add_argument("study", type=int, help="study id")
+    confirm.add_argument(
+        "--top", type=int, default=1, help="configurations per family, best first (default 1)"
+    )
+    confirm.add_argument(
+        "--seeds", type=int, default=5, help="fresh seeds per configuration, ≥ 2 (default 5)"
+    )
+    _add_client_flags(confirm)
+    confirm.set_defaults(func=cmd_confirm)
 
     delete = sub.add_parser("delete", help="delete a study and its trials")
     delete.add_argument("study", type=int, help="study id")
