@@ -55,6 +55,7 @@ def test_every_module_has_the_same_constructor_shape(name: str) -> None:
         "scope",
         "trainable",
         "clamp",
+        "resolved",  # the factory's: the family as the trial's config resolved it, once
     ]
     module = cls(3)  # every default comes from the registry
     assert module.channels == 3 and module.options == FAMILIES[name].default_options()
