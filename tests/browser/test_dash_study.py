@@ -78,6 +78,11 @@ def test_study_page_compares_families_and_pages_filters_sorts_trials(
     expect(page.locator("#base-sub")).to_contain_text("relu")
     expect(page.locator("#delta-value")).to_contain_text("pp")
     expect(page.locator("#count-value")).to_have_text("34 / 40")
+    # Every relu trial trained the same configuration and seed: one training, no interval (and
+    # no "± 0.00" spread of identical repeats, nor a "null" where an interval is missing).
+    expect(page.locator("#base-sub")).to_contain_text("(n=1)")
+    expect(page.locator("#headline")).not_to_contain_text("null")
+    expect(page.locator("#headline")).not_to_contain_text("±")
 
     # Leaderboard: one row per family, the baseline marked.
     board = page.locator("#leaderboard tbody tr")

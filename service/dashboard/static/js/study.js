@@ -1,7 +1,7 @@
 // Study page: trial table first (fast first paint), then headline, leaderboard and charts; all of it
 // refreshes in place while the study is live.
 
-import { $, ApiError, LIVE, detailText, el, getJSON, meanStd, pct, poll, postJSON, pp, progressBar, reportError, toast } from "./common.js";
+import { $, ApiError, LIVE, detailText, el, getJSON, pct, poll, postJSON, pp, progressBar, reportError, toast } from "./common.js";
 import { drawCurves, drawFamilies, drawHistory, drawImportance, drawParams } from "./study_charts.js";
 import { TrialTable } from "./trial_table.js";
 
@@ -25,6 +25,7 @@ async function loadHeader() {
   statusBadge.textContent = status;
   $("#study-progress").replaceChildren(...progressBar(study.progress));
   renderActions();
+  renderLinks(study);
   table.setFamilies(study.families.map((f) => f.family));
   setFamilyOptions(study.families.map((f) => f.family));
   const p = study.progress;
@@ -55,27 +56,100 @@ async function act(action) {
   poller.restart();
 }
 
+// -- confirm links and the confirm action -------------------------------------------------------
+const studyLink = (ref) => el("a", { href: ref.dashboard, dataset: { studyId: String(ref.id) } }, `#${ref.id} ${ref.name}`);
+
+function renderLinks(study) {
+  const box = $("#study-links");
+  const parts = [];
+  if (study.confirms) parts.push(el("span", { id: "confirms-link" }, "Confirms ", studyLink(study.confirms), " (its best configurations, fresh seeds)"));
+  if (study.confirmed_by.length) {
+    parts.push(el("span", { id: "confirmed-by" }, "Confirmed by ",
+      ...study.confirmed_by.flatMap((ref, i) => [i ? ", " : "", studyLink(ref), ` (${ref.status})`])));
+  }
+  box.replaceChildren(...parts);
+  box.hidden = !parts.length;
+  // A confirm study is confirmed through its source; the action is the owner's or an admin's.
+  $("#confirm-box").hidden = !canManage || Boolean(study.confirms);
+}
+
+async function confirmBest() {
+  const button = $("#confirm-button");
+  button.disabled = true; // one click, one confirm study
+  try {
+    const created = await postJSON(`/api/v1/studies/${studyId}/confirm`, {
+      top: Number($("#confirm-top").value), seeds: Number($("#confirm-seeds").value),
+    });
+    toast(`confirm study #${created.id} created: ${created.n_trials} configurations`);
+    await Promise.all([loadHeader(), loadSummary()]);
+  } catch (error) {
+    if (error instanceof ApiError && [403, 409, 422].includes(error.status)) toast(detailText(error), true);
+    else reportError("confirm failed", error);
+  } finally {
+    button.disabled = false;
+  }
+}
+
 // -- headline and leaderboard ----------------------------------------------------------------
 function deltaSpan(delta) {
   return el("span", { class: delta > 0 ? "delta-pos" : delta < 0 ? "delta-neg" : "" }, pp(delta));
 }
 
+// "[a, b]" of an interval in percent, or in points (signed) for a difference.
+function interval(low, high, points = false) {
+  if (low === null || low === undefined || high === null || high === undefined) return null;
+  const f = (v) => (points ? `${v > 0 ? "+" : v < 0 ? "−" : ""}${Math.abs(100 * v).toFixed(2)}` : (100 * v).toFixed(2));
+  return el("span", { class: "ci", title: "95% confidence interval" }, `[${f(low)}, ${f(high)}]`);
+}
+
+// The comparison a family is judged by: the confirm study's fresh seeds when there are any.
+const evidenceOf = (summary, f) => (summary.confirmation_study_id !== null ? f.confirmation : f.search);
+
+function verdictBadge(c) {
+  if (!c) return el("span", { class: "verdict" }, "not confirmed");
+  const p = c.p_value === null ? "" : ` · p = ${c.p_value.toPrecision(2)} (Welch, Holm-adjusted)`;
+  const word = c.verdict.replace(/ /g, "-");
+  return el("span", { class: `verdict ${word}`, title: `${c.trainings} trainings, ${c.metric === "test_acc" ? "test" : "validation"} accuracy${p}` }, c.verdict);
+}
+
+function meanCell(c) {
+  if (!c || c.mean === null) return "–";
+  return [pct(c.mean), interval(c.ci_low, c.ci_high)];
+}
+
+function deltaCell(f, c) {
+  if (f.is_baseline) return "–";
+  if (!c || c.delta === null || c.verdict === "too few runs") return el("span", { class: "ci" }, "too few runs");
+  return [deltaSpan(c.delta), interval(c.delta_ci_low, c.delta_ci_high, true)];
+}
+
 function renderHeadline(summary) {
   const h = summary.headline;
   const trialLink = (n, family) => el("a", { href: `/studies/${studyId}/trials/${n}` }, `trial ${n}`, family ? ` · ${family}` : "");
+  const familyMean = (side) => el("span", {}, ` · family ${pct(side.family_mean)} `, interval(side.family_ci[0], side.family_ci[1]), ` (n=${side.n})`);
   if (!h) return;
-  $("#best-value").textContent = h.value_std ? `${pct(h.value)} ± ${(100 * h.value_std).toFixed(2)}` : pct(h.value);
-  $("#best-sub").replaceChildren(trialLink(h.trial, h.family), ` · family ${meanStd(h.family_mean, h.family_std)} (n=${h.n})`);
+  $("#best-value").textContent = pct(h.value);
+  $("#best-sub").replaceChildren(trialLink(h.trial, h.family), familyMean(h));
   const b = h.baseline;
   if (b) {
-    $("#base-value").textContent = b.value_std ? `${pct(b.value)} ± ${(100 * b.value_std).toFixed(2)}` : pct(b.value);
-    $("#base-sub").replaceChildren(trialLink(b.trial, b.family), ` · mean ${meanStd(b.family_mean, b.family_std)} (n=${b.n})`);
+    $("#base-value").textContent = pct(b.value);
+    $("#base-sub").replaceChildren(trialLink(b.trial, b.family), familyMean(b));
     $("#delta-value").replaceChildren(deltaSpan(h.delta));
-    $("#delta-sub").replaceChildren("best vs best · means ", deltaSpan(h.delta_mean));
+    const e = h.evidence;
+    $("#delta-sub").replaceChildren("best vs best · means ", el("span", {}, deltaCell({ is_baseline: false }, e)));
+    $("#delta-evidence").replaceChildren(verdictBadge(e));
   } else {
     $("#base-value").textContent = "–";
     $("#base-sub").textContent = summary.baseline ? `no complete ${summary.baseline} trial yet` : "no baseline in the spec";
   }
+}
+
+function renderEvidenceNote(summary) {
+  const id = summary.confirmation_study_id;
+  $("#evidence-note").textContent = id === null
+    ? "n, mean and Δ: this study's trainings on validation accuracy, 95% intervals. The best of many is optimistic: a significant gain here is promising at most; confirm it with fresh seeds."
+    : `n, mean and Δ: ${id === studyId ? "this confirm study's" : `confirm study #${id}'s`} fresh seeds on test accuracy, 95% intervals; verdicts by Welch's test with Holm's correction, α = ${summary.alpha}.`;
+  $("#evidence-note").title = summary.evidence;
 }
 
 function renderLeaderboard(summary) {
@@ -83,19 +157,24 @@ function renderLeaderboard(summary) {
   const note = $("#baseline-note");
   note.textContent = `ranked by ${summary.ranked_by}` + (summary.baseline ? ` · Δ against ${summary.baseline}` : "");
   note.title = summary.ranking || "";
-  const rows = summary.families.map((f) => el("tr", { class: f.is_baseline ? "baseline" : "", dataset: { family: f.family } },
-    el("td", {}, f.family, f.is_baseline ? el("span", { class: "badge outline", style: "margin-left:6px" }, "baseline") : null),
-    el("td", { class: "num" }, String(f.n_complete)),
-    el("td", { class: "num" }, f.best_trial === null ? "–" : el("a", { href: `/studies/${studyId}/trials/${f.best_trial}` }, pct(f.best))),
-    el("td", { class: "num" }, meanStd(f.mean, f.std)),
-    el("td", { class: "num" }, pct(f.median)),
-    el("td", { class: "num" }, pct(f.best_test_acc)),
-    el("td", { class: "num" }, f.is_baseline ? "–" : deltaSpan(f.delta_best)),
-    el("td", { class: "num" }, f.is_baseline ? "–" : deltaSpan(f.delta_mean)),
-    el("td", { class: "num" }, String(f.states.pruned || 0)),
-    el("td", { class: "num" }, String(f.states.failed || 0)),
-  ));
-  $("#leaderboard tbody").replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 10, class: "empty" }, "No trials yet."))]));
+  const rows = summary.families.map((f) => {
+    const c = evidenceOf(summary, f);
+    return el("tr", { class: f.is_baseline ? "baseline" : "", dataset: { family: f.family } },
+      el("td", {}, f.family, f.is_baseline ? el("span", { class: "badge outline", style: "margin-left:6px" }, "baseline") : null),
+      el("td", { class: "num" }, String(c ? c.trainings : 0)),
+      el("td", { class: "num" }, f.best_trial === null ? "–" : el("a", { href: `/studies/${studyId}/trials/${f.best_trial}` }, pct(f.best))),
+      el("td", { class: "num mean-ci" }, meanCell(c)),
+      el("td", { class: "num" }, pct(f.median)),
+      el("td", { class: "num" }, pct(f.best_test_acc)),
+      el("td", { class: "num" }, f.is_baseline ? "–" : deltaSpan(f.delta_best)),
+      el("td", { class: "num delta-ci" }, deltaCell(f, c)),
+      el("td", { class: "verdict-cell" }, f.is_baseline ? "–" : verdictBadge(c)),
+      el("td", { class: "num" }, String(f.states.pruned || 0)),
+      el("td", { class: "num" }, String(f.states.failed || 0)),
+    );
+  });
+  $("#leaderboard tbody").replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 11, class: "empty" }, "No trials yet."))]));
+  renderEvidenceNote(summary);
 }
 
 async function loadSummary() {
@@ -161,6 +240,7 @@ async function start() {
   performance.mark("actsearch:charts");
 }
 
+$("#confirm-button").addEventListener("click", () => confirmBest());
 $("#curves-family").addEventListener("change", () => getJSON(`${DATA}/curves?limit=25${$("#curves-family").value ? `&family=${encodeURIComponent($("#curves-family").value)}` : ""}`)
   .then((curves) => drawCurves($("#chart-curves"), curves)).catch((error) => reportError("learning curves", error)));
 $("#params-family").addEventListener("change", () => {

@@ -16,7 +16,34 @@ function quantile(sorted, q) {
 // Deterministic jitter so points do not dance on every refresh.
 const jitter = (i) => (((i * 2654435761) % 1000) / 1000 - 0.5) * 0.5;
 
-// Box per family plus every complete trial as a jittered point; baseline mean as a dashed line.
+// Each family's mean over its trainings with its 95% interval: a bar with caps beside its box.
+function intervalSeries(order, board) {
+  const data = order.map((family, k) => {
+    const row = board.families.find((f) => f.family === family);
+    const c = row && row.search;
+    return c && c.ci_low !== null ? [k + 0.3, c.ci_low, c.ci_high, c.mean, c.trainings] : null;
+  }).filter(Boolean);
+  return {
+    name: "95% CI of the mean", id: "intervals", type: "custom", xAxisIndex: 1, z: 5, data,
+    encode: { x: 0, y: [1, 2, 3] },
+    renderItem: (params, api) => {
+      const x = api.value(0);
+      const [lx, low] = api.coord([x, api.value(1)]);
+      const [, high] = api.coord([x, api.value(2)]);
+      const [, mid] = api.coord([x, api.value(3)]);
+      const stroke = { stroke: "#1c2230", lineWidth: 1.5 };
+      return { type: "group", children: [
+        { type: "line", shape: { x1: lx, y1: low, x2: lx, y2: high }, style: stroke },
+        { type: "line", shape: { x1: lx - 4, y1: low, x2: lx + 4, y2: low }, style: stroke },
+        { type: "line", shape: { x1: lx - 4, y1: high, x2: lx + 4, y2: high }, style: stroke },
+        { type: "circle", shape: { cx: lx, cy: mid, r: 3 }, style: { fill: "#1c2230" } },
+      ] };
+    },
+  };
+}
+
+// Box per family plus every complete trial as a jittered point, each family's mean with its 95%
+// interval beside its box; baseline mean as a dashed line.
 export function drawFamilies(container, values, board) {
   const byFamily = new Map();
   values.value.forEach((v, i) => {
@@ -42,7 +69,9 @@ export function drawFamilies(container, values, board) {
     grid: { ...GRID, left: 60 },
     tooltip: { trigger: "item", formatter: (p) => (p.seriesType === "boxplot"
       ? `${p.name}<br>max ${pctLabel(p.value[5])}<br>Q3 ${pctLabel(p.value[4])}<br>median ${pctLabel(p.value[3])}<br>Q1 ${pctLabel(p.value[2])}<br>min ${pctLabel(p.value[1])}`
-      : `${p.seriesName} · trial ${p.data[2]}<br>${pctLabel(p.data[1])}`) },
+      : p.seriesType === "custom"
+        ? `${order[Math.round(p.value[0] - 0.3)]}: mean ${pctLabel(p.value[3])} over ${p.value[4]} trainings<br>95% CI [${pctLabel(p.value[1])}, ${pctLabel(p.value[2])}]`
+        : `${p.seriesName} · trial ${p.data[2]}<br>${pctLabel(p.data[1])}`) },
     xAxis: [
       { ...AXIS, type: "category", data: order, axisTick: { alignWithLabel: true } },
       { type: "value", min: -0.5, max: order.length - 0.5, show: false },
@@ -55,6 +84,7 @@ export function drawFamilies(container, values, board) {
           label: { formatter: `${base.family} mean`, position: "insideEndTop", color: "#667085", fontSize: 10 }, data: [{ yAxis: base.mean }] } : undefined,
       },
       ...points,
+      intervalSeries(order, board),
     ],
   });
 }
