@@ -21,7 +21,8 @@ router = APIRouter(prefix="/dashboard/data", include_in_schema=False)
 
 @router.get("/studies/{study_id}/summary")
 def summary(study_id: int, _: CurrentUser, store: StoreDep) -> dict[str, Any]:
-    """Family leaderboard (per-state counts, best, mean ± std, median) and the headline."""
+    """Family leaderboard (per-state counts, best, median; trainings, mean and Δ with their 95 %
+    intervals, verdicts), the headline and the confirm links."""
     return study_summary(leaderboard(store.db, study_id))
 
 

@@ -154,3 +154,15 @@ def test_no_spread_on_either_side_is_no_evidence_without_a_p_value() -> None:
     found = compare_families({"relu": [0.8, 0.8], "smu": [0.81, 0.81]}, "relu", "confirm")
     assert found["smu"].verdict == NO_EVIDENCE
     assert found["smu"].p_value is None and found["smu"].delta == pytest.approx(0.01)
+
+
+def test_the_docs_name_every_verdict_and_the_confirm_command() -> None:
+    from pathlib import Path
+
+    from service.evidence import VERDICTS
+
+    root = Path(__file__).resolve().parents[2]
+    evidence = (root / "docs" / "evidence.md").read_text()
+    assert all(f"`{verdict}`" in evidence for verdict in VERDICTS)
+    commands = (root / "README.md").read_text().split("## Commands", 1)[1].split("\n## ", 1)[0]
+    assert "`actsearch confirm ID [--top K] [--seeds N]`" in commands

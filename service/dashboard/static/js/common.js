@@ -87,11 +87,6 @@ export function pp(delta, digits = 2) {
   return `${sign}${Math.abs(100 * delta).toFixed(digits)} pp`;
 }
 
-export function meanStd(mean, std) {
-  if (mean === null || mean === undefined) return "–";
-  return std === null || std === undefined ? pct(mean) : `${pct(mean)} ± ${(100 * std).toFixed(2)}`;
-}
-
 export function num(value, digits = 0) {
   if (value === null || value === undefined) return "–";
   return Number(value).toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits });
