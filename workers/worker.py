@@ -236,6 +236,11 @@ class SlotWorker:
         """Stop after the current epoch (what SIGTERM does)."""
         self.stopping.set()
 
+    @property
+    def current_run(self) -> int | None:
+        """The run this slot is training now, None while idle (read by workers.ray_slot)."""
+        return self._current_run
+
     def _open_store(self) -> Store:
         url = self.settings.resolved_database_url
 

@@ -1,4 +1,8 @@
-"""`actsearch worker`: start one training process per GPU slot against the shared database."""
+"""`actsearch worker`: start one training process per GPU slot against the shared database.
+
+With `--ray`, the slots are Ray actors placed, restarted and scaled by a Ray cluster instead
+(workers.ray_driver; Ray is imported only then).
+"""
 
 from __future__ import annotations
 
@@ -24,10 +28,15 @@ examples:
   actsearch worker --gpus 0,1 --per-gpu 2
   actsearch worker --gpus cpu --studies 3,5 --max-trials 10
   ACTSEARCH_DATABASE_URL=postgresql+psycopg://user@db-host/actsearch actsearch worker --data /data
+  actsearch worker --ray auto --per-gpu 2 --max-slots 64     slots on the running Ray cluster
 
 Every process claims the next trial of the highest-priority runnable study, trains it, reports
 each epoch and repeats. SIGTERM or Ctrl-C: the current epoch finishes, then the run is handed back
 (retried with the same parameters) unless it was in its last epoch; press again to stop at once.
+
+--ray: one Ray actor per slot (1/N of a GPU with --per-gpu N), restarted when it dies; as many
+as the queue's runnable and running trials, up to --max-slots, given back once the queue has
+been shorter for --release-after seconds (docs/scale.md).
 """
 
 
@@ -63,6 +72,40 @@ def build_parser() -> argparse.ArgumentParser:
         "--database-url", default=None, help="SQLAlchemy URL (default: ACTSEARCH_DATABASE_URL)"
     )
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING")
+    ray = parser.add_argument_group("on a Ray cluster (pip install 'actsearch[ray]')")
+    ray.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS|auto",
+        help="run the slots as Ray actors: on the cluster at ADDRESS (e.g. ray://head:10001), "
+        "auto (the cluster `ray start` joined here), or, without a value, RAY_ADDRESS or a new "
+        "local Ray; --gpus is then auto, all (GPU slots) or cpu",
+    )
+    ray.add_argument(
+        "--max-slots",
+        type=int,
+        default=None,
+        help="at most this many slots (default: what the cluster holds at start)",
+    )
+    ray.add_argument(
+        "--min-slots", type=int, default=0, help="keep this many slots even when idle (default 0)"
+    )
+    ray.add_argument(
+        "--release-after",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="give slots back once the queue has needed fewer for this long (default 60)",
+    )
+    ray.add_argument(
+        "--ray-cpus-per-slot",
+        type=float,
+        default=1.0,
+        metavar="N",
+        help="CPUs each slot reserves; a CPU slot trains with that many threads (default 1)",
+    )
     # Set by the supervisor for each child process (and --parent-pid by `actsearch up` for the
     # supervisor: it stops when that process dies); not for people.
     parser.add_argument("--slot", type=int, default=None, help=argparse.SUPPRESS)
@@ -94,9 +137,14 @@ def main(argv: list[str] | None = None) -> int:
         studies = parse_ids(args.studies)
         if args.max_trials is not None and args.max_trials < 1:
             raise ValueError("--max-trials must be at least 1")
+        if args.ray is not None:
+            _check_ray_args(args)
     except ValueError as error:
         parser.error(str(error))
-    _configure_logging(settings.log_level, args.slot)
+    who = "supervisor" if args.slot is None else f"slot {args.slot}"
+    _configure_logging(settings.log_level, "ray driver" if args.ray is not None else who)
+    if args.ray is not None:
+        return _run_ray(settings, args, studies)
     if args.slot is not None:
         return _run_slot(settings, args, studies)
     return _supervise(settings, args)
@@ -120,8 +168,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         raise ValueError(problems) from None
 
 
-def _configure_logging(level: str, slot: int | None) -> None:
-    who = "supervisor" if slot is None else f"slot {slot}"
+def _configure_logging(level: str, who: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
         format=f"%(asctime)s {who} %(levelname)s %(name)s: %(message)s",
@@ -171,6 +218,48 @@ def _supervise(settings: Settings, args: argparse.Namespace) -> int:
     if code == EXIT_FATAL:
         print("actsearch worker: error: the workers cannot run (see above)", file=sys.stderr)
     return code
+
+
+def _check_ray_args(args: argparse.Namespace) -> None:
+    """Refuse what does not apply to Ray slots before connecting to a cluster."""
+    gpus = (args.gpus or "auto").strip().lower()
+    if gpus not in ("auto", "all", "cpu"):
+        raise ValueError(
+            f"--ray --gpus {args.gpus}: Ray assigns the GPUs; give --gpus auto, all or cpu"
+        )
+    if args.max_trials is not None:
+        raise ValueError("--max-trials does not apply with --ray: the queue decides the slots")
+    if args.per_gpu < 1:
+        raise ValueError(f"--per-gpu must be at least 1, not {args.per_gpu}")
+    if args.ray_cpus_per_slot <= 0:
+        raise ValueError(f"--ray-cpus-per-slot must be above 0, not {args.ray_cpus_per_slot}")
+    if args.max_slots is not None and args.max_slots < 1:
+        raise ValueError(f"--max-slots must be at least 1, not {args.max_slots}")
+    if args.min_slots < 0 or (args.max_slots is not None and args.min_slots > args.max_slots):
+        raise ValueError("--min-slots must be between 0 and --max-slots")
+    if args.release_after is not None and args.release_after < 0:
+        raise ValueError(f"--release-after must be 0 or more, not {args.release_after}")
+
+
+def _run_ray(settings: Settings, args: argparse.Namespace, studies: tuple[int, ...] | None) -> int:
+    from workers.ray_driver import DriverOptions, RayDriver, RayUnavailable
+    from workers.ray_scaling import RELEASE_AFTER_S
+
+    options = DriverOptions(
+        address=args.ray,
+        gpus=(args.gpus or "auto").strip().lower(),
+        per_gpu=args.per_gpu,
+        cpus_per_slot=args.ray_cpus_per_slot,
+        max_slots=args.max_slots,
+        min_slots=args.min_slots,
+        release_after_s=RELEASE_AFTER_S if args.release_after is None else args.release_after,
+        studies=studies,
+    )
+    try:
+        return RayDriver(settings, options).run()
+    except (RayUnavailable, ValueError) as error:
+        print(f"actsearch worker: error: {error}", file=sys.stderr)
+        return 2
 
 
 def _check_named_gpus(slots: list[Slot], gpus: str | None) -> None:
