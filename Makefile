@@ -14,7 +14,7 @@ $(BIN)/python:
 # Torch first, pinned: it is the one large dependency and must match torchvision.
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,ray]"
 	touch $@
 
 venv: $(VENV)/.installed
