@@ -49,6 +49,8 @@ from workers.supervisor import EXIT_FATAL
 
 log = logging.getLogger(__name__)
 
+CONNECT_WAIT_S = 120.0  # how long the driver waits for a cluster that is starting
+CONNECT_RETRY_S = 3.0
 POLL_S = 5.0  # how often the driver reads the queue and its slots' status
 STATUS_TIMEOUT_S = 2.0  # a slot that does not answer by then is starting, restarting or lost
 RELEASE_S = 30.0  # a released (idle) slot that has not stopped by then is killed
@@ -156,14 +158,22 @@ class RayDriver:
         if ray.is_initialized():
             return False  # embedded: the caller owns the connection
         address = self.options.address or None
-        try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=True)
-        except ConnectionError as error:
-            raise RayUnavailable(
-                f"could not reach the Ray cluster at {address!r} ({error}): start one with "
-                "`ray start --head` (or give its address, e.g. ray://head:10001), or leave out "
-                "the address to start a local one"
-            ) from error
+        deadline = time.monotonic() + CONNECT_WAIT_S
+        while True:
+            try:
+                ray.init(address=address, include_dashboard=False, log_to_driver=True)
+                break
+            except ConnectionError as error:
+                # Started beside `ray start` (a KubeRay head, a Slurm job): the head may still
+                # be coming up.
+                if time.monotonic() >= deadline or self._stop.wait(CONNECT_RETRY_S):
+                    raise RayUnavailable(
+                        f"could not reach the Ray cluster at {address!r} in "
+                        f"{CONNECT_WAIT_S:.0f} s ({error}): start one with `ray start --head` "
+                        "(or give its address, e.g. ray://head:10001), or leave out the address "
+                        "to start a local one"
+                    ) from error
+                log.info("no Ray cluster at %r yet; retrying", address)
         log.info("connected to Ray: %s", _describe_resources(ray.cluster_resources()))
         return True
 
