@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Literal
 
 ALPHA = 0.05
@@ -89,24 +90,26 @@ def t_pdf(t: float, df: float) -> float:
 
 
 def t_critical(df: float, level: float = LEVEL) -> float:
-    """The t with P(|T| ≤ t) = level: the half-width of an interval in standard errors."""
+    """The t with P(|T| ≤ t) = level: the half-width of an interval in standard errors.
+
+    Newton's method on the two-sided tail from the Cornish–Fisher expansion (two or three
+    steps), kept inside a bracket of the root."""
     tail = 1.0 - level
-    low, high = 0.0, 1.0
-    while t_sf2(high, df) > tail:  # bracket the root
-        low, high = high, 2.0 * high
-    t = (low + high) / 2.0
+    z = NormalDist().inv_cdf(1.0 - tail / 2.0)
+    t = z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+    t += (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3)
+    low, high = 0.0, math.inf
     for _ in range(200):
         excess = t_sf2(t, df) - tail  # decreasing in t
-        if abs(excess) < 1e-17:
-            break
         if excess > 0:
             low = t
         else:
             high = t
         newton = t + excess / (2.0 * t_pdf(t, df))  # d/dt of the two-sided tail is -2·pdf
-        t = newton if low < newton < high else (low + high) / 2.0
-        if high - low < 1e-15 * t:
-            break
+        if abs(newton - t) <= 1e-13 * t or high - low <= 1e-14 * t:
+            return newton
+        inside = low < newton < high
+        t = newton if inside else (low + high) / 2.0 if high < math.inf else 2.0 * t
     return t
 
 
@@ -120,15 +123,37 @@ class Summary:
     var: float | None
 
 
+EMPTY = Summary(0, None, None)
+
+
 def summarize(values: Sequence[float]) -> Summary:
     """Size, mean and sample variance (two passes, compensated sums)."""
     n = len(values)
     if n == 0:
-        return Summary(0, None, None)
+        return EMPTY
     mean = math.fsum(values) / n
-    if n < 2:
+    return from_moments(n, mean, math.fsum((v - mean) ** 2 for v in values))
+
+
+def from_moments(n: int, mean: float | None, squares: float | None) -> Summary:
+    """A summary from size, mean and the sum of squared deviations from that mean."""
+    if n == 0 or mean is None:
+        return EMPTY
+    if n < 2 or squares is None:
         return Summary(n, mean, None)
-    return Summary(n, mean, math.fsum((v - mean) ** 2 for v in values) / (n - 1))
+    return Summary(n, mean, max(squares, 0.0) / (n - 1))
+
+
+def merge(a: Summary, b: Summary) -> Summary:
+    """The summary of two samples together (Chan et al.'s pairwise update)."""
+    if a.n == 0 or a.mean is None:
+        return b
+    if b.n == 0 or b.mean is None:
+        return a
+    n = a.n + b.n
+    delta = b.mean - a.mean
+    squares = (a.var or 0.0) * (a.n - 1) + (b.var or 0.0) * (b.n - 1) + delta**2 * a.n * b.n / n
+    return from_moments(n, a.mean + delta * b.n / n, squares)
 
 
 @dataclass(frozen=True)
@@ -222,18 +247,22 @@ def verdict(stage: Stage, delta: float, p_adjusted: float, alpha: float = ALPHA)
 
 
 def compare_families(
-    samples: Mapping[str, Sequence[float]],
+    samples: Mapping[str, Sequence[float] | Summary],
     baseline: str,
     stage: Stage,
     alpha: float = ALPHA,
 ) -> dict[str, FamilyEvidence]:
-    """Every family of `samples` against `baseline`: means, intervals, Welch + Holm, verdicts.
+    """Every family of `samples` (values, or their Summary) against `baseline`: means,
+    intervals, Welch + Holm, verdicts.
 
     Holm's correction runs over the families that could be tested (two or more values on each
     side, some spread); the others say "too few runs" (or "no evidence" without spread).
     """
-    summaries = {family: summarize(list(values)) for family, values in samples.items()}
-    base = summaries.get(baseline, Summary(0, None, None))
+    summaries = {
+        family: sample if isinstance(sample, Summary) else summarize(list(sample))
+        for family, sample in samples.items()
+    }
+    base = summaries.get(baseline, EMPTY)
     tests = {
         family: welch(summary, base) for family, summary in summaries.items() if family != baseline
     }

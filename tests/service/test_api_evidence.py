@@ -184,7 +184,7 @@ def test_runs_stored_before_the_ledger_stand_for_their_trainings(
 ) -> None:
     owner = new_person(store, "legacy")
     study, _ = store.studies.create(
-        owner.info, spec(name="legacy", n_trials=10, baselines=["relu"])
+        owner.info, spec(name="legacy", n_trials=10, baselines=["relu"], seeds=3)
     )
     for value in (0.80, 0.80, 0.80, 0.82):  # three identical repeats of one training
         add_trial(store, study.id, family="relu", value=value)

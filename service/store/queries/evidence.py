@@ -8,37 +8,58 @@ once. Where the samples come from:
 - runs the ledger never saw (stored before it existed): each complete run stands for its own
   trainings, one per seed of `record["seeds"]` when it trained several, else one with the run's
   value and test accuracy. Such runs carry no key, so two of them count once when their resolved
-  config (seed included) and their results are equal: the identical repeats of the old code.
-  A run that reused a recorded training (`reused_from_run`) adds nothing of its own.
+  config (seed included, as stored) and their results are equal: the identical repeats of the
+  old code. A run that reused a recorded training (`reused_from_run`) adds nothing of its own.
+
+Counts, means and spreads are aggregated in SQL, so a study of 100,000 trainings costs one
+grouped statement, not 100,000 rows in Python; only the records of ledger-less runs of several
+seeds (older studies with `seeds` > 1) are read.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import exists, select
+from sqlalchemy import ColumnElement, Text, cast, exists, func, select, union_all
 from sqlalchemy.orm import Session
 
 from service.db import Run, Study, Training, TrainingState
-from service.evidence import FamilyEvidence, Stage, compare_families
+from service.evidence import (
+    EMPTY,
+    FamilyEvidence,
+    Stage,
+    Summary,
+    compare_families,
+    from_moments,
+    merge,
+)
+from service.evidence import summarize as summarize_values
 from service.store.queries.summaries import SCORED
 
 METRICS: dict[Stage, str] = {"search": "val_acc", "confirm": "test_acc"}
 
 
 @dataclass(frozen=True)
-class TrainingResult:
-    """What one training measured."""
+class FamilyTrainings:
+    """One family's distinct complete trainings, summarised per metric."""
 
-    val_acc: float | None
-    test_acc: float | None
+    trainings: int
+    val_acc: Summary = EMPTY
+    test_acc: Summary = EMPTY
+
+    def merged(self, other: FamilyTrainings) -> FamilyTrainings:
+        """Both sets of trainings together."""
+        return FamilyTrainings(
+            self.trainings + other.trainings,
+            merge(self.val_acc, other.val_acc),
+            merge(self.test_acc, other.test_acc),
+        )
 
 
-FamilyTrainings = dict[str, list[TrainingResult]]
+StudyTrainings = dict[str, FamilyTrainings]
 
 
 @dataclass(frozen=True)
@@ -67,104 +88,138 @@ class Comparison:
     test_mean: float | None
 
 
-def _finite(values: Iterable[float | None]) -> list[float]:
-    return [float(v) for v in values if v is not None and math.isfinite(v)]
+def _unledgered(study_id: int) -> list[ColumnElement[bool]]:
+    """The complete runs of a study that no ledger row speaks for (stored before it)."""
+    return [
+        Run.study_id == study_id,
+        SCORED,
+        Run.family.is_not(None),
+        Run.reused_from_run.is_(None),
+        ~exists().where(Training.run_id == Run.id),
+    ]
 
 
-def study_trainings(session: Session, study_id: int) -> FamilyTrainings:
-    """Every family's distinct complete trainings (ledger first, then runs it never saw)."""
-    families: FamilyTrainings = {}
-    seen: set[str] = set()
-    ledger = session.execute(
-        select(Training.family, Training.key, Training.val_acc, Training.test_acc)
+def study_trainings(session: Session, study_id: int, *, seeds: int = 2) -> StudyTrainings:
+    """Every family's distinct complete trainings (ledger, and runs it never saw), summarised.
+
+    `seeds`: the study's seeds per trial; with one, no run can have trained several (and the
+    records of such runs are not looked for)."""
+    firsts = (
+        select(func.min(Training.id))
         .where(Training.study_id == study_id, Training.state == TrainingState.COMPLETE)
-        .order_by(Training.id)
+        .group_by(Training.key)
     )
-    for family, key, val_acc, test_acc in ledger:
-        if key not in seen:
-            seen.add(key)
-            families.setdefault(family, []).append(TrainingResult(val_acc, test_acc))
-    for family, key, result in _unledgered(session, study_id):
-        if key not in seen:
-            seen.add(key)
-            families.setdefault(family, []).append(result)
-    return families
+    ledger = select(
+        Training.family.label("family"),
+        Training.val_acc.label("val"),
+        Training.test_acc.label("test"),
+    ).where(Training.id.in_(firsts))
+    # One seed each (several-seed runs are read below); the stored config text is its identity.
+    identity = func.coalesce(cast(Run.config, Text), cast(Run.id, Text))
+    legacy = (
+        select(Run.family, Run.value, Run.test_acc, identity)
+        .where(*_unledgered(study_id), Run.value_std.is_(None))
+        .distinct()
+        .subquery()
+    )
+    rows = union_all(ledger, select(legacy.c.family, legacy.c.value, legacy.c.test_acc)).subquery(
+        "trainings"
+    )
+    found = _aggregate(session, rows)
+    several = _several_seeds(session, study_id) if seeds > 1 else {}
+    for family, extra in several.items():
+        found[family] = found[family].merged(extra) if family in found else extra
+    return found
 
 
-def _unledgered(session: Session, study_id: int) -> list[tuple[str, str, TrainingResult]]:
-    """(family, identity, result) of each training of the study's runs without ledger rows."""
+SHIFT = 0.5  # accuracies are fractions: sums of (v − ½)² lose little to cancellation
+
+
+def _aggregate(session: Session, rows: Any) -> StudyTrainings:
+    """Per family: trainings, and per metric its count, mean and squared deviations, from sums
+    of values shifted by ½ (one pass; relative error ≈ 1e-12 at 10,000 trainings)."""
+    val, test = rows.c.val - SHIFT, rows.c.test - SHIFT
+    statement = select(
+        rows.c.family,
+        func.count(),
+        func.count(rows.c.val),
+        func.sum(val),
+        func.sum(val * val),
+        func.count(rows.c.test),
+        func.sum(test),
+        func.sum(test * test),
+    ).group_by(rows.c.family)
+    out: StudyTrainings = {}
+    for family, n, *sums in session.execute(statement):
+        out[str(family)] = FamilyTrainings(int(n), _summary(*sums[:3]), _summary(*sums[3:]))
+    return out
+
+
+def _summary(n: Any, total: Any, squares: Any) -> Summary:
+    """A metric's summary from its count and shifted sums."""
+    count = int(n or 0)
+    if not count or total is None or squares is None:
+        return EMPTY
+    total, squares = float(total), float(squares)
+    return from_moments(count, SHIFT + total / count, squares - total * total / count)
+
+
+def _several_seeds(session: Session, study_id: int) -> StudyTrainings:
+    """Ledger-less runs of several seeds: one training per seed of their record (distinct by
+    config, seed and results)."""
     rows = session.execute(
-        select(Run.id, Run.family, Run.config, Run.value, Run.test_acc, Run.value_std)
-        .where(
-            Run.study_id == study_id,
-            SCORED,
-            Run.family.is_not(None),
-            Run.reused_from_run.is_(None),
-            ~exists().where(Training.run_id == Run.id),
+        select(Run.family, Run.config, Run.record, Run.value, Run.test_acc).where(
+            *_unledgered(study_id), Run.value_std.is_not(None)
         )
-        .order_by(Run.id)
     ).all()
-    # Only runs of several seeds (value_std set) need their record, which is large: read those.
-    several = [row.id for row in rows if row.value_std is not None]
-    seeds = _seed_results(session, several) if several else {}
-    out = []
-    for row in rows:
-        config = dict(row.config or {})
-        first_seed = config.pop("seed", None)
-        config.pop("seeds", None)
-        per_seed = seeds.get(row.id) or [(first_seed, TrainingResult(row.value, row.test_acc))]
-        for seed, result in per_seed:
-            identity = [config, seed, result.val_acc, result.test_acc] if config else [row.id, seed]
-            out.append(
-                (
-                    str(row.family),
-                    "run:" + json.dumps(identity, sort_keys=True, default=str),
-                    result,
-                )
-            )
-    return out
-
-
-def _seed_results(
-    session: Session, run_ids: list[int]
-) -> dict[int, list[tuple[Any, TrainingResult]]]:
-    """Each run's per-seed results from its record's "seeds" (workers.attempt writes them)."""
-    out: dict[int, list[tuple[Any, TrainingResult]]] = {}
-    for run_id, record in session.execute(select(Run.id, Run.record).where(Run.id.in_(run_ids))):
+    seen: set[str] = set()
+    values: dict[str, tuple[list[float], list[float], int]] = {}
+    for family, config, record, value, test_acc in rows:
         entries = (record or {}).get("seeds")
-        if isinstance(entries, list) and entries:
-            out[run_id] = [
-                (e.get("seed"), TrainingResult(e.get("val_acc"), e.get("test_acc")))
-                for e in entries
-                if isinstance(e, dict)
-            ]
-    return out
+        if not isinstance(entries, list) or not entries:  # no per-seed results: the run's own
+            entries = [{"val_acc": value, "test_acc": test_acc}]
+        for entry in entries:
+            if not isinstance(entry, dict):
+                continue
+            identity = repr((sorted((config or {}).items()), sorted(entry.items())))
+            if identity in seen:
+                continue
+            seen.add(identity)
+            val, test, n = values.setdefault(str(family), ([], [], 0))
+            _append_finite(val, entry.get("val_acc"))
+            _append_finite(test, entry.get("test_acc"))
+            values[str(family)] = (val, test, n + 1)
+    return {
+        family: FamilyTrainings(n, summarize_values(val), summarize_values(test))
+        for family, (val, test, n) in values.items()
+    }
+
+
+def _append_finite(values: list[float], value: Any) -> None:
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        values.append(float(value))
 
 
 def compare(
-    trainings: Mapping[str, list[TrainingResult]], baseline: str, study_id: int, stage: Stage
+    trainings: Mapping[str, FamilyTrainings], baseline: str, study_id: int, stage: Stage
 ) -> dict[str, Comparison]:
     """Each family of `trainings` against the baseline on the stage's metric."""
     metric = METRICS[stage]
-    samples = {
-        family: _finite(getattr(r, metric) for r in results)
-        for family, results in trainings.items()
-    }
+    samples = {family: getattr(t, metric) for family, t in trainings.items()}
     found = compare_families(samples, baseline, stage)
     return {
-        family: _comparison(found[family], results, study_id, stage, metric)
-        for family, results in trainings.items()
+        family: _comparison(found[family], t, study_id, stage, metric)
+        for family, t in trainings.items()
     }
 
 
 def _comparison(
     evidence: FamilyEvidence,
-    results: list[TrainingResult],
+    trainings: FamilyTrainings,
     study_id: int,
     stage: Stage,
     metric: str,
 ) -> Comparison:
-    val, test = _finite(r.val_acc for r in results), _finite(r.test_acc for r in results)
     interval, delta_interval = evidence.interval, evidence.delta_interval
     return Comparison(
         study_id=study_id,
@@ -180,8 +235,8 @@ def _comparison(
         p_value=evidence.p_value,
         p_raw=evidence.p_raw,
         verdict=evidence.verdict,
-        val_mean=math.fsum(val) / len(val) if val else None,
-        test_mean=math.fsum(test) / len(test) if test else None,
+        val_mean=trainings.val_acc.mean,
+        test_mean=trainings.test_acc.mean,
     )
 
 
@@ -204,8 +259,8 @@ def confirm_links(session: Session, study_id: int, confirms: int | None) -> Link
 
 
 def confirmation(
-    session: Session, study_id: int, links: Links, own: FamilyTrainings
-) -> tuple[int, FamilyTrainings] | None:
+    session: Session, study_id: int, links: Links, own: StudyTrainings
+) -> tuple[int, StudyTrainings] | None:
     """Whose fresh-seed trainings confirm this study's families: its own when it is a confirm
     study, else those of its newest confirm study with a complete training (None: none yet)."""
     if links.confirms is not None:

@@ -22,6 +22,7 @@ from service.evidence import ALPHA
 from service.store.base import Database, NotFound
 from service.store.queries.evidence import (
     Comparison,
+    FamilyTrainings,
     Links,
     compare,
     confirm_links,
@@ -162,7 +163,7 @@ def leaderboard(db: Database, study_id: int) -> LeaderboardView:
         best_trials = _best_trials(session, study_id, list(scored))
         medians = _medians(session, study_id, scored)
         baseline = study_baseline(session, spec, confirms)
-        own = study_trainings(session, study_id)
+        own = study_trainings(session, study_id, seeds=int(spec.get("seeds") or 1))
         links = confirm_links(session, study_id, confirms)
         confirmed = confirmation(session, study_id, links, own)
     search = compare(own, baseline, study_id, "search")
@@ -215,7 +216,8 @@ def _view(
 
 def _no_trainings(family: str, baseline: str, study_id: int) -> Comparison:
     """The search comparison of a family with no complete training yet."""
-    return compare({family: []}, baseline if family == baseline else "", study_id, "search")[family]
+    nothing = {family: FamilyTrainings(0)}
+    return compare(nothing, baseline if family == baseline else "", study_id, "search")[family]
 
 
 def _delta(value: float | None, reference: float | None) -> float | None:
