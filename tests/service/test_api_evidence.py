@@ -201,12 +201,17 @@ def test_runs_stored_before_the_ledger_stand_for_their_trainings(
             .values(value_std=0.002, record={"seeds": seeds})
         )
     rows = {r["family"]: r for r in leaderboard(api, owner, study.id)["rows"]}
-    assert (
-        rows["relu"]["n"] == 5 and rows["relu"]["trainings"] == 2
-    )  # 0.80 once, 0.82; not the reused
+    # 0.80 once, 0.82; not the reused run.
+    assert rows["relu"]["n"] == 5 and rows["relu"]["trainings"] == 2
     assert rows["relu"]["search"]["mean"] == pytest.approx(0.81)
     assert rows["smu"]["trainings"] == 3
     check_interval(rows["smu"]["search"], SMU[:3])
+    # A study that went on after the upgrade: the ledger's trainings join the older runs'.
+    trained(store, study.id, "relu", [0.84, 0.86], {"activation": "relu"})
+    relu = {r["family"]: r for r in leaderboard(api, owner, study.id)["rows"]}["relu"]
+    assert relu["n"] == 6 and relu["trainings"] == 4
+    check_interval(relu["search"], [0.80, 0.82, 0.84, 0.86])
+    assert relu["search"]["test_mean"] == pytest.approx(0.82)
 
 
 # -- confirm -------------------------------------------------------------------------------------

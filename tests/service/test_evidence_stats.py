@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 from scipy import stats
@@ -13,10 +14,13 @@ from service.evidence import (
     NO_EVIDENCE,
     PROMISING,
     TOO_FEW,
+    VERDICTS,
     WORSE,
     compare_families,
+    from_moments,
     holm,
     mean_interval,
+    merge,
     summarize,
     t_critical,
     t_sf2,
@@ -58,6 +62,18 @@ def test_mean_and_its_interval_match_scipy(values: list[float]) -> None:
         pytest.approx(high, rel=REL),
     )
     assert interval.half_width == pytest.approx((high - low) / 2, rel=1e-8)
+
+
+def test_summaries_merge_and_come_from_moments_like_the_pooled_sample() -> None:
+    pooled = summarize(RELU + SMU)
+    merged = merge(summarize(RELU), summarize(SMU))
+    assert merged.n == pooled.n == len(RELU) + len(SMU)
+    assert merged.mean == pytest.approx(stats.tmean(RELU + SMU), rel=1e-14)
+    assert merged.var == pytest.approx(stats.tvar(RELU + SMU), rel=1e-12)
+    assert merge(summarize([]), summarize(ELU)) == summarize(ELU)
+    squares = sum((v - stats.tmean(GELU)) ** 2 for v in GELU)
+    assert from_moments(4, stats.tmean(GELU), squares).var == pytest.approx(stats.tvar(GELU))
+    assert from_moments(1, 0.8, None).var is None and from_moments(0, None, None).mean is None
 
 
 def test_below_two_values_there_is_no_interval_and_no_test() -> None:
@@ -157,10 +173,6 @@ def test_no_spread_on_either_side_is_no_evidence_without_a_p_value() -> None:
 
 
 def test_the_docs_name_every_verdict_and_the_confirm_command() -> None:
-    from pathlib import Path
-
-    from service.evidence import VERDICTS
-
     root = Path(__file__).resolve().parents[2]
     evidence = (root / "docs" / "evidence.md").read_text()
     assert all(f"`{verdict}`" in evidence for verdict in VERDICTS)
