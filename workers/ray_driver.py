@@ -227,8 +227,11 @@ class RayDriver:
                 self._tick(ray, db, policy)
                 self._stop.wait(self.options.poll_s)
         finally:
-            self._drain(ray)
-            self._request(ray, 0)
+            try:
+                self._drain(ray)
+                self._request(ray, 0)
+            except Exception:  # Ray itself is gone: its actors went with it
+                log.exception("could not stop the slots through Ray")
             db.dispose()
         if self.fatal is not None:
             return EXIT_FATAL
@@ -267,11 +270,17 @@ class RayDriver:
                 slot.seen = True
             except ray.exceptions.ActorDiedError as error:
                 self._dead(slot, error)
+                continue
             except ray.exceptions.RayError:
                 continue  # restarting, or its node is gone and Ray is placing it anew
-            if slot.status.get("state") == "fatal":
+            state = slot.status.get("state")
+            if state == "fatal":
                 self.fatal = f"slot {slot.index}: {slot.status.get('error')}"
                 log.error("%s; stopping every slot", self.fatal)
+            elif state == "stopped" and slot.leaving_since is None:
+                # Its loop ended without being asked (it should not): replace it.
+                log.warning("slot %d stopped by itself; replacing it", slot.index)
+                self._leave(slot)
 
     def _dead(self, slot: _Slot, error: Any) -> None:
         """A slot that will not come back: its constructor failed, or it was killed for good."""

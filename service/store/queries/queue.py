@@ -1,7 +1,7 @@
 """The queue as a scaler sees it: how many runs slots could train now, and how many they train.
 
-One query, answered from indexes: the runnable studies by `ix_as_studies_runnable`, their runs'
-states and budget flags by the covering `ix_as_runs_study_summary` (an index-only scan on
+One query, answered from indexes: the studies by their key (few are runnable at a time), their
+runs' states and budget flags by the covering `ix_as_runs_study_summary` (an index-only scan on
 PostgreSQL). A scaler polls it every few seconds, so it must stay cheap at any history size.
 """
 
@@ -37,13 +37,14 @@ def queue_depth(db: Database, study_ids: Collection[int] | None = None) -> Queue
     and each queued retry is one more claimable run. Paused, cancelled and finished studies
     count nothing.
     """
-    used = func.count(Run.id).filter(Run.counts_budget.is_(True))
+    # count(study_id), not count(id): every column read is in the covering index (see above).
+    used = func.count(Run.study_id).filter(Run.counts_budget.is_(True))
     per_study = (
         select(
             Study.n_trials.label("n_trials"),
             used.label("used"),
-            func.count(Run.id).filter(Run.state == RunState.QUEUED).label("queued"),
-            func.count(Run.id).filter(Run.state == RunState.RUNNING).label("running"),
+            func.count(Run.study_id).filter(Run.state == RunState.QUEUED).label("queued"),
+            func.count(Run.study_id).filter(Run.state == RunState.RUNNING).label("running"),
         )
         .select_from(Study)
         .outerjoin(Run, Run.study_id == Study.id)
