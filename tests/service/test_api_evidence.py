@@ -388,9 +388,10 @@ def test_a_confirmed_study_gets_better_worse_and_no_evidence_from_test_accuracy(
 
 
 def test_the_confirm_study_judges_itself_against_its_sources_baseline(
-    api: httpx.Client, store: Store, confirmed: dict[str, Any]
+    client: httpx.Client, store: Store, confirmed: dict[str, Any]
 ) -> None:
-    owner, confirm_id = confirmed["owner"], confirmed["confirm"]
+    # In-process only: it adds trials to the module's confirm study (once per backend).
+    api, owner, confirm_id = client, confirmed["owner"], confirmed["confirm"]
     assert store.studies.get(confirm_id).spec["baselines"] == []  # gelu's best is enqueued
     for family in ("gelu", "smu"):  # trials of its own (that trained the seeds above)
         number = add_trial(store, confirm_id, family=family, value=0.8)
