@@ -48,6 +48,7 @@ class SlotActor:
         self.settings = Settings(**settings)
         _configure_logging(self.settings.log_level, slot)
         gpu_ids = [str(gpu) for gpu in ray.get_gpu_ids()]
+        self.node_id = ray.get_runtime_context().get_node_id()
         self.options = SlotOptions(
             slot=slot,
             device="cuda" if gpu_ids else "cpu",
@@ -88,6 +89,7 @@ class SlotActor:
             "error": self.error,
             "pid": os.getpid(),
             "host": socket.gethostname(),
+            "node_id": self.node_id,
             "device": self.options.device,
             "gpu": self.options.gpu_label,
             "started_at": self.started_at,

@@ -8,7 +8,7 @@ import re
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -194,15 +194,27 @@ def test_ray_flags_that_cannot_work_are_refused_before_connecting(
 
 # -- real slot actors on a local Ray head ---------------------------------------------------
 @pytest.fixture(scope="module")
-def ray_head() -> Iterator[str]:
-    """One local Ray head for the module (its start-up takes seconds); yields its address."""
+def ray_cluster() -> Iterator[Any]:
+    """One local Ray cluster for the module (start-up takes seconds): a head without CPUs (it
+    holds the drivers) and three nodes of one logical CPU each, one slot per node."""
     import ray  # installed with the extra: `make` installs .[dev,ray]
+    from ray.cluster_utils import Cluster
 
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=True)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    for _ in range(3):
+        cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, log_to_driver=True)
     try:
-        yield ray.get_runtime_context().gcs_address
+        yield cluster
     finally:
         ray.shutdown()
+        cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_head(ray_cluster: Any) -> str:
+    """The module's Ray cluster address (what `--ray ADDRESS` takes)."""
+    return str(ray_cluster.address)
 
 
 @pytest.fixture(scope="module")
@@ -262,20 +274,20 @@ def _connections(app: str) -> int:
         admin.dispose()
 
 
-@pytest.mark.slow
-@pytest.mark.postgres
-def test_killed_slot_actor_run_is_lost_retried_identically_and_the_actor_is_back(
-    ray_head: str, tmp_path: Path, folder: Path, pg_url: str
-) -> None:
-    import ray
-
+def _lose_a_slot_mid_trial(
+    pg_url: str, home: Path, folder: Path, lose: Callable[[Any, dict[str, Any]], None]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Two slots train a study; `lose(handle, status)` one in mid-trial. Asserts that its run is
+    failed as worker_lost, retried with the same parameters and counted once, that the slot
+    comes back and that the study ends with exactly n_trials; returns the slot's status before
+    and after."""
     store = open_store(pg_url)
     n_trials, epochs = 3, 10
     study, _ = store.studies.create(make_user(store), _slow_spec(folder, n_trials, epochs))
     app = "actsearch_ray_test"  # tells the slots' connections from this test's own
     settings = Settings(
         database_url=f"{pg_url}?application_name={app}",
-        home=tmp_path,
+        home=home,
         heartbeat_s=HEARTBEAT_S,
         grace_s=GRACE_S,
     )
@@ -283,36 +295,35 @@ def test_killed_slot_actor_run_is_lost_retried_identically_and_the_actor_is_back
     driver = _DriverThread(settings, options)
     try:
 
-        def mid_trial() -> tuple[Run, Any] | None:
+        def mid_trial() -> tuple[Run, Any, dict[str, Any]] | None:
             for run in runs_of(store, study.id):
                 if run.state == "running" and 1 <= run.epochs_done <= epochs - 4:
                     for handle in driver.driver.slots().values():
                         status = _status(handle)
                         if status and status["worker_id"] == run.worker_id:
-                            return run, handle
+                            return run, handle, status
             return None
 
         found = wait_for(mid_trial, 240, "a slot in mid-trial")
         assert found is not None
-        victim, handle = found
-        before = _status(handle)
-        assert before is not None and before["run_id"] == victim.id
-        # One slot (4: two pools of two) and the driver (1) on the slots' URL.
+        victim, handle, before = found
+        assert before["run_id"] == victim.id
+        # Two slots (4 each: two pools of two) and the driver (1) on the slots' URL.
         assert _connections(app) <= 2 * 4 + 1
-        ray.kill(handle, no_restart=False)  # the actor's process dies; Ray starts it anew
+        lose(handle, before)
 
         def lost() -> Run | None:
             run = next(r for r in runs_of(store, study.id) if r.id == victim.id)
             return run if run.state != "running" else None
 
-        lost_run = wait_for(lost, GRACE_S + 30, "the killed slot's run to be reaped")
+        lost_run = wait_for(lost, GRACE_S + 60, "the lost slot's run to be reaped")
         assert lost_run is not None
 
         def restarted() -> dict[str, Any] | None:
             status = _status(handle, 5)
             return status if status and status["pid"] != before["pid"] else None
 
-        back = wait_for(restarted, 120, "the killed slot actor to come back")
+        back = wait_for(restarted, 120, "the lost slot actor to come back")
         assert back is not None
         wait_for(lambda: store.studies.get(study.id).status == "completed", 300, "completion")
         assert len(driver.driver.slots()) <= 2
@@ -331,10 +342,41 @@ def test_killed_slot_actor_run_is_lost_retried_identically_and_the_actor_is_back
     assert len(counted) == n_trials and all(r.state == "complete" for r in counted)
     optuna_study = optuna.load_study(study_name=study.optuna_name, storage=store.db.optuna)
     assert [t.state for t in optuna_study.trials].count(TrialState.COMPLETE) == n_trials
-    # Drained: every slot marked its worker stopped, or was the one killed (lost).
+    # Drained: every slot marked its worker stopped, or was the one lost.
     assert {w.status for w in workers_of(store)} <= {"stopped", "lost"}
     assert driver.driver.requested[0] == 2 and driver.driver.requested[-1] == 0
     store.dispose()
+    return before, back
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_killed_slot_actor_run_is_lost_retried_identically_and_the_actor_is_back(
+    ray_cluster: Any, tmp_path: Path, folder: Path, pg_url: str
+) -> None:
+    import ray
+
+    def kill(handle: Any, _status: dict[str, Any]) -> None:
+        ray.kill(handle, no_restart=False)  # the actor's process dies; Ray starts it anew
+
+    _lose_a_slot_mid_trial(pg_url, tmp_path, folder, kill)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_slot_lost_with_its_node_is_retried_identically_and_placed_on_another_node(
+    ray_cluster: Any, tmp_path: Path, folder: Path, pg_url: str
+) -> None:
+    def lose_node(_handle: Any, status: dict[str, Any]) -> None:
+        (node,) = [n for n in ray_cluster.worker_nodes if n.node_id == status["node_id"]]
+        ray_cluster.remove_node(node, allow_graceful=False)  # as a node that loses power
+
+    try:
+        before, back = _lose_a_slot_mid_trial(pg_url, tmp_path, folder, lose_node)
+    finally:
+        while len(ray_cluster.worker_nodes) < 3:
+            ray_cluster.add_node(num_cpus=1)  # three nodes again for the tests after this one
+    assert back["node_id"] != before["node_id"]  # Ray placed it on the spare node
 
 
 @pytest.mark.slow
