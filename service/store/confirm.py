@@ -29,9 +29,11 @@ from sqlalchemy.orm import Session
 
 from search_space.spec.limits import INT32_MAX, MAX_SEEDS
 from service.db import Run, Study, Training
-from service.store.base import Conflict
+from service.store.base import Conflict, NotFound
 from service.store.queries.leaderboard import baseline_family
 from service.store.queries.summaries import SCORED
+from service.store.studies import Studies, StudyInfo
+from service.store.users import UserInfo
 
 MAX_CONFIRM_TOP = 20  # configurations per family
 NAME_SUFFIX = " — confirm"
@@ -143,3 +145,18 @@ def plan_confirm(session: Session, source: Study, top: int, seeds: int) -> Confi
         pruner={"name": "none"},
     )
     return ConfirmPlan(spec=spec, configurations=n_trials, first_seed=first)
+
+
+def create_confirm_study(
+    studies: Studies, owner: UserInfo, study_id: int, *, top: int, seeds: int
+) -> StudyInfo:
+    """A confirm study of `study_id`, owned by `owner`: each family's `top` best complete
+    configurations and the baseline re-trained with `seeds` fresh seeds. NotFound, or Conflict
+    when there is nothing to confirm; ValueError for top or seeds out of bounds."""
+    with studies.db.session() as session:
+        source = session.get(Study, study_id)
+        if source is None:
+            raise NotFound(f"study {study_id} does not exist")
+        plan = plan_confirm(session, source, top, seeds)
+    study, _ = studies.create(owner, plan.spec, confirms_study_id=study_id)
+    return study

@@ -206,21 +206,6 @@ class Studies:
             done = session.execute(delete(Study).where(Study.id == study_id))
             return bool(cast(CursorResult[Any], done).rowcount)
 
-    def confirm(self, owner: UserInfo, study_id: int, *, top: int, seeds: int) -> StudyInfo:
-        """A confirm study of `study_id`, owned by `owner`: each family's `top` best complete
-        configurations and the baseline re-trained with `seeds` fresh seeds (service.store.
-        confirm says how its spec is made). NotFound, or Conflict when there is nothing to
-        confirm; ValueError for top or seeds out of bounds."""
-        from service.store.confirm import plan_confirm  # it reads the read model: no cycle
-
-        with self.db.session() as session:
-            source = session.get(Study, study_id)
-            if source is None:
-                raise NotFound(f"study {study_id} does not exist")
-            plan = plan_confirm(session, source, top, seeds)
-        study, _ = self.create(owner, plan.spec, confirms_study_id=study_id)
-        return study
-
     def get(self, study_id: int) -> StudyInfo:
         """A study with its run counts."""
         with self.db.session() as session:

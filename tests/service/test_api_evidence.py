@@ -20,6 +20,7 @@ from sqlalchemy import select, update
 
 from service.db import Run, Training, TrainingState, utcnow
 from service.store import Store
+from service.store.confirm import create_confirm_study
 from tests.service.conftest import Person, add_trial, new_person, spec
 from tests.service.test_evidence_stats import ELU, GELU, PAU, RELU, SMU
 
@@ -338,7 +339,7 @@ def confirmed(store: Store) -> dict[str, Any]:
     }.items():
         params = {"activation": family, **({"smu.alpha": 0.2} if family == "smu" else {})}
         trained(store, source.id, family, values, params)
-    confirm = store.studies.confirm(owner.info, source.id, top=1, seeds=5)
+    confirm = create_confirm_study(store.studies, owner.info, source.id, top=1, seeds=5)
     # The confirm study's fresh seeds, judged on test accuracy: the same samples as the
     # statistics tests, gelu standing in for the baseline.
     tests = {"gelu": RELU, "smu": SMU, "relu": GELU, "pau": PAU, "elu": ELU}

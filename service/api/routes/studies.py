@@ -21,6 +21,7 @@ from service.api.schemas import (
 )
 from service.api.views import study_detail, study_public
 from service.store import StudyInfo, UserInfo
+from service.store.confirm import create_confirm_study
 from service.store.queries import list_studies
 from service.store.queries import study_detail as load_study_detail
 
@@ -309,6 +310,8 @@ def confirm_study(
     has no complete trial or is itself a confirm study."""
     request = body or ConfirmRequest()
     _owned(store, user, study_id)
-    created = store.studies.confirm(user, study_id, top=request.top, seeds=request.seeds)
+    created = create_confirm_study(
+        store.studies, user, study_id, top=request.top, seeds=request.seeds
+    )
     response.headers["Location"] = f"/api/v1/studies/{created.id}"
     return _public(store, created.id)
