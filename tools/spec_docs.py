@@ -234,7 +234,14 @@ non-determinism). Nothing is reused across other data, models, budgets or code v
 `enqueue: [{{activation: smu, smu.alpha: 0.2, training.lr: 0.05}}, …]` runs these
 configurations first, after the baselines, each once: Optuna parameter names as the sampler uses
 them, every value one the spec's distribution can give. Searched parameters an entry leaves out
-are the sampler's. Confirm studies (`actsearch confirm`) are made of them.
+are the sampler's. A confirm study (`actsearch confirm ID --top K --seeds N`,
+[evidence.md](evidence.md)) is its source's spec with `enqueue` = the K best configurations of
+each family (the baseline's first), `n_trials` = their number, `seeds` = N, a fresh `seed` no
+training of the source used, `repeats: reseed`, `reuse: study`, `sampler: random`,
+`pruner: none` (pruning would keep only the lucky seeds), and `baselines: []` when the baseline's
+best configuration is enqueued. Its trainings took no part in choosing the configurations, so its
+comparisons can say *better* or *worse* ([evidence.md](evidence.md)); a search's say *promising* at
+most.
 
 ## Budget and grid studies
 `n_trials` (1 to {max_trials}) is the study's budget, baselines included: workers never run more
