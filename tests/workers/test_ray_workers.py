@@ -5,6 +5,7 @@ on the CPU), a killed actor, and the CLI end to end."""
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -424,4 +425,46 @@ def test_cli_three_slot_actors_finish_a_study_exactly_and_are_released(
     assert [t.state for t in optuna_study.trials].count(TrialState.COMPLETE) == n_trials
     with store.db.session() as session:
         assert session.scalar(select(Run.id).where(Run.state == "running")) is None
+    store.dispose()
+
+
+@pytest.mark.slow
+def test_cli_sigterm_drains_a_training_slot_its_run_handed_back_for_a_retry(
+    ray_head: str, tmp_path: Path, folder: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'actsearch.db'}"
+    store = open_store(url)
+    epochs = 30
+    study, _ = store.studies.create(make_user(store), _slow_spec(folder, 1, epochs))
+    log = tmp_path / "driver.log"
+    env = worker_env(url, tmp_path, heartbeat_s=HEARTBEAT_S)
+    args = ["--ray", ray_head, "--gpus", "cpu", "--max-slots", "1"]
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "workers", "worker", *args],
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        training = wait_for(
+            lambda: next((r for r in runs_of(store, study.id) if r.epochs_done >= 1), None),
+            240,
+            "the slot to train",
+        )
+        assert training is not None
+        process.send_signal(signal.SIGTERM)  # what systemd, Slurm or Kubernetes sends
+        code = process.wait(timeout=120)
+    finally:
+        stop_process(process)
+    text_ = log_text(log)
+    assert code == 0, text_[-5000:]
+    assert "every slot stopped" in text_, text_[-5000:]
+    (handed, retry) = runs_of(store, study.id)
+    assert handed.id == training.id and handed.failure_reason == "worker_lost"
+    assert handed.epochs_done < epochs  # stopped after its epoch, not trained to the end
+    assert retry.retry_of == handed.id and retry.state == "queued"
+    assert retry.params == handed.params
+    assert [w.status for w in workers_of(store)] == ["stopped"]
     store.dispose()
