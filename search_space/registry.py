@@ -32,6 +32,7 @@ from search_space.family_types import (
     Scope,
     SearchRange,
 )
+from search_space.spelling import did_you_mean
 
 __all__ = [
     "ALIASES",
@@ -95,8 +96,10 @@ def get_family(name: str) -> Family:
         return FAMILIES[key]
     if key in ALIASES:
         return FAMILIES[ALIASES[key].target]
+    hint = did_you_mean(name, family_names())
     raise ValueError(
-        f"unknown activation family {name!r}; valid names: {', '.join(family_names())}"
+        f"unknown activation family {name!r}; {hint + ' ' if hint else ''}valid names: "
+        f"{', '.join(family_names())}"
     )
 
 

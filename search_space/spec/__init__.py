@@ -3,8 +3,9 @@
 Modules by concern: `values` (fixed values, distributions, error plumbing), `limits` (names and
 bounds), `sections` (dataset, model and training, built from the trial contract), `search`
 (activation entries, sampler, pruner, time limits), `dims` (the Optuna parameters a spec
-searches), `checks` (semantic checks), `grid` (grid arithmetic) and `study` (StudySpec and
-parse_spec). Import from here.
+searches), `checks` (semantic checks, and the warnings of spec_warnings), `names` (the keys each
+place takes, for "did you mean"), `grid` (grid arithmetic) and `study` (StudySpec, parse_spec
+and spec_warnings). Import from here.
 """
 
 from search_space.spec.dims import activation_dims, option_or_param_domain, search_dims
@@ -51,7 +52,13 @@ from search_space.spec.sections import (
     ModelSpec,
     TrainingSpec,
 )
-from search_space.spec.study import StudySpec, model_training_defaults, parse_spec, spec_errors
+from search_space.spec.study import (
+    StudySpec,
+    model_training_defaults,
+    parse_spec,
+    spec_errors,
+    spec_warnings,
+)
 from search_space.spec.values import (
     SUBMISSION,
     Choices,
@@ -122,5 +129,6 @@ __all__ = [
     "parse_spec",
     "search_dims",
     "spec_errors",
+    "spec_warnings",
     "value_index",
 ]

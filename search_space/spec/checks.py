@@ -28,6 +28,7 @@ from search_space.spec.values import (
     check_value,
     is_searched,
 )
+from search_space.spelling import did_you_mean
 
 
 def check_section(
@@ -129,26 +130,105 @@ def check_pruner(errors: Errors, pruner: PrunerSpec) -> None:
         )
 
 
+def _extremes(value: Any) -> list[Any]:
+    """The smallest and largest values a fixed value or distribution gives (unchecked)."""
+    if isinstance(value, Choices):
+        return list(value.choices)
+    return [value.low, value.high] if isinstance(value, Range) else [value]
+
+
+def epochs_bounds(training: TrainingSpec) -> tuple[int, int] | None:
+    """(fewest, most) epochs a trial can get; None when epochs itself is invalid (said so)."""
+    valid = [
+        int(e) for e in _extremes(training.epochs) if TRAINING_DOMAINS["epochs"].check(e) is None
+    ]
+    return (min(valid), max(valid)) if valid else None
+
+
+def _epochs_text(training: TrainingSpec, epochs: int, which: str) -> str:
+    """ "epochs (3)", or "epochs (3, the fewest a trial can get)" when epochs is searched."""
+    searched = ", the " + which + " a trial can get" if is_searched(training.epochs) else ""
+    return f"epochs ({epochs}{searched})"
+
+
 def check_ema_start(errors: Errors, training: TrainingSpec) -> None:
     """ema.start_epoch must be below every epochs value a trial can get (the trainer's rule)."""
-    if training.ema is None:
+    bounds = epochs_bounds(training)
+    if training.ema is None or bounds is None:
         return
-    value: Any = training.epochs
-    if isinstance(value, Choices):
-        candidates = list(value.choices)
-    else:
-        candidates = [value.low] if isinstance(value, Range) else [value]
-    valid = [e for e in candidates if TRAINING_DOMAINS["epochs"].check(e) is None]
-    if not valid:
-        return  # epochs itself is wrong, and said so
-    fewest, start = min(int(e) for e in valid), training.ema["start_epoch"]
+    fewest, start = bounds[0], training.ema["start_epoch"]
     if start >= fewest:
         errors.add(
             ("training", "ema", "start_epoch"),
-            f"start_epoch ({start}) must be below epochs ({fewest}"
-            + (", the fewest a trial can get" if value != fewest else "")
-            + f"), or the average never starts; lower it or {_leave_out('ema')}",
+            f"start_epoch ({start}) must be below {_epochs_text(training, fewest, 'fewest')}, "
+            f"or the average never starts; lower it or {_leave_out('ema')}",
         )
+
+
+# -- warnings: valid specs whose settings contradict their budget (spec_warnings) -----------
+Caution = tuple[tuple[str, ...], str]  # (location, message)
+
+
+def _from_recipe(value: Any, recipe: Mapping[str, Any], key: str, model: Any) -> str:
+    """ ", the proxy recipe's value" when a training value is the model recipe's."""
+    return f", the {model} recipe's value" if key in recipe and recipe[key] == value else ""
+
+
+def warmup_warning(training: TrainingSpec, recipe: Mapping[str, Any], model: Any) -> list[Caution]:
+    """A warm-up at least as long as the training: the lr never reaches its peak, never decays."""
+    bounds = epochs_bounds(training)
+    numbers = [w for w in _extremes(training.warmup_epochs) if isinstance(w, (int, float))]
+    if bounds is None or not numbers or max(numbers) < bounds[0]:
+        return []
+    longest = max(numbers)
+    what = "up to " if is_searched(training.warmup_epochs) else ""
+    note = _from_recipe(training.warmup_epochs, recipe, "warmup_epochs", model)
+    return [
+        (
+            ("training", "warmup_epochs"),
+            f"warmup_epochs ({what}{longest:g}{note}) is not below "
+            f"{_epochs_text(training, bounds[0], 'fewest')}: the learning rate never reaches "
+            "its peak and never decays; lower warmup_epochs or raise epochs",
+        )
+    ]
+
+
+def lookahead_warning(
+    training: TrainingSpec, recipe: Mapping[str, Any], model: Any
+) -> list[Caution]:
+    """A lookahead that starts at or after the last epoch never runs: it changes nothing."""
+    bounds = epochs_bounds(training)
+    if training.lookahead is None or bounds is None:
+        return []
+    start = training.lookahead["start_epoch"]
+    if start < bounds[0]:
+        return []
+    note = _from_recipe(training.lookahead, recipe, "lookahead", model)
+    return [
+        (
+            ("training", "lookahead", "start_epoch"),
+            f"lookahead.start_epoch ({start}{note}) is not below "
+            f"{_epochs_text(training, bounds[0], 'fewest')}: the lookahead never runs (epochs "
+            "count from 0); lower lookahead.start_epoch, or set lookahead: null",
+        )
+    ]
+
+
+def pruner_warning(training: TrainingSpec, pruner: PrunerSpec) -> list[Caution]:
+    """A median/percentile pruner whose warm-up outlasts every trial never prunes."""
+    bounds = epochs_bounds(training)
+    if pruner.name not in ("median", "percentile") or bounds is None:
+        return []
+    if pruner.n_warmup_steps < bounds[1]:
+        return []
+    return [
+        (
+            ("pruner", "n_warmup_steps"),
+            f"n_warmup_steps ({pruner.n_warmup_steps}) is not below "
+            f"{_epochs_text(training, bounds[1], 'most')}: the {pruner.name} pruner never "
+            "prunes; lower n_warmup_steps, or set pruner.name: none",
+        )
+    ]
 
 
 def _entry_help(family: Family) -> str:
@@ -175,8 +255,13 @@ def check_activation(errors: Errors, key: str, entry: ActivationSpec, model_name
     for name in list(extras):
         domain = option_or_param_domain(family, name)
         if domain is None:
+            known = [*family.params, *family.options, *ENTRY_KEYS]
+            hint = did_you_mean(name, known)
             errors.add(
-                (*loc, name), f"{key} has no parameter or option {name!r}; {_entry_help(family)}"
+                (*loc, name),
+                f"{key} has no parameter or option {name!r}; "
+                + (f"{hint} " if hint else "")
+                + _entry_help(family),
             )
             continue
         try:
@@ -239,10 +324,12 @@ def _check_trainable(
             if flag:
                 errors.add((*loc, "trainable", name), f"{family.name}'s {name} cannot be trainable")
             continue
+        hint = did_you_mean(name, [*family.trainable_names, *family.params])
         errors.add(
             (*loc, "trainable", name),
-            f"{key} has no trainable parameter {name!r}; trainable: "
-            f"{', '.join(family.trainable_names) or 'none'}",
+            f"{key} has no trainable parameter {name!r}; "
+            + (f"{hint} " if hint else "")
+            + f"trainable: {', '.join(family.trainable_names) or 'none'}",
         )
 
 
@@ -294,7 +381,13 @@ def check_enqueue(
             dim = by_name.get(name)
             if dim is None:
                 searched = ", ".join(by_name) or "none"
-                errors.add(("enqueue", i, name), f"not a searched parameter; searched: {searched}")
+                hint = did_you_mean(name, by_name)
+                errors.add(
+                    ("enqueue", i, name),
+                    "not a searched parameter; "
+                    + (f"{hint} " if hint else "")
+                    + f"searched: {searched}",
+                )
                 continue
             owner = name.split(".", 1)[0]
             if family is not None and owner not in ("model", "training", "activation", family):

@@ -19,6 +19,7 @@ min(n_trials, grid size); its baselines are configurations of the grid (see Samp
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -53,6 +54,7 @@ from search_space.spec.limits import (
     SAMPLER_FIELDS,
     SEED_RANGE,
 )
+from search_space.spec.names import keys_at
 from search_space.spec.search import ActivationSpec, PrunerSpec, SamplerSpec, TimeoutsSpec
 from search_space.spec.sections import (
     AUGMENT_DOMAINS,
@@ -73,6 +75,7 @@ from search_space.spec.values import (
     schema_bounds,
     within,
 )
+from search_space.spelling import did_you_mean, with_hint
 
 
 class StudySpec(BaseModel):
@@ -291,6 +294,24 @@ def _given_training(training: Any) -> dict[str, Any] | None:
     return dict(training) if isinstance(training, Mapping) else None
 
 
+def spec_warnings(spec: StudySpec | Mapping[str, Any]) -> list[dict[str, str]]:
+    """What a valid spec sets that its budget contradicts, as {"loc", "msg"} entries.
+
+    Training that runs but not as written (a warm-up or lookahead as long as the training, a
+    pruner that never prunes): the API returns these on submit and the CLI shows them; they
+    refuse nothing. Settings that make training meaningless are errors instead (ema.start_epoch).
+    """
+    parsed = spec if isinstance(spec, StudySpec) else parse_spec(spec)
+    training, model = parsed.training, parsed.model.name
+    recipe = model_training_defaults(parsed.model)
+    found = [
+        *checks.warmup_warning(training, recipe, model),
+        *checks.lookahead_warning(training, recipe, model),
+        *checks.pruner_warning(training, parsed.pruner),
+    ]
+    return [{"loc": ".".join(loc), "msg": msg} for loc, msg in found]
+
+
 # -- parsing --------------------------------------------------------------------------------
 def _loc(parts: tuple[str | int, ...]) -> str:
     return ".".join(str(p) for p in parts if not (isinstance(p, str) and p.startswith("@")))
@@ -299,8 +320,20 @@ def _loc(parts: tuple[str | int, ...]) -> str:
 def _message(error: Mapping[str, Any]) -> str:
     msg = str(error["msg"])
     if error["type"] == "extra_forbidden":
-        return "unknown field"
+        return _unknown_field(error["loc"])
+    if error["type"] == "literal_error":  # sampler.name: tpee
+        expected = re.findall(r"'([^']*)'", str((error.get("ctx") or {}).get("expected", "")))
+        return with_hint(msg, error.get("input"), expected)
     return msg.removeprefix("Value error, ")
+
+
+def _unknown_field(loc: tuple[str | int, ...]) -> str:
+    """ "unknown field", with the key it most likely misspells or else the keys taken there."""
+    valid = keys_at(StudySpec, loc)
+    hint = did_you_mean(loc[-1], valid)
+    if hint:
+        return f"unknown field; {hint}"
+    return f"unknown field; fields here: {', '.join(valid)}" if valid else "unknown field"
 
 
 def spec_errors(exc: ValidationError) -> list[dict[str, str]]:

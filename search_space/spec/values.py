@@ -36,6 +36,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from search_space.registry import Domain
+from search_space.spelling import with_hint
 
 # The validation context key of a new submission (parse_spec(..., submission=True)): checks that
 # only a new spec must pass. Stored specs are re-parsed by every worker at every claim, and one
@@ -224,16 +225,26 @@ class Errors:
         raise ValidationError.from_exception_data(self.title, details)
 
 
+def domain_problem(domain: Domain, value: Any) -> str | None:
+    """Why a value is outside a domain (None: inside); a misspelt choice gets a suggestion."""
+    why = domain.check(value)
+    if why is None or domain.kind != "str" or not domain.choices:
+        return why
+    return with_hint(why, value, domain.choices)
+
+
 def check_value(value: Any, domain: Domain) -> list[str]:
     """Why a fixed value or distribution does not fit a domain (empty when it does)."""
     if isinstance(value, Choices):
-        problems = [f"choice {c!r}: {why}" for c in value.choices if (why := domain.check(c))]
+        problems = [
+            f"choice {c!r}: {why}" for c in value.choices if (why := domain_problem(domain, c))
+        ]
         if len({json.dumps(c) for c in value.choices}) != len(value.choices):
             problems.append("choices must be distinct")
         return problems
     if isinstance(value, Range):
         return _range_problems(value, domain)
-    why = domain.check(value)
+    why = domain_problem(domain, value)
     return [why] if why else []
 
 
@@ -299,7 +310,7 @@ def fixed_value(
                     f"distribution{why_fixed}"
                 },
             )
-        if (why := domain.check(value)) is not None:
+        if (why := domain_problem(domain, value)) is not None:
             raise PydanticCustomError(
                 "invalid_spec", "{reason}", {"reason": _bounded(path, domain, value, why)}
             )

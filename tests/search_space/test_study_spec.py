@@ -1245,3 +1245,132 @@ def test_hyperband_max_resource_below_min_resource_is_refused_when_new() -> None
     assert "at least its min_resource (5)" in info.value.errors[0]["msg"]
     # auto is 1 for hyperband (make_pruner), so any max_resource >= 1 goes with it.
     assert parse_spec(_mutated("pruner", {"name": "hyperband", "max_resource": 1}))
+
+
+# -- did you mean: a misspelt name or field is answered with the valid one ---------------------
+TYPOS = [
+    ("activations.smuu", {}, "activations.smuu", "did you mean 'smu'?"),
+    ("activations.SMUU", {}, "activations.smuu", "did you mean 'smu'?"),
+    ("training.batchsize", 64, "training.batchsize", "unknown field; did you mean 'batch_size'?"),
+    ("trainng", {}, "trainng", "unknown field; did you mean 'training'?"),
+    ("training.ema", {"strt_epoch": 1}, "training.ema.strt_epoch", "did you mean 'start_epoch'?"),
+    ("training.lr", {"low": 0.1, "hihg": 1}, "training.lr.hihg", "did you mean 'high'?"),
+    ("training.augment.flp", True, "training.augment.flp", "did you mean 'flip'?"),
+    ("timeouts.trial", 60, "timeouts.trial", "did you mean 'trial_s'?"),
+    ("model", "resnet19", "model.name", "did you mean 'resnet18'?"),
+    ("training.optimizer", "adamm", "training.optimizer", "did you mean 'adamw'?"),
+    ("sampler.name", "tpee", "sampler.name", "did you mean 'tpe'?"),
+    ("activations.smu", {"alph": 0.1}, "activations.smu.alph", "did you mean 'alpha'?"),
+    ("activations.smu", {"trainabel": {"mu": True}}, "activations.smu.trainabel", "'trainable'"),
+    ("activations.smu", {"trainable": {"muu": True}}, "activations.smu.trainable.muu", "'mu'?"),
+    ("baselines", ["rleu"], "baselines.0", "did you mean 'relu'?"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "loc", "hint"), TYPOS, ids=[t[0] for t in TYPOS])
+def test_misspelt_names_get_a_suggestion(path: str, value: Any, loc: str, hint: str) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_spec(_mutated(path, value), submission=True)
+    messages = {e["loc"]: e["msg"] for e in info.value.errors}
+    assert loc in messages, info.value.errors
+    assert hint in messages[loc]
+
+
+def test_a_field_nothing_resembles_lists_the_fields_taken_there() -> None:
+    with pytest.raises(SpecError) as info:
+        parse_spec(_mutated("sampler.zzz", 1))
+    [error] = info.value.errors
+    assert error["loc"] == "sampler.zzz"
+    assert error["msg"].startswith("unknown field; fields here: ")
+    assert "n_startup_trials" in error["msg"] and "did you mean" not in error["msg"]
+
+
+def test_an_enqueued_misspelt_parameter_gets_a_suggestion() -> None:
+    data = _mutated("enqueue", [{"activation": "smu", "smu.alph": 0.2}])
+    with pytest.raises(SpecError) as info:
+        parse_spec(data)
+    assert "did you mean 'smu.alpha'?" in info.value.errors[0]["msg"]
+
+
+def test_get_family_suggests_the_closest_name() -> None:
+    from search_space.registry import get_family
+
+    with pytest.raises(ValueError, match=r"'smuu'; did you mean 'smu'\? valid names: relu"):
+        get_family("smuu")
+    with pytest.raises(ValueError, match=r"'zzz'; valid names: relu"):  # nothing close
+        get_family("zzz")
+
+
+# -- warnings: valid specs whose training contradicts their budget ------------------------------
+def _warnings_of(data: dict[str, Any]) -> dict[str, str]:
+    from search_space.spec import spec_warnings
+
+    found = spec_warnings(parse_spec(data, submission=True))
+    assert spec_warnings(data) == found  # a mapping is parsed first
+    return {w["loc"]: w["msg"] for w in found}
+
+
+def test_proxy_with_one_epoch_warns_of_its_recipe_warmup_and_lookahead() -> None:
+    # The case: the recipe's warm-up (2.3) and lookahead (epoch 3) outlast 1 epoch.
+    data = _mutated("model", "proxy")
+    data["training"] = {"epochs": 1}
+    data["pruner"] = {"name": "median"}  # no pruner warm-up to warn of as well
+    found = _warnings_of(data)
+    assert set(found) == {"training.warmup_epochs", "training.lookahead.start_epoch"}
+    assert found["training.warmup_epochs"].startswith(
+        "warmup_epochs (2.3, the proxy recipe's value) is not below epochs (1): the learning "
+        "rate never reaches its peak"
+    )
+    assert "lookahead never runs" in found["training.lookahead.start_epoch"]
+    assert "set lookahead: null" in found["training.lookahead.start_epoch"]
+
+
+def test_the_recipe_at_its_own_epochs_and_the_quickstart_warn_of_nothing() -> None:
+    assert _warnings_of(_mutated("model", "proxy")) == {}
+    assert _warnings_of(yaml.safe_load(QUICKSTART)) == {}
+
+
+@pytest.mark.parametrize(
+    ("training", "loc", "text"),
+    [
+        ({"epochs": 2, "warmup_epochs": 2.0}, "training.warmup_epochs", "(2) is not below"),
+        (
+            {"epochs": {"choices": [1, 8]}, "warmup_epochs": 1.5},
+            "training.warmup_epochs",
+            "epochs (1, the fewest a trial can get)",
+        ),
+        (
+            {"epochs": 4, "warmup_epochs": {"low": 0.0, "high": 5.0}},
+            "training.warmup_epochs",
+            "warmup_epochs (up to 5)",
+        ),
+        (
+            {"epochs": 3, "lookahead": {"start_epoch": 3}},
+            "training.lookahead.start_epoch",
+            "lookahead.start_epoch (3) is not below epochs (3)",
+        ),
+    ],
+)
+def test_warmup_or_lookahead_at_or_past_the_epochs_warns(
+    training: dict[str, Any], loc: str, text: str
+) -> None:
+    data = _mutated("training", training)
+    assert text in _warnings_of(data)[loc]
+    shorter = {**training, "warmup_epochs": 0.5}
+    if "lookahead" in training:
+        shorter["lookahead"] = {"start_epoch": 0}
+    assert _warnings_of(_mutated("training", shorter)) == {}
+
+
+def test_a_pruner_warmup_outlasting_every_trial_warns() -> None:
+    data = _mutated("training", {"epochs": {"low": 2, "high": 4}})
+    data["pruner"] = {"name": "median", "n_warmup_steps": 4}
+    assert "median pruner never prunes" in _warnings_of(data)["pruner.n_warmup_steps"]
+    data["pruner"]["n_warmup_steps"] = 3  # the 4-epoch trials can be pruned at their last epoch
+    assert _warnings_of(data) == {}
+
+
+def test_ema_starting_past_the_fewest_searched_epochs_stays_an_error() -> None:
+    data = _mutated("training", {"epochs": {"low": 2, "high": 5}, "ema": {"start_epoch": 3}})
+    with pytest.raises(SpecError, match=r"below epochs \(2, the fewest a trial can get\)"):
+        parse_spec(data)
