@@ -104,7 +104,7 @@ class TrivialTraining(Training):
     def prescreen(self, config: TrialConfig) -> tuple[bool, str | None]:
         return True, None
 
-    def train(self, config, data, on_epoch, should_stop):  # type: ignore[no-untyped-def]
+    def train(self, config, data, on_epoch, should_stop, on_step=None):  # type: ignore[no-untyped-def]
         value = random.random()
         epochs = config.training.epochs
         for epoch in range(epochs):

@@ -34,6 +34,7 @@ from service.db.outage import db_retry, describe_db_error, is_db_outage
 from service.settings import Settings
 from service.store import Claim, NotFound, RunStatus, Store, TrainingRow
 from workers.failures import TrialFailure
+from workers.progress import LiveProgress
 from workers.repeats import Repeats
 from workers.training import Stop, Training
 
@@ -104,6 +105,7 @@ class RunContext:
     hostname: str = field(default_factory=socket.gethostname)  # as the worker registered itself
     stopping: threading.Event = field(default_factory=threading.Event)  # finish epoch, hand back
     aborting: threading.Event = field(default_factory=threading.Event)  # hand back now
+    progress: LiveProgress = field(default_factory=LiveProgress)  # sent with the heartbeat
 
 
 @dataclass
@@ -126,9 +128,11 @@ class Attempt:
         config: TrialConfig | None,
         data: Any,
         repeats: Repeats | None = None,
+        data_load_s: float | None = None,
     ) -> None:
         self.context = context
         self.repeats = repeats  # None: an attempt that only records its failure
+        self.data_load_s = data_load_s  # decoding the data set for this run (0: cached)
         self.store = context.store
         self.claim = claim
         self.study = study
@@ -163,7 +167,8 @@ class Attempt:
         except optuna.TrialPruned:
             return self._pruned()
         except Stop as stop:
-            return self._stopped(stop.reason)
+            # A stop the heartbeat asked for says why; the trainer only knows that it stopped.
+            return self._stopped(self._asked_reason() or stop.reason)
         except Exception as error:
             return self._failed(error)
         return self._complete(results)
@@ -176,15 +181,30 @@ class Attempt:
             return SeedResult.taken(plan.seed, plan.recorded)
         if self.reporting_index is None:
             self.reporting_index = index
+        training = config.training
+        self.context.progress.start_seed(index, self.seeds, training.epochs, training.batch_size)
         record = self.context.training.train(
-            config.with_seed(plan.seed), self.data, self._on_epoch, self._should_stop
+            config.with_seed(plan.seed),
+            self.data,
+            self._on_epoch,
+            self._should_stop,
+            on_step=self.context.progress.step,
         )
         self.repeats.finish(plan, _finite(record.val_acc), _finite(record.test_acc))
         return SeedResult.trained(plan.seed, record)
 
     # -- during training --------------------------------------------------------------------
     def _should_stop(self) -> bool:
-        return self.context.aborting.is_set()
+        """Polled by the trainer every few steps: a second signal, or a stop the heartbeat
+        brought back (study cancelled or paused, run reaped), ends the epoch early."""
+        return self.context.aborting.is_set() or self._asked_reason() is not None
+
+    def _asked_reason(self) -> str | None:
+        """Why the heartbeat says this run must stop, as a Stop reason (None: go on)."""
+        reason = self.context.progress.stop_reason
+        if reason is None:
+            return None
+        return reason if reason in ("cancelled", "paused") else "abandoned"
 
     def _on_epoch(self, report: Any) -> None:
         last = report.epoch == report.epochs - 1 and self.seed_index == self.seeds - 1
@@ -214,8 +234,8 @@ class Attempt:
 
     def _stop_if_asked(self, status: RunStatus | None, last: bool) -> None:
         reason = status.stop_reason if status is not None else None
-        if reason == "cancelled":
-            raise Stop("cancelled")
+        if reason in ("cancelled", "paused"):
+            raise Stop(reason)
         if reason is not None:
             raise Stop("abandoned")  # reaped meanwhile: its retry belongs to another worker
         if self.context.stopping.is_set() and not last:
@@ -298,6 +318,8 @@ class Attempt:
         values = [r.val_acc for r in results]
         tests = [r.test_acc for r in results]
         record = self._record(results)
+        if self.data_load_s is not None:
+            record["data_load_s"] = self.data_load_s  # apart from the training's own time
         value_std = statistics.pstdev(values) if len(results) > 1 else None
         if len(results) > 1 or any(r.reused_from_run is not None for r in results):
             record["seeds"] = [r.summary() for r in results]
@@ -360,12 +382,13 @@ class Attempt:
                 self._tell(None, TrialState.FAIL)
             log.info("run %s cancelled with its study", self.run_id)
             return Outcome("cancelled", reason="cancelled")
+        why = "its study was paused" if reason == "paused" else "worker stopped (signal)"
         db_retry(
-            lambda: self.store.runs.hand_back(self.run_id, "worker stopped (signal)"),
+            lambda: self.store.runs.hand_back(self.run_id, why),
             "hand the run back",
             stop=self.context.aborting,
         )
-        log.info("run %s handed back for a retry with the same parameters", self.run_id)
+        log.info("run %s handed back (%s): retried with the same parameters", self.run_id, why)
         return Outcome("handed_back", reason="worker_lost")
 
     def _failed(self, error: Exception) -> Outcome:

@@ -17,7 +17,9 @@ DATA_CACHE_SIZE = 2  # decoded datasets kept per process (each may also hold a G
 class TorchTraining(Training):
     """workers.train / workers.data / search_space.curves on one device, data cached per process."""
 
-    def __init__(self, settings: Settings, options: SlotOptions) -> None:
+    def __init__(
+        self, settings: Settings, options: SlotOptions, *, act_factory: Any = None
+    ) -> None:
         import torch  # only the training side pays for torch
 
         if options.threads:
@@ -25,6 +27,7 @@ class TorchTraining(Training):
         self.settings = settings
         self.device = torch.device("cuda:0" if options.device == "cuda" else "cpu")
         self._data: OrderedDict[str, Any] = OrderedDict()
+        self.act_factory = act_factory  # replaces the config's activations (tests only)
 
     def device_description(self, gpu_label: str) -> str:
         """cuda:<physical id> (<name>) or cpu."""
@@ -76,6 +79,7 @@ class TorchTraining(Training):
         data: Any,
         on_epoch: Callable[[Any], None],
         should_stop: Callable[[], bool],
+        on_step: Callable[[int, int, int], None] | None = None,
     ) -> Any:
         """workers.train.train_trial on this slot's device."""
         from workers.failures import TrialCancelled
@@ -89,7 +93,13 @@ class TorchTraining(Training):
 
         try:
             return train_trial(
-                config, data, self.device, on_epoch=epoch_callback, should_stop=should_stop
+                config,
+                data,
+                self.device,
+                on_epoch=epoch_callback,
+                should_stop=should_stop,
+                on_step=on_step,
+                act_factory=self.act_factory() if self.act_factory else None,
             )
         except TrialCancelled as cancelled:
             cause = cancelled.__cause__

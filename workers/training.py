@@ -57,6 +57,9 @@ class Training:
         data: Any,
         on_epoch: Callable[[Any], None],
         should_stop: Callable[[], bool],
+        on_step: Callable[[int, int, int], None] | None = None,
     ) -> Any:
-        """Train one seed; returns a TrialRecord (raises TrialFailure, TrialPruned, Stop)."""
+        """Train one seed; returns a TrialRecord (raises TrialFailure, TrialPruned, Stop).
+
+        `on_step(epoch, step, steps)` after every training step (live progress)."""
         raise NotImplementedError

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import traceback
 import uuid
 import zlib
@@ -55,6 +56,8 @@ class TrialRunner(RunContext):
             spec = parse_spec(claim.spec)
         except SpecError as error:
             return self._refuse(claim, f"the stored spec is no longer valid: {error}")
+        self.progress.phase("data")
+        loading = time.monotonic()
         try:
             data = self.training.load_data(DatasetConfig.model_validate(spec.dataset.model_dump()))
         except DataMissing as error:
@@ -62,6 +65,7 @@ class TrialRunner(RunContext):
         except Exception as error:  # unreadable images, a wrong class count, ...
             log.exception("study %s: loading its data failed", claim.study_id)
             return self._refuse_here(claim, f"its data could not be loaded: {_describe(error)}")
+        load_s = time.monotonic() - loading  # decoding, or nothing when the data is cached
         try:
             study = self._study(claim, spec)
             trial = db_retry(
@@ -103,7 +107,7 @@ class TrialRunner(RunContext):
             scope=spec.reuse,
             stop=self.stopping,
         )
-        return Attempt(self, claim, study, trial, config, data, repeats).run()
+        return Attempt(self, claim, study, trial, config, data, repeats, load_s).run()
 
     def _failed_before_training(
         self, claim: Claim, study: optuna.Study, trial: optuna.Trial, error: Exception

@@ -48,6 +48,7 @@ from service.store import Claim, Database, Store, Studies, Users
 from service.store.reconcile import Reconciler
 from service.store.runs import Runs
 from workers.options import SlotOptions
+from workers.progress import LiveProgress
 from workers.training import Training
 from workers.trial_runner import SKIP_STUDY_S, TrialRunner
 
@@ -158,6 +159,7 @@ class SlotWorker:
         self._store = store
         self._current_run: int | None = None
         self._beat_stop = threading.Event()
+        self.progress = LiveProgress()  # the current run's, sent with each heartbeat
         self._signals = 0
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -200,6 +202,7 @@ class SlotWorker:
             hostname=hostname,
             stopping=self.stopping,
             aborting=self.aborting,
+            progress=self.progress,
         )
         db_retry(
             lambda: store.workers.register(
@@ -347,11 +350,13 @@ class SlotWorker:
             self._process(runner, claim)
 
     def _process(self, runner: TrialRunner, claim: Claim) -> None:
+        self.progress.reset()
         self._current_run = claim.run_id
         try:
             outcome = runner.run(claim)
         finally:
             self._current_run = None
+            self.progress.reset()
         if outcome.skip_study:  # this machine cannot run it (e.g. no data here); others may
             self._skipped[claim.study_id] = time.monotonic() + SKIP_STUDY_S
         self.trials += 1
@@ -383,6 +388,14 @@ class SlotWorker:
         self.stopping.wait(delay)
 
     # -- heartbeats -------------------------------------------------------------------------
+    def _heartbeat(self, store: Store) -> None:
+        """One beat with the run's live progress; a stop it brings back reaches the trainer."""
+        run_id = self._current_run
+        progress = self.progress.snapshot() if run_id is not None else None
+        status = store.workers.heartbeat(self.worker_id, run_id, progress)
+        if status is not None and run_id == self._current_run:
+            self.progress.stop_reason = status.stop_reason
+
     def _beat(self, store: Store) -> None:
         """Background thread: heartbeat (worker and run), reap lost runs, repair Optuna trials."""
         interval = self.settings.heartbeat_s
@@ -391,7 +404,7 @@ class SlotWorker:
         reconciler = Reconciler(store.db, settle_s=settle_s)
         while not self._beat_stop.wait(interval * random.uniform(0.9, 1.0)):
             try:
-                store.workers.heartbeat(self.worker_id, self._current_run)
+                self._heartbeat(store)
                 # Every live worker reaps, so a lost run is failed within grace + one interval
                 # even while all other workers are busy training.
                 for run_id in store.runs.reap_lost(self.settings.grace_s):

@@ -112,6 +112,7 @@ class Worker(Base):
     current_epoch: Mapped[int | None] = mapped_column(Integer)
     img_per_s: Mapped[float | None] = mapped_column(Float)
     trials_done: Mapped[int] = mapped_column(Integer, default=0)
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # its run's, live (0006)
 
 
 RUN_SUMMARY_COLUMNS = (
@@ -187,6 +188,8 @@ class Run(Base):
     optuna_synced: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     # Set when the run trained nothing: every seed's result was a recorded training (0005).
     reused_from_run: Mapped[int | None] = mapped_column(Integer)
+    # Step, rate and ETA inside the epoch as the worker last saw it, with each heartbeat (0006).
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     epochs: Mapped[list[Epoch]] = relationship(
         back_populates="run", cascade="all, delete-orphan", order_by="Epoch.epoch"
     )

@@ -67,6 +67,8 @@ class RunStatus:
             return "worker_lost" if self.state == RunState.FAILED else self.state
         if self.study_status in (StudyStatus.CANCELLED, StudyStatus.FAILED, "deleted"):
             return "cancelled"
+        if self.study_status == StudyStatus.PAUSED:
+            return "paused"  # handed back within a few steps; retried when resumed
         return None
 
 
@@ -309,7 +311,7 @@ class Runs:
                         (Run.state == RunState.RUNNING, beat), else_=Run.heartbeat_at
                     ),
                 )
-                .returning(Run.state, _study_status(Run.study_id))
+                .returning(Run.state, study_status(Run.study_id))
             ).one_or_none()
             if status is None:
                 raise NotFound(f"run {run_id} does not exist")
@@ -337,7 +339,7 @@ class Runs:
         """Whether a run should go on (its study may have been cancelled, or it was reaped)."""
         with self.db.session() as session:
             row = session.execute(
-                select(Run.state, _study_status(Run.study_id)).where(Run.id == run_id)
+                select(Run.state, study_status(Run.study_id)).where(Run.id == run_id)
             ).one_or_none()
             if row is None:
                 raise NotFound(f"run {run_id} does not exist")
@@ -432,7 +434,7 @@ class Runs:
             )
         return [run_id for run_id in stale if self._reap(run_id, cutoff)]
 
-    def _reap(self, run_id: int, cutoff: Any) -> bool:
+    def _reap(self, run_id: int, cutoff: Any, *, handed_back: bool = False) -> bool:
         with self.db.session(immediate=True) as session:
             # The conditional UPDATE makes concurrent reapers agree on one winner.
             won = cast(
@@ -456,8 +458,9 @@ class Runs:
             release_unfinished(session, [run_id])  # its seed may be trained by the retry
             run = self._get(session, run_id)
             study = session.get(Study, run.study_id)
+            # A run handed back (a signal, a pause) did not fail: its retry uses no attempt.
             retry = (
-                run.attempt < self.max_attempts
+                (handed_back or run.attempt < self.max_attempts)
                 and study is not None
                 and study.status in ACTIVE_STUDY_STATUSES
             )
@@ -466,7 +469,7 @@ class Runs:
                 session.add(
                     Run(
                         study_id=run.study_id,
-                        attempt=run.attempt + 1,
+                        attempt=run.attempt if handed_back else run.attempt + 1,
                         retry_of=run.id,
                         state=RunState.QUEUED,
                         counts_budget=True,
@@ -511,13 +514,14 @@ class Runs:
             session.execute(update(Run).where(Run.id == run_id).values(optuna_synced=True))
 
     def hand_back(self, run_id: int, reason: str = "worker stopped") -> None:
-        """Give an unfinished run back (SIGTERM): it is retried at once, same parameters."""
+        """Give an unfinished run back (a signal, its study paused): it is retried, same
+        parameters, as soon as its study is runnable; the finished epochs stay on this row."""
         with self.db.session() as session:
             run = self._get(session, run_id)
             if run.state != RunState.RUNNING:
                 return
             run.heartbeat_at = datetime(1970, 1, 1, tzinfo=utcnow().tzinfo)
-        self._reap(run_id, utcnow())
+        self._reap(run_id, utcnow(), handed_back=True)
         with self.db.session() as session:
             self._get(session, run_id).failure_message = reason
 
@@ -532,7 +536,7 @@ def _time_limit_reached(
     return int(limit) if (now - started_at).total_seconds() >= limit else None
 
 
-def _study_status(study_id: Any) -> Any:
+def study_status(study_id: Any) -> Any:
     """The status of a run's study as a scalar subquery (None once the study is deleted)."""
     return select(Study.status).where(Study.id == study_id).scalar_subquery()
 

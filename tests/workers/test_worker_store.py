@@ -143,8 +143,8 @@ def test_epoch_reports_are_idempotent_and_say_when_to_stop(store: Store, user: U
     store.runs.report_epoch(claim.run_id, 0, val_acc=0.2, **values)  # a repeat overwrites
     (run,) = runs_of(store, study_id)
     assert run.epochs_done == 1
-    store.studies.transition(study_id, "pause")
-    assert store.runs.report_epoch(claim.run_id, 1, val_acc=0.3, **values).stop_reason is None
+    store.studies.transition(study_id, "pause")  # a pause hands running trials back
+    assert store.runs.report_epoch(claim.run_id, 1, val_acc=0.3, **values).stop_reason == "paused"
     store.studies.transition(study_id, "resume")
     store.studies.transition(study_id, "cancel")
     status = store.runs.report_epoch(claim.run_id, 2, val_acc=0.4, **values)
