@@ -196,6 +196,17 @@ class StudyPublic(Out):
     links: StudyLinks
 
 
+class StudyCreated(StudyPublic):
+    """A study just created (submit, clone, retry), with what its spec's settings contradict."""
+
+    warnings: list[FieldError] = Field(
+        default_factory=list,
+        description="settings that run but not as written, e.g. a warm-up or lookahead as long "
+        "as the training (`training.warmup_epochs`): the study was created; fix them by cloning "
+        "it with changes",
+    )
+
+
 class FamilySummary(Out):
     """Finished trials of one activation family: count, best, mean ± sample std of the value."""
 

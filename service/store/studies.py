@@ -14,7 +14,7 @@ from sqlalchemy import CursorResult, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from search_space.spec import StudySpec, parse_spec
+from search_space.spec import MAX_DESCRIPTION_CHARS, StudySpec, parse_spec
 from search_space.suggest import baseline_params, trial_budget
 from service.db import (
     ACTIVE_STUDY_STATUSES,
@@ -101,6 +101,57 @@ def run_counts(session: Session, study_id: int) -> dict[str, int]:
     counts = {state.value: 0 for state in RunState}
     counts.update({state: n for state, n in rows})
     return counts
+
+
+RETRYABLE = (StudyStatus.FAILED, StudyStatus.CANCELLED)
+RETRY_SUFFIX = " (retry)"
+MAX_NAME = 200  # as_studies.name
+
+
+def transition_hint(action: str, status: str, study_id: int) -> str:
+    """What to do instead of an action a study's state refuses ("" when nothing to add)."""
+    if action == "resume" and status in RETRYABLE:
+        return (
+            f"; a {status} study does not resume: `actsearch retry {study_id}` (POST "
+            f"/api/v1/studies/{study_id}/retry) runs its spec again as a new study"
+        )
+    if action == "resume" and status == StudyStatus.COMPLETED:
+        return f"; to run it again: `actsearch clone {study_id}`"
+    return ""
+
+
+def retry_refusal(info: StudyInfo) -> str | None:
+    """Why a study cannot be retried (None: it can): only a failed or cancelled one is."""
+    sid = info.id
+    if info.confirms_study_id is not None:
+        return (
+            f"study {sid} is a confirm study: make a new one with `actsearch confirm "
+            f"{info.confirms_study_id}` (it picks fresh seeds)"
+        )
+    if info.status in RETRYABLE:
+        return None
+    if info.status == StudyStatus.PAUSED:
+        return f"study {sid} is paused, not over: resume it (`actsearch resume {sid}`)"
+    if info.status == StudyStatus.COMPLETED:
+        return f"study {sid} completed: to run it again, clone it (`actsearch clone {sid}`)"
+    return (
+        f"study {sid} is {info.status}, not over: only a failed or cancelled study is retried "
+        f"(cancel it first to start it over)"
+    )
+
+
+def retry_spec(info: StudyInfo) -> dict[str, Any]:
+    """A retry's spec: the source's, named "<name> (retry)", its description saying so."""
+    name = info.name if info.name.endswith(RETRY_SUFFIX) else info.name + RETRY_SUFFIX
+    if len(name) > MAX_NAME:
+        name = info.name[: MAX_NAME - len(RETRY_SUFFIX)] + RETRY_SUFFIX
+    note = f"retry of study {info.id}"
+    description = f"{note}: {info.description}" if info.description else note
+    return {
+        **info.spec,
+        "name": name,
+        "description": description[:MAX_DESCRIPTION_CHARS],
+    }
 
 
 class Studies:
@@ -206,6 +257,17 @@ class Studies:
             done = session.execute(delete(Study).where(Study.id == study_id))
             return bool(cast(CursorResult[Any], done).rowcount)
 
+    def retry(
+        self, owner: UserInfo, study_id: int, idempotency_key: str | None = None
+    ) -> tuple[StudyInfo, bool]:
+        """A new study with a failed or cancelled study's spec (retry_spec); Conflict with what
+        to do instead for any other study. Returns (study, created) as `create`."""
+        source = self.get(study_id)
+        why = retry_refusal(source)
+        if why is not None:
+            raise Conflict(why)
+        return self.create(owner, retry_spec(source), idempotency_key)
+
     def get(self, study_id: int) -> StudyInfo:
         """A study with its run counts."""
         with self.db.session() as session:
@@ -225,7 +287,10 @@ class Studies:
             if row is None:
                 raise NotFound(f"study {study_id} does not exist")
             if row.status not in allowed:
-                raise Conflict(f"cannot {action} study {study_id}: it is {row.status}")
+                raise Conflict(
+                    f"cannot {action} study {study_id}: it is {row.status}"
+                    + transition_hint(action, row.status, study_id)
+                )
             now = utcnow()
             if action == "resume" and row.started_at is None:
                 target = StudyStatus.QUEUED

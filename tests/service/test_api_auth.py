@@ -20,7 +20,7 @@ pytestmark = pytest.mark.timeout(300)
 
 OPEN_ROUTES = {"/api/v1/health", "/api/v1/ready", "/api/v1/openapi.json", "/api/v1/docs"}
 # Study actions only the owner or an admin may take (clone makes the caller's own copy).
-OWNER_ONLY = {"cancel", "pause", "resume", "confirm", "DELETE"}
+OWNER_ONLY = {"cancel", "pause", "resume", "retry", "confirm", "DELETE"}
 
 
 def api_routes(app: Any) -> list[tuple[str, str]]:
@@ -78,8 +78,8 @@ def test_another_users_study_is_403_on_every_mutating_route(
         and (method == "DELETE" or path.rsplit("/", 1)[-1] in OWNER_ONLY)
     ]  # fmt: skip
     assert {(m, p.rsplit("/", 1)[-1]) for m, p in mutating} == {
-        ("POST", "cancel"), ("POST", "pause"), ("POST", "resume"), ("POST", "confirm"),
-        ("DELETE", "{study_id}"),
+        ("POST", "cancel"), ("POST", "pause"), ("POST", "resume"), ("POST", "retry"),
+        ("POST", "confirm"), ("DELETE", "{study_id}"),
     }  # fmt: skip
     for method, path in mutating:
         response = api.request(method, fill(path, study_id), headers=bob.headers)

@@ -1,4 +1,5 @@
-"""Studies: submit (JSON or YAML, idempotent), list, detail, lifecycle, delete, clone, confirm."""
+"""Studies: submit (JSON or YAML, idempotent), list, detail, lifecycle, delete, clone, retry,
+confirm."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Header, Path, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from search_space.spec import SpecError
+from search_space.spec import SpecError, spec_warnings
 from service.api import documents
 from service.api.deps import CurrentUser, StoreDep, check_owner
 from service.api.schemas import (
     ConfirmRequest,
+    FieldError,
     Page,
+    StudyCreated,
     StudyDetail,
     StudyPublic,
     StudyStatusName,
@@ -82,7 +85,7 @@ def _submit(
     media_type: str,
     key: str | None,
     response: Response,
-) -> StudyPublic:
+) -> StudyCreated:
     return _create(store, user, decode_spec(raw, media_type), key, response)
 
 
@@ -92,21 +95,29 @@ def _create(
     spec: dict[str, Any],
     key: str | None,
     response: Response,
-) -> StudyPublic:
+) -> StudyCreated:
     study, created = store.studies.create(user, spec, idempotency_key=key)
+    return _created(store, study, created, response)
+
+
+def _created(store: StoreDep, study: StudyInfo, created: bool, response: Response) -> StudyCreated:
+    """201 (200: an Idempotency-Key's replay) with the study and its spec's warnings."""
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
     response.headers["Location"] = f"/api/v1/studies/{study.id}"
-    return _public(store, study.id)
+    return StudyCreated(
+        **_public(store, study.id).model_dump(),
+        warnings=[FieldError(**warning) for warning in spec_warnings(study.spec)],
+    )
 
 
 @router.post(
     "/studies",
-    response_model=StudyPublic,
+    response_model=StudyCreated,
     status_code=status.HTTP_201_CREATED,
     openapi_extra=_spec_body_schema(),
     responses={
         200: {
-            "model": StudyPublic,
+            "model": StudyCreated,
             "description": "replayed: this Idempotency-Key's earlier study",
         },
         **error_responses(401, 409, 413, 415, 422),
@@ -118,8 +129,9 @@ async def create_study(
     store: StoreDep,
     user: CurrentUser,
     key: IdempotencyKey = None,
-) -> StudyPublic:
-    """Submit a study spec (JSON object or YAML text); 201 with its id, status and links."""
+) -> StudyCreated:
+    """Submit a study spec (JSON object or YAML text); 201 with its id, status, links and the
+    spec's `warnings` (settings that run but not as written)."""
     media_type = _media_type(request)
     documents.check_media_type(media_type, what="the spec", yaml_too=True)
     raw = await request.body()  # at most MAX_BODY_BYTES: service.api.limits stops the read
@@ -200,7 +212,8 @@ def pause_study(study_id: StudyId, store: StoreDep, user: CurrentUser) -> StudyP
 
 @router.post("/studies/{study_id}/resume", response_model=StudyPublic, responses=MUTATE_ERRORS)
 def resume_study(study_id: StudyId, store: StoreDep, user: CurrentUser) -> StudyPublic:
-    """Resume a paused study (owner or admin)."""
+    """Resume a paused study (owner or admin); a failed or cancelled one is retried instead
+    (POST /studies/{id}/retry: the 409 says so)."""
     return _transition(store, user, study_id, "resume")
 
 
@@ -248,7 +261,7 @@ def _clone(
     media_type: str,
     key: str | None,
     response: Response,
-) -> StudyPublic:
+) -> StudyCreated:
     changes = (
         documents.decode(raw, media_type, what="a clone's changes", yaml_too=False)
         if raw.strip()
@@ -264,12 +277,12 @@ def _clone(
 
 @router.post(
     "/studies/{study_id}/clone",
-    response_model=StudyPublic,
+    response_model=StudyCreated,
     status_code=status.HTTP_201_CREATED,
     openapi_extra=CLONE_BODY,
     responses={
         200: {
-            "model": StudyPublic,
+            "model": StudyCreated,
             "description": "replayed: this Idempotency-Key's earlier study",
         },
         **error_responses(401, 404, 409, 413, 415, 422),
@@ -282,12 +295,40 @@ async def clone_study(
     store: StoreDep,
     user: CurrentUser,
     key: IdempotencyKey = None,
-) -> StudyPublic:
-    """Copy a study's spec with changes into a new study owned by the caller."""
+) -> StudyCreated:
+    """Copy a study's spec with changes into a new study owned by the caller (with the new
+    spec's `warnings`)."""
     media_type = _media_type(request)
     documents.check_media_type(media_type, what="a clone's changes", yaml_too=False)
     raw = await request.body()  # at most MAX_BODY_BYTES: service.api.limits stops the read
     return await run_in_threadpool(_clone, store, user, study_id, raw, media_type, key, response)
+
+
+@router.post(
+    "/studies/{study_id}/retry",
+    response_model=StudyCreated,
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        200: {
+            "model": StudyCreated,
+            "description": "replayed: this Idempotency-Key's earlier study",
+        },
+        **error_responses(401, 403, 404, 409, 422),
+    },
+)
+def retry_study(
+    study_id: StudyId,
+    response: Response,
+    store: StoreDep,
+    user: CurrentUser,
+    key: IdempotencyKey = None,
+) -> StudyCreated:
+    """Run a failed or cancelled study's spec again as a new study (owner or admin), named
+    "<name> (retry)", its description starting "retry of study N". 409 for any other study,
+    saying what to do instead: resume a paused one, clone a completed one, confirm again."""
+    _owned(store, user, study_id)
+    study, created = store.studies.retry(user, study_id, idempotency_key=key)
+    return _created(store, study, created, response)
 
 
 @router.post(
