@@ -9,16 +9,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
-import time
-from pathlib import Path
 from typing import Any
 
-from service.client import ApiError, Client, TokenRequired
+from service import cli_spec, cli_studies
+from service.cli_spec import CliError
+from service.cli_views import users_table
+from service.client import ApiError, TokenRequired
 
 log = logging.getLogger("actsearch")
-
-FINAL_STATUSES = ("completed", "cancelled", "failed")
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -48,7 +48,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     from service.runner import run_up
 
     return run_up(
-        _settings(args), gpus=args.gpus, with_worker=not args.no_worker, open_browser=args.open
+        _settings(args),
+        gpus=args.gpus,
+        with_worker=not args.no_worker,
+        open_browser=args.open,
+        new_login=args.new_login,
     )
 
 
@@ -83,223 +87,17 @@ def forward_to_workers(command: str, argv: list[str]) -> int:
     return 0  # not reached
 
 
-# -- client ------------------------------------------------------------------------------------
-def _client(args: argparse.Namespace) -> Client:
-    return Client.resolve(args.url, args.token)
-
-
-def cmd_submit(args: argparse.Namespace) -> int:
-    """POST a spec file; with --follow, show a progress bar until the study ends."""
-    path = Path(args.spec)
-    if not path.exists():
-        return _fail(f"spec file {path} does not exist")
-    client = _client(args)
-    headers = {"Content-Type": "application/yaml"}
-    if args.idempotency_key:
-        headers["Idempotency-Key"] = args.idempotency_key
-    study = client.post("/studies", content=path.read_text(), headers=headers)
-    print(f"study {study['id']} submitted: {client.url}/studies/{study['id']}")
-    if not args.follow:
-        return 0
-    return follow(client, int(study["id"]), args.interval)
-
-
-def _progress(study: dict[str, Any]) -> tuple[int, int, str]:
-    progress = study.get("progress") or {}
-    finished = sum(int(progress.get(k, 0)) for k in ("complete", "pruned", "failed", "cancelled"))
-    running = int(progress.get("running", 0))
-    best = study.get("best") or {}
-    label = f"running {running}"
-    if best.get("value") is not None:
-        label += f" · best {best['value']:.4f} ({best.get('family', '?')})"
-    return finished, int(study.get("n_trials", 0)), label
-
-
-def follow(client: Client, study_id: int, interval: float = 2.0) -> int:
-    """Poll a study with a progress bar of trials; exit 0 when it completed."""
-    from tqdm import tqdm
-
-    study = client.get(f"/studies/{study_id}")
-    bar = tqdm(total=int(study.get("n_trials", 0)), unit="trial", desc=f"study {study_id}")
-    try:
-        while True:
-            finished, total, label = _progress(study)
-            bar.total = total
-            bar.n = finished
-            bar.set_postfix_str(f"{study['status']} · {label}")
-            bar.refresh()
-            if study["status"] in FINAL_STATUSES:
-                break
-            time.sleep(interval)
-            study = _poll(client, study_id)
-    finally:
-        bar.close()
-    print_study(study, client.get(f"/studies/{study_id}/leaderboard"))
-    if study["status"] != "completed":
-        return _fail(
-            f"study {study_id} ended {study['status']}"
-            + (f": {study['error']}" if study.get("error") else ""),
-            1,
-        )
-    return 0
-
-
-POLL_OUTAGE_S = 300.0  # how long --follow rides out an unreachable API or database
-
-
-def _poll(client: Client, study_id: int) -> dict[str, Any]:
-    """The study's current state; a server restart or database outage is waited out."""
-    deadline = time.monotonic() + POLL_OUTAGE_S
-    while True:
-        try:
-            return dict(client.get(f"/studies/{study_id}"))
-        except ApiError as error:
-            if not (error.status == 0 or error.status >= 500) or time.monotonic() > deadline:
-                raise
-            log.warning("API unavailable (%s); retrying", error)
-            time.sleep(2.0)
-
-
-def print_study(study: dict[str, Any], board: dict[str, Any] | None = None) -> None:
-    """A readable summary of one study, with its families' evidence when `board` (the API's
-    leaderboard) is given."""
-    finished, total, label = _progress(study)
-    print(
-        f"study {study['id']} · {study['name']} · {study['status']} · {finished}/{total} trials"
-        f" · {label}"
-    )
-    if study.get("error"):  # why it failed, or why it completed short of its budget
-        print(f"  note: {study['error']}")
-    if study.get("confirms"):
-        print(f"  confirms study {study['confirms']['id']} ({study['confirms']['name']})")
-    for confirm in study.get("confirmed_by") or []:
-        print(f"  confirmed by study {confirm['id']} ({confirm['status']})")
-    if board is not None:
-        for line in family_table(board):
-            print(line)
-
-
-def _percent(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.2f}%"
-
-
-def _interval(low: float | None, high: float | None, points: bool = False) -> str:
-    if low is None or high is None:
-        return ""
-    if points:
-        return f" [{100 * low:+.2f}, {100 * high:+.2f}]"
-    return f" [{100 * low:.2f}, {100 * high:.2f}]"
-
-
-def _family_line(row: dict[str, Any], confirmed: bool) -> str:
-    """One family: n, mean [95 % CI], Δ [95 % CI] in points, verdict (and p after Holm)."""
-    c = row.get("confirmation") if confirmed else row["search"]
-    if c is None:
-        return f"  {row['family']:<12} {0:>4}  {'—':<26} {'—':<28} not in the confirm study"
-    mean = _percent(c["mean"]) + _interval(c["ci_low"], c["ci_high"])
-    if row["is_baseline"] or c["delta"] is None or c["verdict"] == "too few runs":
-        delta = "—"
-    else:
-        points = _interval(c["delta_ci_low"], c["delta_ci_high"], points=True)
-        delta = f"{100 * c['delta']:+.2f} pp{points}"
-    verdict = c["verdict"] + (f" (p={c['p_value']:.3g})" if c["p_value"] is not None else "")
-    return f"  {row['family']:<12} {c['trainings']:>4}  {mean:<26} {delta:<28} {verdict}"
-
-
-def family_table(board: dict[str, Any]) -> list[str]:
-    """The leaderboard's families as text: which trainings back the numbers, then a table."""
-    confirm_id = board.get("confirmation_study_id")
-    if confirm_id is not None:
-        source = "this study" if confirm_id == board["study_id"] else f"study {confirm_id}"
-        what = f"confirmation by {source}: fresh seeds, test accuracy"
-    else:
-        what = (
-            "search-time, validation accuracy: 'promising' at most; "
-            f"`actsearch confirm {board['study_id']}` re-trains the best with fresh seeds"
-        )
-    delta = f"Δ vs {board['baseline']} [95% CI]"
-    header = f"  {'family':<12} {'n':>4}  {'mean [95% CI]':<26} {delta:<28} verdict"
-    rows = [_family_line(row, confirm_id is not None) for row in board.get("rows") or []]
-    return [f"  evidence: {what}", header, *rows]
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    """One study, or the list of studies."""
-    client = _client(args)
-    if args.study is not None:
-        study = client.get(f"/studies/{args.study}")
-        print_study(study, client.get(f"/studies/{args.study}/leaderboard"))
-        return 0
-    page = client.get("/studies", params={"limit": args.limit})
-    for study in page.get("items", []):
-        finished, total, label = _progress(study)
-        print(
-            f"{study['id']:>5}  {study['status']:<10} {finished:>4}/{total:<4} "
-            f"{study['owner']:<12} {study['name']}  {label}"
-        )
-    if not page.get("items"):
-        print("no studies yet: `actsearch submit SPEC.yaml`")
-    return 0
-
-
-def cmd_action(args: argparse.Namespace) -> int:
-    """cancel / pause / resume a study."""
-    study = _client(args).post(f"/studies/{args.study}/{args.command}")
-    print(f"study {study['id']} is now {study['status']}")
-    return 0
-
-
-def cmd_confirm(args: argparse.Namespace) -> int:
-    """Create a confirm study: the best configurations re-trained with fresh seeds."""
-    client = _client(args)
-    study = client.post(
-        f"/studies/{args.study}/confirm", json={"top": args.top, "seeds": args.seeds}
-    )
-    print(
-        f"study {study['id']} confirms study {args.study}: {study['n_trials']} configurations × "
-        f"{args.seeds} seeds: {client.url}/studies/{study['id']}"
-    )
-    return 0
-
-
-def cmd_delete(args: argparse.Namespace) -> int:
-    """Delete a study and its trials."""
-    _client(args).request("DELETE", f"/studies/{args.study}")
-    print(f"study {args.study} deleted")
-    return 0
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    """Download a study's trials (CSV/JSON) or its family leaderboard (CSV/JSON/LaTeX)."""
-    client = _client(args)
-    if args.what == "leaderboard":
-        path, params = f"/studies/{args.study}/leaderboard", {"format": args.format}
-    else:
-        path, params = f"/studies/{args.study}/export.{args.format}", {}
-    # The bytes as served (no decoding and re-encoding): the same file the API and the
-    # dashboard give, whatever this machine's locale.
-    body = client.request("GET", path, params=params).content
-    if args.output:
-        Path(args.output).write_bytes(body)
-        print(f"wrote {args.output}")
-    else:
-        sys.stdout.flush()
-        sys.stdout.buffer.write(body)
-        sys.stdout.buffer.flush()
-    return 0
-
-
 def cmd_users(args: argparse.Namespace) -> int:
     """Create or list users, through the API or (--local) straight in the database."""
     if args.local:
         return _users_local(args)
-    client = _client(args)
+    client = cli_studies.client_of(args)
     if args.action == "create":
         created = client.post("/users", json={"name": args.name, "is_admin": args.admin})
         print(f"user {created['user']['name']} created; token (shown once): {created['token']}")
     else:
-        for user in client.get("/users"):
-            print(f"{user['id']:>4}  {user['name']:<20} {'admin' if user['is_admin'] else ''}")
+        for line in users_table(client.get("/users")):
+            print(line)
     return 0
 
 
@@ -311,23 +109,47 @@ def _users_local(args: argparse.Namespace) -> int:
         user, token = store.users.create(args.name, is_admin=args.admin)
         print(f"user {user.name} created; token (shown once): {token}")
     else:
-        for user in store.users.list():
-            print(f"{user.id:>4}  {user.name:<20} {'admin' if user.is_admin else ''}")
+        for line in users_table(store.users.list()):
+            print(line)
     return 0
 
 
 # -- parser ------------------------------------------------------------------------------------
-def _add_client_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--url",
-        help="API base URL (env ACTSEARCH_URL; default: the local "
-        "`actsearch up`, else http://127.0.0.1:8000)",
-    )
-    parser.add_argument(
-        "--token",
-        help="bearer token (env ACTSEARCH_TOKEN; default: the one `actsearch up` saved, "
-        "only for the URL it saved it with)",
-    )
+class Parser(argparse.ArgumentParser):
+    """argparse that answers a misspelt command or choice with "did you mean …?"."""
+
+    def error(self, message: str) -> Any:  # NoReturn, as argparse's
+        found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if found:
+            from search_space.spelling import did_you_mean
+
+            choices = [c.strip().strip("'") for c in found.group(2).split(",")]
+            hint = did_you_mean(found.group(1), choices)
+            message += f"; {hint}" if hint else ""
+        super().error(message)
+
+
+def _common(client: bool, *, top: bool = False) -> argparse.ArgumentParser:
+    """Options every command takes, before or after its name (the command's own value wins:
+    on subcommands they default to "not given" so as not to overwrite the main parser's)."""
+    unset = None if top else argparse.SUPPRESS
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
+        "-v", "--verbose", action="store_true", default=False if top else argparse.SUPPRESS,
+        help="debug logging, and the traceback of an unexpected error",
+    )  # fmt: skip
+    if client:
+        options.add_argument(
+            "--url", default=unset,
+            help="API base URL (env ACTSEARCH_URL; default: the local `actsearch up`, else "
+            "http://127.0.0.1:8000)",
+        )  # fmt: skip
+        options.add_argument(
+            "--token", default=unset,
+            help="bearer token (env ACTSEARCH_TOKEN; default: the one `actsearch up` saved, "
+            "only for the URL it saved it with)",
+        )  # fmt: skip
+    return options
 
 
 def _add_server_flags(parser: argparse.ArgumentParser) -> None:
@@ -344,18 +166,37 @@ def _add_db_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full command-line grammar."""
-    parser = argparse.ArgumentParser(
-        prog="actsearch",
-        description="Search activation functions: a service, its workers and its client.",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _add_follow(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--follow", "-f", action="store_true",
+        help=f"{what}; Ctrl-C stops following, not the study",
+    )  # fmt: skip
+    parser.add_argument("--interval", type=float, default=2.0, help="seconds between polls")
 
+
+def _add_yes(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--yes", "-y", action="store_true",
+        help="do not ask for confirmation (needed when not at a terminal)",
+    )  # fmt: skip
+
+
+def version() -> str:
+    """This installation's version of actsearch."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("actsearch")
+    except PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
+
+
+def _service_commands(sub: Any, local: argparse.ArgumentParser) -> None:
     up = sub.add_parser(
-        "up", help="API + dashboard + a local worker (SQLite by default); prints the login URL"
-    )
+        "up", parents=[local],
+        help="API + dashboard + a local worker (SQLite by default); prints the login URL",
+    )  # fmt: skip
     _add_server_flags(up)
     up.add_argument(
         "--data",
@@ -367,9 +208,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--no-worker", action="store_true", help="start no local worker")
     up.add_argument("--open", action="store_true", help="open the login URL in a browser")
+    up.add_argument(
+        "--new-login", action="store_true",
+        help="revoke the saved login link and print a new one (by default the link stays the "
+        "same across restarts)",
+    )  # fmt: skip
     up.set_defaults(func=cmd_up)
 
-    serve = sub.add_parser("serve", help="API + dashboard only (the schema must be current)")
+    serve = sub.add_parser(
+        "serve", parents=[local], help="API + dashboard only (the schema must be current)"
+    )
     _add_server_flags(serve)
     serve.set_defaults(func=cmd_serve)
 
@@ -380,46 +228,73 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
 
-    db = sub.add_parser("db", help="migrate our tables: `actsearch db upgrade`")
+    db = sub.add_parser("db", parents=[local], help="migrate our tables: `actsearch db upgrade`")
     db.add_argument("action", choices=["upgrade", "downgrade", "current"])
     db.add_argument("revision", nargs="?", help="target (default: head / one step down)")
     _add_db_flag(db)
     db.set_defaults(func=cmd_db)
 
-    submit = sub.add_parser("submit", help="submit a study spec (YAML or JSON)")
-    submit.add_argument("spec", help="path of the spec file, e.g. examples/quickstart.yaml")
-    submit.add_argument(
-        "--follow",
-        "-f",
-        action="store_true",
-        help="show a progress bar of trials until the study ends",
-    )
-    submit.add_argument("--idempotency-key", help="resubmitting with the same key is a no-op")
-    submit.add_argument("--interval", type=float, default=2.0, help="seconds between polls")
-    _add_client_flags(submit)
-    submit.set_defaults(func=cmd_submit)
 
-    status = sub.add_parser("status", help="list studies, or show one")
+def _study_commands(sub: Any, remote: argparse.ArgumentParser) -> None:
+    submit = sub.add_parser("submit", parents=[remote], help="submit a study spec (YAML or JSON)")
+    submit.add_argument("spec", help="path of the spec file, e.g. examples/quickstart.yaml")
+    _add_follow(submit, "show a progress bar of trials until the study ends")
+    submit.add_argument("--idempotency-key", help="resubmitting with the same key is a no-op")
+    submit.set_defaults(func=cli_studies.cmd_submit)
+
+    validate = sub.add_parser(
+        "validate", parents=[remote],
+        help="check a spec here (no server needed): its errors, or its trials, search space "
+        "and warnings",
+    )  # fmt: skip
+    validate.add_argument("spec", help="path of the spec file")
+    validate.set_defaults(func=cli_spec.cmd_validate)
+
+    status = sub.add_parser("status", parents=[remote], help="list studies, or show one")
     status.add_argument("study", nargs="?", type=int, help="study id")
     status.add_argument("--limit", type=int, default=20, help="how many studies to list")
-    _add_client_flags(status)
-    status.set_defaults(func=cmd_status)
+    _add_follow(status, "follow the study until it ends (re-attach after Ctrl-C)")
+    status.set_defaults(func=cli_studies.cmd_status)
 
     for action, text in (
-        ("cancel", "cancel a study (running trials stop within one epoch)"),
+        ("cancel", "cancel a study (asks first; running trials stop within a few steps)"),
         ("pause", "pause a study (no new trials start)"),
-        ("resume", "resume a paused study"),
+        ("resume", "resume a paused study (a failed or cancelled one: `retry`)"),
     ):
-        p = sub.add_parser(action, help=text)
+        p = sub.add_parser(action, parents=[remote], help=text)
         p.add_argument("study", type=int, help="study id")
-        _add_client_flags(p)
-        p.set_defaults(func=cmd_action)
+        if action == "cancel":
+            _add_yes(p)
+        p.set_defaults(func=cli_studies.cmd_action)
+
+    retry = sub.add_parser(
+        "retry", parents=[remote],
+        help="run a failed or cancelled study's spec again as a new study (owner or admin)",
+    )  # fmt: skip
+    retry.add_argument("study", type=int, help="study id")
+    _add_follow(retry, "follow the new study until it ends")
+    retry.set_defaults(func=cli_studies.cmd_retry)
+
+    clone = sub.add_parser(
+        "clone", parents=[remote], help="a new study from another's spec, with changes"
+    )
+    clone.add_argument("study", type=int, help="study id")
+    clone.add_argument(
+        "--set", action="append", metavar="KEY=VALUE",
+        help="change one field, e.g. --set training.epochs=5 (YAML values; null removes a "
+        "field); repeatable",
+    )  # fmt: skip
+    clone.add_argument(
+        "--changes", metavar="FILE", help="a YAML/JSON mapping merged into the spec (--set on top)"
+    )
+    _add_follow(clone, "follow the new study until it ends")
+    clone.set_defaults(func=cli_studies.cmd_clone)
 
     confirm = sub.add_parser(
-        "confirm",
+        "confirm", parents=[remote],
         help="re-train a study's best configurations with fresh seeds in a linked study "
         "(owner or admin), so that verdicts can say better or worse",
-    )
+    )  # fmt: skip
     confirm.add_argument("study", type=int, help="study id")
     confirm.add_argument(
         "--top", type=int, default=1, help="configurations per family, best first (default 1)"
@@ -427,15 +302,20 @@ def build_parser() -> argparse.ArgumentParser:
     confirm.add_argument(
         "--seeds", type=int, default=5, help="fresh seeds per configuration, ≥ 2 (default 5)"
     )
-    _add_client_flags(confirm)
-    confirm.set_defaults(func=cmd_confirm)
+    confirm.set_defaults(func=cli_studies.cmd_confirm)
 
-    delete = sub.add_parser("delete", help="delete a study and its trials")
+    delete = sub.add_parser(
+        "delete", parents=[remote], help="delete a study and its trials (asks first)"
+    )
     delete.add_argument("study", type=int, help="study id")
-    _add_client_flags(delete)
-    delete.set_defaults(func=cmd_delete)
+    _add_yes(delete)
+    delete.set_defaults(func=cli_studies.cmd_delete)
 
-    export = sub.add_parser("export", help="download a study's trials or leaderboard")
+
+def _other_commands(sub: Any, remote: argparse.ArgumentParser) -> None:
+    export = sub.add_parser(
+        "export", parents=[remote], help="download a study's trials or leaderboard"
+    )
     export.add_argument("study", type=int, help="study id")
     export.add_argument(
         "--what",
@@ -452,10 +332,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="csv (default), json, or latex (only with --what leaderboard)",
     )
     export.add_argument("--output", "-o", help="file to write (default: stdout)")
-    _add_client_flags(export)
-    export.set_defaults(func=cmd_export, command_parser=export)
+    export.set_defaults(func=cli_studies.cmd_export, command_parser=export)
 
-    users = sub.add_parser("users", help="create or list users (admin)")
+    logs = sub.add_parser(
+        "logs", parents=[remote],
+        help="why a study's trials failed; with TRIAL, that trial's failure and log tail",
+    )  # fmt: skip
+    logs.add_argument("study", type=int, help="study id")
+    logs.add_argument("trial", nargs="?", type=int, help="trial number")
+    logs.set_defaults(func=cli_studies.cmd_logs)
+
+    workers = sub.add_parser(
+        "workers", parents=[remote], help="the workers: what each trains, how fast, heartbeat"
+    )
+    workers.set_defaults(func=cli_studies.cmd_workers)
+
+    users = sub.add_parser("users", parents=[remote], help="create or list users (admin)")
     users.add_argument("action", choices=["create", "list"])
     users.add_argument("name", nargs="?", help="user name (for create)")
     users.add_argument("--admin", action="store_true", help="make the user an admin")
@@ -465,9 +357,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="write to the database directly instead of calling the API "
         "(to create the first admin of a team database)",
     )
-    _add_client_flags(users)
     _add_db_flag(users)
     users.set_defaults(func=cmd_users)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full command-line grammar. --url, --token and -v go before or after the command."""
+    parser = Parser(
+        prog="actsearch",
+        description="Search activation functions: a service, its workers and its client.",
+        parents=[_common(client=True, top=True)],
+    )
+    parser.add_argument("--version", action="version", version=f"actsearch {version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _service_commands(sub, _common(client=False))
+    remote = _common(client=True)
+    _study_commands(sub, remote)
+    _other_commands(sub, remote)
     return parser
 
 
@@ -481,6 +387,44 @@ def _refused_combination(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not verbose:
+        # Migrations and the HTTP client narrate every step at INFO; users want results.
+        for noisy in ("alembic", "httpx", "httpcore"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command, its expected errors as one message each (exit 1: the API refused; 2: a
+    usage mistake; 130: interrupted)."""
+    try:
+        return int(args.func(args))
+    except ApiError as error:
+        return _fail(str(error), 1)
+    except (CliError, TokenRequired) as error:
+        return _fail(str(error))
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+    except Exception as error:  # a user-facing message, never a bare traceback
+        from service.errors import user_message
+
+        message = user_message(error)
+        if message is not None:
+            return _fail(message)
+        if args.verbose:
+            raise
+        return _fail(
+            f"unexpected error: {type(error).__name__}: {error} (run again with -v for the "
+            "traceback, and report it)",
+            1,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `actsearch` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -490,31 +434,10 @@ def main(argv: list[str] | None = None) -> int:
     problem = _refused_combination(args)
     if problem:
         args.command_parser.error(problem)  # usage of the command, then exit 2
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if not args.verbose:
-        # Migrations and the HTTP client narrate every step at INFO; users want results.
-        for noisy in ("alembic", "httpx", "httpcore"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+    _logging(args.verbose)
     if args.command == "users" and args.action == "create" and not args.name:
         return _fail("users create needs a NAME")
-    try:
-        return int(args.func(args))
-    except ApiError as error:
-        return _fail(str(error), 1)
-    except TokenRequired as error:
-        return _fail(str(error))
-    except KeyboardInterrupt:
-        return 130
-    except Exception as error:  # a user-facing message, never a bare traceback
-        from service.errors import user_message
-
-        message = user_message(error)
-        if message is None:
-            raise
-        return _fail(message)
+    return _run(args)
 
 
 if __name__ == "__main__":

@@ -17,21 +17,46 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 class ApiError(Exception):
-    """The API answered with an error; str() is the message to show."""
+    """The API answered with an error; str() is the message to show.
 
-    def __init__(self, status: int, message: str) -> None:
+    `status` is the HTTP status (0: no answer); `fields` the API's field errors
+    ({"loc", "msg"}: an invalid spec), empty for other errors.
+    """
+
+    def __init__(
+        self, status: int, message: str, fields: list[dict[str, str]] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.fields = fields or []
 
 
 class TokenRequired(Exception):
     """A URL was given without a token, and the saved one belongs to another URL."""
 
 
-def _detail_text(detail: Any) -> str:
-    if isinstance(detail, list):
-        return "; ".join(f"{d.get('loc', '?')}: {d.get('msg', d)}" for d in detail)
-    return str(detail)
+def field_lines(fields: list[dict[str, Any]]) -> list[str]:
+    """Field errors or warnings as `field: message` lines."""
+    return [f"{f.get('loc') or '(spec)'}: {f.get('msg', f)}" for f in fields]
+
+
+def _error(response: httpx.Response) -> ApiError:
+    """The API's error answer as the message a user reads: its detail, one field per line."""
+    status = response.status_code
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = response.text[:500]
+    fields = [d for d in detail if isinstance(d, dict)] if isinstance(detail, list) else []
+    if fields:
+        message = "\n".join(["invalid request:", *("  " + line for line in field_lines(fields))])
+    else:
+        message = str(detail)
+    if status == 401:
+        message += " (give a token with --token or ACTSEARCH_TOKEN)"
+    elif status >= 500:
+        message = f"the API failed (HTTP {status}): {message}"
+    return ApiError(status, message, fields)
 
 
 def local_client_file(home: Path | None = None) -> Path:
@@ -47,12 +72,15 @@ def write_local_client(url: str, token: str, home: Path) -> None:
     path.chmod(0o600)
 
 
-def _saved_client() -> tuple[str | None, str | None]:
+def saved_client(home: Path | None = None) -> tuple[str | None, str | None]:
     """(url, token) that `actsearch up` saved on this machine, or (None, None)."""
-    path = local_client_file()
-    if not path.exists():
+    path = local_client_file(home)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):  # none saved, or not ours to read
         return None, None
-    data = json.loads(path.read_text())
+    if not isinstance(data, dict):
+        return None, None
     return data.get("url") or None, data.get("token") or None
 
 
@@ -88,7 +116,7 @@ class Client:
         """
         url = url or os.environ.get("ACTSEARCH_URL")
         token = token or os.environ.get("ACTSEARCH_TOKEN")
-        saved_url, saved_token = _saved_client()
+        saved_url, saved_token = saved_client()
         if not url:
             url = saved_url or DEFAULT_URL
             if saved_url:
@@ -124,13 +152,7 @@ class Client:
                 "ACTSEARCH_URL",
             ) from error
         if response.status_code >= 400:
-            try:
-                detail = _detail_text(response.json().get("detail"))
-            except ValueError:
-                detail = response.text[:500]
-            if response.status_code == 401:
-                detail += " (give a token with --token or ACTSEARCH_TOKEN)"
-            raise ApiError(response.status_code, f"HTTP {response.status_code}: {detail}")
+            raise _error(response)
         return response
 
     def get(self, path: str, **kwargs: Any) -> Any:

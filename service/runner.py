@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import webbrowser
 from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -16,7 +19,7 @@ import uvicorn
 
 from service import migrate
 from service.app import create_app
-from service.client import write_local_client
+from service.client import saved_client, write_local_client
 from service.db import make_engine
 from service.settings import Settings
 from service.store import Store, UserInfo
@@ -36,13 +39,82 @@ def local_admin(store: Store) -> UserInfo:
     return user
 
 
-def fresh_login_token(store: Store, user: UserInfo) -> str:
-    """A new login token for this start; the previous start's one is revoked."""
+def fresh_login_token(store: Store, user: UserInfo) -> tuple[str, bool]:
+    """A new login token; the earlier starts' ones are revoked. (token, whether one was)."""
+    revoked = False
     for old in store.users.tokens(user.id):
         if old.label == UP_LOGIN_LABEL and old.revoked_at is None:
             store.users.revoke_token(old.id)
+            revoked = True
     _, secret = store.users.issue_token(user.id, UP_LOGIN_LABEL)
-    return secret
+    return secret, revoked
+
+
+def _is_login_token(store: Store, user: UserInfo, token: str) -> bool:
+    """Whether `token` is a live login token of `user` issued by `actsearch up`."""
+    owner = store.users.authenticate(token)
+    if owner is None or owner.id != user.id:
+        return False
+    return any(
+        t.label == UP_LOGIN_LABEL and t.revoked_at is None and token.startswith(t.prefix)
+        for t in store.users.tokens(user.id)
+    )
+
+
+@dataclass(frozen=True)
+class Login:
+    """The login token of this start, and how it relates to the previous start's."""
+
+    token: str
+    kept: bool  # the saved one, still valid: the same login link and CLI login as before
+    revoked: bool  # a new one replaced earlier ones: their links no longer work
+
+
+def login_token(store: Store, user: UserInfo, home: Path, *, new: bool = False) -> Login:
+    """The saved login token when it is still the admin's (links and the CLI keep working
+    across restarts), else — or with `new` — a fresh one that revokes the earlier ones."""
+    _, saved = saved_client(home)
+    if not new and saved and _is_login_token(store, user, saved):
+        return Login(saved, kept=True, revoked=False)
+    token, revoked = fresh_login_token(store, user)
+    return Login(token, kept=False, revoked=revoked)
+
+
+def cli_command() -> str:
+    """How to run the CLI from here: `actsearch` when that is on PATH, else its path
+    (`.venv/bin/actsearch` after `make run`, whose venv is not activated)."""
+    script = Path(sys.argv[0])
+    if script.name != "actsearch":  # python -m service.cli: the script next to this python
+        script = Path(sys.executable).with_name("actsearch")
+    if not script.exists():
+        return "actsearch"
+    on_path = shutil.which("actsearch")
+    if on_path and Path(on_path).resolve() == script.resolve():
+        return "actsearch"
+    try:
+        return str(script.absolute().relative_to(Path.cwd()))
+    except ValueError:  # outside the working directory: the full path
+        return str(script.absolute())
+
+
+def banner(base: str, database: str, login: Login, command: str) -> str:
+    """What `actsearch up` prints once it is about to serve."""
+    link = f"{base}/login?token={login.token}"
+    if login.kept:
+        about = "  (the same link as the last start: it stays valid across restarts)\n"
+    elif login.revoked:
+        about = (
+            "  (a new link: the previous login link no longer works; `actsearch up` keeps "
+            "this one from now on)\n"
+        )
+    else:
+        about = ""
+    return (
+        f"\n  actsearch is starting on {base}  (database: {database})\n"
+        f"  Open the dashboard signed in: {link}\n{about}"
+        f"  In a second terminal (the CLI on this machine is signed in already):\n"
+        f"    {command} submit examples/quickstart.yaml --follow\n"
+    )
 
 
 def _worker_command(settings: Settings, gpus: str) -> list[str]:
@@ -140,23 +212,22 @@ def _serve(settings: Settings, store: Store, signals: _StopSignals) -> None:
 
 
 def run_up(
-    settings: Settings, *, gpus: str = "auto", with_worker: bool = True, open_browser: bool = False
+    settings: Settings,
+    *,
+    gpus: str = "auto",
+    with_worker: bool = True,
+    open_browser: bool = False,
+    new_login: bool = False,
 ) -> int:
     """Migrate, ensure a local admin, start one worker, serve; prints the login URL."""
     settings.home.mkdir(parents=True, exist_ok=True)
     migrate.upgrade(make_engine(settings.resolved_database_url))
     store = Store.open(settings.resolved_database_url, max_attempts=settings.max_attempts)
-    token = fresh_login_token(store, local_admin(store))
+    login = login_token(store, local_admin(store), settings.home, new=new_login)
     base = f"http://{settings.host}:{settings.port}"
-    write_local_client(base, token, settings.home)
-    login_url = f"{base}/login?token={token}"
-    print(
-        f"\n  actsearch is starting on {base}  (database: {settings.resolved_database_url})\n"
-        f"  Open the dashboard signed in: {login_url}\n"
-        f"  The CLI on this machine uses it already: actsearch submit examples/quickstart.yaml "
-        f"--follow\n",
-        flush=True,
-    )
+    write_local_client(base, login.token, settings.home)
+    login_url = f"{base}/login?token={login.token}"
+    print(banner(base, settings.resolved_database_url, login, cli_command()), flush=True)
     if not settings.data:
         print(
             "  note: no --data / ACTSEARCH_DATA given; studies on cifar10/cifar100 need the "
