@@ -414,3 +414,16 @@ def test_the_cli_starts_without_server_or_training_modules() -> None:
     loaded = set(result.stdout.split())
     heavy = {"torch", "fastapi", "sqlalchemy", "optuna", "uvicorn", "service.app", "service.store"}
     assert not heavy & loaded, heavy & loaded
+
+
+def test_the_readme_commands_table_names_every_command() -> None:
+    from service.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Commands") : readme.index("## Settings")]
+    missing = [
+        name for name in sub.choices  # type: ignore[union-attr]
+        if f"`actsearch {name}" not in table and f"`{name} " not in table
+    ]  # fmt: skip
+    assert missing == []
