@@ -184,7 +184,11 @@ def cmd_action(args: argparse.Namespace) -> int:
             print(f"study {args.study} not cancelled")
             return 1
     study = client.post(f"/studies/{args.study}/{args.command}")
-    print(f"study {study['id']} is now {study['status']}")
+    running = int((study.get("progress") or {}).get("running", 0))
+    note = ""
+    if args.command in ("cancel", "pause") and running:
+        note = f"; its {running} running trial(s) stop within a few training steps"
+    print(f"study {study['id']} is now {study['status']}{note}")
     return 0
 
 
