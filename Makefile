@@ -5,7 +5,7 @@ TORCH  ?= torch==2.14.1 torchvision==0.29.1
 DATA   ?=
 BIN     = $(VENV)/bin
 
-.PHONY: run test lint venv browser-deps clean
+.PHONY: run test lint venv browser-deps pgbouncer-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,13 @@ browser-deps:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 	  else echo "browser tests need Debian's chromium: sudo apt-get install chromium"; fi; }
 
-test: $(VENV)/.installed browser-deps
+# Debian's pgbouncer: the worker tests run the race and fault tests through it too.
+pgbouncer-deps:
+	@command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq pgbouncer >/dev/null; \
+	  else echo "PgBouncer tests need Debian's pgbouncer: sudo apt-get install pgbouncer"; fi; }
+
+test: $(VENV)/.installed browser-deps pgbouncer-deps
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed

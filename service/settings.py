@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -21,6 +23,11 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=default_home, description="state directory")
     database_url: str = Field(
         default="", description="SQLAlchemy URL; empty means the SQLite file <home>/actsearch.db"
+    )
+    # A transaction-pooling PgBouncer between the processes and PostgreSQL (docs/scale.md):
+    # the same as `?pgbouncer=true` in the URL; the resolved URL carries it to every process.
+    database_pooler: Literal["none", "pgbouncer"] = Field(
+        default="none", description="pgbouncer: the database URL names a transaction pooler"
     )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -48,12 +55,27 @@ class Settings(BaseSettings):
             )
         return value
 
+    @model_validator(mode="after")
+    def _pooler_needs_postgresql(self) -> Settings:
+        if self.database_pooler != "none" and not self.database_url.startswith("postgresql"):
+            raise ValueError(
+                "ACTSEARCH_DATABASE_POOLER=pgbouncer needs a postgresql+psycopg:// "
+                "ACTSEARCH_DATABASE_URL naming the pooler's host and port"
+            )
+        return self
+
     @property
     def resolved_database_url(self) -> str:
-        """The database URL, defaulting to the embedded SQLite file."""
-        if self.database_url:
-            return self.database_url
-        return f"sqlite:///{self.home / 'actsearch.db'}"
+        """The database URL, defaulting to the embedded SQLite file; flagged for a pooler."""
+        if not self.database_url:
+            return f"sqlite:///{self.home / 'actsearch.db'}"
+        if (
+            self.database_pooler == "pgbouncer"
+            and "pgbouncer=" not in urlsplit(self.database_url).query
+        ):
+            separator = "&" if urlsplit(self.database_url).query else "?"
+            return f"{self.database_url}{separator}pgbouncer=true"
+        return self.database_url
 
     @property
     def resolved_cache_dir(self) -> Path:

@@ -29,8 +29,6 @@ import uuid
 from types import FrameType
 from typing import Any
 
-import optuna
-
 from service.db import (
     DatabaseWaitStopped,
     db_retry,
@@ -116,10 +114,7 @@ def open_worker_store(url: str, *, max_attempts: int = 3) -> Store:
     engine = make_engine(url, **pool)
     try:
         check_schema(engine)
-        if is_sqlite(url):
-            storage = optuna_storage(url)
-        else:
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=pool)
+        storage = optuna_storage(url, engine_kwargs=None if is_sqlite(url) else pool)
     except BaseException:
         engine.dispose()
         raise

@@ -1,4 +1,14 @@
-"""Engines and transactions: one context manager owns each transaction."""
+"""Engines and transactions: one context manager owns each transaction.
+
+A PostgreSQL URL may name a transaction-pooling PgBouncer in front of the server with the flag
+`?pgbouncer=true` (ACTSEARCH_DATABASE_POOLER=pgbouncer adds it). Such a pooler hands each
+transaction to whichever server connection is free, so nothing may live in a server session
+beyond one transaction: psycopg's automatic server-side prepared statements would be prepared on
+one server connection and executed on another ("prepared statement … does not exist"), so they
+are turned off (`prepare_threshold=None`). Our claim needs nothing more: its `UPDATE … RETURNING`
+lock on the study row and the budget count run in one transaction, which the pooler keeps on one
+server connection until it commits. The flag is removed before the URL reaches the driver.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+POOLER_FLAG = "pgbouncer"  # ?pgbouncer=true: a transaction pooler sits in front of PostgreSQL
 
 
 def is_sqlite(url: str) -> bool:
@@ -35,20 +47,45 @@ def _sqlite_begin(conn: Any) -> None:
     conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+def behind_pooler(url: str) -> bool:
+    """Whether a PostgreSQL URL says it reaches the server through a transaction pooler."""
+    if is_sqlite(url):
+        return False
+    flag = make_url(url).query.get(POOLER_FLAG, "false")
+    value = flag[-1] if isinstance(flag, tuple) else flag
+    if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError(f"?{POOLER_FLAG}= takes true or false, not {value!r}")
+    return value.lower() in ("true", "1", "yes")
+
+
+def driver_url(url: str) -> tuple[URL, dict[str, Any]]:
+    """The URL the driver is given (the pooler flag removed) and the connect args it needs."""
+    parsed = make_url(url)
+    if is_sqlite(url):
+        return parsed, {"timeout": 30}
+    pooled = behind_pooler(url)
+    parsed = parsed.difference_update_query([POOLER_FLAG])
+    # Transaction pooling: no server-side prepared statements (psycopg ≥ 3.1 reads it at connect).
+    return parsed, ({"prepare_threshold": None} if pooled else {})
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """Build an engine for our tables; SQLite gets WAL and explicit transactions."""
     if is_sqlite(url):
         database = make_url(url).database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
+        engine = create_engine(url, connect_args=driver_url(url)[1], **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 5)
     kwargs.setdefault("max_overflow", 10)
-    return create_engine(url, **kwargs)
+    target, connect_args = driver_url(url)
+    if connect_args:
+        kwargs["connect_args"] = {**connect_args, **kwargs.get("connect_args", {})}
+    return create_engine(target, **kwargs)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -6,18 +6,27 @@ from typing import Any
 
 import optuna
 
-from service.db.engine import is_sqlite
+from service.db.engine import driver_url, is_sqlite
 
 
-def optuna_storage(url: str, *, skip_table_creation: bool = False) -> optuna.storages.RDBStorage:
-    """Optuna's storage; Optuna creates and migrates its own tables (`studies`, `trials`, …)."""
-    engine_kwargs: dict[str, Any] = {}
-    if is_sqlite(url):
-        engine_kwargs["connect_args"] = {"timeout": 30}
-    else:
-        engine_kwargs["pool_pre_ping"] = True
+def optuna_storage(
+    url: str, *, skip_table_creation: bool = False, engine_kwargs: dict[str, Any] | None = None
+) -> optuna.storages.RDBStorage:
+    """Optuna's storage; Optuna creates and migrates its own tables (`studies`, `trials`, …).
+
+    Behind a transaction pooler (`?pgbouncer=true`, see service.db.engine) its engine gets the
+    same connect args as ours: no server-side prepared statements.
+    """
+    kwargs: dict[str, Any] = dict(engine_kwargs or {})
+    target, connect_args = driver_url(url)
+    if connect_args:
+        kwargs["connect_args"] = {**connect_args, **kwargs.get("connect_args", {})}
+    if not is_sqlite(url):
+        kwargs.setdefault("pool_pre_ping", True)
     return optuna.storages.RDBStorage(
-        url, engine_kwargs=engine_kwargs, skip_table_creation=skip_table_creation
+        target.render_as_string(hide_password=False),
+        engine_kwargs=kwargs,
+        skip_table_creation=skip_table_creation,
     )
 
 

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from worker_helpers import create_pg_database, drop_pg_database
+from worker_helpers import (
+    create_pg_database,
+    drop_pg_database,
+    pgbouncer,
+    pgbouncer_binary,
+    through_pgbouncer,
+)
 
 from workers.data import DataSplits, DecodedDataset, split_dataset
 
@@ -75,12 +81,43 @@ def cifar10_tarball() -> Path:
     return candidate
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty database of each backend."""
-    if request.param == "sqlite":
+@pytest.fixture(scope="session")
+def pgbouncer_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """One PgBouncer (transaction pooling) in front of the local PostgreSQL for the session."""
+    if pgbouncer_binary() is None:
+        if os.environ.get("ACTSEARCH_REQUIRE_POSTGRES") == "1":  # CI: make test installs it
+            pytest.fail("pgbouncer is not installed: apt-get install pgbouncer (make test does)")
+        pytest.skip("pgbouncer is not installed (apt-get install pgbouncer)")
+    with pgbouncer(tmp_path_factory.mktemp("pgbouncer")) as port:
+        yield port
+
+
+def database_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh, empty database: "sqlite", "postgres", or "pgbouncer" (PostgreSQL behind it)."""
+    if kind == "sqlite":
         yield f"sqlite:///{tmp_path / 'actsearch.db'}"
         return
     made = create_pg_database()
-    yield made
-    drop_pg_database(made)
+    try:
+        if kind == "pgbouncer":
+            yield through_pgbouncer(made, request.getfixturevalue("pgbouncer_port"))
+        else:
+            yield made
+    finally:
+        drop_pg_database(made)
+
+
+POSTGRES = pytest.param("postgres", marks=pytest.mark.postgres)
+PGBOUNCER = pytest.param("pgbouncer", marks=pytest.mark.postgres)
+
+
+@pytest.fixture(params=["sqlite", POSTGRES])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database of each backend."""
+    yield from database_url(request.param, tmp_path, request)
+
+
+@pytest.fixture(params=[POSTGRES, PGBOUNCER])
+def pg_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A throw-away PostgreSQL database, reached directly and through PgBouncer."""
+    yield from database_url(request.param, tmp_path, request)

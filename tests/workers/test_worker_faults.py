@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -14,8 +13,6 @@ import pytest
 from optuna.trial import TrialState
 from sqlalchemy import select
 from worker_helpers import (
-    create_pg_database,
-    drop_pg_database,
     epochs_of,
     log_text,
     make_image_folder,
@@ -41,14 +38,6 @@ HEARTBEAT_S = 0.5
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An image folder big enough that a trial of a few epochs lasts a few seconds."""
     return make_image_folder(tmp_path_factory.mktemp("folder"), train_per_class=60)
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A throw-away PostgreSQL database."""
-    url = create_pg_database()
-    yield url
-    drop_pg_database(url)
 
 
 def _slow_spec(folder: Path, n_trials: int, epochs: int) -> dict:

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 from worker_helpers import (
-    create_pg_database,
-    drop_pg_database,
     epochs_of,
     log_text,
     make_image_folder,
@@ -36,14 +33,6 @@ RECORD_KEYS = {"val_acc", "test_acc", "val_accs", "train_loss", "epochs_done", "
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny image folder (10 classes × 12 train + 4 test PNGs)."""
     return make_image_folder(tmp_path_factory.mktemp("folder"))
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A throw-away PostgreSQL database."""
-    url = create_pg_database()
-    yield url
-    drop_pg_database(url)
 
 
 def _status(store: Store, study_id: int) -> str:

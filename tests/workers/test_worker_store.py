@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from conftest import PGBOUNCER, POSTGRES, database_url
 from sqlalchemy import func, update
 from worker_helpers import (
     create_pg_database,
@@ -24,6 +25,12 @@ from service.store import base as base_module
 from service.store import runs as runs_module
 from service.store.queries import list_workers
 from workers.worker import open_worker_store
+
+
+@pytest.fixture(params=["sqlite", POSTGRES, PGBOUNCER])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database: SQLite, PostgreSQL, and PostgreSQL through a transaction pooler."""
+    yield from database_url(request.param, tmp_path, request)
 
 
 @pytest.fixture

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import pwd
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,7 +18,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, make_url, select, text
 
 from service.db import Epoch, Run, Worker, make_engine
 from service.migrate import upgrade
@@ -24,7 +27,8 @@ from service.store import Store, UserInfo
 T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
+PG_HOST, PG_PORT = "127.0.0.1", 5432
+PG_SERVER = f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}"
 
 
 # -- databases ------------------------------------------------------------------------------
@@ -57,6 +61,91 @@ def drop_pg_database(url: str) -> None:
         except Exception:  # the server may be restarting (see the restart test)
             time.sleep(1)
     admin.dispose()
+
+
+# -- PgBouncer --------------------------------------------------------------------------------
+PGBOUNCER_POOL_SIZE = 6  # server connections per database: fewer than the racing clients
+
+
+def pgbouncer_binary() -> str | None:
+    """Debian's pgbouncer (in /usr/sbin, which a non-root PATH may lack)."""
+    return shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin:/usr/bin")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def pgbouncer(workdir: Path, *, pool_size: int = PGBOUNCER_POOL_SIZE) -> Iterator[int]:
+    """A PgBouncer in transaction pooling mode in front of the local PostgreSQL; yields its port.
+
+    Every database of the server is reachable through it as user postgres (auth `any`: the
+    server's own trust authentication stays the only check). Run as root, it drops to the
+    postgres user, so its files live in a directory that user can read.
+    """
+    binary = pgbouncer_binary()
+    assert binary is not None, "pgbouncer is not installed (apt-get install pgbouncer)"
+    workdir.mkdir(parents=True, exist_ok=True)
+    workdir.chmod(0o755)
+    port = free_port()
+    as_user = ""
+    if os.geteuid() == 0:  # pgbouncer refuses to run as root unless told whom to become
+        as_user = "postgres" if _user_exists("postgres") else "nobody"
+    ini = workdir / "pgbouncer.ini"
+    ini.write_text(
+        f"""[databases]
+* = host={PG_HOST} port={PG_PORT} user=postgres
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {port}
+unix_socket_dir =
+auth_type = any
+pool_mode = transaction
+default_pool_size = {pool_size}
+max_client_conn = 2000
+server_login_retry = 1
+ignore_startup_parameters = extra_float_digits,options
+{f"user = {as_user}" if as_user else ""}
+"""
+    )
+    ini.chmod(0o644)
+    with open(workdir / "pgbouncer.log", "ab") as log_file:
+        process = subprocess.Popen(
+            [binary, str(ini)], stdout=log_file, stderr=subprocess.STDOUT, cwd=workdir
+        )
+        try:
+            wait_for(lambda: listening(port) or process.poll() is not None, 30, "pgbouncer")
+            assert process.poll() is None, (workdir / "pgbouncer.log").read_text()
+            yield port
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def through_pgbouncer(url: str, port: int) -> str:
+    """The same database reached through the PgBouncer on `port` (flagged: ?pgbouncer=true)."""
+    pooled = make_url(url).set(port=port).update_query_dict({"pgbouncer": "true"})
+    return pooled.render_as_string(hide_password=False)
 
 
 def open_store(url: str) -> Store:
