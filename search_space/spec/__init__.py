@@ -4,10 +4,21 @@ Modules by concern: `values` (fixed values, distributions, error plumbing), `lim
 bounds), `sections` (dataset, model and training, built from the trial contract), `search`
 (activation entries, sampler, pruner, time limits), `dims` (the Optuna parameters a spec
 searches), `checks` (semantic checks, and the warnings of spec_warnings), `names` (the keys each
-place takes, for "did you mean"), `grid` (grid arithmetic) and `study` (StudySpec, parse_spec
-and spec_warnings). Import from here.
+place takes, for "did you mean"), `grid` (grid arithmetic), `study` (StudySpec, parse_spec
+and spec_warnings) and `campaign` (a campaign's stages and promotion rules). Import from here.
 """
 
+from search_space.spec.campaign import (
+    MAX_PROMOTE_TOP,
+    MAX_STAGE_MODELS,
+    MAX_STAGES,
+    CampaignSpec,
+    PromoteSpec,
+    StageSpec,
+    campaign_warnings,
+    is_campaign,
+    parse_campaign,
+)
 from search_space.spec.dims import activation_dims, option_or_param_domain, search_dims
 from search_space.spec.grid import grid_count, grid_size, grid_values, is_shared_dim, value_index
 from search_space.spec.limits import (
@@ -82,7 +93,10 @@ __all__ = [
     "MAX_EPOCHS",
     "MAX_GRID_POINTS",
     "MAX_IMAGES",
+    "MAX_PROMOTE_TOP",
     "MAX_SEEDS",
+    "MAX_STAGES",
+    "MAX_STAGE_MODELS",
     "MAX_STUDY_S",
     "MAX_TRIALS",
     "MAX_TRIAL_S",
@@ -104,28 +118,34 @@ __all__ = [
     "TTA_MODES",
     "ActivationSpec",
     "AugmentSpec",
+    "CampaignSpec",
     "Choices",
     "DatasetSpec",
     "EmaSpec",
     "LookaheadSpec",
     "ModelSpec",
+    "PromoteSpec",
     "PrunerSpec",
     "Range",
     "SamplerSpec",
     "SearchDim",
     "SpecError",
+    "StageSpec",
     "StudySpec",
     "TimeoutsSpec",
     "TrainingSpec",
     "activation_dims",
+    "campaign_warnings",
     "check_value",
     "grid_count",
     "grid_size",
     "grid_values",
+    "is_campaign",
     "is_searched",
     "is_shared_dim",
     "model_training_defaults",
     "option_or_param_domain",
+    "parse_campaign",
     "parse_spec",
     "search_dims",
     "spec_errors",
