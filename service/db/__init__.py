@@ -3,6 +3,7 @@
 from service.db.engine import is_sqlite, make_engine, make_sessionmaker, session_scope
 from service.db.models import (
     Base,
+    Campaign,
     Epoch,
     Meta,
     Run,
@@ -22,11 +23,13 @@ from service.db.outage import (
     is_permanent_db_error,
 )
 from service.db.states import (
+    ACTIVE_CAMPAIGN_STATUSES,
     ACTIVE_STUDY_STATUSES,
     FINAL_STUDY_STATUSES,
     FINISHED_RUN_STATES,
     LIVE_WORKER_STATUSES,
     RUNNABLE_STUDY_STATUSES,
+    CampaignStatus,
     RunState,
     StudyStatus,
     TrainingState,
@@ -35,12 +38,15 @@ from service.db.states import (
 from service.db.types import UTCDateTime, as_utc
 
 __all__ = [
+    "ACTIVE_CAMPAIGN_STATUSES",
     "ACTIVE_STUDY_STATUSES",
     "FINAL_STUDY_STATUSES",
     "FINISHED_RUN_STATES",
     "LIVE_WORKER_STATUSES",
     "RUNNABLE_STUDY_STATUSES",
     "Base",
+    "Campaign",
+    "CampaignStatus",
     "DatabaseWaitStopped",
     "Epoch",
     "Meta",

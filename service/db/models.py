@@ -22,7 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from service.db.states import RunState, StudyStatus, TrainingState, WorkerStatus
+from service.db.states import CampaignStatus, RunState, StudyStatus, TrainingState, WorkerStatus
 from service.db.types import UTCDateTime
 
 
@@ -70,6 +70,7 @@ class Study(Base):
     __table_args__ = (
         UniqueConstraint("owner_id", "idempotency_key", name="uq_as_studies_idem"),
         Index("ix_as_studies_runnable", "status", "priority"),
+        Index("ix_as_studies_campaign_stage", "campaign_id", "stage"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -92,6 +93,12 @@ class Study(Base):
     confirms_study_id: Mapped[int | None] = mapped_column(
         ForeignKey("as_studies.id", ondelete="SET NULL"), index=True
     )
+    # A campaign's stage is one study per model (0007): its campaign, stage index and model.
+    campaign_id: Mapped[int | None] = mapped_column(
+        ForeignKey("as_campaigns.id", ondelete="CASCADE")
+    )
+    stage: Mapped[int | None] = mapped_column(Integer)
+    stage_model: Mapped[str | None] = mapped_column(String(50))
     owner: Mapped[User] = relationship()
 
 
@@ -252,3 +259,36 @@ class Meta(Base):
     __tablename__ = "as_meta"
     key: Mapped[str] = mapped_column(String(100), primary_key=True)
     value: Mapped[str] = mapped_column(Text, default="")
+
+
+class Campaign(Base):
+    """A campaign (0007): ordered stages of studies, each seeded with the last one's best.
+
+    `stage` is the current stage's index; it moves only by a compare-and-set in the transaction
+    that inserts the next stage's study rows (service.store.campaigns), so a stage is created
+    exactly once. `stage_ready` is false from then until every study of the stage has its
+    Optuna study with its enqueued trials; `setup_at` is the lease of the process doing that.
+    """
+
+    __tablename__ = "as_campaigns"
+    __table_args__ = (
+        UniqueConstraint("owner_id", "idempotency_key", name="uq_as_campaigns_idem"),
+        Index("ix_as_campaigns_status", "status"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    owner_id: Mapped[int] = mapped_column(ForeignKey("as_users.id"), index=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)  # the campaign document as written
+    spec_version: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(String(16), default=CampaignStatus.RUNNING)
+    stage: Mapped[int] = mapped_column(Integer, default=0)
+    stage_ready: Mapped[bool] = mapped_column(Boolean, default=False)
+    setup_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # One entry per stage that promoted: what went on, what was dropped and why.
+    promotions: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    error: Mapped[str | None] = mapped_column(Text)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

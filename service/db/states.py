@@ -42,6 +42,16 @@ class StudyStatus(_State):
     FAILED = "failed"
 
 
+class CampaignStatus(_State):
+    """A campaign's lifecycle (a row of as_campaigns): its stages' studies do the work."""
+
+    RUNNING = "running"  # a stage's studies run, or the next stage is being set up
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
 class TrainingState(_State):
     """One training: a configuration and a seed (a row of as_trainings)."""
 
@@ -67,6 +77,8 @@ ACTIVE_STUDY_STATUSES = (StudyStatus.QUEUED, StudyStatus.RUNNING, StudyStatus.PA
 RUNNABLE_STUDY_STATUSES = (StudyStatus.QUEUED, StudyStatus.RUNNING)
 # Studies that are over: nothing moves them any more.
 FINAL_STUDY_STATUSES = (StudyStatus.COMPLETED, StudyStatus.CANCELLED, StudyStatus.FAILED)
+# Campaigns that may still move (cancel is allowed from these).
+ACTIVE_CAMPAIGN_STATUSES = (CampaignStatus.RUNNING, CampaignStatus.PAUSED)
 # Workers that heartbeat and may hold a run.
 LIVE_WORKER_STATUSES = (WorkerStatus.IDLE, WorkerStatus.BUSY)
 
