@@ -1,10 +1,11 @@
-"""The only code that writes our tables: studies, runs, trainings, users and workers."""
+"""The only code that writes our tables: studies, campaigns, runs, trainings, users, workers."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from service.store.base import Conflict, Database, NotFound, StoreError
+from service.store.campaigns import CampaignInfo, Campaigns
 from service.store.runs import Claim, Runs, RunStatus
 from service.store.studies import Studies, StudyInfo
 from service.store.trainings import NewTraining, TrainingRow, Trainings
@@ -22,10 +23,12 @@ class Store:
     users: Users
     trainings: Trainings = field(init=False)
     workers: Workers = field(init=False)
+    campaigns: Campaigns = field(init=False)
 
     def __post_init__(self) -> None:
         self.trainings = Trainings(self.db)
         self.workers = Workers(self.db)
+        self.campaigns = Campaigns(self.db)
 
     @classmethod
     def open(cls, url: str, *, check: bool = True, max_attempts: int = 3) -> Store:
@@ -41,6 +44,8 @@ class Store:
 
 
 __all__ = [
+    "CampaignInfo",
+    "Campaigns",
     "Claim",
     "Conflict",
     "Database",

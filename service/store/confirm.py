@@ -20,9 +20,10 @@ Its spec is the source's, with:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -49,23 +50,62 @@ class ConfirmPlan:
     first_seed: int
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """One distinct complete configuration and its best validation value."""
+
+    family: str
+    params: dict[str, Any]  # its Optuna params
+    value: float
+
+
+def top_configurations(
+    session: Session,
+    study_ids: Sequence[int],
+    top: int,
+    *,
+    per: Literal["family", "overall"] = "family",
+    exclude: Collection[str] = (),
+) -> list[Candidate]:
+    """The `top` best distinct complete configurations of the studies, best first: per family
+    (each family's `top`), or overall (the `top` of all families together).
+
+    A configuration is a family and its Optuna params; its value is its best complete run's in
+    any of the studies (a configuration trained again, or on several models). Families in
+    `exclude` (a campaign's baselines) are left out. Confirm studies and campaign promotions
+    both choose with this.
+    """
+    rows = session.execute(
+        select(Run.family, Run.params, Run.value)
+        .where(
+            Run.study_id.in_(list(study_ids)),
+            SCORED,
+            Run.family.is_not(None),
+            Run.params.is_not(None),
+        )
+        .order_by(Run.value.desc(), Run.id)
+    )
+    chosen: list[Candidate] = []
+    taken: Counter[str] = Counter()
+    seen: set[tuple[str, str]] = set()
+    for family, params, value in rows:
+        key = (family, json.dumps(params, sort_keys=True))
+        if family in exclude or key in seen:
+            continue
+        seen.add(key)
+        if taken[family if per == "family" else ""] < top:
+            taken[family if per == "family" else ""] += 1
+            chosen.append(Candidate(str(family), dict(params), float(value)))
+    return chosen
+
+
 def best_configurations(
     session: Session, study_id: int, top: int
 ) -> dict[str, list[dict[str, Any]]]:
     """Each family's `top` best distinct complete configurations (Optuna params), best first."""
-    rows = session.execute(
-        select(Run.family, Run.params)
-        .where(Run.study_id == study_id, SCORED, Run.family.is_not(None), Run.params.is_not(None))
-        .order_by(Run.value.desc(), Run.id)
-    )
     chosen: dict[str, list[dict[str, Any]]] = {}
-    seen: set[tuple[str, str]] = set()
-    for family, params in rows:
-        picked = chosen.setdefault(family, [])
-        key = (family, json.dumps(params, sort_keys=True))
-        if len(picked) < top and key not in seen:
-            seen.add(key)
-            picked.append(dict(params))
+    for candidate in top_configurations(session, [study_id], top):
+        chosen.setdefault(candidate.family, []).append(candidate.params)
     return chosen
 
 
@@ -88,8 +128,13 @@ def fresh_seed(session: Session, source: Study) -> int:
     studies = [source.id, *session.scalars(
         select(Study.id).where(Study.confirms_study_id == source.id)
     )]  # fmt: skip
+    return fresh_seed_of(session, studies)
+
+
+def fresh_seed_of(session: Session, studies: Sequence[int]) -> int:
+    """One past every seed these studies trained, train or will train (a campaign's stages)."""
     specs = session.scalars(select(Study.spec).where(Study.id.in_(studies)))
-    last = max(_last_seed(dict(spec)) for spec in specs)
+    last = max((_last_seed(dict(spec)) for spec in specs), default=-1)
     trained = session.scalar(select(func.max(Training.seed)).where(Training.study_id.in_(studies)))
     if trained is not None:
         last = max(last, int(trained))

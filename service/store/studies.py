@@ -66,6 +66,9 @@ class StudyInfo:
     finished_at: datetime | None
     counts: dict[str, int] = field(default_factory=dict)  # runs by state (budget-counting ones)
     confirms_study_id: int | None = None  # the study whose configurations this one confirms
+    campaign_id: int | None = None  # the campaign whose stage this study is
+    stage: int | None = None  # that stage's index (0 = the first)
+    stage_model: str | None = None  # the model of a stage's study (one per model: transfer)
 
 
 def study_info(row: Study, owner: str, counts: Mapping[str, int] | None = None) -> StudyInfo:
@@ -88,7 +91,69 @@ def study_info(row: Study, owner: str, counts: Mapping[str, int] | None = None) 
         finished_at=row.finished_at,
         counts=dict(counts or {}),
         confirms_study_id=row.confirms_study_id,
+        campaign_id=row.campaign_id,
+        stage=row.stage,
+        stage_model=row.stage_model,
     )
+
+
+def new_study_row(
+    owner_id: int,
+    spec: StudySpec,
+    *,
+    key: str | None = None,
+    confirms: int | None = None,
+    status: StudyStatus = StudyStatus.QUEUED,
+) -> Study:
+    """A new as_studies row for a parsed spec (its optuna_name is set once it has an id)."""
+    now = utcnow()
+    return Study(
+        name=spec.name,
+        description=spec.description or "",
+        owner_id=owner_id,
+        spec=spec.model_dump(mode="json"),
+        spec_version=spec.version,
+        status=status,
+        priority=spec.priority,
+        # The budget: n_trials, or a smaller grid's size (a grid study ends when searched).
+        n_trials=trial_budget(spec),
+        optuna_name=f"pending-{uuid.uuid4().hex}",
+        idempotency_key=key,
+        confirms_study_id=confirms,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def create_optuna_study(db: Database, study_id: int, spec: StudySpec) -> None:
+    """A study's Optuna study with its baselines, then the spec's `enqueue`, enqueued.
+
+    Idempotent (load_if_exists, skip_if_exists): a campaign's stage set up again after a crash
+    in the middle gets each configuration once. Not safe for two callers at once: enqueueing
+    is check-then-insert, so callers serialise (Studies.create owns its new study; campaigns
+    hold a lease).
+    """
+    study = optuna.create_study(
+        storage=db.optuna,
+        study_name=optuna_study_name(study_id),
+        direction="maximize",
+        load_if_exists=True,
+    )
+    study.set_user_attr("actsearch_study_id", study_id)
+    for params in baseline_params(spec):
+        study.enqueue_trial(params, skip_if_exists=True)
+    for params in spec.enqueue:  # after the baselines: confirm studies, campaign stages
+        study.enqueue_trial(dict(params), skip_if_exists=True)
+
+
+def cancel_queued_runs(session: Session, study_id: int) -> None:
+    """Retries of a study waiting for a worker will never run: cancelled."""
+    for run in session.scalars(
+        select(Run).where(Run.study_id == study_id, Run.state == RunState.QUEUED)
+    ):
+        run.state = RunState.CANCELLED
+        run.failure_reason = "cancelled"
+        run.finished_at = utcnow()
 
 
 def run_counts(session: Session, study_id: int) -> dict[str, int]:
@@ -191,7 +256,7 @@ class Studies:
                 raise
             return earlier, False
         try:
-            self._create_optuna_study(study_id, spec)
+            create_optuna_study(self.db, study_id, spec)
         except Exception:
             self._delete_rows(study_id)
             raise
@@ -214,41 +279,12 @@ class Studies:
     def _insert(
         self, owner: UserInfo, spec: StudySpec, key: str | None, confirms: int | None = None
     ) -> int:
-        now = utcnow()
         with self.db.session() as session:
-            row = Study(
-                name=spec.name,
-                description=spec.description or "",
-                owner_id=owner.id,
-                spec=spec.model_dump(mode="json"),
-                spec_version=spec.version,
-                status=StudyStatus.QUEUED,
-                priority=spec.priority,
-                # The budget: n_trials, or a smaller grid's size (a grid study ends when searched).
-                n_trials=trial_budget(spec),
-                optuna_name=f"pending-{uuid.uuid4().hex}",
-                idempotency_key=key,
-                confirms_study_id=confirms,
-                created_at=now,
-                updated_at=now,
-            )
+            row = new_study_row(owner.id, spec, key=key, confirms=confirms)
             session.add(row)
             session.flush()
             row.optuna_name = optuna_study_name(row.id)
             return row.id
-
-    def _create_optuna_study(self, study_id: int, spec: StudySpec) -> None:
-        study = optuna.create_study(
-            storage=self.db.optuna,
-            study_name=optuna_study_name(study_id),
-            direction="maximize",
-            load_if_exists=True,
-        )
-        study.set_user_attr("actsearch_study_id", study_id)
-        for params in baseline_params(spec):
-            study.enqueue_trial(params, skip_if_exists=True)
-        for params in spec.enqueue:  # after the baselines: confirm studies, campaign stages
-            study.enqueue_trial(dict(params), skip_if_exists=True)
 
     def _delete_rows(self, study_id: int) -> bool:
         # One conditional DELETE (its runs go by ON DELETE CASCADE): of racing deletes, exactly
@@ -298,22 +334,23 @@ class Studies:
             row.updated_at = now
             if target == StudyStatus.CANCELLED:
                 row.finished_at = now
-                self._cancel_queued(session, study_id)
+                # Running ones stop within one epoch.
+                cancel_queued_runs(session, study_id)
         return self.get(study_id)
 
-    @staticmethod
-    def _cancel_queued(session: Session, study_id: int) -> None:
-        # Retries waiting for a worker will never run; running ones stop within one epoch.
-        for run in session.scalars(
-            select(Run).where(Run.study_id == study_id, Run.state == RunState.QUEUED)
-        ):
-            run.state = RunState.CANCELLED
-            run.failure_reason = "cancelled"
-            run.finished_at = utcnow()
+    def delete(self, study_id: int, *, with_campaign: bool = False) -> None:
+        """Delete a study, its runs and its Optuna study; NotFound if it is gone (or going).
 
-    def delete(self, study_id: int) -> None:
-        """Delete a study, its runs and its Optuna study; NotFound if it is gone (or going)."""
+        A campaign's stage study goes with its campaign only (`with_campaign`): alone, its
+        stage would silently lose it (Conflict saying what to do instead).
+        """
         info = self.get(study_id)
+        if info.campaign_id is not None and not with_campaign:
+            raise Conflict(
+                f"study {study_id} is stage {(info.stage or 0) + 1} of campaign "
+                f"{info.campaign_id}: delete the campaign (DELETE /api/v1/campaigns/"
+                f"{info.campaign_id}), or cancel this study"
+            )
         if not self._delete_rows(study_id):  # a concurrent delete won
             raise NotFound(f"study {study_id} does not exist")
         try:
@@ -375,4 +412,4 @@ class Studies:
             row.status = StudyStatus.FAILED
             row.error = message
             row.updated_at = row.finished_at = utcnow()
-            self._cancel_queued(session, study_id)
+            cancel_queued_runs(session, study_id)

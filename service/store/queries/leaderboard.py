@@ -153,7 +153,7 @@ def leaderboard(db: Database, study_id: int) -> LeaderboardView:
     """
     with db.session() as session:
         study = session.execute(
-            select(Study.spec, Study.confirms_study_id).where(Study.id == study_id)
+            select(Study.spec, Study.confirms_study_id, Study.stage).where(Study.id == study_id)
         ).first()
         if study is None:
             raise NotFound(f"study {study_id} does not exist")
@@ -165,7 +165,10 @@ def leaderboard(db: Database, study_id: int) -> LeaderboardView:
         baseline = study_baseline(session, spec, confirms)
         own = study_trainings(session, study_id, seeds=int(spec.get("seeds") or 1))
         links = confirm_links(session, study_id, confirms)
-        confirmed = confirmation(session, study_id, links, own)
+        # A campaign's later stage trains promoted configurations with fresh seeds: its own
+        # trainings confirm, as a confirm study's do (docs/campaigns.md).
+        later_stage = bool(study.stage)
+        confirmed = (study_id, own) if later_stage else confirmation(session, study_id, links, own)
     search = compare(own, baseline, study_id, "search")
     confirm = compare(confirmed[1], baseline, confirmed[0], "confirm") if confirmed else {}
     base = next((s for s in stats if s.family == baseline), None)
