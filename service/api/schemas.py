@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 from search_space.spec.limits import MAX_SEEDS
-from service.db import RunState, StudyStatus, WorkerStatus
+from service.db import CampaignStatus, RunState, StudyStatus, WorkerStatus
 from service.db.states import described
 from service.evidence import VERDICTS
 from service.store.confirm import MAX_CONFIRM_TOP
@@ -240,6 +240,12 @@ class StudyDetail(StudyPublic):
         default_factory=list,
         description="confirm studies re-training this study's best configurations, oldest first",
     )
+    campaign_id: int | None = Field(
+        default=None, description="the campaign this study is a stage of (GET /campaigns/{id})"
+    )
+    stage: int | None = Field(
+        default=None, description="its stage's index in the campaign (0 = first)"
+    )
 
 
 class Page(BaseModel, Generic[T]):
@@ -253,6 +259,20 @@ class Page(BaseModel, Generic[T]):
 
 
 # -- trials ------------------------------------------------------------------------------------
+class LiveProgress(Out):
+    """A running trial's progress inside its epoch, as its worker's last heartbeat saw it."""
+
+    phase: str | None = Field(None, description="data (decoding the data set), training, …")
+    epoch: int | None = Field(None, description="0-based")
+    epochs: int | None = None
+    step: int | None = Field(None, description="training steps done in this epoch")
+    steps: int | None = Field(None, description="training steps per epoch")
+    img_per_s: Metric = Field(None, description="over the epoch's recent steps")
+    eta_s: Metric = Field(None, description="seconds left in the trial, at that rate")
+    seed_index: int | None = Field(None, description="0-based, of `seeds`")
+    seeds: int | None = None
+
+
 class TrialPublic(Out):
     """One attempt at one trial (a retry of a lost attempt is another row, same number's params)."""
 
@@ -277,6 +297,7 @@ class TrialPublic(Out):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    progress: LiveProgress | None = Field(None, description="live, while the trial runs")
 
 
 class EpochPublic(Out):
@@ -445,5 +466,113 @@ class WorkerPublic(Out):
     current_study_id: int | None
     current_trial_number: int | None
     current_epoch: int | None
-    img_per_s: Metric
+    img_per_s: Metric = Field(description="its current trial's training rate; null while idle")
     trials_done: int
+    progress: LiveProgress | None = Field(None, description="its current trial's, live")
+
+
+# -- campaigns ---------------------------------------------------------------------------------
+class CampaignLinks(BaseModel):
+    """Where to find a campaign."""
+
+    self: str
+    dashboard: str
+
+
+class CampaignPublic(Out):
+    """A campaign as listed: status, owner and where its stages stand."""
+
+    id: int
+    name: str
+    description: str
+    owner: str
+    owner_id: int
+    status: str = Field(description=described(CampaignStatus))
+    stage: int = Field(description="the current stage's index (0 = the first)")
+    stages: int = Field(description="how many stages the campaign has")
+    stage_ready: bool = Field(description="the current stage's studies are set up")
+    error: str | None = Field(
+        description="why it failed or ended early; studies that did not complete"
+    )
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    links: CampaignLinks
+
+
+class CampaignCreated(CampaignPublic):
+    """A campaign just created, with what its stages' settings contradict."""
+
+    warnings: list[FieldError] = Field(
+        default_factory=list,
+        description="settings of a stage that run but not as written (`stages.0.training."
+        "warmup_epochs`): the campaign was created",
+    )
+
+
+class StageStudy(BaseModel):
+    """One study of a stage (one per model), linked."""
+
+    id: int
+    name: str
+    status: str = Field(description=described(StudyStatus))
+    model: str | None
+    trainings: int = Field(description="distinct complete trainings")
+    progress: Progress
+    self: str = Field(description="its API path")
+    dashboard: str = Field(description="its dashboard page")
+
+
+class TransferCell(BaseModel):
+    """One family on one model of a stage, against that model's baseline (docs/evidence.md)."""
+
+    family: str
+    model: str | None
+    study_id: int
+    comparison: Comparison
+
+
+class CampaignStage(BaseModel):
+    """One stage of the funnel: what entered, what left, what it cost, what it found."""
+
+    index: int
+    name: str
+    models: list[str | None]
+    state: Literal["waiting", "setting up", "running", "ended"]
+    kind: Literal["search", "confirm"] = Field(
+        description="search: the first stage chose its configurations (validation, "
+        "'promising' at most); confirm: promoted configurations, fresh seeds, test accuracy"
+    )
+    entered: int | None = Field(description="configurations that entered (null: not started)")
+    left: int | None = Field(description="configurations promoted onwards (null: not yet)")
+    dropped: dict[str, str] = Field(description="families min_delta dropped, with the reason")
+    trainings: int
+    train_s: float = Field(description="training time of the stage's runs, summed")
+    wall_s: float | None = Field(description="first start to last end (or now)")
+    started_at: datetime | None
+    finished_at: datetime | None
+    studies: list[StageStudy]
+    cells: list[TransferCell] = Field(description="each family on each model vs the baseline")
+    promotion: dict[str, Any] | None = Field(
+        description="what this stage promoted: rule, configurations with values, dropped"
+    )
+
+
+class TransferTable(BaseModel):
+    """Δ vs the baseline per family (rows) and model (columns) of the latest transfer stage."""
+
+    stage: int
+    models: list[str | None]
+    families: list[str]
+    cells: list[TransferCell]
+
+
+class CampaignDetail(CampaignPublic):
+    """A campaign with its document, funnel and transfer table."""
+
+    spec: dict[str, Any]
+    baseline: str
+    funnel: list[CampaignStage] = Field(description="the stages in order")
+    transfer: TransferTable | None = Field(
+        description="the latest stage with several models, as a family × model table"
+    )

@@ -6,15 +6,24 @@ from typing import Any
 
 from service.api.schemas import (
     BestTrial,
+    CampaignDetail,
+    CampaignLinks,
+    CampaignPublic,
+    CampaignStage,
+    Comparison,
     FamilySummary,
     Progress,
+    StageStudy,
     StudyDetail,
     StudyLinks,
     StudyPublic,
     StudyRef,
+    TransferCell,
+    TransferTable,
 )
-from service.store import StudyInfo
+from service.store import CampaignInfo, StudyInfo
 from service.store.queries import BestRun, FamilyStats, StudyDetailView, StudyLink, progress
+from service.store.queries import campaigns as campaign_views
 
 API = "/api/v1"
 
@@ -92,4 +101,97 @@ def study_detail(view: StudyDetailView) -> StudyDetail:
         families=[family_summary(f) for f in view.families],
         confirms=study_ref(view.confirms) if view.confirms else None,
         confirmed_by=[study_ref(link) for link in view.confirmed_by],
+        campaign_id=view.study.campaign_id,
+        stage=view.study.stage,
+    )
+
+
+# -- campaigns ---------------------------------------------------------------------------------
+def campaign_public(info: CampaignInfo) -> CampaignPublic:
+    """A campaign as listed."""
+    return CampaignPublic(**_campaign_fields(info))
+
+
+def _campaign_fields(info: CampaignInfo) -> dict[str, Any]:
+    return {
+        "id": info.id,
+        "name": info.name,
+        "description": info.description,
+        "owner": info.owner,
+        "owner_id": info.owner_id,
+        "status": info.status,
+        "stage": info.stage,
+        "stages": info.stages,
+        "stage_ready": info.stage_ready,
+        "error": info.error,
+        "created_at": info.created_at,
+        "updated_at": info.updated_at,
+        "finished_at": info.finished_at,
+        "links": CampaignLinks(
+            self=f"{API}/campaigns/{info.id}", dashboard=f"/campaigns/{info.id}"
+        ),
+    }
+
+
+def _cell(cell: campaign_views.TransferCell) -> TransferCell:
+    return TransferCell(
+        family=cell.family,
+        model=cell.model,
+        study_id=cell.study_id,
+        comparison=Comparison.model_validate(cell.comparison),
+    )
+
+
+def _stage_study(entry: campaign_views.StageStudy) -> StageStudy:
+    study = entry.study
+    return StageStudy(
+        id=study.id,
+        name=study.name,
+        status=study.status,
+        model=entry.model,
+        trainings=entry.trainings,
+        progress=Progress(**progress(study)),
+        self=f"{API}/studies/{study.id}",
+        dashboard=f"/studies/{study.id}",
+    )
+
+
+def _stage(stage: campaign_views.StageView, info: CampaignInfo) -> CampaignStage:
+    promotion = next((p for p in info.promotions if p.get("stage") == stage.index), None)
+    return CampaignStage(
+        index=stage.index,
+        name=stage.name,
+        models=stage.models,
+        state=stage.state,  # type: ignore[arg-type]
+        kind=stage.kind,  # type: ignore[arg-type]
+        entered=stage.entered,
+        left=stage.left,
+        dropped=stage.dropped,
+        trainings=stage.trainings,
+        train_s=stage.train_s,
+        wall_s=stage.wall_s,
+        started_at=stage.started_at,
+        finished_at=stage.finished_at,
+        studies=[_stage_study(s) for s in stage.studies],
+        cells=[_cell(c) for c in stage.cells],
+        promotion=promotion,
+    )
+
+
+def campaign_detail(view: campaign_views.CampaignView) -> CampaignDetail:
+    """A campaign with its document, funnel and transfer table."""
+    table = view.transfer
+    return CampaignDetail(
+        **_campaign_fields(view.campaign),
+        spec=view.campaign.spec,
+        baseline=view.baseline,
+        funnel=[_stage(stage, view.campaign) for stage in view.stages],
+        transfer=TransferTable(
+            stage=table.stage,
+            models=table.models,
+            families=table.families,
+            cells=[_cell(c) for c in table.cells],
+        )
+        if table
+        else None,
     )

@@ -2,11 +2,12 @@
 
 from fastapi import APIRouter
 
-from service.api.routes import exports, health, studies, trials, users, workers
+from service.api.routes import campaigns, exports, health, studies, trials, users, workers
 
 ROUTERS: list[APIRouter] = [
     health.router,
     studies.router,
+    campaigns.router,
     trials.router,
     exports.router,
     workers.router,
