@@ -26,11 +26,14 @@ DEFAULT_REAP_INTERVAL_S = 5.0
 
 
 async def reap_forever(store: Store, grace_s: float, interval_s: float) -> None:
-    """Fail runs whose worker went silent, every `interval_s`, even when no worker is alive."""
+    """Fail runs whose worker went silent and move campaigns on, every `interval_s`, even when
+    no worker is alive."""
     while True:
         await asyncio.sleep(interval_s)
         try:
             reaped = await asyncio.to_thread(store.runs.reap_lost, grace_s)
+            # Campaigns whose stage ended move on here too, even when no worker is alive.
+            await asyncio.to_thread(store.campaigns.advance)
         except Exception as error:
             # A database hiccup must not end the loop; the next round tries again.
             if is_db_outage(error):

@@ -392,7 +392,8 @@ class SlotWorker:
             self.progress.stop_reason = status.stop_reason
 
     def _beat(self, store: Store) -> None:
-        """Background thread: heartbeat (worker and run), reap lost runs, repair Optuna trials."""
+        """Background thread: heartbeat (worker and run), reap lost runs, repair Optuna trials,
+        move campaigns on."""
         interval = self.settings.heartbeat_s
         # A live worker tells Optuna within moments of storing a run; settle_s leaves it that.
         settle_s = min(self.settings.grace_s / 2, max(2 * interval, 1.0))
@@ -407,5 +408,6 @@ class SlotWorker:
                         "run %s lost its worker (silent > %.0f s)", run_id, self.settings.grace_s
                     )
                 reconciler.sweep()
+                store.campaigns.advance()  # a campaign whose stage ended gets its next one
             except Exception as error:
                 log.warning("heartbeat failed: %s", describe_db_error(error))
