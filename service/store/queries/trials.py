@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Float, case, cast, false, func, select, type_coerce
 from sqlalchemy.orm import Session
 
-from service.db import Epoch, Run, Study
+from service.db import Epoch, Run, RunState, Study
 from service.store.base import Database, NotFound
 from service.store.queries.paging import (
     InvalidQuery,
@@ -48,6 +48,7 @@ TRIAL_COLUMNS = (
     Run.created_at,
     Run.started_at,
     Run.finished_at,
+    Run.progress,
 )
 TRIAL_FIELDS = tuple(column.key for column in TRIAL_COLUMNS)
 
@@ -62,6 +63,14 @@ TRIAL_SORT_KEYS: dict[str, SortColumn] = {
     "finished": Run.finished_at,
 }
 TRIAL_SORTS = tuple(TRIAL_SORT_KEYS)
+
+
+def trial_row(row: Any) -> dict[str, Any]:
+    """A trial's fields; live progress only while it runs (a finished one's is stale)."""
+    out = {key: row[key] for key in TRIAL_FIELDS}
+    if out["state"] != RunState.RUNNING:
+        out["progress"] = None
+    return out
 
 
 @dataclass(frozen=True)
@@ -180,7 +189,7 @@ def list_trials(
             offset=offset,
             cursor=cursor,
         )
-    items = [{key: row[key] for key in TRIAL_FIELDS} for row in rows]
+    items = [trial_row(row) for row in rows]
     return PageResult(items, total, limit, offset, next_cursor)
 
 
@@ -231,7 +240,7 @@ def trial_detail(db: Database, study_id: int, number: int) -> TrialView:
         )
         attempts = _attempt_chain(session, study_id, row["run_id"])
     return TrialView(
-        row={key: row[key] for key in TRIAL_FIELDS},
+        row=trial_row(row),
         config=row["config"],
         record=row["record"],
         log_tail=row["log_tail"],

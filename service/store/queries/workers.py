@@ -41,6 +41,7 @@ def list_workers(db: Database, grace_s: float) -> list[dict[str, Any]]:
                 "current_epoch": worker.current_epoch,
                 "img_per_s": worker.img_per_s,
                 "trials_done": worker.trials_done,
+                "progress": worker.progress if worker.current_run_id is not None else None,
             }
         )
     return out
