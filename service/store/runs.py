@@ -469,7 +469,7 @@ class Runs:
                 session.add(
                     Run(
                         study_id=run.study_id,
-                        attempt=run.attempt if handed_back else run.attempt + 1,
+                        attempt=run.attempt + 1,
                         retry_of=run.id,
                         state=RunState.QUEUED,
                         counts_budget=True,
