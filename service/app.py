@@ -14,6 +14,7 @@ from fastapi.openapi.utils import get_openapi
 
 from service.api import errors
 from service.api.routes import ROUTERS
+from service.api.security import SecurityHeadersMiddleware
 from service.dashboard import routes as dashboard
 from service.db import describe_db_error, is_db_outage
 from service.sessions import SessionSigner, shared_secret
@@ -127,7 +128,7 @@ def create_app(
         version="1",
         summary="Search activation functions: submit studies, follow trials, compare families.",
         openapi_url="/api/v1/openapi.json",
-        docs_url="/api/v1/docs",
+        docs_url=None,  # the dashboard serves it, with a vendored Swagger UI (no CDN, no inline JS)
         redoc_url=None,
         lifespan=_lifespan(store, settings, owns_store, reap_interval_s),
     )
@@ -135,6 +136,8 @@ def create_app(
     app.state.settings = settings
     app.state.sessions = SessionSigner(shared_secret(store.db, settings.session_secret))
     errors.install(app)
+    # Outermost: every answer, the 500s and 503s of the error middleware too, gets the headers.
+    app.add_middleware(SecurityHeadersMiddleware)
     for router in ROUTERS:
         app.include_router(router, prefix="/api/v1")
     dashboard.install(app)

@@ -1,4 +1,8 @@
-"""Dashboard session cookies: the token, signed with a secret every API process shares."""
+"""Dashboard session cookies: the token, signed with a secret every API process shares.
+
+The session's CSRF token is derived from the same secret and the session's token: every API
+process computes the same one without storing anything, and only a page of the session knows it.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +24,11 @@ class SessionSigner:
 
     def _sign(self, token: str) -> str:
         return hmac.new(self._secret, token.encode(), hashlib.sha256).hexdigest()
+
+    def csrf_token(self, token: str) -> str:
+        """The CSRF token of the session of `token` (the pages send it back in X-CSRF-Token)."""
+        # A separate purpose string: the CSRF token never equals (or reveals) the cookie's signature.
+        return hmac.new(self._secret, b"csrf:" + token.encode(), hashlib.sha256).hexdigest()
 
     def cookie_for(self, token: str) -> str:
         """The cookie value for a verified token."""

@@ -44,6 +44,14 @@ class Settings(BaseSettings):
     grace_s: float = Field(default=60.0, gt=0)
     max_attempts: int = Field(default=3, ge=1, description="attempts per trial incl. the first")
     session_secret: str = Field(default="", description="signs dashboard cookies; random if empty")
+    # Behind a reverse proxy (docs/security.md): believe its X-Forwarded-Host / X-Forwarded-Proto /
+    # Forwarded headers. Only safe when every request reaches the API through that proxy.
+    trust_proxy: bool = Field(
+        default=False, description="trust a reverse proxy's X-Forwarded-* and Forwarded headers"
+    )
+    secure_cookies: bool = Field(
+        default=False, description="mark the session cookie Secure even on plain-HTTP requests"
+    )
     log_level: str = "INFO"
 
     @field_validator("database_url")

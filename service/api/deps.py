@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from service.api.security import require_same_origin_intent
 from service.store import Store, StudyInfo, UserInfo
 
 SESSION_COOKIE = "actsearch_session"
@@ -26,10 +27,16 @@ def current_user(
     store: StoreDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> UserInfo:
-    """The user behind the bearer token or the dashboard's session cookie; 401 otherwise."""
+    """The user behind the bearer token or the dashboard's session cookie; 401 otherwise.
+
+    A change made with the cookie must come from the dashboard's own pages (403 otherwise):
+    another page of the same site gets the cookie too (service.api.security).
+    """
     token = credentials.credentials if credentials else None
     if token is None:
         token = request.app.state.sessions.token_from_cookie(request.cookies.get(SESSION_COOKIE))
+        if token is not None:
+            require_same_origin_intent(request, token)
     user = store.users.authenticate(token) if token else None
     if user is None:
         raise HTTPException(

@@ -17,9 +17,11 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.types import Scope
 
+from service.api.security import cross_origin_reason
 from service.dashboard.auth import (
     LoginRequired,
     PageUser,
+    csrf_token,
     redirect_to_login,
     safe_next,
     session_user,
@@ -83,8 +85,13 @@ def _render(
 ) -> HTMLResponse:
     templates: Jinja2Templates = request.app.state.dashboard_templates
     modules = PAGE_MODULES.get(context.get("page", ""), ())
+    # The page's scripts send it back with every change they make (service.api.security).
+    csrf = csrf_token(request) if user is not None else None
     return templates.TemplateResponse(
-        request, name, {"user": user, "modules": modules, **context}, status_code=status_code
+        request,
+        name,
+        {"user": user, "modules": modules, "csrf_token": csrf, **context},
+        status_code=status_code,
     )
 
 
@@ -93,21 +100,35 @@ def _not_found(request: Request, user: UserInfo, message: str) -> HTMLResponse:
 
 
 # -- login ------------------------------------------------------------------------------------
+def _login_error(request: Request, status_code: int, error: str, next: str | None) -> HTMLResponse:
+    return _render(
+        request, "login.html", None, status_code=status_code, error=error, next=safe_next(next)
+    )
+
+
 @router.get("/login", response_class=HTMLResponse)
 def login_form(request: Request, token: str | None = None, next: str | None = None) -> Response:
-    """The login form; `?token=…` signs in directly (the link `actsearch up` prints)."""
+    """The login form; `?token=…` (the link `actsearch up` prints) signs in directly only when the
+    browser says the link was opened from outside: typed, a bookmark, clicked in a terminal
+    (`Sec-Fetch-Site: none`). From a page it asks first, so that no page can switch the user."""
     if token:
-        if request.app.state.store.users.authenticate(token) is None:
-            return _render(
+        owner = request.app.state.store.users.authenticate(token)
+        if owner is None:
+            return _login_error(
                 request,
-                "login.html",
-                None,
-                status_code=401,
-                error="that token is not valid (revoked or mistyped); ask an admin for a new one "
+                401,
+                "that token is not valid (revoked or mistyped); ask an admin for a new one "
                 "with `actsearch users token <name>`",
-                next=safe_next(next),
+                next,
             )
-        return signed_in(request, token, next)
+        if request.headers.get("sec-fetch-site") == "none":
+            return signed_in(request, token, next)
+        current = session_user(request)
+        if current is not None and current.id == owner.id:
+            return RedirectResponse(safe_next(next), status_code=303)
+        return _render(
+            request, "login_confirm.html", current, owner=owner, token=token, next=safe_next(next)
+        )
     if session_user(request) is not None:
         return RedirectResponse(safe_next(next), status_code=303)
     return _render(request, "login.html", None, error=None, next=safe_next(next))
@@ -119,25 +140,35 @@ def login(
     token: Annotated[str, Form()] = "",
     next: Annotated[str, Form()] = "/",
 ) -> Response:
-    """Check the posted token; on success set the session cookie and go on."""
+    """Check the posted token; on success set the session cookie and go on.
+
+    Only this server's own forms (the login form, the confirmation) may post here: a form on
+    another page of the site could otherwise sign the browser in as someone else."""
+    refused = cross_origin_reason(request)
+    if refused is not None:
+        return _login_error(
+            request, 403, f"sign-in refused: {refused}; sign in on this server's login page", next
+        )
     token = token.strip()
     if not token or request.app.state.store.users.authenticate(token) is None:
-        return _render(
+        return _login_error(
             request,
-            "login.html",
-            None,
-            status_code=401,
-            error="unknown or revoked token; paste the token printed by `actsearch up` or "
+            401,
+            "unknown or revoked token; paste the token printed by `actsearch up` or "
             "`actsearch users create`",
-            next=safe_next(next),
+            next,
         )
     return signed_in(request, token, next)
 
 
 @router.post("/logout")
-def logout() -> Response:
-    """Drop the session cookie and return to the login form."""
-    return signed_out()
+def logout(request: Request) -> Response:
+    """Drop the session cookie and return to the login form (only from our own pages)."""
+    refused = cross_origin_reason(request)
+    if refused is not None:
+        message = f"sign-out refused: {refused}; use the Sign out button of the dashboard"
+        return _render(request, "error.html", None, 403, title="Not signed out", message=message)
+    return signed_out(request)
 
 
 # -- pages ------------------------------------------------------------------------------------
@@ -174,11 +205,20 @@ def workers_page(request: Request, user: PageUser) -> HTMLResponse:
     return _render(request, "workers.html", user, page="workers")
 
 
+# -- the API's documentation ------------------------------------------------------------------
+def api_docs(request: Request) -> HTMLResponse:
+    """Swagger UI for /api/v1, vendored and started from a file (the CSP allows no CDN and no
+    inline script)."""
+    return _render(request, "api_docs.html", None, openapi_url=request.app.openapi_url)
+
+
 def install(app: FastAPI) -> None:
-    """Mount the dashboard's pages and static files."""
+    """Mount the dashboard's pages and static files, and the API's documentation page."""
     app.state.dashboard_templates = _templates()
     app.state.importance = ImportanceCache()
     app.add_exception_handler(LoginRequired, redirect_to_login)
     app.mount(STATIC_PREFIX, RevalidatedStatic(directory=STATIC), name="dashboard-static")
     app.include_router(router)
     app.include_router(data_router)
+    # A plain route, like FastAPI's own docs route: it is not an API operation.
+    app.add_route("/api/v1/docs", api_docs, include_in_schema=False)

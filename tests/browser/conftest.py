@@ -2,8 +2,9 @@
 
 One uvicorn subprocess per test session serves a fresh, migrated SQLite database; the test
 process opens the same database through the store to make users, studies and trials. Every page
-is watched: console errors, failed requests, HTTP errors and any request leaving localhost fail
-the test (a test may allow a response it provokes, e.g. a 422 from a bad spec).
+is watched: console errors, failed requests, HTTP errors, Content-Security-Policy violations and
+any request leaving localhost fail the test (a test may allow a response it provokes, e.g. a 422
+from a bad spec).
 """
 
 from __future__ import annotations
@@ -36,6 +37,17 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 LOCAL_URL = re.compile(r"^(https?|wss?)://(127\.0\.0\.1|localhost)(:\d+)?/")
+# In every frame, before the page's own scripts: a CSP violation becomes a console error that
+# names what was refused (the watch fails on it), and is kept in window.cspViolations.
+REPORT_CSP_VIOLATIONS = """
+window.cspViolations = [];
+document.addEventListener("securitypolicyviolation", (event) => {
+  const what = `${event.violatedDirective} refused ${event.blockedURI || "inline"}`
+    + ` at ${event.sourceFile}:${event.lineNumber}:${event.columnNumber} (${(event.sample || "").slice(0, 80)})`;
+  window.cspViolations.push(what);
+  console.error(`CSP violation: ${what}`);
+});
+"""
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -142,10 +154,16 @@ class PageWatch:
     http_errors: list[tuple[int, str]] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
     allowed: list[tuple[int, str]] = field(default_factory=list)
+    allowed_console: list[str] = field(default_factory=list)
 
     def allow(self, status: int, url_part: str) -> None:
         """Expect responses with `status` whose URL contains `url_part` (a provoked error)."""
         self.allowed.append((status, url_part))
+
+    def allow_console(self, text_part: str) -> None:
+        """Expect console errors whose "text (source URL)" contains `text_part` (e.g. the
+        browser refusing a frame)."""
+        self.allowed_console.append(text_part)
 
     def _is_allowed(self, status: int, url: str) -> bool:
         return any(status == s and part in url for s, part in self.allowed)
@@ -163,6 +181,7 @@ class PageWatch:
             f"console error: {text} ({url})"
             for text, url in self.console_errors
             if not self._browser_echo(text, url)
+            and not any(part in f"{text} ({url})" for part in self.allowed_console)
         ]
         out += [f"request failed: {r}" for r in self.failed_requests]
         out += [f"HTTP {s}: {u}" for s, u in self.http_errors if not self._is_allowed(s, u)]
@@ -174,6 +193,7 @@ class PageWatch:
 def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
     """A fresh browser page, watched; a screenshot lands in test-output/browser/ at the end."""
     context = browser.new_context(viewport={"width": 1440, "height": 1000}, accept_downloads=True)
+    context.add_init_script(REPORT_CSP_VIOLATIONS)
     page = context.new_page()
     watch = PageWatch()
     page.on("console", lambda m: _on_console(watch, m))

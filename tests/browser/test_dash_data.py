@@ -28,6 +28,10 @@ from service.settings import Settings
 from service.store import Store
 
 PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
+# What a browser says of a link opened from outside (it signs in at once) and of a form posted
+# by one of the dashboard's own pages.
+OPENED_FROM_OUTSIDE = {"Sec-Fetch-Site": "none"}
+FROM_OUR_PAGE = {"Sec-Fetch-Site": "same-origin"}
 SPEC: dict[str, Any] = {
     "version": 1,
     "name": "data_routes",
@@ -142,12 +146,20 @@ def test_pages_redirect_and_data_needs_a_user(world: World) -> None:
 def test_login_sets_a_signed_httponly_cookie_and_refuses_open_redirects(world: World) -> None:
     """POST /login: 401 for a bad token; 303 with the cookie; `next` only within the site."""
     client = TestClient(world.app)
-    bad = client.post("/login", data={"token": "nope", "next": "/workers"}, follow_redirects=False)
+    bad = client.post(
+        "/login",
+        data={"token": "nope", "next": "/workers"},
+        headers=FROM_OUR_PAGE,
+        follow_redirects=False,
+    )
     assert bad.status_code == 401 and "unknown or revoked token" in bad.text
     for target, expected in (("/workers", "/workers"), ("//evil.example/x", "/"),
                              ("https://evil.example", "/"), ("/\\evil", "/")):  # fmt: skip
         response = client.post(
-            "/login", data={"token": world.token, "next": target}, follow_redirects=False
+            "/login",
+            data={"token": world.token, "next": target},
+            headers=FROM_OUR_PAGE,
+            follow_redirects=False,
         )
         assert response.status_code == 303
         assert response.headers["location"] == expected
@@ -158,7 +170,7 @@ def test_login_sets_a_signed_httponly_cookie_and_refuses_open_redirects(world: W
     assert client.get("/", follow_redirects=False).status_code == 200
     assert client.get(f"/dashboard/data/studies/{world.study.id}/summary").status_code == 200
     assert client.get("/api/v1/me").json()["name"] == "admin"
-    out = client.post("/logout", follow_redirects=False)
+    out = client.post("/logout", headers=FROM_OUR_PAGE, follow_redirects=False)
     assert out.status_code == 303 and out.headers["location"] == "/login"
     assert client.get("/", follow_redirects=False).status_code == 303
 
@@ -167,7 +179,7 @@ def test_revoked_token_ends_the_session(world: World, tmp_path: Path) -> None:
     """A session is only as good as its token: revoking it signs the browser out."""
     user, token = world.store.users.create(f"temp-{uuid.uuid4().hex[:6]}")
     client = TestClient(world.app)
-    client.get(f"/login?token={token}", follow_redirects=False)
+    client.get(f"/login?token={token}", headers=OPENED_FROM_OUTSIDE, follow_redirects=False)
     assert client.get("/workers", follow_redirects=False).status_code == 200
     for info in world.store.users.tokens(user.id):
         world.store.users.revoke_token(info.id)
@@ -177,7 +189,7 @@ def test_revoked_token_ends_the_session(world: World, tmp_path: Path) -> None:
 def test_unknown_study_page_is_a_404_page(world: World) -> None:
     """A missing study renders an HTML 404 that says which."""
     client = TestClient(world.app)
-    client.get(f"/login?token={world.token}", follow_redirects=False)
+    client.get(f"/login?token={world.token}", headers=OPENED_FROM_OUTSIDE, follow_redirects=False)
     response = client.get("/studies/99999")
     assert response.status_code == 404 and "study 99999 does not exist" in response.text
     assert "text/html" in response.headers["content-type"]
@@ -189,7 +201,7 @@ def test_static_files_are_revalidated_and_local(world: World) -> None:
     response = client.get("/dashboard/static/vendor/echarts.min.js")
     assert response.status_code == 200 and response.headers["cache-control"] == "no-cache"
     assert len(response.content) > 500_000
-    client.get(f"/login?token={world.token}", follow_redirects=False)
+    client.get(f"/login?token={world.token}", headers=OPENED_FROM_OUTSIDE, follow_redirects=False)
     page = client.get(f"/studies/{world.study.id}").text
     assert "http://" not in page.replace("http://www.w3.org/2000/svg", "")
     assert "https://" not in page

@@ -41,7 +41,10 @@ def _check_study_readable(service: Service, study_id: int) -> None:
         families = {t["family"] for t in trials["items"]}
         assert "relu" in families  # the baseline ran first
     with httpx.Client(base_url=service.url, follow_redirects=True, timeout=30) as browser:
-        assert browser.get("/login", params={"token": service.token}).status_code == 200
+        # As the printed link opened from a terminal (Sec-Fetch-Site: none): it signs in at once.
+        link = {"token": service.token}
+        signed_in = browser.get("/login", params=link, headers={"Sec-Fetch-Site": "none"})
+        assert signed_in.status_code == 200
         page = browser.get(f"/studies/{study_id}")
         assert page.status_code == 200 and "quickstart" in page.text
         trial_page = browser.get(f"/studies/{study_id}/trials/0")

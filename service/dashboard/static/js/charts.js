@@ -16,6 +16,11 @@ export function loadECharts() {
   return loading;
 }
 
+// A tooltip's position as a function that leaves the placement to ECharts (it returns nothing):
+// given a side's name instead (as a tooltip shown by dispatchAction defaults to), ECharts adds an
+// arrow written as HTML with a style="…" attribute, which the page's CSP refuses.
+const ownPlacement = () => undefined;
+
 const instances = new Map();
 const resizer = new ResizeObserver((entries) => {
   for (const entry of entries) instances.get(entry.target)?.resize();
@@ -31,7 +36,8 @@ export async function draw(container, option, replace = true) {
     instances.set(container, chart);
     resizer.observe(container);
   }
-  chart.setOption({ animation: false, textStyle: { fontFamily: "system-ui, sans-serif" }, ...option }, replace);
+  const tooltip = option.tooltip ? { tooltip: { position: ownPlacement, ...option.tooltip } } : {};
+  chart.setOption({ animation: false, textStyle: { fontFamily: "system-ui, sans-serif" }, ...option, ...tooltip }, replace);
   return chart;
 }
 
@@ -43,6 +49,40 @@ export function note(container, message) {
   div.className = "chart-note";
   div.textContent = message;
   container.append(div);
+}
+
+// Tooltips are DOM nodes, never HTML strings: ECharts parses a string as HTML, and the markers of
+// its own formatters are style="…" attributes, which the page's CSP (style-src 'self') refuses.
+// Text goes in as text, so a family or parameter name is never markup either.
+export function tip(...lines) {
+  const box = document.createElement("div");
+  lines.forEach((line, i) => {
+    if (i) box.append(document.createElement("br"));
+    box.append(String(line));
+  });
+  return box;
+}
+
+// The tooltip of trigger "axis": the axis value, then each series' colour, name and value.
+export function axisTip(format = (value) => String(value)) {
+  return (params) => {
+    const items = Array.isArray(params) ? params : [params];
+    const box = document.createElement("div");
+    if (items.length) box.append(String(items[0].axisValueLabel ?? items[0].axisValue ?? ""));
+    for (const p of items) {
+      const marker = document.createElement("span");
+      marker.className = "tip-marker";
+      marker.style.backgroundColor = typeof p.color === "string" ? p.color : "#98a2b3";
+      const value = document.createElement("span");
+      value.className = "tip-value";
+      value.textContent = format(Array.isArray(p.value) ? p.value[p.value.length - 1] : p.value, p);
+      const row = document.createElement("div");
+      row.className = "tip-row";
+      row.append(marker, String(p.seriesName ?? ""), value);
+      box.append(row);
+    }
+    return box;
+  };
 }
 
 const PALETTE = ["#2f6fed", "#2e9e5b", "#d99a1e", "#d0453a", "#8a63d2", "#1b9aaa", "#c2569b", "#6b7a2a",

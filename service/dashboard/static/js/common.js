@@ -8,12 +8,19 @@ export class ApiError extends Error {
   }
 }
 
+// The session's CSRF token (the page's <meta>): the API refuses a change made with the session
+// cookie without it, so that no other page of the site can make one (service/api/security.py).
+export function csrfHeaders() {
+  const meta = document.querySelector('meta[name="csrf-token"]');
+  return meta ? { "X-CSRF-Token": meta.content } : {};
+}
+
 // Fetch JSON with the session cookie. A 401 means the session ended: go back to the login form.
 export async function getJSON(url, options = {}) {
   return readJSON(await fetch(url, {
     credentials: "same-origin",
     ...options,
-    headers: { Accept: "application/json", ...(options.headers || {}) },
+    headers: { Accept: "application/json", ...csrfHeaders(), ...(options.headers || {}) },
   }));
 }
 
@@ -65,6 +72,8 @@ export function el(tag, attrs = {}, ...children) {
     if (value === undefined || value === null || value === false) continue;
     if (key === "class") node.className = value;
     else if (key === "dataset") Object.assign(node.dataset, value);
+    // Through the CSSOM: a style="…" attribute is refused by the page's CSP, element.style is not.
+    else if (key === "style") node.style.cssText = value;
     else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
     else node.setAttribute(key, value === true ? "" : value);
   }

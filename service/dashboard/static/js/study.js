@@ -160,7 +160,7 @@ function renderLeaderboard(summary) {
   const rows = summary.families.map((f) => {
     const c = evidenceOf(summary, f);
     return el("tr", { class: f.is_baseline ? "baseline" : "", dataset: { family: f.family } },
-      el("td", {}, f.family, f.is_baseline ? el("span", { class: "badge outline", style: "margin-left:6px" }, "baseline") : null),
+      el("td", {}, f.family, f.is_baseline ? el("span", { class: "badge outline beside" }, "baseline") : null),
       el("td", { class: "num" }, String(c ? c.trainings : 0)),
       el("td", { class: "num" }, f.best_trial === null ? "–" : el("a", { href: `/studies/${studyId}/trials/${f.best_trial}` }, pct(f.best))),
       el("td", { class: "num mean-ci" }, meanCell(c)),

@@ -2,7 +2,7 @@
 // parameter importance and parallel coordinates. Data comes from /dashboard/data.
 
 import { formatParam } from "./common.js";
-import { AXIS, GRID, draw, familyColor, note, pctAxis } from "./charts.js";
+import { AXIS, GRID, draw, familyColor, note, pctAxis, tip } from "./charts.js";
 
 const pctLabel = (v) => `${(100 * v).toFixed(2)}%`;
 
@@ -68,10 +68,10 @@ export function drawFamilies(container, values, board) {
   return draw(container, {
     grid: { ...GRID, left: 60 },
     tooltip: { trigger: "item", formatter: (p) => (p.seriesType === "boxplot"
-      ? `${p.name}<br>max ${pctLabel(p.value[5])}<br>Q3 ${pctLabel(p.value[4])}<br>median ${pctLabel(p.value[3])}<br>Q1 ${pctLabel(p.value[2])}<br>min ${pctLabel(p.value[1])}`
+      ? tip(p.name, `max ${pctLabel(p.value[5])}`, `Q3 ${pctLabel(p.value[4])}`, `median ${pctLabel(p.value[3])}`, `Q1 ${pctLabel(p.value[2])}`, `min ${pctLabel(p.value[1])}`)
       : p.seriesType === "custom"
-        ? `${order[Math.round(p.value[0] - 0.3)]}: mean ${pctLabel(p.value[3])} over ${p.value[4]} trainings<br>95% CI [${pctLabel(p.value[1])}, ${pctLabel(p.value[2])}]`
-        : `${p.seriesName} · trial ${p.data[2]}<br>${pctLabel(p.data[1])}`) },
+        ? tip(`${order[Math.round(p.value[0] - 0.3)]}: mean ${pctLabel(p.value[3])} over ${p.value[4]} trainings`, `95% CI [${pctLabel(p.value[1])}, ${pctLabel(p.value[2])}]`)
+        : tip(`${p.seriesName} · trial ${p.data[2]}`, pctLabel(p.data[1]))) },
     xAxis: [
       { ...AXIS, type: "category", data: order, axisTick: { alignWithLabel: true } },
       { type: "value", min: -0.5, max: order.length - 0.5, show: false },
@@ -108,7 +108,7 @@ export function drawHistory(container, values) {
   return draw(container, {
     grid: { ...GRID, left: 60, top: 36 },
     legend: { top: 0, type: "scroll", textStyle: { fontSize: 11 } },
-    tooltip: { trigger: "item", formatter: (p) => `${p.seriesName} · trial ${p.data[0]}<br>${pctLabel(p.data[1])}` },
+    tooltip: { trigger: "item", formatter: (p) => tip(`${p.seriesName} · trial ${p.data[0]}`, pctLabel(p.data[1])) },
     xAxis: { ...AXIS, type: "value", name: "trial", nameLocation: "middle", nameGap: 24, minInterval: 1 },
     yAxis: pctAxis({ name: "val acc" }),
     dataZoom: [{ type: "inside" }],
@@ -127,7 +127,7 @@ export function drawCurves(container, curves) {
   return draw(container, {
     grid: { ...GRID, left: 60, top: 36 },
     legend: { top: 0, type: "scroll", data: families, textStyle: { fontSize: 11 } },
-    tooltip: { trigger: "item", formatter: (p) => `trial ${p.seriesId.split(":")[0]} · ${p.seriesName} (${p.seriesId.split(":")[1]})<br>epoch ${p.data[0] + 1}: ${pctLabel(p.data[1])}` },
+    tooltip: { trigger: "item", formatter: (p) => tip(`trial ${p.seriesId.split(":")[0]} · ${p.seriesName} (${p.seriesId.split(":")[1]})`, `epoch ${p.data[0] + 1}: ${pctLabel(p.data[1])}`) },
     xAxis: { ...AXIS, type: "value", name: "epoch", nameLocation: "middle", nameGap: 24, minInterval: 1, axisLabel: { ...AXIS.axisLabel, formatter: (v) => String(v + 1) } },
     yAxis: pctAxis({ name: "val acc" }),
     series: trials.map((t) => ({
@@ -153,7 +153,7 @@ export function drawImportance(container, importance, noteEl) {
   if (!bars.length) return note(container, notes.length ? "Not enough complete trials to estimate importance yet." : "No searched parameters.");
   return draw(container, {
     grid: { ...GRID, left: 150, top: 10 },
-    tooltip: { trigger: "item", formatter: (p) => `${p.name}<br>importance ${p.value.toFixed(3)} (n=${bars[p.dataIndex].n})` },
+    tooltip: { trigger: "item", formatter: (p) => tip(p.name, `importance ${p.value.toFixed(3)} (n=${bars[p.dataIndex].n})`) },
     xAxis: { ...AXIS, type: "value", max: 1 },
     yAxis: { ...AXIS, type: "category", data: bars.map((b) => b.label), axisLabel: { ...AXIS.axisLabel, width: 140, overflow: "truncate" } },
     series: [{ type: "bar", barMaxWidth: 14, data: bars.map((b) => ({ value: b.score, itemStyle: { color: familyColor(b.family) } })) }],

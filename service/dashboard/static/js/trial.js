@@ -2,7 +2,7 @@
 // per-epoch curves, parameters, record, manifest, failure and log tail. Refreshes while running.
 
 import { $, LIVE, badge, bytes, duration, el, formatParam, getJSON, num, pct, poll, reportError } from "./common.js";
-import { AXIS, GRID, draw, note, pctAxis } from "./charts.js";
+import { AXIS, GRID, axisTip, draw, note, pctAxis } from "./charts.js";
 
 const root = $("#trial");
 const studyId = Number(root.dataset.studyId);
@@ -77,7 +77,7 @@ function curveOption(series, yName, legend) {
   return {
     grid: { ...GRID, top: 36 },
     legend: { top: 0, type: "scroll", data: legend, textStyle: { fontSize: 11 } },
-    tooltip: { trigger: "axis", valueFormatter: (v) => (v === null || v === undefined ? "–" : Number(v).toFixed(4)) },
+    tooltip: { trigger: "axis", formatter: axisTip((v) => (v === null || v === undefined ? "–" : Number(v).toFixed(4))) },
     xAxis: { ...AXIS, type: "value", name: "x", nameLocation: "middle", nameGap: 24 },
     yAxis: { ...AXIS, type: "value", scale: true },
     aria: { enabled: true, label: { description: yName } },
@@ -127,7 +127,7 @@ function drawEpochs() {
   return draw(box, {
     grid: { ...GRID, right: 56, top: 36 },
     legend: { top: 0, textStyle: { fontSize: 11 } },
-    tooltip: { trigger: "axis" },
+    tooltip: { trigger: "axis", formatter: axisTip((v, p) => (v === null || v === undefined ? "–" : p.seriesName === "val acc" ? pct(v) : Number(v).toFixed(4))) },
     xAxis: { ...AXIS, type: "category", name: "epoch", nameLocation: "middle", nameGap: 24, data: epochs.map((e) => String(e.epoch + 1)) },
     yAxis: [pctAxis({ name: "val acc" }), { ...AXIS, type: "value", name: "train loss", scale: true, splitLine: { show: false } }],
     series: [
@@ -218,7 +218,7 @@ function renderHeader() {
   if (t.failure_reason || t.failure_message) {
     failure.replaceChildren(el("b", {}, `${t.state}: ${t.failure_reason || "failure"}`),
       t.failure_epoch !== null && t.failure_epoch !== undefined ? ` at epoch ${t.failure_epoch + 1}` : "",
-      t.failure_message ? el("pre", { style: "margin-top:4px" }, t.failure_message) : null);
+      t.failure_message ? el("pre", { class: "spaced" }, t.failure_message) : null);
     failure.classList.remove("hidden");
   } else failure.classList.add("hidden");
   const card = (label, value, sub = "") => el("div", { class: "card" }, el("div", { class: "label" }, label), el("div", { class: "value" }, value), el("div", { class: "sub" }, sub));
