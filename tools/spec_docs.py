@@ -44,15 +44,24 @@ from search_space.spec import (
     EmaSpec,
     LookaheadSpec,
     ModelSpec,
+    PromoteSpec,
     PrunerSpec,
     Range,
     SamplerSpec,
     SearchDim,
+    StageSpec,
     StudySpec,
     TimeoutsSpec,
     TrainingSpec,
     model_training_defaults,
+    parse_campaign,
     parse_spec,
+)
+from search_space.spec.campaign import (
+    FIRST_STAGE_ONLY,
+    MAX_MIN_DELTA,
+    MAX_STAGE_MODELS,
+    MAX_STAGES,
 )
 from search_space.suggest import suggest_config, trial_budget
 
@@ -60,6 +69,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DOC_PATH = ROOT / "docs" / "spec.md"
 EXAMPLE_PATH = ROOT / "examples" / "quickstart.yaml"
 EXAMPLE_HEADING = "A complete example"
+CAMPAIGN_EXAMPLE_PATH = ROOT / "examples" / "campaign-cpu.yaml"
+CAMPAIGN_HEADING = "Campaigns"
 _TYPE_NAMES = {"int": "integer", "float": "number", "str": "string", "bool": "boolean"}
 
 
@@ -153,6 +164,27 @@ SECTIONS: tuple[Section, ...] = (
     Section("sampler", SamplerSpec, intro=_fields_used("sampler", SAMPLER_FIELDS, "seed")),
     Section("pruner", PrunerSpec, intro=_fields_used("pruner", PRUNER_FIELDS)),
     Section("timeouts", TimeoutsSpec),
+    Section(
+        "stages",
+        StageSpec,
+        allowed={
+            "model": "a model name or `{name, width}` (see [`model`](#model)), or a list of "
+            f"them (at most {MAX_STAGE_MODELS}, each once)",
+            "training": "fields of [`training`](#training)",
+            "sampler": "a [`sampler`](#sampler) mapping",
+            "timeouts": "fields of [`timeouts`](#timeouts)",
+        },
+        intro=f"A campaign's `stages` (1 to {MAX_STAGES}) is a list of these; see "
+        f"[{CAMPAIGN_HEADING}](#campaigns). "
+        + " and ".join(f"`{f}`" for f in FIRST_STAGE_ONLY)
+        + " are the first stage's only: a later stage runs exactly the configurations "
+        "promoted into it.",
+    ),
+    Section(
+        "stages.promote",
+        PromoteSpec,
+        allowed={"min_delta": f"[{-MAX_MIN_DELTA:g}, {MAX_MIN_DELTA:g}] or null"},
+    ),
 )
 _SECTION_OF_TYPE = {s.schema_type.__name__: s for s in SECTIONS}
 
@@ -292,6 +324,7 @@ def render() -> str:
     ]
     lines += _recipe_section()
     lines += _example_section()
+    lines += _campaign_section()
     lines += ["## Reference", ""]
     for section in SECTIONS:
         lines += _reference_section(section)
@@ -608,6 +641,56 @@ def _example_section() -> list[str]:
         "```json",
         json.dumps(config, indent=2),
         "```",
+        "",
+    ]
+
+
+# -- campaigns ----------------------------------------------------------------------------------
+CAMPAIGNS = """\
+## {heading}
+A campaign ([campaigns.md](campaigns.md)) is a study spec, its *base*, plus `stages`: the body
+of `POST /api/v1/campaigns`. Each stage is one study per model: the base with the stage's
+fields replaced ([`stages`](#stages)). The first stage searches as a study does; the stage's
+[`promote`](#stagespromote) rule picks the configurations that go on, and each later stage runs
+exactly those (their Optuna params enqueued; a model or training value only where that stage
+searches it), the baselines first at their defaults, with `seed` one past every seed an earlier
+stage used, `repeats: reseed`, the random sampler and no pruner: its budget is their number.
+Its trainings took no part in choosing the configurations, so its comparisons are on test
+accuracy and say *better* or *worse* ([evidence.md](evidence.md)). Errors name the field where
+the document wrote it: `stages.1.training.epochs`, `stages.2.model.1.name` (a transfer stage's
+second model), `activations.smu.alpha` (the base's).
+"""
+
+
+def _campaign_section() -> list[str]:
+    source = CAMPAIGN_EXAMPLE_PATH.read_text(encoding="utf-8")
+    campaign = parse_campaign(source, submission=True)
+    studies = []
+    for index in range(campaign.stage_count):
+        models = campaign.models(index)
+        spec = parse_spec(campaign.study_spec(index, models[0]))
+        names = ", ".join(f"`{inline(m)}`" for m in models)
+        budget = f"{trial_budget(spec)} trials" if index == 0 else "the promoted configurations"
+        studies.append(
+            f"{index + 1}. `{campaign.label(index)}`: {names}, {spec.training.epochs} epoch(s), "
+            f"{budget}, {spec.seeds} seed(s) each"
+            + (
+                f"; promotes `{inline(campaign.stages[index].promote)}`"
+                if index + 1 < campaign.stage_count
+                else ""
+            )
+        )
+    return [
+        CAMPAIGNS.format(heading=CAMPAIGN_HEADING),
+        f"`{CAMPAIGN_EXAMPLE_PATH.relative_to(ROOT)}`:",
+        "",
+        "```yaml",
+        source.rstrip(),
+        "```",
+        "",
+        "Its stages, as the campaign builds their studies:",
+        "",
+        *studies,
         "",
     ]
 
