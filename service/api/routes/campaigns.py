@@ -126,7 +126,9 @@ def list_campaigns(
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> Page[CampaignPublic]:
     """Campaigns, newest first, one page at a time (all users see all campaigns)."""
-    items, total = store.campaigns.list_all(statuses=status_, owner=owner, limit=limit, offset=offset)
+    items, total = store.campaigns.list_all(
+        statuses=status_, owner=owner, limit=limit, offset=offset
+    )
     return Page[CampaignPublic](
         items=[campaign_public(info) for info in items],
         total=total,
