@@ -18,6 +18,7 @@ import pytest
 from service import migrate
 from service.db import make_engine
 from service.store import Store
+from tests.service.campaign_helpers import campaign
 from tests.service.conftest import BACKENDS, add_trial, new_person, spec, start_server, stop_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -71,6 +72,7 @@ def test_the_schema_holds_against_the_running_server(empty_db_url: str, tmp_path
                 value=0.85,
             )
             add_trial(store, study_id, family="smu", value=None, state="pruned")
+        store.campaigns.create(user.info, campaign(name="seeded-campaign"))  # ids 1.. reach it
     finally:
         store.dispose()
     # The coverage phase (boundary and negative values of every parameter, unexpected methods)
