@@ -152,7 +152,11 @@ class Campaigns:
             if earlier is None:
                 raise
             return earlier, False
-        self._set_up(campaign_id, 0)  # a failure here is retried by the next advance()
+        try:
+            self._set_up(campaign_id, 0)
+        except Exception:  # stored: the next advance() anywhere sets it up (docstring)
+            log.warning("campaign %s: setting up its first stage failed; advance() retries it",
+                        campaign_id, exc_info=True)  # fmt: skip
         return self.get(campaign_id), True
 
     def _insert(
