@@ -99,6 +99,8 @@ class Study(Base):
     )
     stage: Mapped[int | None] = mapped_column(Integer)
     stage_model: Mapped[str | None] = mapped_column(String(50))
+    # Bumped by triggers on every change a read of the study shows (0008): the API's ETags.
+    version: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     owner: Mapped[User] = relationship()
 
 
