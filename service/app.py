@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from service.api import errors
+from service.api import errors, etag
 from service.api.routes import ROUTERS
 from service.api.security import SecurityHeadersMiddleware
 from service.dashboard import routes as dashboard
@@ -135,6 +135,7 @@ def create_app(
     app.state.store = store
     app.state.settings = settings
     app.state.sessions = SessionSigner(shared_secret(store.db, settings.session_secret))
+    etag.install(app)  # first: its middleware is the innermost, next to the routes
     errors.install(app)
     # Outermost: every answer, the 500s and 503s of the error middleware too, gets the headers.
     app.add_middleware(SecurityHeadersMiddleware)

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
+from service.api import etag
 from service.api.deps import CurrentUser, StoreDep
 from service.dashboard import queries
 from service.store.exports import Download, leaderboard_download, study_summary
@@ -19,28 +20,28 @@ from service.store.queries import leaderboard
 router = APIRouter(prefix="/dashboard/data", include_in_schema=False)
 
 
-@router.get("/studies/{study_id}/summary")
+@router.get("/studies/{study_id}/summary", dependencies=[etag.STUDY])
 def summary(study_id: int, _: CurrentUser, store: StoreDep) -> dict[str, Any]:
     """Family leaderboard (per-state counts, best, median; trainings, mean and Δ with their 95 %
     intervals, verdicts), the headline and the confirm links."""
     return study_summary(leaderboard(store.db, study_id))
 
 
-@router.get("/studies/{study_id}/values")
+@router.get("/studies/{study_id}/values", dependencies=[etag.STUDY])
 def values(study_id: int, _: CurrentUser, store: StoreDep) -> dict[str, Any]:
     """Column arrays (number, family, state, value) of all trials: history and distributions."""
     store.studies.get(study_id)
     return queries.trial_values(store.db, study_id)
 
 
-@router.get("/studies/{study_id}/importance")
+@router.get("/studies/{study_id}/importance", dependencies=[etag.STUDY])
 def importance(study_id: int, request: Request, _: CurrentUser, store: StoreDep) -> dict[str, Any]:
     """Parameter importance per family (Optuna PED-ANOVA on that family's complete trials)."""
     store.studies.get(study_id)
     return {"families": request.app.state.importance.for_study(store.db, study_id)}
 
 
-@router.get("/studies/{study_id}/params")
+@router.get("/studies/{study_id}/params", dependencies=[etag.STUDY])
 def params(
     study_id: int,
     family: str,
@@ -61,7 +62,7 @@ def params(
     }
 
 
-@router.get("/studies/{study_id}/curves")
+@router.get("/studies/{study_id}/curves", dependencies=[etag.LIVE])
 def curves(
     study_id: int,
     _: CurrentUser,

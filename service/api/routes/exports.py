@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
 
+from service.api import etag
 from service.api.deps import CurrentUser, StoreDep
 from service.api.routes.studies import StudyId
 from service.api.schemas import (
@@ -58,6 +59,7 @@ def export_json(study_id: StudyId, store: StoreDep, _user: CurrentUser) -> Study
 @router.get(
     "/studies/{study_id}/leaderboard",
     response_model=Leaderboard,
+    dependencies=[etag.STUDY],
     responses={
         200: {
             "content": {
@@ -65,7 +67,9 @@ def export_json(study_id: StudyId, store: StoreDep, _user: CurrentUser) -> Study
                 "application/x-latex": {"schema": {"type": "string"}},
             },
             "description": "the leaderboard as JSON, CSV or LaTeX (see `format`)",
+            "headers": etag.TAG_HEADER,
         },
+        **etag.NOT_MODIFIED,
         **error_responses(401, 404, 422),
     },
 )

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, Header, Path, Query, Request, Response, sta
 from starlette.concurrency import run_in_threadpool
 
 from search_space.spec import SpecError, spec_warnings
-from service.api import documents
+from service.api import documents, etag
 from service.api.deps import CurrentUser, StoreDep, check_owner
 from service.api.schemas import (
     ConfirmRequest,
@@ -139,7 +139,12 @@ async def create_study(
     return await run_in_threadpool(_submit, store, user, raw, media_type, key, response)
 
 
-@router.get("/studies", response_model=Page[StudyPublic], responses=error_responses(401, 422))
+@router.get(
+    "/studies",
+    response_model=Page[StudyPublic],
+    dependencies=[etag.STUDIES],
+    responses={**etag.CONDITIONAL, **error_responses(401, 422)},
+)
 def list_all_studies(
     store: StoreDep,
     _user: CurrentUser,
@@ -170,7 +175,10 @@ def list_all_studies(
 
 
 @router.get(
-    "/studies/{study_id}", response_model=StudyDetail, responses=error_responses(401, 404, 422)
+    "/studies/{study_id}",
+    response_model=StudyDetail,
+    dependencies=[etag.STUDY],
+    responses={**etag.CONDITIONAL, **error_responses(401, 404, 422)},
 )
 def get_study(study_id: StudyId, store: StoreDep, _user: CurrentUser) -> StudyDetail:
     """A study: status, spec, progress of its budget, best trial and per-family summary."""

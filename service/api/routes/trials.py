@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
 
+from service.api import etag
 from service.api.deps import CurrentUser, StoreDep
 from service.api.routes.studies import StudyId
 from service.api.schemas import (
@@ -50,7 +51,8 @@ def _check_value_range(value_min: float | None, value_max: float | None) -> None
 @router.get(
     "/studies/{study_id}/trials",
     response_model=Page[TrialPublic],
-    responses=error_responses(401, 404, 422),
+    dependencies=[etag.LIVE],
+    responses={**etag.CONDITIONAL, **error_responses(401, 404, 422)},
 )
 def list_study_trials(
     study_id: StudyId,
@@ -111,7 +113,8 @@ def _from_record(record: dict[str, Any] | None, *keys: str) -> dict[str, Any] | 
 @router.get(
     "/studies/{study_id}/trials/{number}",
     response_model=TrialDetail,
-    responses=error_responses(401, 404, 422),
+    dependencies=[etag.LIVE],
+    responses={**etag.CONDITIONAL, **error_responses(401, 404, 422)},
 )
 def get_trial(
     study_id: StudyId,
