@@ -18,6 +18,7 @@ from typing import Any
 import optuna
 from sqlalchemy import select
 
+from search_space.samplers import make_sampler
 from search_space.spec import parse_spec
 from search_space.suggest import suggest_trial
 from service.db import Run, Study
@@ -73,7 +74,9 @@ def train_trial(store: Store, study_id: int, worker_id: str = "w-test") -> bool:
     if claim is None:
         return False
     spec = parse_spec(claim.spec)
-    study = optuna.load_study(study_name=claim.optuna_name, storage=store.db.optuna)
+    study = optuna.load_study(
+        study_name=claim.optuna_name, storage=store.db.optuna, sampler=make_sampler(spec)
+    )
     trial = study.ask()
     config = suggest_trial(trial, spec)
     family, model = config.activation.family, str(config.model.name)
