@@ -30,6 +30,7 @@ def _settings(args: argparse.Namespace) -> Any:
             "database_url": getattr(args, "database_url", None),
             "host": getattr(args, "host", None),
             "port": getattr(args, "port", None),
+            "processes": getattr(args, "processes", None),
             "data": getattr(args, "data", None),
         }.items()
         if v is not None
@@ -155,6 +156,11 @@ def _common(client: bool, *, top: bool = False) -> argparse.ArgumentParser:
 def _add_server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="listen address (default 127.0.0.1; env ACTSEARCH_HOST)")
     parser.add_argument("--port", type=int, help="listen port (default 8000; env ACTSEARCH_PORT)")
+    parser.add_argument(
+        "--processes", type=int, metavar="N",
+        help="API server processes sharing the port (default: one per core, at most 4; "
+        "env ACTSEARCH_PROCESSES)",
+    )  # fmt: skip
     _add_db_flag(parser)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import logging
 import os
 import shutil
@@ -16,6 +18,8 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
+from uvicorn.config import LOGGING_CONFIG
+from uvicorn.supervisors.multiprocess import Multiprocess
 
 from service import migrate
 from service.app import create_app
@@ -161,6 +165,12 @@ class _StopSignals:
             sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)
         }
 
+    def take_back(self) -> None:
+        """Handle them again after uvicorn's process supervisor replaced the handlers (restore()
+        still puts back those install() found)."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
     def restore(self) -> None:
         """Put back the handlers install() replaced."""
         for sig, handler in self._previous.items():
@@ -196,6 +206,10 @@ def _stop(process: subprocess.Popen[bytes], signals: _StopSignals) -> None:
 
 
 def _serve(settings: Settings, store: Store, signals: _StopSignals) -> None:
+    processes = settings.resolved_processes
+    if processes > 1:
+        _serve_processes(settings, processes, signals)
+        return
     app = create_app(settings, store)
     config = uvicorn.Config(
         app,
@@ -211,6 +225,75 @@ def _serve(settings: Settings, store: Store, signals: _StopSignals) -> None:
     server.run()
 
 
+APP_FACTORY = "service.app:app_from_env"  # what each server process builds its app with
+
+
+def settings_env(settings: Settings) -> dict[str, str | None]:
+    """ACTSEARCH_* variables that make Settings() in another process equal `settings` (None:
+    unset), flags and defaults included."""
+    env: dict[str, str | None] = {}
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if value is None or isinstance(value, (str, int, float, bool, Path)):
+            text = (
+                None
+                if value is None
+                else str(value).lower()
+                if isinstance(value, bool)
+                else str(value)
+            )
+        else:
+            text = json.dumps(value)
+        env[f"ACTSEARCH_{name.upper()}"] = text
+    return env
+
+
+def log_config(settings: Settings) -> dict[str, Any]:
+    """uvicorn's logging, and ours as the CLI sets it, in every server process."""
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["actsearch"] = {
+        "format": "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    }
+    config["handlers"]["actsearch"] = {
+        "class": "logging.StreamHandler",
+        "formatter": "actsearch",
+        "stream": "ext://sys.stderr",
+    }
+    config["root"] = {"handlers": ["actsearch"], "level": settings.log_level.upper()}
+    return config
+
+
+def _serve_processes(settings: Settings, processes: int, signals: _StopSignals) -> None:
+    """`processes` uvicorn processes on one socket, each building the app from the environment
+    (every per-process state is shared through the database: sessions, CSRF, the counters
+    behind ETags); a process that dies is replaced."""
+    for name, value in settings_env(settings).items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    config = uvicorn.Config(
+        APP_FACTORY,
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=processes,
+        log_level=settings.log_level.lower(),
+        log_config=log_config(settings),
+        access_log=False,
+    )
+    if signals.received:  # stopped while starting up: do not serve at all
+        return
+    sock = config.bind_socket()
+    try:
+        supervisor = Multiprocess(config, sockets=[sock])  # takes SIGINT/SIGTERM until it ends
+        if not signals.received:
+            supervisor.run()
+    finally:
+        sock.close()
+        signals.take_back()  # a signal while the worker stops must reach it
+
+
 def run_up(
     settings: Settings,
     *,
@@ -219,7 +302,8 @@ def run_up(
     open_browser: bool = False,
     new_login: bool = False,
 ) -> int:
-    """Migrate, ensure a local admin, start one worker, serve; prints the login URL."""
+    """Migrate, ensure a local admin, start one worker, serve (`processes` server processes,
+    one worker supervisor); prints the login URL."""
     settings.home.mkdir(parents=True, exist_ok=True)
     migrate.upgrade(make_engine(settings.resolved_database_url))
     store = Store.open(settings.resolved_database_url, max_attempts=settings.max_attempts)
@@ -258,7 +342,7 @@ def run_up(
 
 
 def run_serve(settings: Settings) -> int:
-    """Serve the API and the dashboard on an already migrated database."""
+    """Serve the API and the dashboard on an already migrated database (`processes` of them)."""
     store = Store.open(settings.resolved_database_url, max_attempts=settings.max_attempts)
     signals = _StopSignals()
     signals.install()

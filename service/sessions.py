@@ -10,6 +10,9 @@ import hashlib
 import hmac
 import secrets
 
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+
 from service.db import Meta
 from service.store import Database
 
@@ -43,12 +46,20 @@ class SessionSigner:
 
 
 def shared_secret(db: Database, configured: str = "") -> str:
-    """The configured secret, or one generated once and kept in the database for all processes."""
+    """The configured secret, or one generated once and kept in the database for all processes.
+
+    Server processes start together on a fresh database: whichever inserts first wins, the others
+    (ON CONFLICT DO NOTHING, waiting for the winner's commit) read its secret.
+    """
     if configured:
         return configured
+    insert = sqlite.insert if db.sqlite else postgresql.insert
     with db.session(immediate=True) as session:
-        row = session.get(Meta, SECRET_KEY)
-        if row is None:
-            row = Meta(key=SECRET_KEY, value=secrets.token_hex(32))
-            session.add(row)
-        return row.value
+        session.execute(
+            insert(Meta)
+            .values(key=SECRET_KEY, value=secrets.token_hex(32))
+            .on_conflict_do_nothing(index_elements=["key"])
+        )
+        value = session.scalar(select(Meta.value).where(Meta.key == SECRET_KEY))
+    assert value is not None
+    return value

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MAX_AUTO_PROCESSES = 4
 
 
 def default_home() -> Path:
@@ -31,6 +34,9 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    # API server processes behind one port (`serve`/`up --processes`): 0 = one per core, at most
+    # MAX_AUTO_PROCESSES (each holds up to 15 database connections).
+    processes: int = Field(default=0, ge=0, le=64, description="API server processes; 0: auto")
     data: str | None = Field(
         default=None,
         description="where workers find CIFAR: a torchvision root, an image folder or a tarball",
@@ -84,6 +90,11 @@ class Settings(BaseSettings):
             separator = "&" if urlsplit(self.database_url).query else "?"
             return f"{self.database_url}{separator}pgbouncer=true"
         return self.database_url
+
+    @property
+    def resolved_processes(self) -> int:
+        """How many API server processes to run: `processes`, or one per core (bounded)."""
+        return self.processes or max(1, min(os.cpu_count() or 1, MAX_AUTO_PROCESSES))
 
     @property
     def resolved_cache_dir(self) -> Path:
