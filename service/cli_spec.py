@@ -28,7 +28,9 @@ def read_spec_file(name: str, what: str = "spec file") -> tuple[Path, str]:
     """The path and text of a spec (or changes) file; CliError when it cannot be one."""
     path = Path(name)
     if path.is_dir():
-        examples = sorted(p.name for p in path.iterdir() if p.suffix in (".yaml", ".yml", ".json"))
+        found = (p.name for p in path.iterdir() if p.suffix in (".yaml", ".yml", ".json"))
+        # The quick start first: examples/ also holds campaigns (docs/campaigns.md).
+        examples = sorted(found, key=lambda name: (name != "quickstart.yaml", name))
         hint = f", e.g. {path / examples[0]}" if examples else ""
         raise CliError(f"{path} is a directory: give a {what} (YAML or JSON){hint}")
     if not path.exists():
