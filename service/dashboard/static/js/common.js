@@ -15,13 +15,37 @@ export function csrfHeaders() {
   return meta ? { "X-CSRF-Token": meta.content } : {};
 }
 
+// The last answer of each polled GET and its ETag: the next poll sends If-None-Match, and an
+// unchanged study answers 304 with no body (the server's cost: one indexed read).
+const kept = new Map();
+const KEPT_MAX = 64;
+
 // Fetch JSON with the session cookie. A 401 means the session ended: go back to the login form.
+// GETs are conditional: on 304 the kept answer is returned (a fresh copy: callers may change it).
 export async function getJSON(url, options = {}) {
-  return readJSON(await fetch(url, {
+  const get = (options.method || "GET").toUpperCase() === "GET";
+  const copy = get ? kept.get(url) : undefined;
+  const response = await fetch(url, {
     credentials: "same-origin",
+    cache: "no-store", // the validators are ours: the browser's cache neither answers nor asks
     ...options,
-    headers: { Accept: "application/json", ...csrfHeaders(), ...(options.headers || {}) },
-  }));
+    headers: {
+      Accept: "application/json", ...csrfHeaders(),
+      ...(copy ? { "If-None-Match": copy.etag } : {}), ...(options.headers || {}),
+    },
+  });
+  if (response.status === 304 && copy) {
+    kept.delete(url);
+    kept.set(url, copy); // most recently used last
+    return JSON.parse(copy.text);
+  }
+  const etag = get && response.ok ? response.headers.get("ETag") : null;
+  if (!etag) return readJSON(response);
+  const text = await response.text();
+  kept.delete(url);
+  kept.set(url, { etag, text });
+  if (kept.size > KEPT_MAX) kept.delete(kept.keys().next().value);
+  return text ? JSON.parse(text) : null;
 }
 
 // The body of a fetch() response, or ApiError (401 goes to the login form).
