@@ -63,7 +63,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def _running_trial(client: Client, study_id: int) -> str:
     """The first running trial's progress inside its epoch ("" if none reported)."""
     try:
-        page = client.get(f"/studies/{study_id}/trials", params={"state": "running", "limit": 1})
+        page = client.poll(f"/studies/{study_id}/trials", params={"state": "running", "limit": 1})
     except ApiError:
         return ""  # a detail: the bar goes on without it
     for trial in page.get("items") or []:
@@ -77,7 +77,7 @@ def _watch(client: Client, study_id: int, interval: float) -> dict[str, Any]:
     """Poll with a progress bar of trials until the study ends; its last state."""
     from tqdm import tqdm
 
-    study = client.get(f"/studies/{study_id}")
+    study = client.poll(f"/studies/{study_id}")
     bar = tqdm(total=int(study.get("n_trials", 0)), unit="trial", desc=f"study {study_id}")
     try:
         while True:
@@ -119,7 +119,7 @@ def _poll(client: Client, study_id: int) -> dict[str, Any]:
     deadline = time.monotonic() + POLL_OUTAGE_S
     while True:
         try:
-            return dict(client.get(f"/studies/{study_id}"))
+            return dict(client.poll(f"/studies/{study_id}"))  # 304 while unchanged
         except ApiError as error:
             if not (error.status == 0 or error.status >= 500) or time.monotonic() > deadline:
                 raise

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -106,6 +107,10 @@ class Client:
     url: str
     token: str | None
     timeout: float = 30.0
+    # poll(): the last answer and its ETag per path and query
+    _kept: dict[str, tuple[str, str]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def resolve(cls, url: str | None, token: str | None) -> Client:
@@ -158,6 +163,21 @@ class Client:
     def get(self, path: str, **kwargs: Any) -> Any:
         """GET → JSON."""
         return self.request("GET", path, **kwargs).json()
+
+    def poll(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        """GET → JSON, conditionally: the ETag of this path and query's last answer goes along
+        as If-None-Match, and while the API answers 304 (unchanged; no body) that answer is
+        returned again (a fresh copy)."""
+        key = f"{path}?{urlencode(sorted((params or {}).items()))}"
+        kept = self._kept.get(key)
+        headers = {"If-None-Match": kept[0]} if kept else {}
+        response = self.request("GET", path, params=params, headers=headers)
+        if response.status_code == 304 and kept:
+            return json.loads(kept[1])
+        tag = response.headers.get("ETag")
+        if tag:
+            self._kept[key] = (tag, response.text)
+        return response.json()
 
     def post(self, path: str, **kwargs: Any) -> Any:
         """POST → JSON."""

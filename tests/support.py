@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -38,3 +40,22 @@ def wait_healthy(
         f"server did not answer within {timeout_s:.0f} s:\n"
         f"{log.read_text(errors='replace')[-4000:]}"
     )
+
+
+# The API and dashboard tests that start a real server run it with this many processes
+# (`uvicorn --workers`): sessions, CSRF tokens and ETags must hold across processes.
+SERVER_PROCESSES_ENV = "ACTSEARCH_TEST_SERVER_PROCESSES"
+
+
+def server_processes() -> int:
+    """Processes of the test servers: $ACTSEARCH_TEST_SERVER_PROCESSES, default 2."""
+    return int(os.environ.get(SERVER_PROCESSES_ENV, "2"))
+
+
+def uvicorn_command(port: int, *, log_level: str = "warning") -> list[str]:
+    """The app under uvicorn as the tests run it: from the environment, server_processes() of it."""
+    return [
+        sys.executable, "-m", "uvicorn", "--factory", "service.app:app_from_env",
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", log_level,
+        "--workers", str(server_processes()),
+    ]  # fmt: skip

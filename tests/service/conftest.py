@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from service.app import create_app
 from service.db import make_engine
 from service.settings import Settings
 from service.store import Store, UserInfo
-from tests.support import free_port, wait_healthy
+from tests.support import free_port, uvicorn_command, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
@@ -268,10 +267,8 @@ def start_server(db_url: str, home: Path, *, env: dict[str, str] | None = None) 
     }
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "service.app:app_from_env",
-             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-            cwd=ROOT, env=environment, stdout=sink, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            uvicorn_command(port), cwd=ROOT, env=environment, stdout=sink, stderr=subprocess.STDOUT
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, process, log)
