@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import yaml
 from fastapi import APIRouter, Query, Request, Response
 
+from search_space.spec import SpecError, parse_spec
 from service.api import etag
 from service.api.deps import CurrentUser, StoreDep
 from service.dashboard import queries
@@ -36,9 +38,31 @@ def values(study_id: int, _: CurrentUser, store: StoreDep) -> dict[str, Any]:
 
 @router.get("/studies/{study_id}/importance", dependencies=[etag.STUDY])
 def importance(study_id: int, request: Request, _: CurrentUser, store: StoreDep) -> dict[str, Any]:
-    """Parameter importance per family (Optuna PED-ANOVA on that family's complete trials)."""
-    store.studies.get(study_id)
-    return {"families": request.app.state.importance.for_study(store.db, study_id)}
+    """Parameter importance per family (Optuna PED-ANOVA on that family's complete trials), and
+    the parameters the spec searches (a study without complete trials still has them)."""
+    study = store.studies.get(study_id)
+    return {
+        "families": request.app.state.importance.for_study(store.db, study_id),
+        "searched": searched_params(study.spec),
+    }
+
+
+def searched_params(spec: dict[str, Any]) -> list[str]:
+    """The Optuna parameters a stored spec searches, the family choice left out."""
+    try:
+        dims = parse_spec(spec).search_space()
+    except SpecError:  # a spec stored by an older version: nothing to say rather than a 500
+        return []
+    return [dim.name for dim in dims if dim.name != "activation"]
+
+
+@router.get("/studies/{study_id}/spec")
+def spec_yaml(study_id: int, _: CurrentUser, store: StoreDep) -> dict[str, Any]:
+    """A study's spec as YAML, to open in the spec editor (Clone): every field as stored."""
+    study = store.studies.get(study_id)
+    header = f"# A clone of study {study.id} ({study.name}): change what you like, then submit.\n"
+    text = yaml.safe_dump(study.spec, sort_keys=False, allow_unicode=True, width=100)
+    return {"id": study.id, "name": study.name, "yaml": header + text}
 
 
 @router.get("/studies/{study_id}/params", dependencies=[etag.STUDY])

@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.types import Scope
 
+from search_space.registry import resolve_settings
 from service.api.security import cross_origin_reason
 from service.dashboard.auth import (
     LoginRequired,
@@ -196,7 +197,25 @@ def trial_page(request: Request, study_id: int, number: int, user: PageUser) -> 
         study = request.app.state.store.studies.get(study_id)
     except NotFound as error:
         return _not_found(request, user, str(error))
-    return _render(request, "trial.html", user, page="trial", study=study, number=number)
+    fixed = fixed_families(study.spec)
+    return _render(
+        request, "trial.html", user, page="trial", study=study, number=number, fixed_families=fixed
+    )
+
+
+def fixed_families(spec: dict[str, Any]) -> list[str]:
+    """The spec's activation choices with nothing to train (ReLU, GELU; SMU with its parameters
+    frozen): their trials learned no activation, so the trial page shows none."""
+    fixed = []
+    for key, entry in (spec.get("activations") or {}).items():
+        trainable = (entry or {}).get("trainable") or {}
+        try:
+            _, _, _, flags = resolve_settings(key, trainable=trainable)
+        except ValueError:  # a family this version does not know: show what the record holds
+            continue
+        if not any(flags.values()):
+            fixed.append(key)
+    return fixed
 
 
 @router.get("/workers", response_class=HTMLResponse)

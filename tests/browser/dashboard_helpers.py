@@ -14,6 +14,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from search_space.contract import TrainingConfig
 from search_space.samplers import make_sampler
 from search_space.spec import parse_spec
 from search_space.suggest import config_family, suggest_config
@@ -59,6 +60,7 @@ def record(value: float, test_acc: float, epochs: list[float], trained_mu: float
         "train_loss": [2.0 / (e + 1) for e in range(len(epochs))],
         "val_accs": epochs,
         "img_per_s": 41234.5,
+        "data_load_s": 16.4,  # decoding the data set: the first trial on this machine
         "data_s": 0.8,
         "train_s": 9.5,
         "eval_s": 0.7,
@@ -84,6 +86,11 @@ def record(value: float, test_acc: float, epochs: list[float], trained_mu: float
             "seed": 0,
             "data_checksum": "sha256:feedbeef",
             "hostname": "gpu-node-1",
+            "python": "3.13.5",
+            "platform": "Linux-6.12.48+deb13-amd64-x86_64-with-glibc2.41",
+            # As the trainer writes it: every training option, one JSON object (issue 18: it
+            # made every trial page 2,081 px wide as one unwrapped line).
+            "resolved_training": TrainingConfig().resolved(),
         },
     }
 
@@ -156,6 +163,45 @@ class FakeWorker:
             worker_id=self.worker_id,
         )
         run.trial.report(val_acc, epoch)
+
+    def beat(
+        self,
+        run: Started,
+        *,
+        epoch: int,
+        step: int,
+        steps: int = 782,
+        epochs: int = 10,
+        img_per_s: float = 1250.0,
+        batch: int = 64,
+        phase: str = "training",
+    ) -> dict[str, Any]:
+        """A heartbeat carrying live progress, as workers.progress.LiveProgress.snapshot() makes
+        it (ETA: the steps left in the trial at that rate), through the worker's own store call."""
+        left = (epochs - epoch) * steps - step
+        progress: dict[str, Any] = {
+            "phase": phase, "seed_index": 0, "seeds": 1, "epochs": epochs, "epoch": epoch,
+            "step": step, "steps": steps, "img_per_s": img_per_s,
+            "eta_s": left * batch / img_per_s,
+        }  # fmt: skip
+        if phase == "data":
+            progress = {"phase": "data"}
+        self.store.workers.heartbeat(self.worker_id, run.run_id, progress)
+        return progress
+
+    def cancel(self, run: Started, epochs: list[float]) -> None:
+        """Report some epochs, then stop as a cancelled study's trial does (finished epochs kept)."""
+        for epoch, acc in enumerate(epochs):
+            self.epoch(run, epoch, acc)
+        self.store.runs.finish(
+            run.run_id,
+            state="cancelled",
+            value=epochs[-1] if epochs else None,
+            failure_reason="cancelled",
+            failure_message="the study was cancelled",
+            failure_epoch=len(epochs) - 1 if epochs else None,
+        )
+        run.study.tell(run.trial, state=TrialState.FAIL)
 
     def complete(self, run: Started, epochs: list[float], test_acc: float | None = None) -> None:
         """Report every epoch and finish with the last epoch's accuracy and a full record."""

@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from conftest import migrated_sqlite
 from dashboard_helpers import FakeWorker
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
+from search_space.spec import parse_spec
 from service import migrate
 from service.app import create_app
 from service.dashboard.importance import MIN_TRIALS, ImportanceCache, family_importance
@@ -141,6 +143,7 @@ def test_pages_redirect_and_data_needs_a_user(world: World) -> None:
     assert response.headers["location"] == f"/login?next=/studies/{world.study.id}%3Fx%3D1"
     assert client.get(f"/dashboard/data/studies/{world.study.id}/summary").status_code == 401
     assert client.get(f"/dashboard/data/studies/{world.study.id}/values").status_code == 401
+    assert client.get(f"/dashboard/data/studies/{world.study.id}/spec").status_code == 401
 
 
 def test_login_sets_a_signed_httponly_cookie_and_refuses_open_redirects(world: World) -> None:
@@ -277,6 +280,23 @@ def test_values_params_and_curves(world: World) -> None:
         world.client.get("/dashboard/data/studies/99999/values", headers=world.auth()).status_code
         == 404
     )
+
+
+def test_spec_for_the_editor_and_the_searched_parameters(world: World) -> None:
+    """Clone's YAML is the stored spec, field for field; importance names what the spec searches
+    (a study without any complete trial has searched parameters too)."""
+    sid = world.study.id
+    source = world.get(f"/dashboard/data/studies/{sid}/spec")
+    assert source["id"] == sid and source["yaml"].startswith(f"# A clone of study {sid}")
+    assert yaml.safe_load(source["yaml"]) == world.store.studies.get(sid).spec
+    searched = world.get(f"/dashboard/data/studies/{sid}/importance")["searched"]
+    assert "smu.alpha" in searched and "activation" not in searched
+    assert searched == [
+        dim.name for dim in parse_spec(world.store.studies.get(sid).spec).search_space()
+        if dim.name != "activation"
+    ]  # fmt: skip
+    missing = world.client.get("/dashboard/data/studies/99999/spec", headers=world.auth())
+    assert missing.status_code == 404
 
 
 def test_importance_per_family_degrades_and_caches(world: World) -> None:

@@ -106,3 +106,52 @@ def test_filter_and_sort_the_list(page: Any, server: Server) -> None:
     expect(rows.filter(has_text="beta-sweep")).to_have_count(1)
     expect(page.locator("#studies-table button[data-action]")).to_have_count(0)
     assert_clean(page)
+
+
+def test_spec_editor_opens_at_its_first_line_beside_a_labelled_pane(
+    page: Any, server: Server
+) -> None:
+    """The editor opens scrolled to line 1 (not past it, to the caret at the end), and the pane
+    beside it says what it is for before any submit."""
+    sign_in(page, server)
+    page.click("#new-study")
+    text = page.locator("#spec-text")
+    expect(text).to_be_focused()
+    assert text.evaluate("t => t.scrollHeight > t.clientHeight")  # the example is longer
+    assert text.evaluate("t => [t.scrollTop, t.selectionStart]") == [0, 0]
+    assert page.locator("#spec-editor .gutter").evaluate("g => g.scrollTop") == 0
+    pane = page.locator("#spec-editor .notes")
+    expect(pane).to_have_attribute("aria-label", re.compile("problems found on submit"))
+    expect(pane.locator(".placeholder")).to_be_visible()
+    expect(pane.locator(".placeholder")).to_contain_text("errors in red, warnings in amber")
+    page.screenshot(path=str(SCREENSHOTS / "spec-editor-open.png"))
+    assert_clean(page)
+
+
+def test_submit_shows_the_specs_warnings(page: Any, server: Server) -> None:
+    """A spec that runs but not as written (warm-up as long as the training) is queued, and the
+    submit flow shows why beside the field, listed, with a link to the new study."""
+    sign_in(page, server)
+    page.click("#new-study")
+    spec = spec_text("warned-study", 2).replace(
+        "  epochs: 2\n", "  epochs: 2\n  warmup_epochs: 3\n"
+    )
+    page.fill("#spec-text", spec)
+    page.click("#spec-submit")
+    warnings = page.locator("#spec-warnings")
+    expect(warnings).to_be_visible()
+    expect(warnings).to_contain_text("training.warmup_epochs")
+    expect(warnings).to_contain_text("never reaches its peak")
+    note = page.locator('#spec-editor .notes .note.warning[data-loc="training.warmup_epochs"]')
+    expect(note).to_be_visible()
+    assert int(note.get_attribute("data-line")) == spec.splitlines().index("  warmup_epochs: 3")
+    expect(page.locator("#submit-panel")).to_be_visible()  # kept open to read them
+    link = page.locator("#spec-status a")
+    expect(link).to_contain_text("study #")
+    row = page.locator("#studies-table tbody tr", has_text="warned-study")
+    expect(row.locator(".badge")).to_have_text("queued")  # queued all the same
+    page.screenshot(path=str(SCREENSHOTS / "spec-warnings.png"))
+    link.click()
+    page.wait_for_url(re.compile(r"/studies/\d+$"))
+    expect(page.locator("#study-name")).to_have_text("warned-study")
+    assert_clean(page)

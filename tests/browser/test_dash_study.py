@@ -193,3 +193,157 @@ def test_a_note_is_grey_and_a_failure_red(page: Any, server: Server) -> None:
     expect(page.locator("#study-note")).to_have_class("error-box")
     expect(page.locator("#study-note")).to_contain_text("its data could not be loaded")
     assert_clean(page)
+
+
+# -- issue 18: the family chart, parallel coordinates, cancelled trials, retry and clone ----------
+AXIS_LINES = """id => {
+  // The chart's drawn straight lines: [x1, y1, x2, y2] of each (axes, ticks, grid, markLine).
+  const chart = echarts.getInstanceByDom(document.getElementById(id));
+  return chart.getZr().storage.getDisplayList()
+    .filter((e) => e.shape && "x1" in e.shape && "y2" in e.shape)
+    .map((e) => [e.shape.x1, e.shape.y1, e.shape.x2, e.shape.y2]);
+}"""
+
+
+def test_family_chart_draws_the_baseline_mean_exactly_and_its_axis_at_the_edge(
+    page: Any, server: Server
+) -> None:
+    """The baseline's mean line sits at its value (not rounded to a whole percent) and says it;
+    the y axis is drawn at the chart's left edge, not through the first family's box."""
+    study_id = run_study(server.store, "exact-mean", 12, complete=8, pruned=0, failed=0)
+    base = next(r for r in leaderboard(server.store.db, study_id).rows if r.is_baseline)
+    mean = base.mean
+    assert mean is not None and round(mean, 2) != mean  # 0.8132: rounding would move it
+    sign_in(page, server)
+    page.goto(f"{server.url}/studies/{study_id}")
+    page.wait_for_function("() => !!document.querySelector('#chart-families canvas')")
+    lines = page.evaluate(AXIS_LINES, "chart-families")
+    at_mean = page.evaluate(
+        """mean => echarts.getInstanceByDom(document.getElementById('chart-families'))
+                   .convertToPixel({ yAxisIndex: 0 }, mean)""",
+        mean,
+    )
+    label = page.evaluate(
+        """() => echarts.getInstanceByDom(document.getElementById('chart-families')).getOption()
+                 .series[0].markLine.label.formatter"""
+    )
+    assert label == f"relu mean {100 * mean:.2f}%"
+    # The markLine is the only horizontal line not starting at the grid's left (60 px).
+    horizontal = [line for line in lines if line[1] == line[3] and line[0] != line[2]]
+    drawn = [y for x1, y, x2, _ in horizontal if abs(y - at_mean) < 3]
+    assert drawn and min(abs(y - at_mean) for y in drawn) < 0.5, (at_mean, horizontal)
+
+    first_category = page.evaluate(
+        """() => echarts.getInstanceByDom(document.getElementById('chart-families'))
+                 .convertToPixel({ xAxisIndex: 1 }, 0)"""
+    )
+    tall = [line for line in lines if line[0] == line[2] and abs(line[1] - line[3]) > 100]
+    assert tall, lines  # the y axis line
+    assert all(abs(x - first_category) > 5 for x, *_ in tall), (first_category, tall)
+    assert all(x < 70 for x, *_ in tall), tall  # at the grid's left edge (60 px)
+    assert_clean(page)
+
+
+def test_parallel_coordinates_need_two_trials(page: Any, server: Server) -> None:
+    """One complete trial of a family draws no parallel axes (their scales would be made up)."""
+    store = server.store
+    study, _ = store.studies.create(store.users.get_by_name("admin"), spec_text("one-smu", 6))
+    worker = FakeWorker(store, "w-one-smu")
+    families: dict[str, int] = {}
+    while "smu" not in families:
+        run = worker.start(study.id)
+        assert run is not None
+        worker.complete(run, curve_of(run.family, run.params, 2))
+        families[run.family] = families.get(run.family, 0) + 1
+    assert families["smu"] == 1
+    sign_in(page, server)
+    page.goto(f"{server.url}/studies/{study.id}")
+    page.wait_for_function("() => !!document.querySelector('#chart-families canvas')")
+    page.select_option("#params-family", "smu")
+    expect(page.locator("#chart-params .chart-note")).to_contain_text("need two or more")
+    assert chart_series(page, "chart-params") == 0
+    assert_clean(page)
+
+
+def test_cancelled_trials_count_and_say_so_once(page: Any, server: Server) -> None:
+    """A cancelled trial counts among the finished ones and its state cell says "cancelled" once."""
+    store = server.store
+    study, _ = store.studies.create(store.users.get_by_name("admin"), spec_text("with-cancel", 6))
+    worker = FakeWorker(store, "w-with-cancel")
+    done = worker.start(study.id)
+    assert done is not None
+    worker.complete(done, curve_of(done.family, done.params, 2))
+    stopped = worker.start(study.id)
+    assert stopped is not None
+    worker.cancel(stopped, curve_of(stopped.family, stopped.params, 2)[:1])
+    sign_in(page, server)
+    page.goto(f"{server.url}/studies/{study.id}")
+    row = page.locator(f'#trials-table tbody tr[data-number="{stopped.trial.number}"]')
+    expect(row.locator("td").nth(2)).to_have_text("cancelled")
+    expect(row.locator("td").nth(5)).to_have_text("1")  # its finished epoch, kept
+    expect(page.locator("#count-value")).to_have_text("2 / 6")
+    expect(page.locator("#count-sub")).to_contain_text("1 cancelled")
+    expect(page.locator("#study-progress .count")).to_contain_text("2 / 6")
+    expect(page.locator("#study-progress .progress .cancelled")).to_have_count(1)
+    page.goto(f"{server.url}/")
+    listed = page.locator(f'#studies-table tbody tr[data-id="{study.id}"]')
+    expect(listed.locator(".progress-cell .count")).to_contain_text("2 / 6")
+    assert_clean(page)
+
+
+def test_retry_a_failed_study_from_its_page(page: Any, server: Server) -> None:
+    """A failed study: its searched parameters are named, and Retry makes a new study, linked."""
+    store = server.store
+    study, _ = store.studies.create(store.users.get_by_name("admin"), spec_text("to-retry", 4))
+    store.studies.fail(study.id, "its data could not be loaded")
+    sign_in(page, server)
+    page.goto(f"{server.url}/studies/{study.id}")
+    note = page.locator("#chart-importance .chart-note")
+    expect(note).to_contain_text("smu.alpha")
+    expect(note).not_to_contain_text("No searched parameters")
+    expect(page.locator("#chart-params .chart-note")).to_contain_text("No complete trials yet")
+    retry = page.locator('#study-actions button[data-action="retry"]')
+    expect(retry).to_be_visible()
+    retry.click()
+    link = page.locator("#retried-as a")
+    expect(link).to_contain_text("to-retry (retry)")
+    new_id = int(link.get_attribute("data-study-id"))
+    assert new_id != study.id
+    again, source = store.studies.get(new_id).spec, store.studies.get(study.id).spec
+    assert again["activations"] == source["activations"] and again["name"] == "to-retry (retry)"
+    link.click()
+    page.wait_for_url(f"{server.url}/studies/{new_id}")
+    expect(page.locator("#study-status")).to_have_text("queued")
+    expect(page.locator('#study-actions button[data-action="retry"]')).to_have_count(0)
+    assert_clean(page)
+
+    # Only its owner or an admin may retry it.
+    _, token = store.users.create("not-the-owner")
+    sign_in(page, server, token)
+    page.goto(f"{server.url}/studies/{study.id}")
+    expect(page.locator("#clone-study")).to_be_visible()
+    expect(page.locator('#study-actions button[data-action="retry"]')).to_have_count(0)
+    assert_clean(page)
+
+
+def test_clone_opens_the_spec_editor_with_the_study_spec(page: Any, server: Server) -> None:
+    """Clone: the studies page's editor opens with the study's spec; changed, it is a new study."""
+    store = server.store
+    study, _ = store.studies.create(store.users.get_by_name("admin"), spec_text("to-clone", 4))
+    sign_in(page, server)
+    page.goto(f"{server.url}/studies/{study.id}")
+    page.click("#clone-study")
+    page.wait_for_url(f"{server.url}/?clone={study.id}")
+    expect(page.locator("#submit-panel")).to_be_visible()
+    expect(page.locator("#submit-title")).to_contain_text(f"Clone study #{study.id}")
+    text = page.locator("#spec-text").input_value()
+    assert "name: to-clone\n" in text and "smu:" in text
+    page.fill("#spec-text", text.replace("name: to-clone\n", "name: cloned-changed\n"))
+    page.click("#spec-submit")
+    row = page.locator("#studies-table tbody tr", has_text="cloned-changed")
+    expect(row).to_be_visible()
+    clone = store.studies.get(int(row.get_attribute("data-id")))
+    assert {k: v for k, v in clone.spec.items() if k != "name"} == {
+        k: v for k, v in study.spec.items() if k != "name"
+    }
+    assert_clean(page)

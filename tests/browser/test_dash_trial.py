@@ -74,9 +74,12 @@ def test_learned_activation_curves_from_the_trial_table(page: Any, server: Serve
 def test_failed_trial_shows_reason_and_log_tail(page: Any, server: Server) -> None:
     """A failed trial says why, at which epoch, and shows the end of its log."""
     store = server.store
-    study, _ = store.studies.create(store.users.get_by_name("admin"), spec_text("failing", 2))
+    study, _ = store.studies.create(store.users.get_by_name("admin"), spec_text("failing", 6))
     worker = FakeWorker(store, "w-failing")
     run = worker.start(study.id)
+    while run is not None and run.family == "relu":  # a family that learns: it has a section
+        worker.complete(run, curve_of(run.family, run.params, 2))
+        run = worker.start(study.id)
     assert run is not None
     worker.fail(
         run, "diverged", "loss became NaN at step 17", "step 16: loss 3.2\nstep 17: loss nan\n"
@@ -95,9 +98,12 @@ def test_failed_trial_shows_reason_and_log_tail(page: Any, server: Server) -> No
 def test_running_trial_refreshes_in_place(page: Any, server: Server) -> None:
     """A running trial's epochs appear as they are reported; the record arrives at the end."""
     store = server.store
-    study, _ = store.studies.create(store.users.get_by_name("admin"), spec_text("live-trial", 2))
+    study, _ = store.studies.create(store.users.get_by_name("admin"), spec_text("live-trial", 6))
     worker = FakeWorker(store, "w-live-trial")
     run = worker.start(study.id)
+    while run is not None and run.family == "relu":  # a family that learns: curves arrive
+        worker.complete(run, curve_of(run.family, run.params, 2))
+        run = worker.start(study.id)
     assert run is not None
     sign_in(page, server)
     page.goto(f"{server.url}/studies/{study.id}/trials/{run.trial.number}")
@@ -106,4 +112,38 @@ def test_running_trial_refreshes_in_place(page: Any, server: Server) -> None:
     worker.complete(run, curve_of(run.family, run.params, 3))
     expect(page.locator("#trial-state")).to_have_text("complete", timeout=10_000)
     page.wait_for_function("() => !!document.querySelector('#chart-f canvas')")
+    assert_clean(page)
+
+
+def test_relu_trial_has_no_learned_activation_section(page: Any, server: Server) -> None:
+    """ReLU learns nothing: no "Learned activation" curves over it, a sentence saying why; an SMU
+    trial of the same study keeps its section. Data preparation is timed apart."""
+    store = server.store
+    study, _ = store.studies.create(store.users.get_by_name("admin"), spec_text("relu-fixed", 6))
+    worker = FakeWorker(store, "w-relu-fixed")
+    numbers: dict[str, int] = {}
+    while not {"relu", "smu"} <= set(numbers):
+        run = worker.start(study.id)
+        assert run is not None
+        worker.complete(run, curve_of(run.family, run.params, 2))
+        numbers.setdefault(run.family, run.trial.number)
+    sign_in(page, server)
+    page.goto(f"{server.url}/studies/{study.id}/trials/{numbers['relu']}")
+    expect(page.locator("#trial-state")).to_have_text("complete")
+    expect(page.locator("#fixed-activation")).to_contain_text("relu has no learnable parameters")
+    expect(page.locator("#curves-panel")).to_be_hidden()
+    expect(page.locator("#act-params-box")).to_be_hidden()
+    # Decoding the data set (16.4 s) and moving it to the device (0.8 s), apart from training.
+    times = page.locator("#trial-times")
+    expect(times).to_have_text("data prep 17 s · training 9.5 s · evaluation 0.7 s")
+    expect(times.locator(".data-prep")).to_have_attribute(
+        "title", "decoding the data set 16 s · to the device 0.8 s"
+    )
+    expect(page.locator("#trial-cards")).to_contain_text("incl. data prep 17 s")
+    assert_clean(page)
+
+    page.goto(f"{server.url}/studies/{study.id}/trials/{numbers['smu']}")
+    page.wait_for_function("() => !!document.querySelector('#chart-f canvas')")
+    expect(page.locator("#curves-panel")).to_be_visible()
+    expect(page.locator("#fixed-activation")).to_be_hidden()
     assert_clean(page)

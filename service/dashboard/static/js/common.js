@@ -163,18 +163,61 @@ export function paramsText(params) {
   return Object.entries(params || {}).map(([k, v]) => `${k}=${formatParam(v)}`).join("  ");
 }
 
-// Stacked bar of finished / running / pruned / failed out of the budget.
+// Trials a study has finished one way or another: every state but running and waiting.
+export function trialsDone(progress) {
+  return (progress.complete || 0) + (progress.pruned || 0) + (progress.failed || 0) + (progress.cancelled || 0);
+}
+
+// Stacked bar of finished / running / pruned / failed / cancelled out of the budget.
 export function progressBar(progress) {
   const budget = Math.max(progress.budget || 0, 1);
   const part = (cls, n) => (n > 0 ? el("span", { class: cls, style: `width:${(100 * n) / budget}%`, title: `${n} ${cls}` }) : null);
-  const done = (progress.complete || 0) + (progress.pruned || 0) + (progress.failed || 0);
+  const done = trialsDone(progress);
   return [
     el("span", { class: "progress", role: "progressbar", "aria-valuenow": done, "aria-valuemax": progress.budget },
       part("complete", progress.complete), part("running", progress.running),
-      part("pruned", progress.pruned), part("failed", progress.failed)),
+      part("pruned", progress.pruned), part("failed", progress.failed), part("cancelled", progress.cancelled)),
     el("span", { class: "count" }, `${done} / ${progress.budget}`,
       progress.running ? ` · ${progress.running} running` : ""),
   ];
+}
+
+// -- live progress of a running trial (its worker's last heartbeat: phase, step, rate, ETA) ----
+const known = (v) => v !== null && v !== undefined;
+
+// "epoch 2/10 · step 340/782" (seed 2/3 first when several), or what the trial is doing instead.
+export function liveStep(live) {
+  if (!live) return null;
+  if (live.phase === "data") return "preparing data";
+  if (live.phase !== "training" && live.phase !== "evaluating") return live.phase || null;
+  const parts = [];
+  if (known(live.seeds) && live.seeds > 1) parts.push(`seed ${(live.seed_index || 0) + 1}/${live.seeds}`);
+  if (known(live.epoch)) parts.push(`epoch ${live.epoch + 1}${known(live.epochs) ? `/${live.epochs}` : ""}`);
+  if (live.phase === "evaluating") parts.push("evaluating");
+  else if (known(live.step)) parts.push(`step ${num(live.step)}${known(live.steps) ? `/${num(live.steps)}` : ""}`);
+  return parts.join(" · ") || null;
+}
+
+export function liveEta(live) {
+  return live && known(live.eta_s) ? `ETA ${duration(live.eta_s)}` : null;
+}
+
+// How much of the trial is done, 0..1 (seeds × epochs × steps), or null before steps are known.
+export function liveFraction(live) {
+  if (!live || !known(live.step) || !live.steps || !live.epochs) return null;
+  const seeds = live.seeds || 1;
+  const done = ((live.seed_index || 0) * live.epochs + (live.epoch || 0)) * live.steps + live.step;
+  return Math.min(1, Math.max(0, done / (seeds * live.epochs * live.steps)));
+}
+
+// A moment as the reader's clock shows it: the time today, else the date and time.
+export function clockTime(iso) {
+  if (!iso) return "–";
+  const when = new Date(iso);
+  const today = new Date().toDateString() === when.toDateString();
+  const pad = (n) => String(n).padStart(2, "0");
+  const time = `${pad(when.getHours())}:${pad(when.getMinutes())}:${pad(when.getSeconds())}`;
+  return today ? time : `${when.getFullYear()}-${pad(when.getMonth() + 1)}-${pad(when.getDate())} ${time}`;
 }
 
 // Call `tick` every `ms` while `active()` holds; pauses while the tab is hidden.

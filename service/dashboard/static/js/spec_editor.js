@@ -13,6 +13,9 @@ export class SpecEditor {
     this.gutter = root.querySelector(".gutter");
     this.notes = root.querySelector(".notes");
     this.errors = [];
+    // Until a submit finds something, the pane beside the text says what it is for.
+    this.placeholder = el("div", { class: "placeholder" }, "Problems found on submit show here, beside their lines: errors in red, warnings in amber.");
+    this.notes.replaceChildren(this.placeholder);
     this.text.addEventListener("input", () => { this.clearMarks(); this.renderGutter(); });
     this.text.addEventListener("scroll", () => this.syncScroll());
     this.text.addEventListener("keydown", (event) => {
@@ -26,31 +29,44 @@ export class SpecEditor {
 
   get value() { return this.text.value; }
 
-  set value(text) { this.text.value = text; this.clearMarks(); this.renderGutter(); }
+  // New text opens at its first line, caret there too (a focused textarea scrolls to its caret).
+  set value(text) {
+    this.text.value = text;
+    this.text.setSelectionRange(0, 0);
+    this.text.scrollTop = 0;
+    this.clearMarks();
+    this.renderGutter();
+  }
+
+  focus() {
+    this.text.focus({ preventScroll: true });
+    this.text.scrollTop = 0;
+    this.syncScroll();
+  }
 
   renderGutter() {
     const lines = this.text.value.split("\n").length;
-    const bad = new Set(this.errors.map((e) => e.line).filter((l) => l !== null));
+    const marked = new Map(this.errors.filter((e) => e.line !== null).map((e) => [e.line, e.kind === "warning" ? "warn" : "bad"]));
     this.gutter.replaceChildren(
-      ...Array.from({ length: lines }, (_, i) => el("div", { class: bad.has(i) ? "bad" : "" }, String(i + 1))),
+      ...Array.from({ length: lines }, (_, i) => el("div", { class: marked.get(i) || "" }, String(i + 1))),
     );
     this.syncScroll();
   }
 
   syncScroll() {
     this.gutter.scrollTop = this.text.scrollTop;
-    for (const note of this.notes.children) note.style.top = `${PAD_PX + Number(note.dataset.line) * LINE_PX - this.text.scrollTop}px`;
+    for (const note of this.notes.querySelectorAll(".note")) note.style.top = `${PAD_PX + Number(note.dataset.line) * LINE_PX - this.text.scrollTop}px`;
   }
 
   clearMarks() {
     if (!this.errors.length) return;
     this.errors = [];
-    this.notes.replaceChildren();
+    this.notes.replaceChildren(this.placeholder);
   }
 
-  // Mark errors [{loc, msg}]; returns the ones no line could be found for.
-  mark(errors) {
-    this.errors = errors.map((error) => ({ ...error, line: locate(this.text.value, error.loc) }));
+  // Mark errors (or warnings: kind "warning") [{loc, msg}]; returns those no line was found for.
+  mark(errors, kind = "error") {
+    this.errors = errors.map((error) => ({ ...error, kind, line: locate(this.text.value, error.loc) }));
     const used = new Map();
     const notes = [];
     for (const error of this.errors) {
@@ -58,10 +74,10 @@ export class SpecEditor {
       let line = error.line;
       while (used.has(line)) line += 1; // two errors on one field: stack them
       used.set(line, true);
-      notes.push(el("div", { class: "note", dataset: { line: String(line), loc: error.loc }, title: `${error.loc}: ${error.msg}` },
+      notes.push(el("div", { class: kind === "warning" ? "note warning" : "note", dataset: { line: String(line), loc: error.loc }, title: `${error.loc}: ${error.msg}` },
         el("b", {}, lastPart(error.loc)), " ", error.msg));
     }
-    this.notes.replaceChildren(...notes);
+    this.notes.replaceChildren(...(notes.length ? notes : [this.placeholder]));
     this.renderGutter();
     const first = this.errors.find((e) => e.line !== null);
     if (first) this.text.scrollTop = Math.max(0, first.line * LINE_PX - 60);

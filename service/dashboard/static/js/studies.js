@@ -1,6 +1,6 @@
 // Studies page: the list (filter, sort, live progress), submitting a spec, cancel/pause/resume.
 
-import { $, ApiError, LIVE, ageSince, badge, csrfHeaders, currentUser, detailText, duration, el, getJSON, pct, poll, postJSON, progressBar, reportError, toast } from "./common.js";
+import { $, ApiError, LIVE, ageSince, badge, csrfHeaders, currentUser, detailText, duration, el, getJSON, pct, poll, postJSON, progressBar, reportError, toast, trialsDone } from "./common.js";
 import { SpecEditor } from "./spec_editor.js";
 
 const EXAMPLE = `# A study: which activation helps this model most? Every field is validated on submit.
@@ -55,7 +55,7 @@ function filtered() {
   // The API filters by name/description; owners are matched here too (a short list).
   let rows = studies;
   if (state.sort.endsWith("progress")) {
-    const done = (s) => (s.progress.complete + s.progress.pruned + s.progress.failed) / Math.max(1, s.progress.budget);
+    const done = (s) => trialsDone(s.progress) / Math.max(1, s.progress.budget);
     rows = [...rows].sort((a, b) => done(b) - done(a));
   }
   return rows;
@@ -71,7 +71,7 @@ function actionButtons(study) {
 }
 
 async function act(study, action, button) {
-  if (action === "cancel" && !confirm(`Cancel study #${study.id} “${study.name}”? Running trials stop within one epoch.`)) return;
+  if (action === "cancel" && !confirm(`Cancel study #${study.id} “${study.name}”? Running trials stop within a few training steps; their finished epochs are kept.`)) return;
   button.disabled = true;
   try {
     await postJSON(`/api/v1/studies/${study.id}/${action}`);
@@ -87,7 +87,7 @@ function row(study) {
   const best = study.best;
   return el("tr", { dataset: { id: study.id, status: study.status } },
     el("td", { class: "num" }, String(study.id)),
-    el("td", {}, el("a", { href: `/studies/${study.id}` }, study.name)),
+    el("td", { class: "name" }, el("a", { href: `/studies/${study.id}` }, study.name)),
     el("td", {}, badge(study.status)),
     el("td", {}, study.owner),
     el("td", {}, el("span", { class: "progress-cell" }, progressBar(study.progress))),
@@ -110,19 +110,36 @@ function render(total) {
 // -- submitting ------------------------------------------------------------------------------
 let editor = null;
 
-function openSubmit() {
+function openSubmit(text = null, title = "Submit a study") {
   $("#submit-panel").classList.remove("hidden");
+  $("#submit-title").textContent = title;
   if (!editor) {
     editor = new SpecEditor($("#spec-editor"));
     editor.value = EXAMPLE;
   }
-  $("#spec-text").focus();
+  if (text !== null) editor.value = text;
+  editor.focus();
+}
+
+// `/?clone=ID` (the study page's Clone button): the editor opens with that study's spec.
+async function openClone() {
+  const id = new URLSearchParams(location.search).get("clone");
+  if (!id || !/^\d+$/.test(id)) return;
+  try {
+    const source = await getJSON(`/dashboard/data/studies/${id}/spec`);
+    openSubmit(source.yaml, `Clone study #${source.id} ${source.name}`);
+    $("#spec-status").textContent = `a copy of study #${source.id}'s spec: submitting makes a new study`;
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 404) toast(`study ${id} does not exist: nothing to clone`, true);
+    else reportError("loading the spec to clone failed", error);
+  }
 }
 
 async function submit() {
   const button = $("#spec-submit");
   const box = $("#spec-errors");
   box.classList.add("hidden");
+  $("#spec-warnings").classList.add("hidden");
   $("#spec-status").textContent = "validating…";
   button.disabled = true;
   try {
@@ -139,9 +156,14 @@ async function submit() {
     }
     if (!response.ok) throw new ApiError(response.status, body.detail);
     lastKey = null;
-    $("#spec-status").textContent = `submitted study #${body.id}`;
+    if (location.search) history.replaceState(null, "", "/"); // a reload opens no clone again
     toast(`study #${body.id} “${body.name}” queued`);
-    $("#submit-panel").classList.add("hidden");
+    const warnings = body.warnings || [];
+    if (warnings.length) showWarnings(body, warnings); // the panel stays open to show them
+    else {
+      $("#spec-status").textContent = `submitted study #${body.id}`;
+      $("#submit-panel").classList.add("hidden");
+    }
     await refresh();
   } catch (error) {
     $("#spec-status").textContent = "";
@@ -173,6 +195,21 @@ function showErrors(detail) {
   }
 }
 
+// A submitted spec's warnings: settings that run, but not as written (a warm-up as long as the
+// training…). The study is queued; they are marked beside their lines, the rest listed.
+function showWarnings(study, warnings) {
+  editor.mark(warnings, "warning"); // beside their lines; listed below as well
+  const link = el("a", { href: `/studies/${study.id}` }, `study #${study.id}`);
+  $("#spec-status").replaceChildren("submitted ", link, ` with ${warnings.length} ${warnings.length === 1 ? "warning" : "warnings"}`);
+  const box = $("#spec-warnings");
+  box.replaceChildren(
+    el("b", {}, "Queued, but it will not train as written: "),
+    "fix the marked fields and submit again as a new study (and cancel ", link.cloneNode(true), "), or let it run.",
+    el("ul", {}, warnings.map((w) => el("li", { dataset: { loc: w.loc } }, w.loc ? el("code", {}, w.loc) : null, w.loc ? ": " : "", w.msg))),
+  );
+  box.classList.remove("hidden");
+}
+
 // -- wiring ------------------------------------------------------------------------------------
 function debounce(fn, ms) {
   let timer = null;
@@ -180,7 +217,7 @@ function debounce(fn, ms) {
 }
 
 function wire() {
-  $("#new-study").addEventListener("click", openSubmit);
+  $("#new-study").addEventListener("click", () => openSubmit());
   $("#spec-cancel").addEventListener("click", () => $("#submit-panel").classList.add("hidden"));
   $("#spec-example").addEventListener("click", () => { editor.value = EXAMPLE; });
   $("#spec-submit").addEventListener("click", submit);
@@ -194,6 +231,7 @@ function wire() {
 }
 
 wire();
+openClone();
 refresh()
   .catch((error) => reportError("loading studies failed", error))
   .finally(() => { poller = poll(refresh, 4000, () => studies.some((s) => LIVE.has(s.status))); });

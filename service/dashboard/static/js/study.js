@@ -1,7 +1,8 @@
 // Study page: trial table first (fast first paint), then headline, leaderboard and charts; all of it
 // refreshes in place while the study is live.
 
-import { $, ApiError, LIVE, detailText, el, getJSON, pct, poll, postJSON, pp, progressBar, reportError, toast } from "./common.js";
+import { $, ApiError, LIVE, detailText, el, getJSON, pct, poll, postJSON, pp, progressBar, reportError, toast, trialsDone } from "./common.js";
+import { note } from "./charts.js";
 import { drawCurves, drawFamilies, drawHistory, drawImportance, drawParams } from "./study_charts.js";
 import { TrialTable } from "./trial_table.js";
 
@@ -9,7 +10,11 @@ const root = $("#study");
 const studyId = Number(root.dataset.studyId);
 const canManage = root.dataset.canManage === "true";
 const DATA = `/dashboard/data/studies/${studyId}`;
-const ACTIONS = { queued: ["pause", "cancel"], running: ["pause", "cancel"], paused: ["resume", "cancel"] };
+const ACTIONS = { queued: ["pause", "cancel"], running: ["pause", "cancel"], paused: ["resume", "cancel"], failed: ["retry"], cancelled: ["retry"] };
+const ACTION_TITLES = {
+  retry: "run this study's spec again as a new study",
+  cancel: "stop the study: running trials stop within a few training steps, keeping their finished epochs",
+};
 
 let status = root.dataset.status;
 let board = null;
@@ -29,22 +34,26 @@ async function loadHeader() {
   table.setFamilies(study.families.map((f) => f.family));
   setFamilyOptions(study.families.map((f) => f.family));
   const p = study.progress;
-  $("#count-value").textContent = `${p.complete + p.pruned + p.failed} / ${p.budget}`;
-  $("#count-sub").textContent = `${p.complete} complete · ${p.running} running · ${p.pruned} pruned · ${p.failed} failed`;
+  $("#count-value").textContent = `${trialsDone(p)} / ${p.budget}`;
+  $("#count-sub").textContent = `${p.complete} complete · ${p.running} running · ${p.pruned} pruned · ${p.failed} failed`
+    + (p.cancelled ? ` · ${p.cancelled} cancelled` : "");
   return study;
 }
 
 function renderActions() {
   const box = $("#study-actions");
-  if (!canManage) { box.replaceChildren(); return; }
-  box.replaceChildren(...(ACTIONS[status] || []).map((action) => el("button", {
-    type: "button", class: action === "cancel" ? "danger" : "", dataset: { action },
-    onclick: () => act(action),
-  }, action)));
+  const buttons = canManage ? (ACTIONS[status] || []).map((action) => el("button", {
+    type: "button", class: action === "cancel" ? "danger" : action === "retry" ? "primary" : "",
+    dataset: { action }, title: ACTION_TITLES[action], onclick: (event) => act(action, event.currentTarget),
+  }, action)) : [];
+  // Anyone may start a study of their own from this one's spec (the editor opens with it).
+  buttons.push(el("a", { class: "button", id: "clone-study", href: `/?clone=${studyId}`, title: "open this study's spec in the editor, change it and submit it as a new study" }, "clone"));
+  box.replaceChildren(...buttons);
 }
 
-async function act(action) {
-  if (action === "cancel" && !confirm("Cancel this study? Running trials stop within one epoch.")) return;
+async function act(action, button) {
+  if (action === "cancel" && !confirm("Cancel this study? Running trials stop within a few training steps; their finished epochs are kept.")) return;
+  if (action === "retry") return retry(button);
   try {
     await postJSON(`/api/v1/studies/${studyId}/${action}`);
     toast(`${action} done`);
@@ -54,6 +63,27 @@ async function act(action) {
   }
   await loadHeader();
   poller.restart();
+}
+
+// One key per page view: a double click or a repeated request makes one new study, not two.
+const retryKey = `dash-retry-${studyId}-${crypto.getRandomValues(new Uint32Array(2)).join("-")}`;
+
+async function retry(button) {
+  button.disabled = true;
+  try {
+    const created = await postJSON(`/api/v1/studies/${studyId}/retry`, undefined, { "Idempotency-Key": retryKey });
+    const link = el("a", { href: `/studies/${created.id}`, dataset: { studyId: String(created.id) } }, `#${created.id} ${created.name}`);
+    // The spec's warnings come back with the new study: it runs, but not as written.
+    const warned = (created.warnings || []).map((w) => el("span", { class: "warning-text" }, `${w.loc}: ${w.msg}`));
+    $("#retried-as").replaceChildren("Retried as ", link, ` (${created.status})`, ...warned);
+    $("#retried-as").hidden = false;
+    toast(`study #${created.id} queued`);
+  } catch (error) {
+    if (error instanceof ApiError && [403, 409, 422].includes(error.status)) toast(detailText(error), true);
+    else reportError("retry failed", error);
+  } finally {
+    button.disabled = false;
+  }
 }
 
 // -- confirm links and the confirm action -------------------------------------------------------
@@ -216,7 +246,7 @@ async function loadCharts() {
 
 async function loadParams() {
   const family = $("#params-family").value;
-  if (!family) return;
+  if (!family) return note($("#chart-params"), "No complete trials yet.");
   drawParams($("#chart-params"), await getJSON(`${DATA}/params?family=${encodeURIComponent(family)}&limit=1000`));
 }
 

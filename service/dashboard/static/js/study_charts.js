@@ -76,12 +76,17 @@ export function drawFamilies(container, values, board) {
       { ...AXIS, type: "category", data: order, axisTick: { alignWithLabel: true } },
       { type: "value", min: -0.5, max: order.length - 0.5, show: false },
     ],
-    yAxis: pctAxis({ name: "val acc" }),
+    // Not on the hidden value axis' zero: that is the first category's centre, and the y axis
+    // would be drawn through its box.
+    yAxis: pctAxis({ name: "val acc", axisLine: { ...AXIS.axisLine, show: true, onZero: false } }),
     series: [
       {
         name: "distribution", type: "boxplot", data: boxes, itemStyle: { color: "transparent", borderColor: "#4f5d75" }, boxWidth: [8, 40],
-        markLine: base ? { symbol: "none", silent: true, lineStyle: { type: "dashed", color: "#98a2b3" },
-          label: { formatter: `${base.family} mean`, position: "insideEndTop", color: "#667085", fontSize: 10 }, data: [{ yAxis: base.mean }] } : undefined,
+        // ECharts rounds a reference line to `precision` decimals (2 by default: 0.319 → 0.32,
+        // a whole percent); the differences this chart exists to show are smaller than that.
+        markLine: base ? { symbol: "none", silent: true, precision: 10, lineStyle: { type: "dashed", color: "#98a2b3" },
+          label: { formatter: `${base.family} mean ${pctLabel(base.mean)}`, position: "insideEndTop", color: "#667085", fontSize: 10 },
+          data: [{ yAxis: base.mean, name: `${base.family} mean` }] } : undefined,
       },
       ...points,
       intervalSeries(order, board),
@@ -142,6 +147,7 @@ export function drawCurves(container, curves) {
 
 // One bar per (family, parameter), grouped by family; families without enough trials say why.
 export function drawImportance(container, importance, noteEl) {
+  const searched = importance.searched || []; // the spec's, whether or not any trial completed
   const bars = [];
   const notes = [];
   for (const [family, result] of Object.entries(importance.families)) {
@@ -150,7 +156,11 @@ export function drawImportance(container, importance, noteEl) {
     for (const [param, score] of entries) bars.push({ label: `${family} · ${param}`, family, score, n: result.n });
   }
   noteEl.textContent = `per family, on its complete trials (Optuna PED-ANOVA)${notes.length ? ` · ${notes.join(" · ")}` : ""}`;
-  if (!bars.length) return note(container, notes.length ? "Not enough complete trials to estimate importance yet." : "No searched parameters.");
+  if (!bars.length) {
+    if (!searched.length) return note(container, "No searched parameters: every trial of a family trains the same configuration.");
+    return note(container, notes.length ? "Not enough complete trials to estimate importance yet."
+      : `No complete trials yet to estimate the importance of ${searched.length} searched ${searched.length === 1 ? "parameter" : "parameters"} (${searched.join(", ")}).`);
+  }
   return draw(container, {
     grid: { ...GRID, left: 150, top: 10 },
     tooltip: { trigger: "item", formatter: (p) => tip(p.name, `importance ${p.value.toFixed(3)} (n=${bars[p.dataIndex].n})`) },
@@ -164,6 +174,8 @@ export function drawImportance(container, importance, noteEl) {
 export function drawParams(container, data) {
   if (!data.number.length) return note(container, `No complete ${data.family} trials yet.`);
   if (!data.params.length) return note(container, `${data.family} has no searched parameters.`);
+  // One line crossing the axes compares nothing, and the axes' scales are made up around it.
+  if (data.number.length < 2) return note(container, `One complete ${data.family} trial so far: parallel coordinates need two or more.`);
   const axes = data.params.map((name, dim) => {
     const column = data.columns[name].filter((v) => v !== null && v !== undefined);
     const numeric = column.every((v) => typeof v === "number");

@@ -1,12 +1,13 @@
 // Trial page: learned activation curves (f and f′, initial vs trained, ReLU for reference),
 // per-epoch curves, parameters, record, manifest, failure and log tail. Refreshes while running.
 
-import { $, LIVE, badge, bytes, duration, el, formatParam, getJSON, num, pct, poll, reportError } from "./common.js";
+import { $, LIVE, badge, bytes, duration, el, formatParam, getJSON, liveEta, liveFraction, liveStep, num, pct, poll, reportError } from "./common.js";
 import { AXIS, GRID, axisTip, draw, note, pctAxis } from "./charts.js";
 
 const root = $("#trial");
 const studyId = Number(root.dataset.studyId);
 const number = Number(root.dataset.number);
+const fixedFamilies = new Set((root.dataset.fixed || "").split(" ").filter(Boolean));
 let trial = null;
 let sites = [];
 
@@ -145,6 +146,14 @@ function kvTable(pairs) {
   return rows.length ? el("table", { class: "kv" }, rows) : el("p", { class: "notice" }, "–");
 }
 
+// A nested value (the manifest's resolved_training…): pretty-printed, in a box that scrolls on its
+// own, never one long line widening the page.
+function valueCell(value) {
+  if (value === null) return null;
+  if (typeof value !== "object") return String(value);
+  return el("pre", { class: "json-box" }, JSON.stringify(value, null, 2));
+}
+
 function summarise(values) {
   if (!Array.isArray(values)) return formatParam(values);
   if (values.length === 1) return formatParam(values[0]);
@@ -184,17 +193,34 @@ function recordTable(record) {
     ["test acc", r.test_acc === undefined ? undefined : pct(r.test_acc)],
     ["epochs", r.epochs_done],
     ["throughput", r.img_per_s === undefined ? undefined : `${num(r.img_per_s)} img/s`],
-    ["data / train / eval", r.train_s === undefined ? undefined : `${duration(r.data_s)} / ${duration(r.train_s)} / ${duration(r.eval_s)}`],
+    ["time", r.train_s === undefined ? undefined : timesLine(r)],
     ["duration", r.duration_s === undefined ? undefined : duration(r.duration_s)],
     ["peak memory", r.peak_memory_bytes === undefined ? undefined : `${bytes(r.peak_memory_bytes)}${r.peak_memory_kind ? ` (${r.peak_memory_kind})` : ""}`],
     ["precision", r.precision],
   ];
-  const known = new Set(["val_acc", "best_val_acc", "best_epoch", "test_acc", "epochs_done", "img_per_s", "data_s", "train_s", "eval_s", "duration_s", "peak_memory_bytes", "peak_memory_kind", "precision"]);
+  const known = new Set(["val_acc", "best_val_acc", "best_epoch", "test_acc", "epochs_done", "img_per_s", "data_s", "data_load_s", "train_s", "eval_s", "duration_s", "peak_memory_bytes", "peak_memory_kind", "precision"]);
   for (const [key, value] of Object.entries(r)) {
     if (known.has(key) || RECORD_SHOWN.has(key)) continue;
-    pairs.push([key, typeof value === "object" && value !== null ? JSON.stringify(value) : String(value)]);
+    pairs.push([key, valueCell(value)]);
   }
   return kvTable(pairs);
+}
+
+// Preparing the data is timed apart from training: decoding the data set (data_load_s: 0 when
+// it was cached) and moving it to the device (data_s).
+function dataPrep(r) {
+  const parts = [r.data_load_s, r.data_s].filter((v) => typeof v === "number");
+  return parts.length ? parts.reduce((a, b) => a + b, 0) : null;
+}
+
+function timesLine(r) {
+  const prep = dataPrep(r);
+  const detail = [];
+  if (typeof r.data_load_s === "number") detail.push(r.data_load_s ? `decoding the data set ${duration(r.data_load_s)}` : "data set cached");
+  if (typeof r.data_s === "number") detail.push(`to the device ${duration(r.data_s)}`);
+  return el("span", { id: "trial-times" },
+    el("span", { class: "data-prep", title: detail.join(" · ") }, `data prep ${duration(prep)}`),
+    ` · training ${duration(r.train_s)} · evaluation ${duration(r.eval_s)}`);
 }
 
 function manifestTable(manifest) {
@@ -204,7 +230,7 @@ function manifestTable(manifest) {
     if (key === "config") continue; // shown below as the resolved config
     if (key === "packages" && value && typeof value === "object") {
       pairs.push(["packages", Object.entries(value).map(([k, v]) => `${k} ${v ?? "–"}`).join(", ")]);
-    } else pairs.push([key, value === null ? null : typeof value === "object" ? JSON.stringify(value) : String(value)]);
+    } else pairs.push([key, valueCell(value)]);
   }
   return kvTable(pairs);
 }
@@ -222,18 +248,61 @@ function renderHeader() {
     failure.classList.remove("hidden");
   } else failure.classList.add("hidden");
   const card = (label, value, sub = "") => el("div", { class: "card" }, el("div", { class: "label" }, label), el("div", { class: "value" }, value), el("div", { class: "sub" }, sub));
+  const live = liveOf(t);
+  const prep = dataPrep(t.record || {});
+  const timeSub = [t.img_per_s ? `${num(t.img_per_s)} img/s` : null, prep === null ? null : `incl. data prep ${duration(prep)}`];
   $("#trial-cards").replaceChildren(
     card("Validation accuracy", t.value === null ? "–" : pct(t.value), t.value_std ? `± ${(100 * t.value_std).toFixed(2)} over seeds` : "objective"),
     card("Test accuracy", pct(t.test_acc), "recorded, never optimised"),
-    card("Epochs", String(t.epochs_done), t.state === "running" ? "running" : t.state),
-    card("Time", duration(t.duration_s), t.img_per_s ? `${num(t.img_per_s)} img/s` : ""),
+    card("Epochs", String(t.epochs_done), live && live.epochs ? `of ${live.epochs} · running` : t.state === "running" ? "running" : t.state),
+    live ? card("Time left", live.eta_s === null || live.eta_s === undefined ? "–" : duration(live.eta_s), live.img_per_s ? `${num(live.img_per_s)} img/s now` : "at the current rate")
+      : card("Time", duration(t.duration_s), timeSub.filter(Boolean).join(" · ")),
   );
+  renderProgress(live);
+}
+
+const liveOf = (t) => (t.state === "running" && t.progress ? t.progress : null);
+
+// The running trial's line: phase, seed/epoch/step, rate and ETA, over a bar of the whole trial.
+function renderProgress(live) {
+  const line = $("#trial-progress");
+  line.classList.toggle("hidden", !live);
+  if (!live) return;
+  const fraction = liveFraction(live);
+  const bar = line.querySelector(".live-bar span");
+  bar.style.width = `${100 * (fraction ?? 0)}%`;
+  line.dataset.phase = live.phase || "";
+  const text = live.phase === "data"
+    ? ["preparing data: decoding the data set (timed apart from training)"]
+    : [liveStep(live), live.img_per_s ? `${num(live.img_per_s)} img/s` : null, liveEta(live), fraction === null ? null : `${Math.floor(100 * fraction)}% of the trial`];
+  $("#trial-progress-text").textContent = text.filter(Boolean).join(" · ");
+}
+
+// ReLU and other fixed activations learn nothing: no curves or table of learned parameters.
+function learnsNothing(t) {
+  if (fixedFamilies.has(t.family)) return true;
+  const params = t.activation_params;
+  if (!t.record || !params || typeof params !== "object") return false;
+  // A finished trial whose record holds no learned parameter at any site ({} or empty sides).
+  const sides = params.initial || params.final ? [params.initial || {}, params.final || {}] : [params];
+  return sides.every((sites) => Object.keys(sites).length === 0);
+}
+
+function renderFixed(t) {
+  const fixed = learnsNothing(t);
+  $("#curves-panel").classList.toggle("hidden", fixed);
+  $("#act-params-box").classList.toggle("hidden", fixed);
+  const message = $("#fixed-activation");
+  message.classList.toggle("hidden", !fixed);
+  message.textContent = fixed ? `${t.family || "This activation"} has no learnable parameters: nothing was learned to plot against ReLU.` : "";
+  return fixed;
 }
 
 async function load() {
   trial = await getJSON(`/api/v1/studies/${studyId}/trials/${number}`);
   renderHeader();
   $("#trial-params").replaceChildren(kvTable(Object.entries(trial.params || {}).map(([k, v]) => [k, formatParam(v)])));
+  const fixed = renderFixed(trial);
   $("#act-params").replaceChildren(activationParamsTable(trial.activation_params));
   $("#trial-record").replaceChildren(recordTable(trial.record));
   $("#trial-manifest").replaceChildren(manifestTable((trial.record || {}).manifest));
@@ -242,7 +311,7 @@ async function load() {
   $("#trial-config").textContent = JSON.stringify(trial.config, null, 2);
   sites = normalizeCurves(trial.curves || (trial.record || {}).activation_curves || (trial.record || {}).curves);
   fillSites();
-  await Promise.all([drawActivation(), drawEpochs()]);
+  await Promise.all([fixed ? null : drawActivation(), drawEpochs()]);
 }
 
 $("#site-select").addEventListener("change", () => drawActivation().catch((error) => reportError("activation plot", error)));

@@ -1,7 +1,10 @@
 // The study page's trial table: one page at a time from /api/v1 (sorted, filtered and paged in SQL).
 
-import { $, badge, duration, el, getJSON, num, paramsText, pct, readJSON, reportError } from "./common.js";
+import { $, badge, duration, el, getJSON, liveEta, liveStep, num, paramsText, pct, readJSON, reportError } from "./common.js";
 
+// The Time column is wall time from start to end: it includes preparing the data (decoding the
+// data set, for the first trial on a machine), which the trial page shows apart.
+const TIME_NOTE = "wall time from start to end, data preparation included (the trial page shows it apart)";
 const DESCENDING_FIRST = new Set(["value", "test_acc", "img_per_s", "epochs_done", "duration_s"]);
 
 export class TrialTable {
@@ -44,18 +47,7 @@ export class TrialTable {
   }
 
   render(items) {
-    const rows = items.map((t) => el("tr", { dataset: { number: t.number ?? "", state: t.state, family: t.family ?? "" } },
-      el("td", { class: "num" }, t.number === null ? "–" : el("a", { href: `/studies/${this.studyId}/trials/${t.number}` }, String(t.number))),
-      el("td", {}, t.family ?? "–"),
-      el("td", {}, badge(t.state), t.failure_reason ? el("span", { class: "notice" }, ` ${t.failure_reason}`) : null,
-        t.attempt > 1 ? el("span", { class: "notice", title: "attempt" }, ` #${t.attempt}`) : null),
-      el("td", { class: "num" }, t.value === null ? "–" : pct(t.value), t.value_std ? el("span", { class: "notice" }, ` ±${(100 * t.value_std).toFixed(2)}`) : null),
-      el("td", { class: "num" }, pct(t.test_acc)),
-      el("td", { class: "num" }, String(t.epochs_done)),
-      el("td", { class: "num" }, duration(t.duration_s)),
-      el("td", { class: "num" }, num(t.img_per_s)),
-      el("td", { class: "params" }, paramsText(t.params)),
-    ));
+    const rows = items.map((t) => this.row(t));
     this.body.replaceChildren(...(rows.length ? rows
       : [el("tr", {}, el("td", { colspan: 9, class: "empty" }, this.filtered() ? "No trial matches the filters." : "No trials yet: they appear here as workers pick them up."))]));
     const q = this.query;
@@ -70,6 +62,30 @@ export class TrialTable {
       th.classList.toggle("sorted-asc", q.sort === key);
       th.classList.toggle("sorted-desc", q.sort === `-${key}`);
     }
+  }
+
+  row(t) {
+    // A running trial shows its worker's last heartbeat: where it is, how fast, how long to go.
+    const live = t.state === "running" ? t.progress : null;
+    const step = liveStep(live);
+    const eta = liveEta(live);
+    return el("tr", { dataset: { number: t.number ?? "", state: t.state, family: t.family ?? "" } },
+      el("td", { class: "num" }, t.number === null ? "–" : el("a", { href: `/studies/${this.studyId}/trials/${t.number}` }, String(t.number))),
+      el("td", {}, t.family ?? "–"),
+      el("td", {}, badge(t.state),
+        // A cancelled trial's reason is "cancelled": the badge says it already.
+        t.failure_reason && t.failure_reason !== t.state ? el("span", { class: "notice" }, ` ${t.failure_reason}`) : null,
+        t.attempt > 1 ? el("span", { class: "notice", title: "attempt" }, ` #${t.attempt}`) : null,
+        step ? el("span", { class: "notice live-step" }, ` ${step}`) : null),
+      el("td", { class: "num" }, t.value === null ? "–" : pct(t.value), t.value_std ? el("span", { class: "notice" }, ` ±${(100 * t.value_std).toFixed(2)}`) : null),
+      el("td", { class: "num" }, pct(t.test_acc)),
+      el("td", { class: "num" }, String(t.epochs_done)),
+      eta ? el("td", { class: "num live-eta", title: "time left at the current rate" }, eta)
+        : el("td", { class: "num", title: TIME_NOTE }, duration(t.duration_s)),
+      live ? el("td", { class: "num live-rate", title: "the current epoch's training rate" }, num(live.img_per_s))
+        : el("td", { class: "num" }, num(t.img_per_s)),
+      el("td", { class: "params" }, paramsText(t.params)),
+    );
   }
 
   filtered() {
