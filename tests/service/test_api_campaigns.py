@@ -241,3 +241,35 @@ def test_unknown_campaign_is_404(client: httpx.Client, alice: Person) -> None:
         method = client.get if not path else client.post
         response = method(f"/api/v1/campaigns/999999{path}", headers=alice.headers)
         assert response.status_code == 404
+
+
+@pytest.mark.parametrize("media", ["json", "yaml"])
+def test_a_campaign_posted_as_a_study_is_422_pointing_at_the_campaign_route(
+    client: httpx.Client, alice: Person, media: str
+) -> None:
+    body = campaign(name="misrouted")
+    if media == "json":
+        response = client.post("/api/v1/studies", json=body, headers=alice.headers)
+    else:
+        headers = {**alice.headers, "Content-Type": "application/yaml"}
+        response = client.post("/api/v1/studies", content=yaml.safe_dump(body), headers=headers)
+    errors = _errors(response)
+    assert list(errors) == ["stages"], errors  # one error, not one per stage field
+    assert "is a campaign" in errors["stages"] and "POST /api/v1/campaigns" in errors["stages"]
+    assert "unknown field" not in errors["stages"]
+
+
+def test_a_stage_study_is_not_retried_alone(
+    client: httpx.Client, alice: Person, store: Store
+) -> None:
+    created = submit(client, alice, campaign(name="no-stage-retry")).json()
+    (study,) = stage_studies(store, created["id"], 0)
+    client.post(f"/api/v1/studies/{study.id}/cancel", headers=alice.headers)
+    response = client.post(f"/api/v1/studies/{study.id}/retry", headers=alice.headers)
+    assert response.status_code == 409, response.text
+    detail = response.json()["detail"]
+    assert f"stage 1 of campaign {created['id']}" in detail
+    assert f"actsearch status --campaign {created['id']}" in detail
+    assert f"actsearch clone {study.id}" in detail
+    # Nothing was created: the campaign's studies are the same.
+    assert [s.id for s in stage_studies(store, created["id"], 0)] == [study.id]

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Header, Path, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from search_space.spec import SpecError, spec_warnings
+from search_space.spec import SpecError, is_campaign, spec_warnings
 from service.api import documents, etag
 from service.api.deps import CurrentUser, StoreDep, check_owner
 from service.api.schemas import (
@@ -23,7 +23,7 @@ from service.api.schemas import (
     error_responses,
 )
 from service.api.views import study_detail, study_public
-from service.store import StudyInfo, UserInfo
+from service.store import Conflict, StudyInfo, UserInfo
 from service.store.confirm import create_confirm_study
 from service.store.queries import list_studies
 from service.store.queries import study_detail as load_study_detail
@@ -89,6 +89,13 @@ def _submit(
     return _create(store, user, decode_spec(raw, media_type), key, response)
 
 
+CAMPAIGN_HINT = (
+    "a document with `stages` is a campaign, not a study spec: submit it to POST "
+    "/api/v1/campaigns (`actsearch submit` and the dashboard's editor send it there by "
+    "themselves; docs/campaigns.md)"
+)
+
+
 def _create(
     store: StoreDep,
     user: UserInfo,
@@ -96,6 +103,8 @@ def _create(
     key: str | None,
     response: Response,
 ) -> StudyCreated:
+    if is_campaign(spec):  # else the spec's checks answer a bare "unknown field"
+        raise SpecError([{"loc": "stages", "msg": CAMPAIGN_HINT}])
     study, created = store.studies.create(user, spec, idempotency_key=key)
     return _created(store, study, created, response)
 
@@ -312,6 +321,17 @@ async def clone_study(
     return await run_in_threadpool(_clone, store, user, study_id, raw, media_type, key, response)
 
 
+def stage_retry_refusal(study: StudyInfo) -> str:
+    """Why a campaign's stage study is not retried alone, and what to do instead."""
+    sid, cid = study.id, study.campaign_id
+    return (
+        f"study {sid} is stage {(study.stage or 0) + 1} of campaign {cid}: a stage is not "
+        f"retried alone (its campaign would not know of the new study); act on the campaign "
+        f"(`actsearch status --campaign {cid}`, /api/v1/campaigns/{cid}), or clone this "
+        f"study (`actsearch clone {sid}`) to run its configurations as a study of its own"
+    )
+
+
 @router.post(
     "/studies/{study_id}/retry",
     response_model=StudyCreated,
@@ -333,8 +353,11 @@ def retry_study(
 ) -> StudyCreated:
     """Run a failed or cancelled study's spec again as a new study (owner or admin), named
     "<name> (retry)", its description starting "retry of study N". 409 for any other study,
-    saying what to do instead: resume a paused one, clone a completed one, confirm again."""
-    _owned(store, user, study_id)
+    saying what to do instead: resume a paused one, clone a completed one, confirm again, act
+    on the campaign of a campaign's stage study."""
+    source = _owned(store, user, study_id)
+    if source.campaign_id is not None:
+        raise Conflict(stage_retry_refusal(source))
     study, created = store.studies.retry(user, study_id, idempotency_key=key)
     return _created(store, study, created, response)
 
