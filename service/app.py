@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
@@ -17,6 +20,7 @@ from service.api.routes import ROUTERS
 from service.api.security import SecurityHeadersMiddleware
 from service.dashboard import routes as dashboard
 from service.db import describe_db_error, is_db_outage
+from service.lifetime import die_with_parent, parent_is
 from service.sessions import SessionSigner, shared_secret
 from service.settings import Settings
 from service.store import Store
@@ -24,6 +28,11 @@ from service.store import Store
 log = logging.getLogger(__name__)
 
 DEFAULT_REAP_INTERVAL_S = 5.0
+# Requests served at once by one process (sync routes and dependencies run in anyio's thread
+# pool), and the database connections kept for them: a pool smaller than the threads would open
+# and close a connection (a PostgreSQL backend's start-up) for many requests under load.
+REQUEST_THREADS = 12
+POOL: dict[str, Any] = {"pool_size": REQUEST_THREADS, "max_overflow": 4}  # 4: the background loop, bursts
 
 
 async def reap_forever(store: Store, grace_s: float, interval_s: float) -> None:
@@ -55,6 +64,7 @@ def _lifespan(
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = REQUEST_THREADS
         task = None
         if reap_interval_s:
             task = asyncio.create_task(reap_forever(store, settings.grace_s, reap_interval_s))
@@ -122,7 +132,9 @@ def create_app(
     `reap_interval_s=None` turns off the background reaping of runs whose worker went silent.
     """
     owns_store = store is None
-    store = store or Store.open(settings.resolved_database_url, max_attempts=settings.max_attempts)
+    store = store or Store.open(
+        settings.resolved_database_url, max_attempts=settings.max_attempts, **POOL
+    )
     app = FastAPI(
         title="actsearch",
         version="1",
@@ -146,6 +158,18 @@ def create_app(
     return app
 
 
+SERVER_PARENT_ENV = "ACTSEARCH_SERVER_PARENT_PID"  # set by `serve`/`up` for their server processes
+
+
 def app_from_env() -> FastAPI:
-    """The app configured from ACTSEARCH_* variables (`uvicorn --factory service.app:app_from_env`)."""
+    """The app configured from ACTSEARCH_* variables (`uvicorn --factory service.app:app_from_env`).
+
+    In a server process `serve`/`up` started, SIGTERM comes when that parent dies (even by
+    kill -9): the process finishes its requests and ends instead of serving on alone.
+    """
+    parent = int(os.environ.get(SERVER_PARENT_ENV) or 0)
+    if parent:
+        die_with_parent(parent, signal.SIGTERM)
+        if not parent_is(parent):
+            raise SystemExit(f"the server's parent process {parent} is gone")
     return create_app(Settings())

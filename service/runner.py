@@ -22,7 +22,7 @@ from uvicorn.config import LOGGING_CONFIG
 from uvicorn.supervisors.multiprocess import Multiprocess
 
 from service import migrate
-from service.app import create_app
+from service.app import POOL, SERVER_PARENT_ENV, create_app
 from service.client import saved_client, write_local_client
 from service.db import make_engine
 from service.settings import Settings
@@ -272,6 +272,7 @@ def _serve_processes(settings: Settings, processes: int, signals: _StopSignals) 
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+    os.environ[SERVER_PARENT_ENV] = str(os.getpid())  # they end with us, even after kill -9
     config = uvicorn.Config(
         APP_FACTORY,
         factory=True,
@@ -291,7 +292,20 @@ def _serve_processes(settings: Settings, processes: int, signals: _StopSignals) 
             supervisor.run()
     finally:
         sock.close()
+        _stop_resource_tracker()
         signals.take_back()  # a signal while the worker stops must reach it
+
+
+def _stop_resource_tracker() -> None:
+    """Stop multiprocessing's resource tracker (started with the spawned server processes) now:
+    it would end only when its pipe closes, just after we exit, and nothing may outlive us."""
+    from multiprocessing import resource_tracker
+
+    tracker = getattr(resource_tracker, "_resource_tracker", None)
+    stop = getattr(tracker, "_stop", None)  # private; missing elsewhere: it ends after us
+    if stop is not None:
+        with suppress(Exception):
+            stop()
 
 
 def run_up(
@@ -306,7 +320,7 @@ def run_up(
     one worker supervisor); prints the login URL."""
     settings.home.mkdir(parents=True, exist_ok=True)
     migrate.upgrade(make_engine(settings.resolved_database_url))
-    store = Store.open(settings.resolved_database_url, max_attempts=settings.max_attempts)
+    store = Store.open(settings.resolved_database_url, max_attempts=settings.max_attempts, **POOL)
     login = login_token(store, local_admin(store), settings.home, new=new_login)
     base = f"http://{settings.host}:{settings.port}"
     write_local_client(base, login.token, settings.home)
@@ -343,7 +357,7 @@ def run_up(
 
 def run_serve(settings: Settings) -> int:
     """Serve the API and the dashboard on an already migrated database (`processes` of them)."""
-    store = Store.open(settings.resolved_database_url, max_attempts=settings.max_attempts)
+    store = Store.open(settings.resolved_database_url, max_attempts=settings.max_attempts, **POOL)
     signals = _StopSignals()
     signals.install()
     try:

@@ -12,7 +12,6 @@ running trial back and exits.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
@@ -24,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
+from service.lifetime import HANGUP, parent_is
+
 log = logging.getLogger(__name__)
 
 POLL_S = 0.5  # how often the supervisor looks at its children
@@ -33,29 +34,6 @@ HEALTHY_S = 60.0  # a child that ran this long before dying restarts without bac
 EXIT_FATAL = 3  # a child's "restarting will not help" code (bad database URL, schema out of date)
 MAX_QUICK_CRASHES = 10  # a slot that crashed this often in a row, each within HEALTHY_S: given up
 HURRY_KILL_S = 60.0  # after SIGHUP, slots that have not handed back and exited by then are killed
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-HANGUP = getattr(signal, "SIGHUP", signal.SIGTERM)  # "stop at once"; Windows has no SIGHUP
-
-
-def die_with_parent(parent_pid: int | None, signum: int = HANGUP) -> None:
-    """Ask Linux to send `signum` to this process when its parent dies (elsewhere: nothing).
-
-    Set in the child itself (not in a preexec_fn, unsafe with threads). A parent that died
-    before this call, or a system without prctl, is caught by the parent-pid watch.
-    """
-    if not parent_pid or not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) != 0:
-            log.debug("prctl(PR_SET_PDEATHSIG) failed: errno %s", ctypes.get_errno())
-    except (OSError, AttributeError):  # no libc symbol table here; the pid watch remains
-        log.debug("prctl is not available", exc_info=True)
-
-
-def parent_is(parent_pid: int | None) -> bool:
-    """Whether this process still has `parent_pid` as its parent (True when none was given)."""
-    return not parent_pid or os.getppid() == parent_pid
 
 
 @dataclass(frozen=True)

@@ -181,13 +181,8 @@ def _configure_logging(level: str, who: str) -> None:
 
 
 def _supervise(settings: Settings, args: argparse.Namespace) -> int:
-    from workers.supervisor import (
-        EXIT_FATAL,
-        Supervisor,
-        cpu_threads,
-        die_with_parent,
-        plan_slots,
-    )
+    from service.lifetime import die_with_parent
+    from workers.supervisor import EXIT_FATAL, Supervisor, cpu_threads, plan_slots
 
     die_with_parent(args.parent_pid)  # started by `actsearch up`: end with it
 
@@ -289,8 +284,9 @@ def _passed_on(args: argparse.Namespace) -> list[str]:
 
 
 def _run_slot(settings: Settings, args: argparse.Namespace, studies: tuple[int, ...] | None) -> int:
+    from service.lifetime import die_with_parent
     from workers.options import SlotOptions
-    from workers.supervisor import EXIT_FATAL, die_with_parent
+    from workers.supervisor import EXIT_FATAL
     from workers.worker import FatalWorkerError, SlotWorker
 
     die_with_parent(args.parent_pid)  # SIGHUP when the supervisor dies: hand back, exit

@@ -50,7 +50,8 @@ CHILD = textwrap.dedent(
 SUPERVISE = textwrap.dedent(
     """
     import logging, os, sys
-    from workers.supervisor import Slot, Supervisor, die_with_parent
+    from service.lifetime import die_with_parent
+    from workers.supervisor import Slot, Supervisor
     logging.basicConfig(level=logging.INFO)
     parent = int(os.environ.get("PARENT_PID", "0")) or None
     if os.environ.get("PDEATHSIG") == "1":
