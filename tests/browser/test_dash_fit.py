@@ -5,11 +5,10 @@ and log lines), with no horizontal scroll; a screenshot of each lands in test-ou
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import REPORT_CSP_VIOLATIONS, SCREENSHOTS, Server, assert_clean, sign_in
+from conftest import SCREENSHOTS, Server, assert_clean, sign_in
 from dashboard_helpers import FakeWorker, curve_of
 from test_dash_studies import spec_text
 from test_dash_study import run_study
@@ -23,18 +22,10 @@ LONG_LOG = "step 17: " + "loss=nan;grad_norm=inf;lr=0.05;" * 12
 
 
 @pytest.fixture
-def narrow(browser: Any) -> Iterator[Any]:
-    """A 1,400 px wide window, watched as the `page` fixture watches (CSP violations fail)."""
-    from conftest import PageWatch, _on_console
-
-    context = browser.new_context(viewport={"width": WINDOW, "height": 900})
-    context.add_init_script(REPORT_CSP_VIOLATIONS)
-    page = context.new_page()
-    page.watch = PageWatch()
-    page.on("console", lambda m: _on_console(page.watch, m))
-    page.on("pageerror", lambda e: page.watch.console_errors.append((f"uncaught: {e}", "")))
-    yield page
-    context.close()
+def narrow(page: Any) -> Any:
+    """The watched `page` (CSP violations fail), in a 1,400 px wide window."""
+    page.set_viewport_size({"width": WINDOW, "height": 900})
+    return page
 
 
 def overflow(page: Any) -> dict[str, Any]:
