@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     # API server processes behind one port (`serve`/`up --processes`): 0 = one per core, at most
-    # MAX_AUTO_PROCESSES (each holds up to 15 database connections).
+    # MAX_AUTO_PROCESSES (each holds up to 16 database connections: service.app.POOL).
     processes: int = Field(default=0, ge=0, le=64, description="API server processes; 0: auto")
     data: str | None = Field(
         default=None,

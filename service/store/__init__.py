@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from service.store.base import Conflict, Database, NotFound, StoreError
 from service.store.campaigns import CampaignInfo, Campaigns
@@ -31,9 +32,11 @@ class Store:
         self.campaigns = Campaigns(self.db)
 
     @classmethod
-    def open(cls, url: str, *, check: bool = True, max_attempts: int = 3) -> Store:
+    def open(
+        cls, url: str, *, check: bool = True, max_attempts: int = 3, **engine_options: Any
+    ) -> Store:
         """Open the store on a database URL (schema checked unless check=False)."""
-        db = Database.open(url, check=check)
+        db = Database.open(url, check=check, **engine_options)
         return cls(
             db=db, studies=Studies(db), runs=Runs(db, max_attempts=max_attempts), users=Users(db)
         )

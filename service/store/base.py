@@ -45,9 +45,10 @@ class Database:
     _optuna: optuna.storages.RDBStorage | None = field(default=None, repr=False)
 
     @classmethod
-    def open(cls, url: str, *, check: bool = True) -> Database:
-        """Connect lazily; with check=True refuse a schema other than the code's head."""
-        engine = make_engine(url)
+    def open(cls, url: str, *, check: bool = True, **engine_options: Any) -> Database:
+        """Connect lazily; with check=True refuse a schema other than the code's head.
+        `engine_options` go to the engine (e.g. the API's pool size)."""
+        engine = make_engine(url, **engine_options)
         if check:
             check_schema(engine)
         return cls(url=url, engine=engine, sessions=make_sessionmaker(engine))
