@@ -32,7 +32,10 @@ DEFAULT_REAP_INTERVAL_S = 5.0
 # pool), and the database connections kept for them: a pool smaller than the threads would open
 # and close a connection (a PostgreSQL backend's start-up) for many requests under load.
 REQUEST_THREADS = 12
-POOL: dict[str, Any] = {"pool_size": REQUEST_THREADS, "max_overflow": 4}  # 4: the background loop, bursts
+POOL: dict[str, Any] = {
+    "pool_size": REQUEST_THREADS,
+    "max_overflow": 4,
+}  # 4: the background loop, bursts
 
 
 async def reap_forever(store: Store, grace_s: float, interval_s: float) -> None:
