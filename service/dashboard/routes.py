@@ -1,4 +1,4 @@
-"""Dashboard pages: login, studies, one study, one trial, workers; static files and data routes.
+"""Dashboard pages: login, studies, a study, a trial, a campaign, workers; static files, data.
 
 Pages are thin server-rendered shells (header, headline facts); each page's JS module fetches
 its data from /api/v1 and /dashboard/data with the session cookie and polls while live.
@@ -46,6 +46,7 @@ PAGE_MODULES = {
     "study": ("common.js", "charts.js", "study_charts.js", "trial_table.js"),
     "trial": ("common.js", "charts.js"),
     "workers": ("common.js",),
+    "campaign": ("common.js",),
 }
 
 
@@ -216,6 +217,19 @@ def fixed_families(spec: dict[str, Any]) -> list[str]:
         if not any(flags.values()):
             fixed.append(key)
     return fixed
+
+
+@router.get("/campaigns/{campaign_id}", response_class=HTMLResponse)
+def campaign_page(request: Request, campaign_id: int, user: PageUser) -> HTMLResponse:
+    """One campaign: its stages as a funnel, its verdicts, the family × model transfer table."""
+    try:
+        campaign = request.app.state.store.campaigns.get(campaign_id)
+    except NotFound as error:
+        return _not_found(request, user, str(error))
+    can_manage = user.is_admin or campaign.owner_id == user.id
+    return _render(
+        request, "campaign.html", user, page="campaign", campaign=campaign, can_manage=can_manage
+    )
 
 
 @router.get("/workers", response_class=HTMLResponse)
