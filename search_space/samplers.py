@@ -154,6 +154,8 @@ def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
         return PerTrialSeedSampler(lambda seed: optuna.samplers.RandomSampler(seed=seed), s.seed)
     if s.name == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=s.seed, n_startup_trials=s.n_startup_trials)
+    if s.name == "nsga2":  # its seed is offset per worker process, as CMA-ES's
+        return optuna.samplers.NSGAIISampler(seed=s.seed)
     if s.name == "qmc":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

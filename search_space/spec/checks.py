@@ -16,7 +16,12 @@ from pydantic import BaseModel, ValidationError
 from search_space.contract import DatasetConfig
 from search_space.registry import FIT_TARGETS, Domain, Family, get_alias, get_family
 from search_space.spec.dims import option_or_param_domain
-from search_space.spec.limits import CIFAR_TRAIN_IMAGES, ENTRY_KEYS, MLP_HEAD_MODELS
+from search_space.spec.limits import (
+    CIFAR_TRAIN_IMAGES,
+    ENTRY_KEYS,
+    MLP_HEAD_MODELS,
+    MULTI_OBJECTIVE_SAMPLERS,
+)
 from search_space.spec.search import ActivationSpec, PrunerSpec, SamplerSpec
 from search_space.spec.sections import TRAINING_DOMAINS, DatasetSpec, TrainingSpec
 from search_space.spec.values import (
@@ -113,6 +118,41 @@ def _leave_out(field: str) -> str:
 def _shown(value: Any) -> str:
     """A default as a spec writes it: true, null, 25.0, auto."""
     return json.dumps(value) if isinstance(value, bool) or value is None else str(value)
+
+
+def check_objectives(
+    errors: Errors, objectives: list[str], sampler: str, pruner: PrunerSpec
+) -> None:
+    """Accuracy first, then at most one cost; a cost needs a multi-objective sampler, no pruner.
+
+    Optuna's `trial.report` (what pruning reads) refuses multi-objective trials, and CMA-ES
+    optimises one value only.
+    """
+    if not objectives or objectives[0] != "accuracy":
+        errors.add(("objectives",), "the first objective must be accuracy (maximised)")
+        return
+    costs = objectives[1:]
+    if len(costs) > 1 or "accuracy" in costs:
+        errors.add(
+            ("objectives",),
+            "give accuracy and at most one cost: [accuracy], [accuracy, step_time] or "
+            "[accuracy, params]",
+        )
+        return
+    if not costs:
+        return
+    if sampler not in MULTI_OBJECTIVE_SAMPLERS:
+        errors.add(
+            ("sampler", "name"),
+            f"the {sampler} sampler optimises one objective only; with objectives "
+            f"{objectives} use one of {', '.join(MULTI_OBJECTIVE_SAMPLERS)}",
+        )
+    if pruner.name != "none":
+        errors.add(
+            ("pruner", "name"),
+            f"a multi-objective study cannot prune (Optuna reports one value per epoch): "
+            f"set pruner: {{name: none}}, not {pruner.name}",
+        )
 
 
 def check_pruner(errors: Errors, pruner: PrunerSpec) -> None:

@@ -25,7 +25,7 @@ from search_space.contract.trial import (
 )
 
 SPEC_VERSION = 1
-SAMPLER_NAMES: tuple[str, ...] = ("tpe", "random", "cmaes", "qmc", "grid")
+SAMPLER_NAMES: tuple[str, ...] = ("tpe", "random", "cmaes", "qmc", "grid", "nsga2")
 PRUNER_NAMES: tuple[str, ...] = ("median", "percentile", "hyperband", "successive_halving", "none")
 # The fields each sampler and pruner reads (search_space.suggest.make_sampler / make_pruner),
 # besides `name` and the sampler's `seed`, which all read. A new spec that sets one the chosen
@@ -36,6 +36,7 @@ SAMPLER_FIELDS: dict[str, tuple[str, ...]] = {
     "cmaes": ("n_startup_trials",),
     "qmc": ("qmc_type",),
     "grid": (),
+    "nsga2": (),
 }
 PRUNER_FIELDS: dict[str, tuple[str, ...]] = {
     "median": ("n_startup_trials", "n_warmup_steps", "interval_steps"),
@@ -44,6 +45,12 @@ PRUNER_FIELDS: dict[str, tuple[str, ...]] = {
     "successive_halving": ("min_resource", "reduction_factor", "min_early_stopping_rate"),
     "none": (),
 }
+# What a study optimises (`objectives`): validation accuracy first, then at most one measured
+# cost, minimised (workers.cost): the training step time relative to ReLU on the same model and
+# worker, or the model's parameter count. Optuna's pruners and CMA-ES are single-objective only.
+OBJECTIVES: tuple[str, ...] = ("accuracy", "step_time", "params")
+COST_OBJECTIVES: tuple[str, ...] = ("step_time", "params")
+MULTI_OBJECTIVE_SAMPLERS: tuple[str, ...] = ("tpe", "random", "qmc", "grid", "nsga2")
 # Bounds of the spec's counts and seeds. Our integer columns are 32-bit (service/db/models.py:
 # as_studies.priority, n_trials), Optuna's and numpy's seeds 32-bit unsigned, torch's 64-bit:
 # a value outside these is refused at submission, naming the field and the range. The upper
@@ -70,6 +77,7 @@ ENTRY_KEYS: tuple[str, ...] = (
 
 __all__ = [
     "CIFAR_TRAIN_IMAGES",
+    "COST_OBJECTIVES",
     "DATASET_NAMES",
     "ENTRY_KEYS",
     "INT32_MAX",
@@ -83,6 +91,8 @@ __all__ = [
     "MAX_TRIAL_S",
     "MLP_HEAD_MODELS",
     "MODEL_NAMES",
+    "MULTI_OBJECTIVE_SAMPLERS",
+    "OBJECTIVES",
     "OPTIMIZERS",
     "PRECISIONS",
     "PRIORITY_RANGE",

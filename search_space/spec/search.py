@@ -86,15 +86,16 @@ class SamplerSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Literal["tpe", "random", "cmaes", "qmc", "grid"] = Field(
+    name: Literal["tpe", "random", "cmaes", "qmc", "grid", "nsga2"] = Field(
         default="tpe",
-        description="grid: every configuration once, budget min(n_trials, grid size)",
+        description="grid: every configuration once, budget min(n_trials, grid size); nsga2: "
+        "Optuna's NSGA-II (population 50), for multi-objective studies",
     )
     seed: Annotated[StrictInt, within("sampler.seed", *SEED_RANGE)] | None = Field(
         default=None,
         description="tpe, random: trial n draws from (seed, n) in every worker, so the same "
         "history gives the same proposals; qmc: the scramble seed every worker shares (null: "
-        "derived from the study); cmaes, grid: offset at random per worker process "
+        "derived from the study); cmaes, nsga2, grid: offset at random per worker process "
         "(docs/workers.md)",
         json_schema_extra=schema_bounds(*SEED_RANGE),
     )

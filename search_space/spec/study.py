@@ -77,6 +77,12 @@ from search_space.spec.values import (
 )
 from search_space.spelling import did_you_mean, with_hint
 
+Objective = Literal["accuracy", "step_time", "params"]  # search_space.spec.limits.OBJECTIVES
+
+
+def _accuracy_only() -> list[Objective]:
+    return ["accuracy"]
+
 
 class StudySpec(BaseModel):
     """A study: data, model, training, activation families to search, sampler and budget."""
@@ -112,6 +118,14 @@ class StudySpec(BaseModel):
     )
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
+    objectives: list[Objective] = Field(
+        default_factory=_accuracy_only,
+        description="what the study optimises: validation accuracy (maximised), optionally "
+        "with one measured cost (minimised): step_time = the training step time relative to "
+        "ReLU on the same model and worker, params = the model's parameter count. Two "
+        "objectives need a multi-objective sampler (tpe, random, qmc, grid, nsga2) and pruner "
+        "none; Optuna keeps the Pareto front (docs/campaigns.md)",
+    )
     n_trials: Annotated[StrictInt, within("n_trials", 1, MAX_TRIALS)] = Field(
         default=20,
         description="the study's budget of trials, baselines included (grid: see sampler)",
@@ -220,6 +234,7 @@ class StudySpec(BaseModel):
             checks.check_unused(errors, "pruner", self.pruner, PRUNER_FIELDS)
             checks.check_dataset_path(errors, self.dataset)
             checks.check_pruner(errors, self.pruner)
+        checks.check_objectives(errors, list(self.objectives), self.sampler.name, self.pruner)
         checks.check_section(errors, ("model",), self.model, MODEL_DOMAINS)
         checks.check_section(errors, ("training",), self.training, TRAINING_DOMAINS)
         checks.check_section(
@@ -266,6 +281,16 @@ class StudySpec(BaseModel):
     def search_space(self) -> list[SearchDim]:
         """Every Optuna parameter this spec can suggest (conditional ones included), in order."""
         return list(search_dims(self.model, self.training, self.activations))
+
+    @property
+    def cost_objective(self) -> str | None:
+        """The cost a multi-objective study minimises (step_time, params); None: accuracy only."""
+        return self.objectives[1] if len(self.objectives) > 1 else None
+
+    def directions(self) -> list[Literal["maximize", "minimize"]]:
+        """Optuna's study directions, one per objective."""
+        costs: list[Literal["maximize", "minimize"]] = ["minimize"] * (len(self.objectives) - 1)
+        return ["maximize", *costs]
 
     def family_keys(self) -> list[str]:
         """Activation choices in spec order (family names or aliases)."""

@@ -136,7 +136,7 @@ def create_optuna_study(db: Database, study_id: int, spec: StudySpec) -> None:
     study = optuna.create_study(
         storage=db.optuna,
         study_name=optuna_study_name(study_id),
-        direction="maximize",
+        directions=spec.directions(),  # [maximize] or [maximize, minimize] (a cost)
         load_if_exists=True,
     )
     study.set_user_attr("actsearch_study_id", study_id)

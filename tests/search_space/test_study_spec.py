@@ -1083,6 +1083,7 @@ SAMPLER_USES = {
     "cmaes": {"n_startup_trials"},
     "qmc": {"qmc_type"},
     "grid": set(),
+    "nsga2": set(),
 }
 PRUNER_USES = {
     "median": {"n_startup_trials", "n_warmup_steps", "interval_steps"},
