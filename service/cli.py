@@ -180,6 +180,14 @@ def _add_follow(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between polls")
 
 
+def _add_study_or_campaign(parser: argparse.ArgumentParser, action: str) -> None:
+    parser.add_argument("study", nargs="?", type=int, help="study id")
+    parser.add_argument(
+        "--campaign", type=int, metavar="ID",
+        help=f"{action} a whole campaign (every stage's studies) instead of a study",
+    )  # fmt: skip
+
+
 def _add_yes(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--yes", "-y", action="store_true",
@@ -256,10 +264,16 @@ def _study_commands(sub: Any, remote: argparse.ArgumentParser) -> None:
     validate.add_argument("spec", help="path of the spec file")
     validate.set_defaults(func=cli_spec.cmd_validate)
 
-    status = sub.add_parser("status", parents=[remote], help="list studies, or show one")
+    status = sub.add_parser(
+        "status", parents=[remote], help="list studies, or show one; --campaign: campaigns"
+    )
     status.add_argument("study", nargs="?", type=int, help="study id")
-    status.add_argument("--limit", type=int, default=20, help="how many studies to list")
-    _add_follow(status, "follow the study until it ends (re-attach after Ctrl-C)")
+    status.add_argument(
+        "--campaign", nargs="?", type=int, const=0, metavar="ID",
+        help="a campaign's funnel, verdicts and transfer table; alone: the list of campaigns",
+    )  # fmt: skip
+    status.add_argument("--limit", type=int, default=20, help="how many to list")
+    _add_follow(status, "follow the study or campaign until it ends (re-attach after Ctrl-C)")
     status.set_defaults(func=cli_studies.cmd_status)
 
     for action, text in (
@@ -268,7 +282,7 @@ def _study_commands(sub: Any, remote: argparse.ArgumentParser) -> None:
         ("resume", "resume a paused study (a failed or cancelled one: `retry`)"),
     ):
         p = sub.add_parser(action, parents=[remote], help=text)
-        p.add_argument("study", type=int, help="study id")
+        _add_study_or_campaign(p, action)
         if action == "cancel":
             _add_yes(p)
         p.set_defaults(func=cli_studies.cmd_action)
@@ -313,7 +327,7 @@ def _study_commands(sub: Any, remote: argparse.ArgumentParser) -> None:
     delete = sub.add_parser(
         "delete", parents=[remote], help="delete a study and its trials (asks first)"
     )
-    delete.add_argument("study", type=int, help="study id")
+    _add_study_or_campaign(delete, "delete")
     _add_yes(delete)
     delete.set_defaults(func=cli_studies.cmd_delete)
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from service import cli_campaigns
 from service.cli_spec import CliError, clone_changes, invalid, load_yaml, read_spec_file
 from service.cli_views import (
     live_progress,
@@ -45,11 +46,13 @@ def _created(client: Client, study: dict[str, Any], what: str, where: str = "") 
 def cmd_submit(args: argparse.Namespace) -> int:
     """POST a spec file; with --follow, show a progress bar until the study ends."""
     path, text = read_spec_file(args.spec)
-    load_yaml(path, text)  # a syntax error names this file and line, before anything is sent
+    document = load_yaml(path, text)  # a syntax error names this file and line, before sending
     client = client_of(args)
     headers = {"Content-Type": "application/yaml"}
     if args.idempotency_key:
         headers["Idempotency-Key"] = args.idempotency_key
+    if cli_campaigns.is_campaign(document):  # a spec with `stages`: POST /campaigns
+        return cli_campaigns.submit(client, path, text, headers, args)
     try:
         study = client.post("/studies", content=text.encode(), headers=headers)
     except ApiError as error:
@@ -129,8 +132,11 @@ def _poll(client: Client, study_id: int) -> dict[str, Any]:
 
 # -- status and steering -----------------------------------------------------------------------
 def cmd_status(args: argparse.Namespace) -> int:
-    """One study (--follow: until it ends), or the list of studies."""
+    """One study (--follow: until it ends), or the list of studies; with --campaign, a
+    campaign's funnel or the list of campaigns."""
     client = client_of(args)
+    if args.campaign is not None:
+        return cli_campaigns.status(client, args)
     if args.study is None:
         if args.follow:
             raise CliError("status --follow needs a study ID: actsearch status ID --follow")
@@ -174,9 +180,18 @@ def _described(study: dict[str, Any]) -> str:
     )
 
 
+def _campaign_given(args: argparse.Namespace) -> bool:
+    """Whether the command acts on a campaign (--campaign ID) rather than a study (ID)."""
+    if (args.campaign is None) == (args.study is None):
+        raise CliError(f"{args.command} needs a study ID or --campaign ID (one of them)")
+    return args.campaign is not None
+
+
 def cmd_action(args: argparse.Namespace) -> int:
-    """cancel / pause / resume a study (cancel asks first)."""
+    """cancel / pause / resume a study (cancel asks first), or a whole campaign (--campaign)."""
     client = client_of(args)
+    if _campaign_given(args):
+        return cli_campaigns.act(client, args, can_ask, confirmed)
     if args.command == "cancel":
         can_ask(args, f"not cancelling study {args.study}")
         study = client.get(f"/studies/{args.study}")
@@ -193,7 +208,9 @@ def cmd_action(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    """Delete a study and its trials (asks first)."""
+    """Delete a study and its trials (asks first), or a campaign with its studies (--campaign)."""
+    if _campaign_given(args):
+        return cli_campaigns.act(client_of(args), args, can_ask, confirmed)
     can_ask(args, f"not deleting study {args.study}")
     client = client_of(args)
     study = client.get(f"/studies/{args.study}")

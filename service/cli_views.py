@@ -24,7 +24,8 @@ def progress_counts(study: dict[str, Any]) -> tuple[int, int, str]:
     return finished, int(study.get("n_trials", 0)), label
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """ "42s", "3m07s", "2h05m": a time span to read."""
     seconds = max(0, int(seconds))
     if seconds < 60:
         return f"{seconds}s"
@@ -48,7 +49,7 @@ def live_progress(progress: dict[str, Any] | None) -> str:
     if progress.get("img_per_s"):
         parts.append(f"{float(progress['img_per_s']):,.0f} img/s")
     if progress.get("eta_s") is not None:
-        parts.append(f"ETA {_duration(float(progress['eta_s']))}")
+        parts.append(f"ETA {duration(float(progress['eta_s']))}")
     return " · ".join(parts)
 
 

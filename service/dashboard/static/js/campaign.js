@@ -177,6 +177,10 @@ function renderTransfer(campaign) {
   $("#transfer-note").textContent = `Δ vs ${campaign.baseline} on each model, stage ${table.stage + 1} (${stage.name}); 95% intervals`;
   $("#transfer-table thead").replaceChildren(el("tr", {}, el("th", {}, "Family"),
     ...table.models.map((m) => el("th", { class: "num" }, modelName(m)))));
+  if (!table.families.length) {
+    $("#transfer-table tbody").replaceChildren(el("tr", {}, el("td", { colspan: table.models.length + 1, class: "empty" }, "No complete trainings on these models yet.")));
+    return;
+  }
   const cells = new Map(table.cells.map((c) => [`${c.family}|${c.model}`, c]));
   $("#transfer-table tbody").replaceChildren(...table.families.map((family) => el("tr",
     { class: family === campaign.baseline ? "baseline" : "", dataset: { family } }, el("td", {}, family),
