@@ -13,7 +13,7 @@ import re
 import sys
 from typing import Any
 
-from service import cli_spec, cli_studies
+from service import cli_campaigns, cli_studies
 from service.cli_spec import CliError
 from service.cli_views import users_table
 from service.client import ApiError, TokenRequired
@@ -262,7 +262,7 @@ def _study_commands(sub: Any, remote: argparse.ArgumentParser) -> None:
         "and warnings",
     )  # fmt: skip
     validate.add_argument("spec", help="path of the spec file")
-    validate.set_defaults(func=cli_spec.cmd_validate)
+    validate.set_defaults(func=cli_campaigns.cmd_validate)  # a study spec: cli_spec's
 
     status = sub.add_parser(
         "status", parents=[remote], help="list studies, or show one; --campaign: campaigns"

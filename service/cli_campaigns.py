@@ -16,7 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from service.cli_spec import CliError, invalid
+from service import cli_spec
+from service.cli_spec import CliError, describe, invalid, load_yaml, read_spec_file
 from service.cli_views import duration, print_warnings, progress_counts, table
 from service.client import ApiError, Client
 
@@ -48,6 +49,57 @@ def submit(
     )
     print_warnings(created.get("warnings") or [], f"{path}: ")
     return follow(client, int(created["id"]), args.interval) if args.follow else 0
+
+
+# -- validate ----------------------------------------------------------------------------------
+def cmd_validate(args: argparse.Namespace) -> int:
+    """`validate`: a campaign checked here as the API would check it (every stage's study spec,
+    the promotion rules), then what each stage runs; a study spec as service.cli_spec does."""
+    from search_space.spec import SpecError, campaign_warnings, parse_campaign
+
+    path, text = read_spec_file(args.spec)
+    data = load_yaml(path, text)
+    if not is_campaign(data):
+        return cli_spec.cmd_validate(args)
+    try:
+        parsed = parse_campaign(data, submission=True)
+    except SpecError as error:
+        raise invalid(path, error.errors) from error
+    print(f"{path}: valid campaign, {parsed.stage_count} stages")
+    for index in range(parsed.stage_count):
+        print(_stage_text(parsed, index))
+    print("  the first stage in detail:")
+    for line in describe(parsed.first):
+        print(f"  {line}")
+    warnings = campaign_warnings(parsed)
+    print_warnings(warnings, f"{path}: ", file=sys.stdout)  # here they are the answer
+    if not warnings:
+        print("  no warnings")
+    return 0
+
+
+def _stage_text(campaign: Any, index: int) -> str:
+    """ "  2. promote: the promoted configurations and baselines on resnet18; epochs 30,
+    1 seed(s) each; promotes the top 1 per family"."""
+    from search_space.spec import parse_spec
+    from search_space.spec.campaign import model_name
+
+    stage, models = campaign.stages[index], campaign.models(index)
+    spec = parse_spec(campaign.study_spec(index, models[0]))
+    epochs = spec.training.epochs
+    if hasattr(epochs, "low"):
+        epochs = f"{epochs.low} … {epochs.high}"
+    what = f"{spec.n_trials} trials" if index == 0 else "the promoted configurations and baselines"
+    names = ", ".join(model_name(m) or str(spec.model.name) for m in models)
+    rule = "the last stage"
+    if stage.promote is not None:
+        p = stage.promote
+        limit = f", at least {p.min_delta:+g} pp vs the baseline" if p.min_delta is not None else ""
+        rule = f"promotes the top {p.top} {'per family' if p.per == 'family' else 'overall'}{limit}"
+    return (
+        f"  {index + 1}. {campaign.label(index)}: {what} on {names}; epochs {epochs}, "
+        f"{spec.seeds} seed(s) each; {rule}"
+    )
 
 
 # -- what status prints ------------------------------------------------------------------------

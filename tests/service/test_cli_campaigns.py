@@ -13,8 +13,8 @@ import yaml
 
 from service.store import Store
 from tests.service.campaign_helpers import campaign, stage_studies, train_study
-from tests.service.conftest import Person, Server, new_person
-from tests.service.test_cli_commands import clean, cli
+from tests.service.conftest import ROOT, Person, Server, new_person
+from tests.service.test_cli_commands import clean, cli, run
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -139,6 +139,24 @@ def test_an_invalid_campaign_names_the_file_and_field(
     assert result.returncode == 2
     assert f"invalid spec {path}:" in result.stderr
     assert "stages.0.promote:" in result.stderr
+
+
+def test_validate_checks_a_campaign_here_and_says_what_each_stage_runs(tmp_path: Path) -> None:
+    result = clean(run(tmp_path, "validate", str(ROOT / "examples" / "campaign-cpu.yaml")))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].endswith("campaign-cpu.yaml: valid campaign, 3 stages")
+    assert lines[1].startswith("  1. screen: 8 trials on lenet; epochs 1, 1 seed(s) each")
+    assert lines[1].endswith("promotes the top 2 per family")
+    assert lines[3].startswith("  3. confirm: the promoted configurations and baselines on ")
+    assert "3 seed(s) each; the last stage" in lines[3]
+    assert "smu.alpha" in result.stdout  # the first stage's search space
+
+    bad = write_campaign(tmp_path, "cli-bad-rule", stages=[{"promote": {"top": 0}}, {}])
+    refused = clean(run(tmp_path, "validate", str(bad)))
+    assert refused.returncode == 2
+    assert f"invalid spec {bad}:" in refused.stderr
+    assert "stages.0.promote.top:" in refused.stderr
 
 
 def test_pause_resume_cancel_and_delete_act_on_the_whole_campaign(
