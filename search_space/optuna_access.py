@@ -96,12 +96,16 @@ def create_running_trial(study: optuna.Study, system_attrs: dict[str, Any]) -> o
 
 
 def tell_without_reread(
-    study: optuna.Study, trial: optuna.Trial, value: float | None, state: TrialState | None
+    study: optuna.Study,
+    trial: optuna.Trial,
+    value: float | Sequence[float] | None,
+    state: TrialState | None,
 ) -> None:
     """`study.tell(..., skip_if_finished=True)` without the re-read that builds its return value.
 
     `Study.tell` ends by loading the finished trial with its five relations again (six
     statements, about a tenth of a trial's bookkeeping) only to return a copy nobody here uses.
+    `value` is one value, or one per objective for a multi-objective study.
     Its body, `_tell_with_warning`, does everything else: the state check, the sampler's
     `after_trial` and the write. Its read of the trial for the state check is served from the
     `Trial`'s own copy once the trial's state column says it still runs (`known_trial`). An

@@ -6,6 +6,11 @@ trial whose telling was cut short). Every database write is retried with back-of
 database is unreachable: epoch reports are buffered meanwhile and training goes on; the final
 result waits for the database (a second SIGTERM ends that wait).
 
+A study with a cost objective (spec `objectives`: [accuracy, step_time | params]) is told
+[accuracy, cost]: the cost is measured here after training (workers.cost) and stored with the
+run (its unit and device). Optuna cannot prune multi-objective trials (`trial.report` refuses
+them), so such a run stores its epochs but reports none to Optuna.
+
 Several seeds (config `seeds` > 1): seed i trains with `seed + i`. Only the first seed's curve is
 stored per epoch and used for pruning; the objective is the mean final validation accuracy over
 the seeds, value_std their population standard deviation, and the record (the first seed's)
@@ -32,7 +37,7 @@ from search_space.contract import TrialConfig
 from search_space.optuna_access import tell_without_reread
 from service.db.outage import db_retry, describe_db_error, is_db_outage
 from service.settings import Settings
-from service.store import Claim, NotFound, RunStatus, Store, TrainingRow
+from service.store import Claim, Cost, NotFound, RunStatus, Store, TrainingRow
 from workers.failures import TrialFailure
 from workers.progress import LiveProgress
 from workers.repeats import Repeats
@@ -129,10 +134,12 @@ class Attempt:
         data: Any,
         repeats: Repeats | None = None,
         data_load_s: float | None = None,
+        cost: str | None = None,
     ) -> None:
         self.context = context
         self.repeats = repeats  # None: an attempt that only records its failure
         self.data_load_s = data_load_s  # decoding the data set for this run (0: cached)
+        self.cost = cost  # the spec's cost objective (step_time, params); None: accuracy only
         self.store = context.store
         self.claim = claim
         self.study = study
@@ -216,11 +223,12 @@ class Attempt:
             )  # fmt: skip
             self.last_val, self.last_epoch = report.val_acc, report.epoch
             self.pending.epochs.append(report)
-            self.pending.optuna.append((report.epoch, float(report.val_acc)))
+            if self.cost is None:  # a multi-objective trial cannot be reported to (nor pruned)
+                self.pending.optuna.append((report.epoch, float(report.val_acc)))
             self._stop_if_asked(self._flush(), last)
             # At the last epoch of the last seed pruning saves nothing and would file a whole
             # result as pruned (TPE then ranks it below every complete trial): report only.
-            prune = self._report_to_optuna(consult_pruner=not last)
+            prune = self.cost is None and self._report_to_optuna(consult_pruner=not last)
         else:
             log.info(
                 "run %s seed %d/%d epoch %d/%d: val_acc %.4f",
@@ -326,6 +334,12 @@ class Attempt:
         value = statistics.fmean(values)
         trained = [r for r in results if r.reused_from_run is None]
         assert self.config is not None
+        try:
+            cost = self._measure_cost(record, reused=not trained)
+        except Exception as error:
+            return self._fail(
+                "error", f"the cost could not be measured: {error}", None, traceback.format_exc()
+            )
         stored = self._finish(
             state="complete",
             value=value,
@@ -334,15 +348,36 @@ class Attempt:
             record=record,
             config=self.config.model_copy(update={"seed": results[0].seed}).canonical(),
             reused_from_run=None if trained else results[0].reused_from_run,
+            cost=cost,
         )
         if stored:
-            self._tell(value)
+            self._tell(value, cost=cost)
         log.info(
             "run %s complete: val_acc %.4f test_acc %.4f in %.1f s%s",
             self.run_id, value, statistics.fmean(tests), time.monotonic() - self.started,
             "" if trained else " (every seed reused: nothing trained)",
         )  # fmt: skip
         return Outcome("complete", value=value)
+
+    def _measure_cost(self, record: dict[str, Any], *, reused: bool) -> Cost | None:
+        """The run's cost (None: accuracy only), also kept in its record under "cost".
+
+        A run that trained nothing keeps the cost its source run measured, if of this kind."""
+        if self.cost is None:
+            return None
+        assert self.config is not None
+        given = record.get("cost")
+        if not (reused and isinstance(given, dict) and given.get("kind") == self.cost):
+            given = self.context.training.measure_cost(self.cost, self.config, self.data, record)
+        value = _finite(given.get("value"))
+        if value is None:
+            raise ValueError(f"the {self.cost} cost is {given.get('value')!r}")
+        record["cost"] = given
+        log.info(
+            "run %s: %s cost %.4g %s on %s",
+            self.run_id, self.cost, value, given.get("unit"), given.get("device"),
+        )  # fmt: skip
+        return Cost(self.cost, value, str(given.get("device")))
 
     def _record(self, results: list[SeedResult]) -> dict[str, Any]:
         """The first trained seed's record; else the reused run's, saying where it came from."""
@@ -433,15 +468,20 @@ class Attempt:
             log.warning("run %s is gone (study deleted?); its outcome is dropped", self.run_id)
             return False
 
-    def _tell(self, value: float | None, state: TrialState | None = None) -> None:
-        """Report buffered epochs to Optuna, then finish its trial (waiting for the database)."""
+    def _tell(
+        self, value: float | None, state: TrialState | None = None, cost: Cost | None = None
+    ) -> None:
+        """Report buffered epochs to Optuna, then finish its trial (waiting for the database).
+
+        A complete run with a cost is told [accuracy, cost] (the study has two directions)."""
 
         def tell() -> None:
             while self.pending.optuna:
                 epoch, reported = self.pending.optuna[0]
                 self.trial.report(reported, epoch)
                 self.pending.optuna.pop(0)
-            values = _finite(value) if state is None else None
+            told = _finite(value) if state is None else None
+            values = [told, cost.value] if told is not None and cost is not None else told
             tell_without_reread(self.study, self.trial, values, state)
 
         try:

@@ -56,6 +56,8 @@ class TrialRecord:
     peak_memory_bytes: int
     peak_memory_kind: str  # "cuda_max_allocated" or "process_peak_rss"
     precision: str  # "bf16", "fp16" or "fp32" as actually used
+    param_count: int = 0  # the model's parameters, activation parameters included
+    train_steps: int = 0  # optimizer steps taken: train_s / train_steps is the mean step time
     activation_params: dict[str, Any] = field(default_factory=dict)  # {"initial":…, "final":…}
     activation_curves: dict[str, Any] = field(default_factory=dict)  # {"initial":…, "final":…}
     # What the accuracies above measured: {"weights": "raw" | "ema", "tta": "none" | "flip"}.

@@ -28,6 +28,7 @@ class TorchTraining(Training):
         self.device = torch.device("cuda:0" if options.device == "cuda" else "cpu")
         self._data: OrderedDict[str, Any] = OrderedDict()
         self.act_factory = act_factory  # replaces the config's activations (tests only)
+        self._costs: Any = None  # workers.cost.CostMeter, made at the first cost measured
 
     def device_description(self, gpu_label: str) -> str:
         """cuda:<physical id> (<name>) or cpu."""
@@ -72,6 +73,16 @@ class TorchTraining(Training):
 
         result = prescreen(config.activation)
         return bool(result.ok), result.reason
+
+    def measure_cost(
+        self, kind: str, config: TrialConfig, data: Any, record: dict[str, Any]
+    ) -> dict[str, Any]:
+        """workers.cost on this slot's device (its ReLU references kept for the process)."""
+        from workers.cost import CostMeter
+
+        if self._costs is None:
+            self._costs = CostMeter(self.device)
+        return dict(self._costs.measure(kind, config, data, record).to_json())
 
     def train(
         self,

@@ -112,6 +112,7 @@ class _Progress:
     train_s: float = 0.0
     eval_s: float = 0.0
     images: int = 0
+    steps: int = 0
 
 
 class _Trial:
@@ -295,6 +296,7 @@ class _Trial:
         images = steps * min(self.train_cfg.batch_size, len(data.train_y))
         self.progress.train_s += epoch_s
         self.progress.images += images
+        self.progress.steps += steps
         t0 = time.perf_counter()
         with self.ema.applied() if self.ema is not None else nullcontext():
             val_acc = self._evaluate(runner, data.val_x, data.val_y)
@@ -370,6 +372,8 @@ class _Trial:
             peak_memory_bytes=peak,
             peak_memory_kind=peak_kind,
             precision=dev.precision_name(self.dtype),
+            param_count=sum(w.numel() for w in model.parameters()),
+            train_steps=p.steps,
             activation_params={
                 "initial": initial_params,
                 "final": activation_parameters(model),

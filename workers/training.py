@@ -51,6 +51,13 @@ class Training:
         """(ok, reason): whether the activation is worth training at all."""
         raise NotImplementedError
 
+    def measure_cost(
+        self, kind: str, config: TrialConfig, data: Any, record: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A trained trial's cost (spec `objectives`: params, step_time) from its record, as
+        {"kind", "value", "unit", "device", ...} (workers.cost); CostUnavailable if it cannot."""
+        raise NotImplementedError
+
     def train(
         self,
         config: TrialConfig,

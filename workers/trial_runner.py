@@ -107,7 +107,9 @@ class TrialRunner(RunContext):
             scope=spec.reuse,
             stop=self.stopping,
         )
-        return Attempt(self, claim, study, trial, config, data, repeats, load_s).run()
+        return Attempt(
+            self, claim, study, trial, config, data, repeats, load_s, cost=spec.cost_objective
+        ).run()
 
     def _failed_before_training(
         self, claim: Claim, study: optuna.Study, trial: optuna.Trial, error: Exception

@@ -199,6 +199,10 @@ class Run(Base):
     reused_from_run: Mapped[int | None] = mapped_column(Integer)
     # Step, rate and ETA inside the epoch as the worker last saw it, with each heartbeat (0006).
     progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # A multi-objective study's second value: what it measures and on which device (0009).
+    cost: Mapped[float | None] = mapped_column(Float)
+    cost_kind: Mapped[str | None] = mapped_column(String(16))
+    cost_device: Mapped[str | None] = mapped_column(String(200))
     epochs: Mapped[list[Epoch]] = relationship(
         back_populates="run", cascade="all, delete-orphan", order_by="Epoch.epoch"
     )

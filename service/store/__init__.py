@@ -7,7 +7,7 @@ from typing import Any
 
 from service.store.base import Conflict, Database, NotFound, StoreError
 from service.store.campaigns import CampaignInfo, Campaigns
-from service.store.runs import Claim, Runs, RunStatus
+from service.store.runs import Claim, Cost, Runs, RunStatus
 from service.store.studies import Studies, StudyInfo
 from service.store.trainings import NewTraining, TrainingRow, Trainings
 from service.store.users import TokenInfo, UserInfo, Users
@@ -51,6 +51,7 @@ __all__ = [
     "Campaigns",
     "Claim",
     "Conflict",
+    "Cost",
     "Database",
     "NewTraining",
     "NotFound",

@@ -50,6 +50,15 @@ ORPHAN_REASON = "no run points to this trial: its worker was lost before it reco
 BATCH = 200  # runs repaired per sweep at most: a sweep stays short, the next one goes on
 
 
+def _values(row: Any) -> list[float] | None:
+    """What the run's worker tells Optuna: [accuracy], or [accuracy, cost] for a cost study."""
+    if row.value is None:
+        return None
+    if row.cost_kind is None:
+        return [row.value]
+    return None if row.cost is None else [row.value, row.cost]
+
+
 @dataclass(frozen=True)
 class SweepReport:
     """What one sweep repaired: trials set to their run's state, orphan trials failed."""
@@ -73,7 +82,8 @@ class Reconciler:
         cutoff = self.db.silent_since(self.settle_s)  # the database's clock, as finished_at's
         with self.db.session() as session:
             rows = session.execute(
-                select(Run.id, Run.study_id, Run.state, Run.value, Run.optuna_trial_id)
+                select(Run.id, Run.study_id, Run.state, Run.value, Run.cost, Run.cost_kind)
+                .add_columns(Run.optuna_trial_id)
                 .where(Run.optuna_synced.is_(False), Run.finished_at < cutoff)
                 .order_by(Run.id)
                 .limit(BATCH)
@@ -96,7 +106,7 @@ class Reconciler:
         state = OPTUNA_STATE.get(RunState(row.state))
         if state is None:
             return False  # not a final state: nothing to tell yet
-        values = [row.value] if state == TrialState.COMPLETE and row.value is not None else None
+        values = _values(row) if state == TrialState.COMPLETE else None
         if state == TrialState.COMPLETE and values is None:
             state = TrialState.FAIL  # a complete run without a finite value cannot be a result
         try:

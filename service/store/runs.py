@@ -72,6 +72,15 @@ class RunStatus:
         return None
 
 
+@dataclass(frozen=True)
+class Cost:
+    """A multi-objective run's measured cost: Optuna's second value (spec `objectives`)."""
+
+    kind: str  # params | step_time
+    value: float  # a parameter count, or a step time relative to ReLU's
+    device: str  # where it was measured: a step-time ratio holds there only
+
+
 class Runs:
     """Claim, report, finish and reap runs."""
 
@@ -360,8 +369,11 @@ class Runs:
         log_tail: str | None = None,
         config: dict[str, Any] | None = None,
         reused_from_run: int | None = None,
+        cost: Cost | None = None,
     ) -> bool:
         """Store a run's outcome; False when the run had been reaped meanwhile (result dropped).
+
+        `cost`: a multi-objective study's second value, with what it measures and where.
 
         `config` replaces the stored trial config when the run trained another seed than the one
         it was attached with (a reseed); `reused_from_run` names the run whose recorded result
@@ -391,6 +403,8 @@ class Runs:
             run.finished_at = now
             run.optuna_synced = False  # until the worker (or the reconciler) tells Optuna
             run.reused_from_run = reused_from_run
+            if cost is not None:
+                run.cost, run.cost_kind, run.cost_device = cost.value, cost.kind, cost.device
             if config is not None:
                 run.config = config
             release_unfinished(session, [run_id])
