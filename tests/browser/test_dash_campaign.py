@@ -140,8 +140,25 @@ def test_a_stage_study_links_to_its_campaign_and_back(page: Any, server: Server)
     expect(funnel_row(page, 2).locator("td").nth(1)).to_have_text("waiting")
     # No transfer yet: the page says which stage will make the table.
     expect(page.locator("#transfer-table tbody")).to_contain_text("Stage 3 (confirm) runs")
+    expect(funnel_row(page, 2).locator("td.entered")).to_have_text("–")
+    # Its owner (here the admin) pauses and resumes the whole campaign from the page.
+    page.locator("#campaign-actions button[data-action='pause']").click()
+    expect(page.locator("#campaign-status")).to_have_text("paused")
+    assert store.studies.get(study.id).status == "paused"
+    page.locator("#campaign-actions button[data-action='resume']").click()
+    expect(page.locator("#campaign-status")).to_have_text("running")
+    expect(page.locator("#campaign-actions button[data-action='pause']")).to_be_visible()
     # The funnel links to the stage's study: back where we came from.
     funnel_row(page, 1).locator(f"a[data-study-id='{study.id}']").click()
     page.wait_for_url(f"{server.url}/studies/{study.id}")
     expect(page.locator("#campaign-link")).to_be_visible()
+    assert_clean(page)
+
+
+def test_an_unknown_campaign_is_a_404_page(page: Any, server: Server) -> None:
+    sign_in(page, server)
+    page.watch.allow(404, "/campaigns/999999")
+    response = page.goto(f"{server.url}/campaigns/999999")
+    assert response is not None and response.status == 404
+    expect(page.locator("main")).to_contain_text("campaign 999999")
     assert_clean(page)
