@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from conftest import Server, assert_clean, sign_in
 from playwright.sync_api import expect
+from test_dash_fit import WINDOW, assert_fits
 
 from service.store import Store
 from tests.service.campaign_helpers import campaign, stage_studies, train_study
@@ -123,6 +124,9 @@ def test_campaign_page_shows_the_funnel_verdicts_and_transfer_table(
         expect(smu.nth(column).locator(".verdict")).to_have_text("better")
     relu = transfer.locator("tbody tr[data-family='relu'] td")
     expect(relu.nth(1).locator(".verdict")).to_have_text("baseline")
+    # It fits a 1,400 px window, as every page does (issue 18).
+    page.set_viewport_size({"width": WINDOW, "height": 900})
+    assert_fits(page, "campaign")
     assert_clean(page)
 
 
