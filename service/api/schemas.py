@@ -343,6 +343,10 @@ class TrialExport(TrialPublic):
     """A trial in the JSON export: everything but the bulky record."""
 
     config: dict[str, Any] | None
+    cost: Metric = Field(None, description="a cost objective's value (spec `objectives`)")
+    cost_kind: str | None = Field(None, description="step_time | params; null: no cost")
+    cost_device: str | None = Field(None, description="where the cost was measured")
+    on_front: bool | None = Field(None, description="on the Pareto front; null: no cost")
 
 
 class StudyExport(BaseModel):

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from service.evidence import BETTER, PROMISING, TOO_FEW, WORSE
 from service.store.queries.evidence import Comparison
 from service.store.queries.leaderboard import EVIDENCE, RANKING, LeaderboardView, LeaderRow
+from service.store.queries.pareto import ParetoView
 
 TableFormat = Literal["csv", "latex"]
 
@@ -49,17 +50,32 @@ TRIAL_CSV_FIELDS = (
 )  # fmt: skip
 
 
+# A multi-objective study's trials also carry these (flag_front); others' CSV is unchanged.
+COST_CSV_FIELDS = ("cost", "cost_kind", "cost_device", "on_front")
+
+
+def flag_front(rows: Sequence[dict[str, Any]], view: ParetoView) -> list[dict[str, Any]]:
+    """The trial rows of a study with a cost objective, each with `on_front` (its Pareto
+    front: service.store.queries.pareto); a single-objective study's rows as they are."""
+    if view.cost_kind is None:
+        return list(rows)
+    front = {point.run_id for point in view.front}
+    return [{**row, "on_front": row["run_id"] in front} for row in rows]
+
+
 def trials_csv(rows: Sequence[dict[str, Any]]) -> str:
-    """CSV of trials: fixed columns, then one `param.<name>` column per parameter seen."""
+    """CSV of trials: fixed columns (and the cost columns of a multi-objective study's, see
+    flag_front), then one `param.<name>` column per parameter seen."""
     names = sorted({name for row in rows for name in (row.get("params") or {})})
+    fields: tuple[str, ...] = TRIAL_CSV_FIELDS
+    if any("on_front" in row for row in rows):
+        fields += COST_CSV_FIELDS
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*TRIAL_CSV_FIELDS, *(f"param.{n}" for n in names)])
+    writer.writerow([*fields, *(f"param.{n}" for n in names)])
     for row in rows:
         params = row.get("params") or {}
-        writer.writerow(
-            [_cell(row.get(f)) for f in TRIAL_CSV_FIELDS] + [_cell(params.get(n)) for n in names]
-        )
+        writer.writerow([_cell(row.get(f)) for f in fields] + [_cell(params.get(n)) for n in names])
     return out.getvalue()
 
 

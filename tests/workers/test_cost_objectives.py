@@ -7,9 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import pytest
 import torch
+from fastapi.testclient import TestClient
 from optuna.trial import TrialState
 from worker_helpers import (
     create_pg_database,
@@ -24,8 +26,10 @@ from worker_helpers import (
 
 from search_space.contract import TrialConfig
 from search_space.optuna_access import trial_id_of
+from service.app import create_app
 from service.settings import Settings
 from service.store import Cost, Store, UserInfo
+from service.store.queries.pareto import ParetoPoint, pareto, pareto_front
 from service.store.reconcile import Reconciler
 from workers.cost import CostMeter, relu_copy
 from workers.options import SlotOptions
@@ -172,3 +176,56 @@ def test_the_reconciler_tells_optuna_accuracy_and_cost(
     assert report.synced == [claim.run_id]
     (told,) = optuna_trials(store, study.optuna_name)
     assert told.state == TrialState.COMPLETE and told.values == [0.5, 1234.0]
+
+
+def test_the_pareto_front_is_optunas_best_trials(
+    store: Store, folder: Path, training: TorchTraining, tmp_path: Path
+) -> None:
+    user, token = store.users.create("pareto")
+    activations = {"relu": {}, "leaky_relu": {}, "prelu": {}, "silu": {}}
+    spec = cost_spec(folder, "params", n_trials=6, activations=activations)
+    spec["model"] = {"name": "lenet", "width": {"choices": [0.125, 0.25, 0.5]}}
+    study, _ = store.studies.create(user, spec)
+    run_all(store, training)
+    best = optuna.load_study(study_name=study.optuna_name, storage=store.db.optuna).best_trials
+    view = pareto(store.db, study.id)
+    assert view.cost_kind == "params" and len(view.points) == 6
+    assert sorted((p.number, [p.value, p.cost]) for p in view.front) == sorted(
+        (t.number, t.values) for t in best
+    )
+    assert [p.cost for p in view.front] == sorted(p.cost for p in view.front)
+    assert {p.number for p in view.points if p.on_front} == {t.number for t in best}
+    url = str(store.db.engine.url.render_as_string(hide_password=False))
+    settings = Settings(database_url=url, home=tmp_path, session_secret="s" * 32)
+    headers = {"Authorization": f"Bearer {token}"}
+    with TestClient(create_app(settings, store, reap_interval_s=None)) as client:
+        answer = client.get(f"/api/v1/studies/{study.id}/pareto", headers=headers)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert [(p["number"], p["value"], p["cost"]) for p in body["front"]] == [
+            (p.number, p.value, p.cost) for p in view.front
+        ]
+        assert body["cost_unit"] == "parameters" and body["devices"][0].startswith("cpu")
+        exported = client.get(f"/api/v1/studies/{study.id}/export.json", headers=headers).json()
+        flagged = {t["number"] for t in exported["trials"] if t["on_front"]}
+        assert flagged == {t.number for t in best}
+        text = client.get(f"/api/v1/studies/{study.id}/export.csv", headers=headers).text
+        header = text.splitlines()[0].split(",")
+        assert header[header.index("on_front") - 3 : header.index("on_front")] == [
+            "cost", "cost_kind", "cost_device",
+        ]  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_front_agrees_with_optuna_on_ties_and_duplicates(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    values = [[float(rng.integers(0, 6)) / 5, float(rng.integers(1, 6))] for _ in range(40)]
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for number, (value, cost) in enumerate(values):
+        study.add_trial(optuna.trial.create_trial(values=[value, cost]))
+        assert study.trials[-1].number == number
+    points = [
+        ParetoPoint(n, n, None, None, value, cost, None) for n, (value, cost) in enumerate(values)
+    ]
+    ours = sorted((p.number, [p.value, p.cost]) for p in pareto_front(points))
+    assert ours == sorted((t.number, t.values) for t in study.best_trials)

@@ -2,7 +2,16 @@
 
 from fastapi import APIRouter
 
-from service.api.routes import campaigns, exports, health, studies, trials, users, workers
+from service.api.routes import (
+    campaigns,
+    exports,
+    health,
+    pareto,
+    studies,
+    trials,
+    users,
+    workers,
+)
 
 ROUTERS: list[APIRouter] = [
     health.router,
@@ -10,6 +19,7 @@ ROUTERS: list[APIRouter] = [
     campaigns.router,
     trials.router,
     exports.router,
+    pareto.router,
     workers.router,
     users.router,
 ]

@@ -17,9 +17,15 @@ from service.api.schemas import (
     error_responses,
 )
 from service.api.views import study_detail
-from service.store.exports import leaderboard_download, leaderboard_rows, trials_download
+from service.store.exports import (
+    flag_front,
+    leaderboard_download,
+    leaderboard_rows,
+    trials_download,
+)
 from service.store.queries import EVIDENCE, RANKING, export_trials, leaderboard
 from service.store.queries import study_detail as load_study_detail
+from service.store.queries.pareto import pareto
 
 router = APIRouter(tags=["exports"])
 
@@ -29,6 +35,11 @@ CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _trials(store: StoreDep, study_id: int) -> list[dict[str, Any]]:
+    """Every trial of the study, those on a multi-objective study's Pareto front flagged."""
+    return flag_front(export_trials(store.db, study_id), pareto(store.db, study_id))
+
+
 @router.get(
     "/studies/{study_id}/export.csv",
     response_class=Response,
@@ -36,7 +47,7 @@ CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
 )
 def export_csv(study_id: StudyId, store: StoreDep, _user: CurrentUser) -> Response:
     """Every trial (attempt) of a study as CSV, one column per parameter."""
-    download = trials_download(study_id, export_trials(store.db, study_id))
+    download = trials_download(study_id, _trials(store, study_id))
     return Response(
         download.text,
         media_type=download.media_type,
@@ -52,7 +63,7 @@ def export_csv(study_id: StudyId, store: StoreDep, _user: CurrentUser) -> Respon
 def export_json(study_id: StudyId, store: StoreDep, _user: CurrentUser) -> StudyExport:
     """A study (with its spec and summary) and every trial with params and resolved config."""
     study = study_detail(load_study_detail(store.db, study_id))
-    trials = [TrialExport.model_validate(row) for row in export_trials(store.db, study_id)]
+    trials = [TrialExport.model_validate(row) for row in _trials(store, study_id)]
     return StudyExport(study=study, trials=trials)
 
 

@@ -3,7 +3,8 @@
 Nothing here loads a study's trials into Python to page or aggregate them. By concern:
 `paging` (limits, sorts, cursors), `summaries` (study lists, progress, family statistics),
 `trials` (pages, one trial, exports), `leaderboard` (the ranked families), `evidence` (the
-trainings behind each family's statistics), `workers`.
+trainings behind each family's statistics), `workers`, `pareto` (a multi-objective study's
+Pareto front: the front needs every complete trial's two values, read in one indexed query).
 """
 
 from service.store.queries.evidence import Comparison

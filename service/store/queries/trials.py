@@ -51,6 +51,8 @@ TRIAL_COLUMNS = (
     Run.progress,
 )
 TRIAL_FIELDS = tuple(column.key for column in TRIAL_COLUMNS)
+# A multi-objective study's measured cost (migration 0009), in exports.
+COST_COLUMNS = (Run.cost, Run.cost_kind, Run.cost_device)
 
 # Each key has an index (study_id, key[, id]) so a page is a short index range scan (0002, 0003).
 TRIAL_SORT_KEYS: dict[str, SortColumn] = {
@@ -291,7 +293,7 @@ def export_trials(db: Database, study_id: int) -> list[dict[str, Any]]:
         require_study(session, study_id)
         rows = (
             session.execute(
-                select(*TRIAL_COLUMNS, Run.config)
+                select(*TRIAL_COLUMNS, Run.config, *COST_COLUMNS)
                 .where(Run.study_id == study_id)
                 .order_by(Run.trial_number.asc().nulls_last(), Run.id)
             )
