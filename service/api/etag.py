@@ -8,6 +8,8 @@ An answer's ETag comes from what the database says changed, read before the answ
 - `live`: the same plus each running trial's last heartbeat, for answers that show live progress
   (the trial list, one trial, learning curves): a heartbeat bumps no counter.
 - `studies`: the number of studies, the sum of their counters and the newest id (the list).
+- `campaign`: the campaign row's status, stage and last change, and the counters of its stages'
+  studies; while it runs, also the half-minute (a running stage's wall time grows by itself).
 
 A request whose `If-None-Match` names the current tag gets 304 and no body, so a poll of an
 unchanged study costs the token check and that one read. Reading the tag first makes an answer
@@ -24,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,11 +39,12 @@ from sqlalchemy import BigInteger, func, literal, null, or_, select, union_all
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.deps import CurrentUser
-from service.db import Run, RunState, Study
+from service.db import Campaign, CampaignStatus, Run, RunState, Study
 from service.db.types import UTCDateTime
 from service.store import Database
 
 Kind = Literal["study", "live", "studies"]
+WALL_CLOCK_S = 30  # a running campaign's tag changes at least this often
 CACHE_CONTROL = "private, no-cache"  # store it, but ask again (If-None-Match) before using it
 STATE_KEY = "answer_cache_key"  # request.state: where the capture middleware files the answer
 SERVICE = Path(__file__).resolve().parents[1]
@@ -95,6 +99,25 @@ def studies_tag(db: Database) -> str:
             select(func.count(), func.coalesce(func.sum(Study.version), 0), func.max(Study.id))
         ).one()
     return _tag(f"studies.{count}", [count, total, newest])
+
+
+def campaign_tag(db: Database, campaign_id: int) -> str | None:
+    """The current tag of a campaign's detail; None if the campaign does not exist."""
+    with db.session() as session:
+        own = session.execute(
+            select(
+                Campaign.status, Campaign.stage, Campaign.stage_ready, Campaign.updated_at,
+                Campaign.error,
+            ).where(Campaign.id == campaign_id)
+        ).one_or_none()  # fmt: skip
+        if own is None:
+            return None
+        studies = session.execute(
+            select(Study.id, Study.version).where(Study.campaign_id == campaign_id)
+        ).all()
+    clock = int(time.time() // WALL_CLOCK_S) if own.status == CampaignStatus.RUNNING else None
+    parts = [[str(v) for v in own], sorted((int(i), int(v)) for i, v in studies), clock]
+    return _tag(f"campaign.{campaign_id}", parts)
 
 
 def _tag(readable: str, parts: Any) -> str:
@@ -286,6 +309,21 @@ def for_study(kind: Literal["study", "live"]) -> Callable[..., None]:
     return check
 
 
+def for_campaign(
+    request: Request, response: Response, _user: CurrentUser, if_none_match: IfNoneMatch = None
+) -> None:
+    """The dependency of a campaign's detail: 304 or a kept answer, else the ETag."""
+    try:
+        campaign_id = int(request.path_params.get("campaign_id", ""))
+    except ValueError:
+        return
+    if not 1 <= campaign_id <= 2**31 - 1:
+        return  # the route's validation answers
+    tag = campaign_tag(request.app.state.store.db, campaign_id)
+    if tag is not None:  # else the route answers 404
+        _conditional(request, response, tag, if_none_match)
+
+
 def for_studies(
     request: Request, response: Response, _user: CurrentUser, if_none_match: IfNoneMatch = None
 ) -> None:
@@ -296,6 +334,7 @@ def for_studies(
 STUDY = Depends(for_study("study"))
 LIVE = Depends(for_study("live"))
 STUDIES = Depends(for_studies)
+CAMPAIGN = Depends(for_campaign)
 
 TAG_HEADER = {
     "ETag": {

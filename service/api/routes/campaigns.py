@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, st
 from starlette.concurrency import run_in_threadpool
 
 from search_space.spec import MAX_STAGES, campaign_warnings, parse_campaign
-from service.api import documents
+from service.api import documents, etag
 from service.api.deps import CurrentUser, StoreDep
 from service.api.routes.studies import NAME_PATTERN, IdempotencyKey, decode_spec
 from service.api.schemas import (
@@ -141,7 +141,8 @@ def list_campaigns(
 @router.get(
     "/campaigns/{campaign_id}",
     response_model=CampaignDetail,
-    responses=error_responses(401, 404, 422),
+    dependencies=[etag.CAMPAIGN],
+    responses={**etag.CONDITIONAL, **error_responses(401, 404, 422)},
 )
 def get_campaign(campaign_id: CampaignId, store: StoreDep, _user: CurrentUser) -> CampaignDetail:
     """A campaign: its document, each stage's studies, the funnel (configurations in and out,
