@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
+import yaml
 
 from search_space.samplers import make_pruner, make_sampler
-from search_space.spec import SpecError, parse_spec
+from search_space.spec import SpecError, parse_campaign, parse_spec
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _spec(**fields: Any) -> dict[str, Any]:
@@ -72,3 +76,14 @@ def test_cmaes_and_a_pruner_are_refused_with_a_cost() -> None:
 def test_bad_objectives_name_the_field(objectives: list[str], says: str) -> None:
     errors = _errors(_spec(objectives=objectives, pruner={"name": "none"}))
     assert any(loc.startswith("objectives") and says in msg for loc, msg in errors.items())
+
+
+def test_every_stage_of_a_campaign_with_a_cost_keeps_it() -> None:
+    campaign = yaml.safe_load((REPO_ROOT / "examples" / "campaign-cpu.yaml").read_text())
+    campaign.update(objectives=["accuracy", "params"], pruner={"name": "none"})
+    parsed = parse_campaign(campaign)
+    for index in range(len(parsed.stages)):
+        for model in parsed.models(index):
+            stage = parse_spec(parsed.study_spec(index, model), submission=True)
+            assert stage.directions() == ["maximize", "minimize"]
+            assert stage.cost_objective == "params" and stage.pruner.name == "none"
