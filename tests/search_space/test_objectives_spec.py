@@ -34,7 +34,7 @@ def test_a_spec_without_objectives_optimises_accuracy_alone() -> None:
 
 
 @pytest.mark.parametrize("cost", ["step_time", "params"])
-@pytest.mark.parametrize("sampler", ["tpe", "random", "nsga2", "qmc"])
+@pytest.mark.parametrize("sampler", ["tpe", "random", "nsga2", "qmc", "grid"])
 def test_a_cost_objective_makes_a_two_direction_study(cost: str, sampler: str) -> None:
     spec = parse_spec(
         _spec(objectives=["accuracy", cost], sampler={"name": sampler}, pruner={"name": "none"}),
