@@ -5,6 +5,9 @@ following one to its end), and cancel / pause / resume / delete act on the whole
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,7 +17,7 @@ import yaml
 from service.store import Store
 from tests.service.campaign_helpers import campaign, stage_studies, train_study
 from tests.service.conftest import ROOT, Person, Server, new_person
-from tests.service.test_cli_commands import clean, cli, run
+from tests.service.test_cli_commands import clean, cli, environment, run
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -188,3 +191,30 @@ def test_pause_resume_cancel_and_delete_act_on_the_whole_campaign(
     assert deleted.returncode == 0 and f"campaign {campaign_id} deleted" in deleted.stdout
     gone = clean(cli(server, owner, tmp_path, "status", *flag))
     assert gone.returncode == 1 and f"campaign {campaign_id}" in gone.stderr
+
+
+def test_following_a_running_campaign_and_ctrl_c(
+    server: Server, owner: Person, store: Store, tmp_path: Path
+) -> None:
+    path = write_campaign(tmp_path, "cli-follow")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "submit", str(path), "--follow", "--interval",
+         "0.2", "--url", server.url, "--token", owner.token],
+        cwd=ROOT, env=environment(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    seen = []  # until it follows: its first progress line (however slow the machine is)
+    while not seen or "stage 1 of 3 (screen)" not in seen[-1]:
+        line = process.stdout.readline()  # type: ignore[union-attr]
+        assert line, process.communicate()
+        seen.append(line)
+    process.send_signal(signal.SIGINT)
+    rest, stderr = process.communicate(timeout=30)
+    stdout = "".join(seen) + rest
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stdout + stderr
+    campaign_id = submitted_id(stdout)
+    assert re.search(rf"campaign {campaign_id} · running · stage 1 of 3 \(screen\) · 0/14", stdout)
+    assert f"campaign {campaign_id} keeps running" in stderr
+    assert f"`actsearch status --campaign {campaign_id} --follow`" in stderr
+    assert store.campaigns.get(campaign_id).status == "running"  # following stopped, not it
