@@ -16,3 +16,15 @@ class SlotOptions:
     max_trials: int | None = None  # exit after this many runs; None: run until stopped
     parent_pid: int | None = None  # stop when this supervisor goes away
     threads: int | None = None  # torch CPU threads
+
+    @property
+    def gpu_unusable(self) -> bool:
+        """A CUDA slot whose process sees no usable CUDA device (every restart would fail alike)."""
+        if self.device != "cuda":
+            return False
+        import torch  # only here: the options are read where torch must not be loaded yet
+
+        try:
+            return not (torch.cuda.is_available() and torch.cuda.device_count() > 0)
+        except RuntimeError:  # a driver that is there but broken
+            return True

@@ -112,15 +112,7 @@ class SlotActor:
 
 def _check_gpu(options: SlotOptions) -> None:
     """A GPU Ray assigned must be one torch can use; else every restart would fail alike."""
-    if options.device != "cuda":
-        return
-    import torch
-
-    try:
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    except RuntimeError:  # a driver that is there but broken
-        count = 0
-    if count == 0:
+    if options.gpu_unusable:
         raise FatalWorkerError(
             f"slot {options.slot}: Ray assigned GPU {options.gpu_label} on "
             f"{socket.gethostname()}, but torch sees no CUDA device there "

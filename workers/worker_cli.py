@@ -318,15 +318,7 @@ def _check_slot_gpu(options: SlotOptions) -> None:
     """A CUDA slot must see its GPU: without it every restart would crash in the same way."""
     from workers.worker import FatalWorkerError
 
-    if options.device != "cuda":
-        return
-    import torch
-
-    try:
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    except RuntimeError:  # a driver that is there but broken
-        count = 0
-    if count == 0:
+    if options.gpu_unusable:
         raise FatalWorkerError(
             f"slot {options.slot}: GPU {options.gpu_label or '?'} is not usable here (torch sees "
             f"no CUDA device with CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}"
