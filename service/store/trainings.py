@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -77,19 +78,7 @@ class Trainings:
         """
         try:
             with self.db.session() as session:
-                row = Training(
-                    study_id=new.study_id,
-                    run_id=new.run_id,
-                    key=new.key,
-                    config_key=new.config_key,
-                    lock_key=lock_key,
-                    family=new.family,
-                    seed=new.seed,
-                    state=TrainingState.RUNNING,
-                    data_checksum=new.data_checksum,
-                    code_version=new.code_version,
-                    created_at=utcnow(),
-                )
+                row = _new_row(new, lock_key=lock_key, state=TrainingState.RUNNING)
                 session.add(row)
                 session.flush()
                 return row.id
@@ -151,21 +140,13 @@ class Trainings:
     def record_reuse(self, new: NewTraining, source: TrainingRow) -> int:
         """Another study's training, taken by this one: a complete row pointing at the source."""
         with self.db.session() as session:
-            row = Training(
-                study_id=new.study_id,
-                run_id=new.run_id,
-                key=new.key,
-                config_key=new.config_key,
+            row = _new_row(
+                new,
                 lock_key=None,
-                family=new.family,
-                seed=new.seed,
                 state=TrainingState.COMPLETE,
                 val_acc=source.val_acc,
                 test_acc=source.test_acc,
                 reused_from=source.id,
-                data_checksum=new.data_checksum,
-                code_version=new.code_version,
-                created_at=utcnow(),
                 finished_at=utcnow(),
             )
             session.add(row)
@@ -187,4 +168,20 @@ def release_unfinished(session: Session, run_ids: Collection[int]) -> None:
         .where(Training.run_id.in_(list(run_ids)), Training.state == TrainingState.RUNNING)
         .values(state=TrainingState.FAILED, lock_key=None, finished_at=utcnow())
         .execution_options(synchronize_session=False)
+    )
+
+
+def _new_row(new: NewTraining, **values: Any) -> Training:
+    """A ledger row for `new`, with what differs between a claim and a reuse in `values`."""
+    return Training(
+        study_id=new.study_id,
+        run_id=new.run_id,
+        key=new.key,
+        config_key=new.config_key,
+        family=new.family,
+        seed=new.seed,
+        data_checksum=new.data_checksum,
+        code_version=new.code_version,
+        created_at=utcnow(),
+        **values,
     )
