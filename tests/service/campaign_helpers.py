@@ -140,18 +140,19 @@ def expected_top(
     store: Store, study_ids: list[int], top: int, per: str, exclude: set[str]
 ) -> list[dict[str, Any]]:
     """The top configurations of the studies, computed here from their runs (not the store's
-    selection code): distinct (family, params) by their best value, best first."""
+    selection code): distinct (family, params) by their best value, best first; of equal
+    values, the one whose best run came first (tiny models on easy data often tie at 1.0)."""
     with store.db.session() as session:
         rows = session.execute(
-            select(Run.family, Run.params, Run.value).where(
+            select(Run.family, Run.params, Run.value, Run.id).where(
                 Run.study_id.in_(study_ids), Run.state == "complete"
             )
         ).all()
-    best: dict[tuple[str, str], float] = {}
-    for family, params, value in rows:
+    best: dict[tuple[str, str], tuple[float, int]] = {}  # (-value, run id): smaller is better
+    for family, params, value, run_id in rows:
         key = (family, json.dumps(params, sort_keys=True))
-        best[key] = max(best.get(key, -1.0), value)
-    ranked = sorted(best.items(), key=lambda item: -item[1])
+        best[key] = min(best.get(key, (-value, run_id)), (-value, run_id))
+    ranked = sorted(best.items(), key=lambda item: item[1])
     picked: list[dict[str, Any]] = []
     taken: dict[str, int] = {}
     for (family, params), _ in ranked:

@@ -13,19 +13,55 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from service import migrate
+from service.db import make_engine
 from service.store import Store
 from service.store.campaigns import PENDING_NOTE, Campaigns
 from tests.service.campaign_helpers import campaign, stage_studies, train_study, waiting_params
-from tests.service.conftest import Person
+from tests.service.conftest import (
+    BACKENDS,
+    Person,
+    create_pg_database,
+    drop_pg_database,
+    new_person,
+)
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
 SCRIPT = Path(__file__).with_name("advance_kill_at.py")
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(params=BACKENDS)
+def own_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database of this test's own: the session's is shared with a running server whose
+    background loop advances campaigns too, and would move this one before the killed process."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'own.db'}"
+        migrate.upgrade(make_engine(url))
+        yield url
+        return
+    url = create_pg_database()
+    try:
+        engine = make_engine(url)
+        migrate.upgrade(engine)
+        engine.dispose()
+        yield url
+    finally:
+        drop_pg_database(url)
+
+
+@pytest.fixture
+def own(own_url: str) -> Iterator[tuple[str, Store, Person]]:
+    """The database's URL, a store on it and a user."""
+    store = Store.open(own_url)
+    yield own_url, store, new_person(store, "alice")
+    store.dispose()
 
 
 def _advance_killed(url: str, pattern: str, nth: int = 1) -> subprocess.CompletedProcess[str]:
@@ -54,8 +90,9 @@ KILL_POINTS = [
 
 @pytest.mark.parametrize(("pattern", "nth", "left_at"), KILL_POINTS)
 def test_a_transition_killed_midway_is_finished_once_by_the_next_advance(
-    store: Store, db_url: str, alice: Person, pattern: str, nth: int, left_at: int
+    own: tuple[str, Store, Person], pattern: str, nth: int, left_at: int
 ) -> None:
+    db_url, store, alice = own
     info, _ = store.campaigns.create(alice.info, campaign())
     _train_stage(store, info.id, 0)
 
