@@ -40,6 +40,7 @@ from typing import Any, cast
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy import CursorResult, update
 
 try:
     from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
@@ -206,7 +207,10 @@ if _CachedStorage is not None:
         def set_trial_state_values(
             self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
         ) -> bool:
-            changed = super().set_trial_state_values(trial_id, state, values)
+            if state == TrialState.RUNNING and values is None:
+                changed = self._start_waiting(trial_id)
+            else:
+                changed = super().set_trial_state_values(trial_id, state, values)
             if changed and state == TrialState.RUNNING and self._started is not None:
                 self._started.append((trial_id, True))  # only a WAITING trial can be set running
             return changed
@@ -236,6 +240,24 @@ if _CachedStorage is not None:
                     return self._studies[study_id].trials[number]
                 except KeyError:
                     return None
+
+        def _start_waiting(self, trial_id: int) -> bool:
+            """WAITING -> RUNNING in one conditional UPDATE; False when it is not WAITING.
+
+            Optuna reads the state, then writes it. On SQLite (no row locks; pysqlite reads
+            outside a transaction) two workers can both read WAITING and both start one
+            enqueued trial: one configuration trained twice, another never.
+            """
+            backend: Any = self._backend
+            model = _models.TrialModel
+            with _create_scoped_session(backend.scoped_session) as session:
+                started = session.execute(
+                    update(model)
+                    .where(model.trial_id == trial_id, model.state == TrialState.WAITING)
+                    .values(state=TrialState.RUNNING, datetime_start=datetime.now())
+                    .execution_options(synchronize_session=False)
+                )
+            return bool(cast(CursorResult[Any], started).rowcount)
 
         def _state(self, trial_id: int) -> TrialState | None:
             backend: Any = self._backend

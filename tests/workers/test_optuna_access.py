@@ -206,3 +206,30 @@ def test_a_database_error_while_asking_leaves_one_running_trial(url: str) -> Non
     trial = db_retry(lambda: TrialRunner._trial(worker, _claim()), "ask", base_s=0.01)
     states = [t.state for t in owner.get_trials()]
     assert states == [TrialState.FAIL, TrialState.RUNNING] and trial.number == 1
+
+
+def test_two_workers_racing_for_one_enqueued_trial_start_it_once(url: str) -> None:
+    """B read the trial WAITING; A starts it before B's write lands: only A has started it."""
+    owner = _create(url)
+    owner.enqueue_trial({"lr": 0.1})
+    first, second = (_worker_study(url, owner.study_name) for _ in range(2))
+    (waiting,) = second._storage.get_all_trials(second._study_id, states=(TrialState.WAITING,))
+    started: list[bool] = []
+
+    def first_starts_it(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE TRIALS") and not started:
+            started.append(
+                first._storage.set_trial_state_values(waiting._trial_id, TrialState.RUNNING)
+            )
+
+    engine = second._storage._backend.engine
+    event.listen(engine, "before_cursor_execute", first_starts_it)
+    try:
+        second_started = second._storage.set_trial_state_values(
+            waiting._trial_id, TrialState.RUNNING
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", first_starts_it)
+    assert started == [True] and second_started is False
+    trials = optuna.load_study(study_name=owner.study_name, storage=url).trials
+    assert [t.state for t in trials] == [TrialState.RUNNING]
