@@ -11,6 +11,7 @@ import os
 import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,8 +99,16 @@ def db_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """A migrated database for this session: SQLite file or a PostgreSQL database of our own."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'actsearch.db'}"
+    with migrated_database(request.param, tmp_path_factory.mktemp("db")) as url:
+        yield url
+
+
+@contextmanager
+def migrated_database(backend: str, folder: Path) -> Iterator[str]:
+    """A migrated database: an SQLite file in `folder`, or a PostgreSQL database of our own
+    (dropped after)."""
+    if backend == "sqlite":
+        url = f"sqlite:///{folder / 'actsearch.db'}"
         migrate.upgrade(make_engine(url))
         yield url
         return

@@ -18,18 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from service import migrate
-from service.db import make_engine
 from service.store import Store
 from service.store.campaigns import PENDING_NOTE, Campaigns
 from tests.service.campaign_helpers import campaign, stage_studies, train_study, waiting_params
-from tests.service.conftest import (
-    BACKENDS,
-    Person,
-    create_pg_database,
-    drop_pg_database,
-    new_person,
-)
+from tests.service.conftest import BACKENDS, Person, migrated_database, new_person
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
@@ -41,19 +33,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def own_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A database of this test's own: the session's is shared with a running server whose
     background loop advances campaigns too, and would move this one before the killed process."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'own.db'}"
-        migrate.upgrade(make_engine(url))
+    with migrated_database(request.param, tmp_path) as url:
         yield url
-        return
-    url = create_pg_database()
-    try:
-        engine = make_engine(url)
-        migrate.upgrade(engine)
-        engine.dispose()
-        yield url
-    finally:
-        drop_pg_database(url)
 
 
 @pytest.fixture
