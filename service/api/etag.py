@@ -47,9 +47,6 @@ Kind = Literal["study", "live", "studies"]
 WALL_CLOCK_S = 30  # a running campaign's tag changes at least this often
 CACHE_CONTROL = "private, no-cache"  # store it, but ask again (If-None-Match) before using it
 STATE_KEY = "answer_cache_key"  # request.state: where the capture middleware files the answer
-STATE_LEAD = "answer_cache_lead"  # request.state: the key this request computes for the others
-WAIT_FOR_LEAD_S = 5.0  # how long a request waits for another's answer before computing its own
-LEAD_STALE_S = 60.0  # a lead older than this is taken over (its request never ended it)
 SERVICE = Path(__file__).resolve().parents[1]
 
 
@@ -167,8 +164,6 @@ class AnswerCache:
         self._lock = threading.Lock()
         self._answers: OrderedDict[str, Answer] = OrderedDict()
         self._bytes = 0
-        # Keys a request is computing now, since when (a lead never ended is taken over).
-        self._computing: dict[str, tuple[threading.Event, float]] = {}
 
     def get(self, key: str) -> Answer | None:
         """The answer kept under key, if any."""
@@ -191,33 +186,6 @@ class AnswerCache:
             while len(self._answers) > self.max_entries or self._bytes > self.max_bytes:
                 _, dropped = self._answers.popitem(last=False)
                 self._bytes -= len(dropped.body)
-
-    def get_or_lead(self, key: str, wait_s: float = WAIT_FOR_LEAD_S) -> tuple[Answer | None, bool]:
-        """(the answer kept under key, False); else, while another request computes it, that
-        answer once kept (waiting up to `wait_s`; None if it was not); else (None, True): the
-        caller leads, computes it and must call `done(key)` when finished, kept or not.
-
-        Why: a change gives every poller of a study a new tag at once, and without a leader they
-        would all compute the same leaderboard side by side, each as slowly as all together.
-        """
-        with self._lock:
-            answer = self._answers.get(key)
-            if answer is not None:
-                self._answers.move_to_end(key)
-                return answer, False
-            lead = self._computing.get(key)
-            if lead is None or time.monotonic() - lead[1] > LEAD_STALE_S:
-                self._computing[key] = (threading.Event(), time.monotonic())
-                return None, True
-        lead[0].wait(wait_s)
-        return self.get(key), False  # None: the leader failed or was slow; compute it too
-
-    def done(self, key: str) -> None:
-        """The request leading `key` has finished: wake those waiting for its answer."""
-        with self._lock:
-            lead = self._computing.pop(key, None)
-        if lead is not None:
-            lead[0].set()
 
     def __len__(self) -> int:
         with self._lock:
@@ -262,20 +230,9 @@ class KeepAnswersMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope.get("method") != "GET":
             await self.app(scope, receive, send)
             return
-        try:
-            if scope.get("method") == "GET":
-                await self._keep(scope, receive, send)
-            else:
-                await self.app(scope, receive, send)
-        finally:
-            lead = scope.get("state", {}).get(STATE_LEAD)
-            if lead is not None:  # kept or not, those waiting for this answer go on
-                scope["app"].state.answers.done(lead)
-
-    async def _keep(self, scope: Scope, receive: Receive, send: Send) -> None:
         parts: list[bytes] = []
         media_type = ""
 
@@ -320,13 +277,11 @@ def _conditional(request: Request, response: Response, tag: str, if_none_match: 
     if matches(if_none_match, tag):
         raise NotModified(tag)
     key = _answer_key(request, tag)
-    kept, lead = request.app.state.answers.get_or_lead(key)
+    kept = request.app.state.answers.get(key)
     if kept is not None:
         raise Kept(tag, kept)
-    if lead:  # the middleware ends the lead when this request has finished
-        setattr(request.state, STATE_LEAD, key)
     response.headers.update(_headers(tag))
-    setattr(request.state, STATE_KEY, key)
+    request.state.answer_cache_key = key
 
 
 def _study_id(request: Request) -> int | None:
