@@ -407,11 +407,12 @@ class Runs:
                 run.cost, run.cost_kind, run.cost_device = cost.value, cost.kind, cost.device
             if config is not None:
                 run.config = config
-            release_unfinished(session, [run_id])
             run.duration_s = (now - (run.started_at or now)).total_seconds()
             if record:
                 run.img_per_s = record.get("img_per_s")
                 run.peak_mem_bytes = record.get("peak_memory_bytes")
+            # After every field is set: its query flushes the run in one UPDATE, not two.
+            release_unfinished(session, [run_id])
             if run.worker_id:
                 session.execute(
                     update(Worker)

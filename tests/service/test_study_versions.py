@@ -8,6 +8,7 @@ heartbeats instead), nor does a claim that finds no budget left.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -16,7 +17,7 @@ from sqlalchemy import insert, select, text, update
 
 from service.db import Run, Study
 from service.store import Store
-from tests.service.conftest import Person, add_trial, new_person, spec
+from tests.service.conftest import Person, add_trial, migrated_database, new_person, spec
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -151,3 +152,39 @@ def test_a_complete_training_bumps_its_study(store: Store) -> None:
     before = version(store, study_id)
     store.trainings.finish(claimed, val_acc=0.8, test_acc=0.79)
     assert version(store, study_id) > before
+
+
+@pytest.mark.postgres
+def test_a_write_locks_the_study_row_only_at_its_commit(tmp_path: Path) -> None:
+    """PostgreSQL: a transaction that changed a run leaves the study row free until it commits.
+
+    (The counter used to be bumped right after the statement, so every worker of a study queued
+    on its row from its first write to its commit.) Its commit bumps once, however many rows.
+    """
+    with migrated_database("postgres", tmp_path) as url:  # SQLite has no row locks: one writer
+        store = Store.open(url)
+        try:
+            _commit_bumps_once(store)
+        finally:
+            store.dispose()
+
+
+def _commit_bumps_once(store: Store) -> None:
+    owner = new_person(store, "versions")
+    study_id = new_study(store, owner, n_trials=3)
+    run_id = running_trial(store, study_id)
+    before = version(store, study_id)
+    engine = store.db.engine
+    with engine.connect() as writer, engine.connect() as other, writer.begin():
+        for value in (0.1, 0.2, 0.3):
+            writer.execute(update(Run).where(Run.id == run_id).values(value=value))
+        with other.begin():
+            other.execute(text("SET LOCAL lock_timeout = '2s'"))
+            # The lock a claim or a bump takes (a repeated update of one run takes the foreign
+            # key's KEY SHARE on the study, which blocks only FOR UPDATE and deletes).
+            locked = other.execute(
+                text("SELECT version FROM as_studies WHERE id = :s FOR NO KEY UPDATE"),
+                {"s": study_id},
+            ).scalar_one()
+        assert locked == before  # not locked by the writer, and not bumped yet
+    assert version(store, study_id) == before + 1
