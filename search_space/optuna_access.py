@@ -9,7 +9,7 @@ the cached storage a worker loads its studies with:
 `get_all_trials(states=(WAITING,))`. Optuna's `_CachedStorage` answers every such call by first
 re-reading each unfinished trial of the study with its five relations (seven statements, and with
 16 workers some 16 running trials built into FrozenTrials), only to keep the few, usually none,
-that wait. Here that one question goes to the database directly: two statements, and nothing
+that wait. Here that one question goes to the database directly: one statement, and nothing
 built when nothing waits. Every other read still goes through the cache (TPE and the pruners
 read the whole study through it), and what is found is added to the cache the way Optuna's own
 read adds it, so later writes to a popped trial find it there.
@@ -20,6 +20,12 @@ the `FrozenTrial` the creation returned is handed over instead. `Study.tell` rea
 again for its state check and the sampler's `after_trial`; `known_trial` hands it the `Trial`'s
 own up-to-date copy after one statement that reads the trial's state, so a trial finished
 elsewhere (reaped) is still read in full and skipped exactly as Optuna skips it.
+
+And it writes a trial's suggested parameters in one transaction (`holding_params`, then
+`write_held_params`) instead of one per parameter: Optuna commits each `suggest_*` on its own
+(three statements and a commit each), the worker only needs them stored before it records the
+trial and trains. A parameter is still checked against the study's known distribution when it
+is suggested, as Optuna checks it.
 
 It remembers which trials an `ask` set running, so that an `ask` which fails part-way (the
 sampler raises, or the database goes away while the `Trial` is built) can undo them
@@ -33,14 +39,16 @@ keeps treating it as in flight.
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Container, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, cast
 
 import optuna
+from optuna.distributions import BaseDistribution, check_distribution_compatibility
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy import CursorResult, update
+from sqlalchemy import CursorResult, select, update
 
 try:
     from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
@@ -54,6 +62,17 @@ except ImportError:  # pragma: no cover - depends on the installed Optuna
     _tell_with_warning = None  # type: ignore[assignment]
 
 AnyTrial = optuna.trial.BaseTrial | FrozenTrial
+_HeldParam = tuple[str, float, BaseDistribution, BaseDistribution | None]
+
+
+def _batch_params_supported() -> bool:
+    """Whether this Optuna's RDBStorage writes a parameter inside a given session, taking the
+    distribution known before (the call the cached storage makes, since Optuna 4)."""
+    write = getattr(optuna.storages.RDBStorage, "_set_trial_param_without_commit", None)
+    return write is not None and "previous_distribution" in inspect.signature(write).parameters
+
+
+_BATCH_PARAMS = _CachedStorage is not None and _batch_params_supported()
 
 
 def trial_id_of(trial: AnyTrial) -> int:
@@ -174,6 +193,33 @@ def undo_started(study: optuna.Study, started: list[tuple[int, bool]], reason: s
             pass  # finished meanwhile (reaped): nothing left to undo
 
 
+@contextmanager
+def holding_params(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
+    """Within the block, the trial's new parameters are kept for `write_held_params`.
+
+    A block left by an exception drops them: the trial is failed without them (its run records
+    the parameters it got). Storages without the batch write each parameter as Optuna does.
+    """
+    storage = study._storage
+    if not _BATCH_PARAMS or not isinstance(storage, _WaitingLookupStorage):
+        yield
+        return
+    storage.hold(trial_id_of(trial))
+    try:
+        yield
+    except BaseException:
+        storage.drop_held(trial_id_of(trial))
+        raise
+
+
+def write_held_params(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Store what `holding_params` kept, in one transaction (again after a failure: the
+    parameters stay held until they are stored, and one stored already is not written twice)."""
+    storage = study._storage
+    if _BATCH_PARAMS and isinstance(storage, _WaitingLookupStorage):
+        storage.write_held(trial_id_of(trial))
+
+
 def _only_waiting(states: Container[TrialState] | None) -> bool:
     try:
         return states is not None and set(states) == {TrialState.WAITING}  # type: ignore[call-overload]
@@ -189,6 +235,7 @@ if _CachedStorage is not None:
             # trial id -> (the trial as this process knows it, whether to check it still runs)
             self._lent: dict[int, tuple[FrozenTrial, bool]] = {}
             self._started: list[tuple[int, bool]] | None = None  # see `started_trials`
+            self._held: dict[int, list[_HeldParam]] = {}  # see `holding_params`
 
         def track(self, started: list[tuple[int, bool]] | None) -> None:
             self._started = started
@@ -214,6 +261,56 @@ if _CachedStorage is not None:
             if changed and state == TrialState.RUNNING and self._started is not None:
                 self._started.append((trial_id, True))  # only a WAITING trial can be set running
             return changed
+
+        def hold(self, trial_id: int) -> None:
+            self._held.setdefault(trial_id, [])
+
+        def drop_held(self, trial_id: int) -> None:
+            self._held.pop(trial_id, None)
+
+        def set_trial_param(
+            self,
+            trial_id: int,
+            param_name: str,
+            param_value_internal: float,
+            distribution: BaseDistribution,
+        ) -> None:
+            held = self._held.get(trial_id)
+            if held is None:
+                super().set_trial_param(trial_id, param_name, param_value_internal, distribution)
+                return
+            with self._lock:
+                study_id, _ = self._trial_id_to_study_id_and_number[trial_id]
+                known = self._studies[study_id].param_distribution.get(param_name)
+            if known is not None:  # what Optuna checks before it writes
+                check_distribution_compatibility(known, distribution)
+            held.append((param_name, param_value_internal, distribution, known))
+
+        def write_held(self, trial_id: int) -> None:
+            held = self._held.get(trial_id)
+            if held:
+                backend: Any = self._backend
+                params = _models.TrialParamModel
+                with _create_scoped_session(backend.scoped_session, True) as session:
+                    stored = set(
+                        session.scalars(
+                            select(params.param_name).where(params.trial_id == trial_id)
+                        )
+                    )  # a retry after a commit whose answer was lost
+                    for name, value, distribution, known in held:
+                        if name not in stored:
+                            backend._set_trial_param_without_commit(
+                                session, trial_id, name, value, distribution, known
+                            )
+                self._remember_distributions(trial_id, held)
+            self._held.pop(trial_id, None)
+
+        def _remember_distributions(self, trial_id: int, held: list[_HeldParam]) -> None:
+            with self._lock:
+                study_id, _ = self._trial_id_to_study_id_and_number[trial_id]
+                known = self._studies[study_id].param_distribution
+                for name, _value, distribution, _known in held:
+                    known.setdefault(name, distribution)
 
         def get_trial(self, trial_id: int) -> FrozenTrial:
             with self._lock:
@@ -277,12 +374,26 @@ if _CachedStorage is not None:
         ) -> list[FrozenTrial]:
             if not _only_waiting(states):
                 return super().get_all_trials(study_id, deepcopy=deepcopy, states=states)
+            if not self._any_waiting(study_id):
+                return []
             waiting = self._backend.get_all_trials(
                 study_id, deepcopy=False, states=(TrialState.WAITING,)
             )
             if waiting:
                 self._remember(study_id, waiting)
             return waiting
+
+        def _any_waiting(self, study_id: int) -> bool:
+            """One indexed read (Optuna's own check of the study and its trial ids is two)."""
+            backend: Any = self._backend
+            model = _models.TrialModel
+            with _create_scoped_session(backend.scoped_session) as session:
+                found = session.scalar(
+                    select(model.trial_id)
+                    .where(model.study_id == study_id, model.state == TrialState.WAITING)
+                    .limit(1)
+                )
+            return found is not None
 
         def _remember(self, study_id: int, trials: list[FrozenTrial]) -> None:
             with self._lock:

@@ -111,6 +111,9 @@ class RunContext:
     stopping: threading.Event = field(default_factory=threading.Event)  # finish epoch, hand back
     aborting: threading.Event = field(default_factory=threading.Event)  # hand back now
     progress: LiveProgress = field(default_factory=LiveProgress)  # sent with the heartbeat
+    # Runs whose Optuna trial was told: marked synced with the worker's next claim (one
+    # transaction less per trial), or when it stops; the reconciler knows what is left.
+    told: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -492,18 +495,7 @@ class Attempt:
             # The run stays unsynced: the reconciler sets the trial from the run's record.
             log.exception("run %s: Optuna could not be told the result", self.run_id)
             return
-        self._mark_synced()
-
-    def _mark_synced(self) -> None:
-        try:
-            db_retry(
-                lambda: self.store.runs.mark_synced(self.run_id),
-                "record that Optuna was told",
-                attempts=3,
-                stop=self.context.aborting,
-            )
-        except Exception as error:  # harmless: the reconciler finds the trial agrees already
-            log.warning("run %s: not marked synced (%s)", self.run_id, describe_db_error(error))
+        self.context.told.append(self.run_id)
 
 
 def _finite(value: float | None) -> float | None:

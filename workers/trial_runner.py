@@ -24,10 +24,12 @@ import optuna
 from search_space.contract import DatasetConfig
 from search_space.optuna_access import (
     create_running_trial,
+    holding_params,
     started_trials,
     trial_id_of,
     undo_started,
     worker_storage,
+    write_held_params,
 )
 from search_space.samplers import MissingPackage, make_pruner, make_sampler
 from search_space.spec import SpecError, StudySpec, parse_spec
@@ -84,8 +86,12 @@ class TrialRunner(RunContext):
             log.exception("study %s: Optuna could not create a trial", claim.study_id)
             return self._refuse(claim, f"Optuna could not create a trial: {_describe(error)}")
         try:
-            config = db_retry(
-                lambda: suggest_trial(trial, spec), "suggest the parameters", stop=self.stopping
+            with holding_params(study, trial):  # stored in one transaction, not one each
+                config = db_retry(
+                    lambda: suggest_trial(trial, spec), "suggest the parameters", stop=self.stopping
+                )
+            db_retry(
+                lambda: write_held_params(study, trial), "store the parameters", stop=self.stopping
             )
         except Exception as error:
             return self._failed_before_training(claim, study, trial, error)

@@ -221,8 +221,20 @@ class SlotWorker:
         finally:
             self._beat_stop.set()
             beat.join(timeout=10)
+            self._mark_told(store, runner)
             # After a database error one try is enough: waiting would only delay the exit.
             self._stopped(store, attempts=1 if failed else 5)
+
+    @staticmethod
+    def _mark_told(store: Store, runner: TrialRunner) -> None:
+        """Record the told runs no claim took along (harmless if it fails: the reconciler
+        finds their trials finished already and marks them)."""
+        try:
+            store.runs.mark_synced(runner.told)
+        except Exception as error:
+            log.warning("runs %s: not marked synced (%s)", runner.told, describe_db_error(error))
+        else:
+            runner.told.clear()
 
     def _torch_training(self) -> Training:
         """The real training side (imported here: torch loads only in a slot that trains)."""
@@ -328,10 +340,12 @@ class SlotWorker:
     def _loop(self, store: Store, runner: TrialRunner) -> None:
         failures = 0
         while not self.stopping.is_set() and not self._enough():
+            told = list(runner.told)
             try:
                 claim = store.runs.claim_next(
-                    self.worker_id, self._study_ids(), exclude=self._skipping()
+                    self.worker_id, self._study_ids(), exclude=self._skipping(), synced=told
                 )
+                del runner.told[: len(told)]
                 failures = 0
             except Exception as error:
                 if is_permanent_db_error(error):

@@ -94,13 +94,18 @@ class Runs:
         worker_id: str,
         study_ids: list[int] | None = None,
         exclude: Collection[int] = (),
+        synced: Collection[int] = (),
     ) -> Claim | None:
         """Claim the next run of the highest-priority runnable study, round-robin among equals.
 
-        `study_ids` limits the choice; `exclude` names studies this worker cannot run now.
+        `study_ids` limits the choice; `exclude` names studies this worker cannot run now;
+        `synced` names runs whose Optuna trials this worker has told since its last claim (see
+        mark_synced), recorded in the claim's transaction instead of one of their own.
         """
         # One transaction for the whole claim: fewer round trips on the hot path of every worker.
         with self.db.session(immediate=True) as session:
+            if synced:
+                self._mark_synced(session, synced)
             for study_id in self._candidates(session, study_ids):
                 if study_id in exclude:
                     continue
@@ -523,10 +528,21 @@ class Runs:
             return False
         return True
 
-    def mark_synced(self, run_id: int) -> None:
-        """The run's Optuna trial has been told its outcome (see service.store.reconcile)."""
-        with self.db.session() as session:
-            session.execute(update(Run).where(Run.id == run_id).values(optuna_synced=True))
+    def mark_synced(self, run_ids: int | Collection[int]) -> None:
+        """The runs' Optuna trials have been told their outcome (see service.store.reconcile)."""
+        ids = [run_ids] if isinstance(run_ids, int) else list(run_ids)
+        if ids:
+            with self.db.session() as session:
+                self._mark_synced(session, ids)
+
+    @staticmethod
+    def _mark_synced(session: Session, run_ids: Collection[int]) -> None:
+        session.execute(
+            update(Run)
+            .where(Run.id.in_(list(run_ids)))
+            .values(optuna_synced=True)
+            .execution_options(synchronize_session=False)
+        )
 
     def hand_back(self, run_id: int, reason: str = "worker stopped") -> None:
         """Give an unfinished run back (a signal, its study paused): it is retried, same

@@ -10,8 +10,8 @@ from optuna.trial import TrialState
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
+from search_space.optuna_access import holding_params, worker_storage, write_held_params
 from search_space.optuna_access import tell_without_reread as tell_optuna
-from search_space.optuna_access import worker_storage
 from service.db.outage import db_retry
 from service.store.runs import Claim
 from workers.trial_runner import TrialRunner
@@ -233,3 +233,80 @@ def test_two_workers_racing_for_one_enqueued_trial_start_it_once(url: str) -> No
     assert started == [True] and second_started is False
     trials = optuna.load_study(study_name=owner.study_name, storage=url).trials
     assert [t.state for t in trials] == [TrialState.RUNNING]
+
+
+def _commits(study: optuna.Study) -> list[str]:
+    """Commits on the worker's engine from now on."""
+    commits: list[str] = []
+    engine = study._storage._backend.engine  # type: ignore[attr-defined]
+    event.listen(engine, "commit", lambda *_: commits.append("commit"))
+    return commits
+
+
+def _suggest_three(trial: optuna.Trial) -> dict[str, Any]:
+    return {
+        "family": trial.suggest_categorical("family", ["relu", "smu"]),
+        "lr": trial.suggest_float("lr", 1e-3, 1.0, log=True),
+        "depth": trial.suggest_int("depth", 1, 4),
+    }
+
+
+def test_held_parameters_are_stored_in_one_transaction(url: str) -> None:
+    owner = _create(url)
+    study = _worker_study(url, owner.study_name)
+    trial = study.ask()
+    statements = _statements(study)
+    with holding_params(study, trial):
+        suggested = _suggest_three(trial)
+        assert trial.params == suggested  # the trial knows them at once
+    assert not [s for s in statements if "INSERT INTO trial_params" in s]
+    commits = _commits(study)
+    write_held_params(study, trial)
+    assert commits == ["commit"]
+    assert len([s for s in statements if "INSERT INTO trial_params" in s]) == 3
+    stored = optuna.load_study(study_name=owner.study_name, storage=url).trials[0]
+    assert stored.params == suggested
+    assert set(stored.distributions) == {"family", "lr", "depth"}
+
+
+def test_held_parameters_written_again_are_not_stored_twice(url: str) -> None:
+    """A retry after a commit whose answer was lost finds them stored and adds nothing."""
+    owner = _create(url)
+    study = _worker_study(url, owner.study_name)
+    trial = study.ask()
+    with holding_params(study, trial):
+        suggested = _suggest_three(trial)
+    storage: Any = study._storage
+    held = list(storage._held[trial._trial_id])
+    write_held_params(study, trial)
+    storage._held[trial._trial_id] = held  # as if the commit's answer had been lost
+    write_held_params(study, trial)
+    assert optuna.load_study(study_name=owner.study_name, storage=url).trials[0].params == suggested
+
+
+def test_a_held_parameter_is_checked_against_the_study_when_suggested(url: str) -> None:
+    owner = _create(url)
+    study = _worker_study(url, owner.study_name)
+    first = study.ask()
+    with holding_params(study, first):
+        first.suggest_float("lr", 1e-3, 1.0, log=True)
+    write_held_params(study, first)
+    second = study.ask()
+    with pytest.raises(ValueError, match="different distribution"), holding_params(study, second):
+        second.suggest_categorical("lr", ["a", "b"])  # another kind of distribution
+    write_held_params(study, second)  # nothing held any more: nothing written
+    assert optuna.load_study(study_name=owner.study_name, storage=url).trials[1].params == {}
+
+
+def test_a_worker_trial_is_recorded_with_its_parameters(url: str) -> None:
+    """The runner holds the suggested parameters and stores them before the trial is attached."""
+    owner = _create(url)
+    study = _worker_study(url, owner.study_name)
+    trial = study.ask()
+    with holding_params(study, trial):
+        suggested = _suggest_three(trial)
+    db_retry(lambda: write_held_params(study, trial), "store the parameters")
+    study.tell(trial, 0.5)
+    again = _worker_study(url, owner.study_name)
+    assert again.trials[0].params == suggested
+    assert again.trials[0].value == 0.5

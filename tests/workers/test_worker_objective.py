@@ -583,3 +583,23 @@ def test_tell_optuna_finishes_trials_and_skips_finished_ones(
         TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.FAIL,
     ]  # fmt: skip
     assert trials[0].value == 0.75 and trials[1].value == 0.25 and trials[2].value is None
+
+
+def test_a_told_run_is_marked_synced_by_the_next_claim(
+    store: Store, user: UserInfo, folder: Path, training: TorchTraining
+) -> None:
+    """The runner notes what it told Optuna; the worker's next claim records it, in its own
+    transaction (no UPDATE of its own per trial)."""
+    study, _ = store.studies.create(user, tiny_spec(folder, n_trials=2, epochs=1))
+    runner = _runner(store, training)
+    first = store.runs.claim_next("w-test")
+    assert first is not None
+    assert runner.run(first).state == "complete"
+    assert runner.told == [first.run_id]
+    (told,) = runs_of(store, study.id)
+    assert not told.optuna_synced  # until the next claim (or the reconciler) records it
+    second = store.runs.claim_next("w-test", synced=runner.told)
+    assert second is not None
+    synced = {run.id: run.optuna_synced for run in runs_of(store, study.id)}
+    assert synced[first.run_id]
+    store.runs.mark_synced([])  # nothing to record: no statement, no error
