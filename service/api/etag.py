@@ -81,10 +81,12 @@ def _study_rows(study_id: int, live: bool) -> Any:
 
 def study_tag(db: Database, study_id: int, kind: Kind) -> str | None:
     """The current tag of a study's answers of this kind; None if the study does not exist."""
-    with db.session() as session:
+    with db.read_connection() as connection:
         rows = sorted(
             (str(kind_), int(ref), str(version), str(beat))
-            for kind_, ref, version, beat in session.execute(_study_rows(study_id, kind == "live"))
+            for kind_, ref, version, beat in connection.execute(
+                _study_rows(study_id, kind == "live")
+            )
         )
     own = next((row for row in rows if row[:2] == ("s", study_id)), None)
     if own is None:
@@ -94,8 +96,8 @@ def study_tag(db: Database, study_id: int, kind: Kind) -> str | None:
 
 def studies_tag(db: Database) -> str:
     """The current tag of the study list."""
-    with db.session() as session:
-        count, total, newest = session.execute(
+    with db.read_connection() as connection:
+        count, total, newest = connection.execute(
             select(func.count(), func.coalesce(func.sum(Study.version), 0), func.max(Study.id))
         ).one()
     return _tag(f"studies.{count}", [count, total, newest])
@@ -103,8 +105,8 @@ def studies_tag(db: Database) -> str:
 
 def campaign_tag(db: Database, campaign_id: int) -> str | None:
     """The current tag of a campaign's detail; None if the campaign does not exist."""
-    with db.session() as session:
-        own = session.execute(
+    with db.read_connection() as connection:
+        own = connection.execute(
             select(
                 Campaign.status, Campaign.stage, Campaign.stage_ready, Campaign.updated_at,
                 Campaign.error,
@@ -112,7 +114,7 @@ def campaign_tag(db: Database, campaign_id: int) -> str | None:
         ).one_or_none()  # fmt: skip
         if own is None:
             return None
-        studies = session.execute(
+        studies = connection.execute(
             select(Study.id, Study.version).where(Study.campaign_id == campaign_id)
         ).all()
     clock = int(time.time() // WALL_CLOCK_S) if own.status == CampaignStatus.RUNNING else None

@@ -1,6 +1,12 @@
 """Data layer: engine, transactions, our tables and Optuna's storage on the same database."""
 
-from service.db.engine import is_sqlite, make_engine, make_sessionmaker, session_scope
+from service.db.engine import (
+    is_sqlite,
+    make_engine,
+    make_read_sessionmaker,
+    make_sessionmaker,
+    session_scope,
+)
 from service.db.models import (
     Base,
     Campaign,
@@ -68,6 +74,7 @@ __all__ = [
     "is_permanent_db_error",
     "is_sqlite",
     "make_engine",
+    "make_read_sessionmaker",
     "make_sessionmaker",
     "optuna_storage",
     "session_scope",

@@ -12,12 +12,13 @@ server connection until it commits. The flag is removed before the URL reaches t
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -79,18 +80,57 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 5)
     kwargs.setdefault("max_overflow", 10)
     target, connect_args = driver_url(url)
     if connect_args:
         kwargs["connect_args"] = {**connect_args, **kwargs.get("connect_args", {})}
-    return create_engine(target, **kwargs)
+    engine = create_engine(target, **kwargs)
+    if not kwargs.get("pool_pre_ping"):
+        ping_when_idle(engine, PING_AFTER_S)
+    return engine
+
+
+PING_AFTER_S = 1.0  # a pooled connection unused this long is pinged before it is handed out
+
+
+def ping_when_idle(engine: Engine, after_s: float = PING_AFTER_S) -> None:
+    """Ping a pooled connection before use only when it sat idle: SQLAlchemy's pool_pre_ping
+    pings at every checkout, one round trip more for every transaction of a busy server (the
+    API's conditional poll is two short reads). A connection in steady use proves itself with
+    every statement; one that sat idle (the database may have restarted meanwhile) is checked,
+    and a dead one replaced before anyone sees it (the pool retries on DisconnectionError)."""
+
+    def checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    def checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < after_s:
+            return  # fresh from connect, or used a moment ago
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            raise exc.DisconnectionError(str(error)) from error
+        if not alive:
+            raise exc.DisconnectionError("the pooled connection did not answer a ping")
+
+    event.listen(engine, "checkin", checkin)
+    event.listen(engine, "checkout", checkout)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     """Sessions that keep loaded objects usable after commit."""
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def make_read_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for reads that need no transaction: on PostgreSQL in autocommit (no BEGIN and
+    COMMIT round trips; under READ COMMITTED every statement reads its own snapshot either way).
+    SQLite keeps its transactions (our BEGIN listener; nothing crosses a network there)."""
+    if is_sqlite(str(engine.url)):
+        return make_sessionmaker(engine)
+    return make_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
 
 
 @contextmanager

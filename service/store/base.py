@@ -9,12 +9,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import optuna
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import (
     is_sqlite,
     make_engine,
+    make_read_sessionmaker,
     make_sessionmaker,
     optuna_storage,
     session_scope,
@@ -43,6 +44,7 @@ class Database:
     engine: Engine
     sessions: sessionmaker[Session]
     _optuna: optuna.storages.RDBStorage | None = field(default=None, repr=False)
+    _reads: sessionmaker[Session] | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, url: str, *, check: bool = True, **engine_options: Any) -> Database:
@@ -92,6 +94,27 @@ class Database:
         """One transaction (see service.db.session_scope)."""
         with session_scope(self.sessions, immediate=immediate) as session:
             yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A session for reads only (the API's tags, token checks, pages): on PostgreSQL one
+        round trip per statement, no BEGIN and COMMIT (service.db.engine.make_read_sessionmaker).
+        A write in it commits statement by statement: use `session()` for writes."""
+        if self._reads is None:
+            self._reads = make_read_sessionmaker(self.engine)
+        with session_scope(self._reads) as session:
+            yield session
+
+    @contextmanager
+    def read_connection(self) -> Iterator[Connection]:
+        """A connection for one or two Core statements of a read on every request (the token
+        check, an ETag): as `reading()` without the ORM session's work."""
+        if self.sqlite:
+            with self.engine.begin() as connection:
+                yield connection
+            return
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            yield connection
 
     def dispose(self) -> None:
         """Close pooled connections (ours and Optuna's)."""

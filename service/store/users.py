@@ -8,7 +8,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from service.db import Token, User, utcnow
 from service.store.base import Conflict, Database, NotFound
@@ -107,20 +107,27 @@ class Users:
         return token
 
     def authenticate(self, token: str) -> UserInfo | None:
-        """The user a live token belongs to, or None."""
-        with self.db.session() as session:
-            found = session.execute(
-                select(Token, User)
+        """The user a live token belongs to, or None.
+
+        Every request asks: one Core statement on a read connection (no ORM objects built); the
+        rare last_used_at refresh is one more, committed on its own."""
+        with self.db.read_connection() as connection:
+            found = connection.execute(
+                select(
+                    Token.id, Token.last_used_at, User.id, User.name, User.is_admin, User.created_at
+                )
                 .join(User, User.id == Token.user_id)
                 .where(Token.digest == token_digest(token), Token.revoked_at.is_(None))
             ).first()
             if found is None:
                 return None
-            row, user = found
+            token_id, last_used_at, user_id, name, is_admin, created_at = found
             now = utcnow()
-            if row.last_used_at is None or row.last_used_at < now - LAST_USED_RESOLUTION:
-                row.last_used_at = now
-            return _user(user)
+            if last_used_at is None or last_used_at < now - LAST_USED_RESOLUTION:
+                connection.execute(
+                    update(Token).where(Token.id == token_id).values(last_used_at=now)
+                )
+            return UserInfo(id=user_id, name=name, is_admin=is_admin, created_at=created_at)
 
     def revoke_token(self, token_id: int) -> None:
         """Revoke a token; it stops working at once."""

@@ -103,7 +103,7 @@ def campaign_view(db: Database, campaign_id: int) -> CampaignView:
     """The campaign's funnel and transfer table (NotFound when there is none)."""
     info = Campaigns(db).get(campaign_id)
     stages_spec = info.spec.get("stages") or []
-    with db.session() as session:
+    with db.reading() as session:
         rows = session.execute(
             select(Study, User.name)
             .join(User, User.id == Study.owner_id)

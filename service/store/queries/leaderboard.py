@@ -151,7 +151,7 @@ def leaderboard(db: Database, study_id: int) -> LeaderboardView:
     from the covering index, one probe per family for its best trial and one for its median),
     then the study's trainings and, if it has one, its confirm study's.
     """
-    with db.session() as session:
+    with db.reading() as session:
         study = session.execute(
             select(Study.spec, Study.confirms_study_id, Study.stage).where(Study.id == study_id)
         ).first()

@@ -76,7 +76,7 @@ def pareto_front(points: Sequence[ParetoPoint]) -> list[ParetoPoint]:
 
 def pareto(db: Database, study_id: int) -> ParetoView:
     """The study's complete trials with a cost and its Pareto front (NotFound: no study)."""
-    with db.session() as session:
+    with db.reading() as session:
         spec = session.scalar(select(Study.spec).where(Study.id == study_id))
         if spec is None:
             raise NotFound(f"study {study_id} does not exist")

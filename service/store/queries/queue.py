@@ -61,6 +61,6 @@ def queue_depth(db: Database, study_ids: Collection[int] | None = None) -> Queue
         func.coalesce(func.sum(fresh + studies.c.queued), 0),
         func.coalesce(func.sum(studies.c.running), 0),
     )
-    with db.session() as session:
+    with db.reading() as session:
         runnable, running = session.execute(query).one()
     return QueueDepth(runnable=int(runnable), running=int(running))

@@ -282,7 +282,7 @@ def list_studies(
                 func.lower(Study.description).contains(needle, autoescape=True),
             )
         )
-    with db.session() as session:
+    with db.reading() as session:
         total = count_rows(session, query)
         rows, next_cursor = page_rows(
             session, query, order, Study.id, limit=limit, offset=offset, cursor=cursor
@@ -311,7 +311,7 @@ def _studies_by_id(session: Session, ids: Sequence[int]) -> dict[int, tuple[Stud
 
 def study_detail(db: Database, study_id: int) -> StudyDetailView:
     """A study with progress, best trial and per-family summary (a handful of indexed queries)."""
-    with db.session() as session:
+    with db.reading() as session:
         row = session.execute(
             select(Study, User.name)
             .join(User, User.id == Study.owner_id)

@@ -178,7 +178,7 @@ def list_trials(
         value_min=value_min,
         value_max=value_max,
     )
-    with db.session() as session:
+    with db.reading() as session:
         total = count_rows(session, select(Run.id).where(*where))
         if not total:  # only an empty answer needs telling "no such study" from "no match"
             require_study(session, study_id)
@@ -215,7 +215,7 @@ ATTEMPT_FIELDS = (
 
 def trial_detail(db: Database, study_id: int, number: int) -> TrialView:
     """Trial `number` of a study with its config, epochs, record and attempts."""
-    with db.session() as session:
+    with db.reading() as session:
         require_study(session, study_id)
         row = (
             session.execute(
@@ -289,7 +289,7 @@ def _attempt_chain(session: Session, study_id: int, run_id: int) -> list[dict[st
 
 def export_trials(db: Database, study_id: int) -> list[dict[str, Any]]:
     """Every trial (attempt) of a study with params and config, in trial order (for exports)."""
-    with db.session() as session:
+    with db.reading() as session:
         require_study(session, study_id)
         rows = (
             session.execute(

@@ -12,7 +12,7 @@ from service.store.base import Database
 
 def list_workers(db: Database, grace_s: float) -> list[dict[str, Any]]:
     """Workers with their current trial, heartbeat age and whether they went silent."""
-    with db.session() as session:
+    with db.reading() as session:
         now = db.now(session)  # the clock heartbeats are written with (Database.clock)
         rows = session.execute(
             select(Worker, Run.study_id, Run.trial_number)

@@ -1,0 +1,91 @@
+"""Connections and read sessions on PostgreSQL: what a request costs in round trips.
+
+A pooled connection is pinged only after it sat idle (service.db.engine.ping_when_idle), and a
+read session runs without BEGIN/COMMIT (Database.reading, Database.read_connection); a dead
+connection is still replaced before anyone sees it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import create_engine, event, text
+
+from service.db import engine as engine_module
+from service.store import Store
+from tests.service.conftest import PG_SERVER, migrated_database
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    """A store on a PostgreSQL database of this module's own."""
+    with migrated_database("postgres", tmp_path_factory.mktemp("db")) as url:
+        opened = Store.open(url)
+        yield opened
+        opened.dispose()
+
+
+def _terminate(backend_pid: int) -> None:
+    admin = create_engine(f"{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text("SELECT pg_terminate_backend(:p)"), {"p": backend_pid})
+    admin.dispose()
+
+
+def test_a_read_session_runs_each_statement_on_its_own(store: Store) -> None:
+    """No transaction around the reads: each statement is its own (now() is its start)."""
+    own = "SELECT now() = statement_timestamp()"
+    with store.db.reading() as session:
+        session.execute(text("SELECT pg_sleep(0.02)"))
+        assert session.scalar(text(own)) is True
+    with store.db.read_connection() as connection:
+        connection.execute(text("SELECT pg_sleep(0.02)"))
+        assert connection.scalar(text(own)) is True
+    with store.db.session() as session:  # a write session keeps its one transaction
+        session.execute(text("SELECT pg_sleep(0.02)"))
+        assert session.scalar(text(own)) is False
+
+
+def test_a_connection_in_use_is_not_pinged_an_idle_one_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(engine_module, "PING_AFTER_S", 0.3)
+    engine = engine_module.make_engine(f"{PG_SERVER}/postgres", pool_size=1, max_overflow=0)
+    pings: list[str] = []
+    original = engine.dialect.do_ping
+    monkeypatch.setattr(engine.dialect, "do_ping", lambda c: pings.append("ping") or original(c))
+    try:
+        for _ in range(3):
+            with engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        assert pings == []  # reused at once: every statement proves it alive
+        time.sleep(0.4)
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        assert pings == ["ping"]
+    finally:
+        engine.dispose()
+
+
+def test_an_idle_connection_the_server_closed_is_replaced_unseen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The database restarted (here: killed our backend) while the pool held the connection."""
+    monkeypatch.setattr(engine_module, "PING_AFTER_S", 0.2)
+    engine = engine_module.make_engine(f"{PG_SERVER}/postgres", pool_size=1, max_overflow=0)
+    connects: list[str] = []
+    event.listen(engine, "connect", lambda *_: connects.append("connect"))
+    try:
+        with engine.connect() as connection:
+            backend = connection.scalar(text("SELECT pg_backend_pid()"))
+        _terminate(int(backend))
+        time.sleep(0.3)
+        with engine.connect() as connection:  # no error: the ping found it dead
+            assert connection.scalar(text("SELECT pg_backend_pid()")) != backend
+        assert connects == ["connect", "connect"]
+    finally:
+        engine.dispose()
