@@ -57,7 +57,12 @@ def test_a_connection_in_use_is_not_pinged_an_idle_one_is(
     engine = engine_module.make_engine(f"{PG_SERVER}/postgres", pool_size=1, max_overflow=0)
     pings: list[str] = []
     original = engine.dialect.do_ping
-    monkeypatch.setattr(engine.dialect, "do_ping", lambda c: pings.append("ping") or original(c))
+
+    def counted(dbapi_connection: object) -> bool:
+        pings.append("ping")
+        return bool(original(dbapi_connection))
+
+    monkeypatch.setattr(engine.dialect, "do_ping", counted)
     try:
         for _ in range(3):
             with engine.connect() as connection:
