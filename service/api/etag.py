@@ -19,10 +19,17 @@ tag of the next poll, never the other way round.
 Answers are also kept per process (`AnswerCache`), keyed by route, query and tag, so the 50
 dashboards polling one study cost one computation per change, not 50. Every user sees the same
 answer on these routes (all users read all studies); the token is still checked first.
+
+When a change makes an answer miss, the first request computes it and the others asking for the
+same key meanwhile wait for it (`Flights`: one flight per key and process) instead of computing
+the same leaderboard side by side. They wait in the event loop, holding no request thread (the
+route the leader runs needs one), for `FLIGHT_WAIT_S` at most; a leader without an answer (an
+error, a 404) lets them compute their own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import threading
@@ -34,8 +41,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import anyio
 from fastapi import Depends, FastAPI, Header, Request, Response
 from sqlalchemy import BigInteger, func, literal, null, or_, select, union_all
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.deps import CurrentUser
@@ -47,6 +56,8 @@ Kind = Literal["study", "live", "studies"]
 WALL_CLOCK_S = 30  # a running campaign's tag changes at least this often
 CACHE_CONTROL = "private, no-cache"  # store it, but ask again (If-None-Match) before using it
 STATE_KEY = "answer_cache_key"  # request.state: where the capture middleware files the answer
+FLIGHT_KEY = "answer_flight"  # request.state: the key this request leads the flight of
+FLIGHT_WAIT_S = 5.0  # the longest a request waits for another's answer before computing its own
 SERVICE = Path(__file__).resolve().parents[1]
 
 
@@ -194,6 +205,31 @@ class AnswerCache:
             return len(self._answers)
 
 
+class Flights:
+    """Answers being computed, by key: the leader's event, set when its answer is kept or not.
+
+    Used from the event loop only (dependencies and middleware are async), so no lock."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+
+    def lead(self, key: str) -> asyncio.Event | None:
+        """None: this request leads (others wait for it); else the leader's event to wait on."""
+        event = self._events.get(key)
+        if event is None:
+            self._events[key] = asyncio.Event()
+        return event
+
+    def land(self, key: str) -> None:
+        """The leader is done (answer kept or not): its waiters look again."""
+        event = self._events.pop(key, None)
+        if event is not None:
+            event.set()
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+
 class NotModified(Exception):
     """The client's copy is current: 304."""
 
@@ -257,7 +293,12 @@ class KeepAnswersMiddleware:
                     cache: AnswerCache = scope["app"].state.answers
                     cache.put(key, Answer(b"".join(parts), media_type))
 
-        await self.app(scope, receive, send_and_keep)
+        try:
+            await self.app(scope, receive, send_and_keep)
+        finally:
+            flight = scope.get("state", {}).get(FLIGHT_KEY)
+            if flight is not None:
+                scope["app"].state.flights.land(flight)
 
 
 # -- the dependency routes declare ----------------------------------------------------------------
@@ -275,15 +316,37 @@ def _answer_key(request: Request, tag: str) -> str:
     return f"{request.url.path}?{request.url.query}#{tag}"
 
 
-def _conditional(request: Request, response: Response, tag: str, if_none_match: str | None) -> None:
+async def _conditional(
+    request: Request, response: Response, tag: str, if_none_match: str | None
+) -> None:
     if matches(if_none_match, tag):
         raise NotModified(tag)
     key = _answer_key(request, tag)
-    kept = request.app.state.answers.get(key)
+    cache: AnswerCache = request.app.state.answers
+    kept = cache.get(key) or await _wait_or_lead(request, key)
     if kept is not None:
         raise Kept(tag, kept)
     response.headers.update(_headers(tag))
     request.state.answer_cache_key = key
+
+
+async def _wait_or_lead(request: Request, key: str) -> Answer | None:
+    """Another request's answer for `key`, or None: this request computes it (leading the
+    flight unless the wait ran out). A leader that lands without an answer hands the lead to
+    the next waiter, so a failure does not set every waiter computing at once."""
+    flights: Flights = request.app.state.flights
+    cache: AnswerCache = request.app.state.answers
+    deadline = anyio.current_time() + FLIGHT_WAIT_S
+    while True:
+        leader = flights.lead(key)
+        if leader is None:
+            request.state.answer_flight = key  # the middleware lands it, answer or not
+            return None
+        with anyio.move_on_after(deadline - anyio.current_time()):
+            await leader.wait()
+        kept = cache.get(key)
+        if kept is not None or anyio.current_time() >= deadline:
+            return kept  # None: the leader was slow; compute it without leading
 
 
 def _study_id(request: Request) -> int | None:
@@ -295,23 +358,23 @@ def _study_id(request: Request) -> int | None:
     return study_id if 1 <= study_id <= 2**31 - 1 else None
 
 
-def for_study(kind: Literal["study", "live"]) -> Callable[..., None]:
+def for_study(kind: Literal["study", "live"]) -> Callable[..., Any]:
     """A dependency: 304 or a kept answer for the path's study, else the ETag on the answer."""
 
-    def check(
+    async def check(
         request: Request, response: Response, _user: CurrentUser, if_none_match: IfNoneMatch = None
     ) -> None:
         study_id = _study_id(request)
         if study_id is None:
             return
-        tag = study_tag(request.app.state.store.db, study_id, kind)
+        tag = await run_in_threadpool(study_tag, request.app.state.store.db, study_id, kind)
         if tag is not None:  # else the route answers 404
-            _conditional(request, response, tag, if_none_match)
+            await _conditional(request, response, tag, if_none_match)
 
     return check
 
 
-def for_campaign(
+async def for_campaign(
     request: Request, response: Response, _user: CurrentUser, if_none_match: IfNoneMatch = None
 ) -> None:
     """The dependency of a campaign's detail: 304 or a kept answer, else the ETag."""
@@ -321,16 +384,17 @@ def for_campaign(
         return
     if not 1 <= campaign_id <= 2**31 - 1:
         return  # the route's validation answers
-    tag = campaign_tag(request.app.state.store.db, campaign_id)
+    tag = await run_in_threadpool(campaign_tag, request.app.state.store.db, campaign_id)
     if tag is not None:  # else the route answers 404
-        _conditional(request, response, tag, if_none_match)
+        await _conditional(request, response, tag, if_none_match)
 
 
-def for_studies(
+async def for_studies(
     request: Request, response: Response, _user: CurrentUser, if_none_match: IfNoneMatch = None
 ) -> None:
     """The dependency of the study list."""
-    _conditional(request, response, studies_tag(request.app.state.store.db), if_none_match)
+    tag = await run_in_threadpool(studies_tag, request.app.state.store.db)
+    await _conditional(request, response, tag, if_none_match)
 
 
 STUDY = Depends(for_study("study"))
@@ -354,6 +418,7 @@ CONDITIONAL: dict[int | str, dict[str, Any]] = {200: {"headers": TAG_HEADER}, **
 def install(app: FastAPI) -> None:
     """The answer cache, its middleware (innermost: before any other is added) and handlers."""
     app.state.answers = AnswerCache()
+    app.state.flights = Flights()
     app.add_middleware(KeepAnswersMiddleware)
     app.add_exception_handler(NotModified, _not_modified)
     app.add_exception_handler(Kept, _kept)

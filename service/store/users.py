@@ -8,7 +8,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 
 from service.db import Token, User, utcnow
 from service.store.base import Conflict, Database, NotFound
@@ -109,8 +109,9 @@ class Users:
     def authenticate(self, token: str) -> UserInfo | None:
         """The user a live token belongs to, or None.
 
-        Every request asks: one Core statement on a read connection (no ORM objects built); the
-        rare last_used_at refresh is one more, committed on its own."""
+        Every request asks: one Core statement on a read connection (no ORM objects built). The
+        rare last_used_at refresh is a write transaction of its own: upgrading the read would
+        fail at once on SQLite when another request writes (its snapshot is stale)."""
         with self.db.read_connection() as connection:
             found = connection.execute(
                 select(
@@ -119,15 +120,20 @@ class Users:
                 .join(User, User.id == Token.user_id)
                 .where(Token.digest == token_digest(token), Token.revoked_at.is_(None))
             ).first()
-            if found is None:
-                return None
-            token_id, last_used_at, user_id, name, is_admin, created_at = found
-            now = utcnow()
-            if last_used_at is None or last_used_at < now - LAST_USED_RESOLUTION:
-                connection.execute(
-                    update(Token).where(Token.id == token_id).values(last_used_at=now)
-                )
-            return UserInfo(id=user_id, name=name, is_admin=is_admin, created_at=created_at)
+        if found is None:
+            return None
+        token_id, last_used_at, user_id, name, is_admin, created_at = found
+        now = utcnow()
+        if last_used_at is None or last_used_at < now - LAST_USED_RESOLUTION:
+            self._touch(token_id, now)
+        return UserInfo(id=user_id, name=name, is_admin=is_admin, created_at=created_at)
+
+    def _touch(self, token_id: int, now: datetime) -> None:
+        stale = or_(Token.last_used_at.is_(None), Token.last_used_at < now - LAST_USED_RESOLUTION)
+        with self.db.session(immediate=True) as session:  # racing requests: one writes
+            session.execute(
+                update(Token).where(Token.id == token_id, stale).values(last_used_at=now)
+            )
 
     def revoke_token(self, token_id: int) -> None:
         """Revoke a token; it stops working at once."""
