@@ -43,7 +43,7 @@ from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import Depends, FastAPI, Header, Request, Response
-from sqlalchemy import BigInteger, func, literal, null, or_, select, union_all
+from sqlalchemy import BigInteger, Integer, bindparam, func, literal, null, or_, select, union_all
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -76,8 +76,11 @@ CODE = _code_fingerprint()
 
 
 # -- tags -------------------------------------------------------------------------------------
-def _study_rows(study_id: int, live: bool) -> Any:
-    """(kind, id, version, heartbeat) rows: the study and its confirm links, its running trials."""
+def _study_rows(live: bool) -> Any:
+    """(kind, id, version, heartbeat) rows: the study and its confirm links, its running trials.
+
+    Built once per kind (the study id is a parameter): every poll runs it."""
+    study_id = bindparam("study_id", type_=Integer)
     confirms = select(Study.confirms_study_id).where(Study.id == study_id).scalar_subquery()
     studies = select(
         literal("s").label("kind"), Study.id, Study.version, null().cast(UTCDateTime).label("beat")
@@ -90,13 +93,16 @@ def _study_rows(study_id: int, live: bool) -> Any:
     return union_all(studies, running)
 
 
+STUDY_ROWS = {False: _study_rows(live=False), True: _study_rows(live=True)}
+
+
 def study_tag(db: Database, study_id: int, kind: Kind) -> str | None:
     """The current tag of a study's answers of this kind; None if the study does not exist."""
     with db.read_connection() as connection:
         rows = sorted(
             (str(kind_), int(ref), str(version), str(beat))
             for kind_, ref, version, beat in connection.execute(
-                _study_rows(study_id, kind == "live")
+                STUDY_ROWS[kind == "live"], {"study_id": study_id}
             )
         )
     own = next((row for row in rows if row[:2] == ("s", study_id)), None)

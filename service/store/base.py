@@ -45,6 +45,7 @@ class Database:
     sessions: sessionmaker[Session]
     _optuna: optuna.storages.RDBStorage | None = field(default=None, repr=False)
     _reads: sessionmaker[Session] | None = field(default=None, repr=False)
+    _autocommit: Engine | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, url: str, *, check: bool = True, **engine_options: Any) -> Database:
@@ -113,7 +114,9 @@ class Database:
             with self.engine.begin() as connection:
                 yield connection
             return
-        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        if self._autocommit is None:
+            self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        with self._autocommit.connect() as connection:
             yield connection
 
     def dispose(self) -> None:

@@ -8,7 +8,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 
 from service.db import Token, User, utcnow
 from service.store.base import Conflict, Database, NotFound
@@ -16,6 +16,14 @@ from service.store.base import Conflict, Database, NotFound
 TOKEN_PREFIX = "as_"
 # last_used_at is refreshed at most this often, so authenticating stays a read on most requests.
 LAST_USED_RESOLUTION = timedelta(minutes=5)
+
+
+# A live token's id, last use and owner (UserInfo's fields): built once, every request runs it.
+TOKEN_OWNER = (
+    select(Token.id, Token.last_used_at, User.id, User.name, User.is_admin, User.created_at)
+    .join(User, User.id == Token.user_id)
+    .where(Token.digest == bindparam("digest"), Token.revoked_at.is_(None))
+)
 
 
 def token_digest(token: str) -> str:
@@ -113,13 +121,7 @@ class Users:
         rare last_used_at refresh is a write transaction of its own: upgrading the read would
         fail at once on SQLite when another request writes (its snapshot is stale)."""
         with self.db.read_connection() as connection:
-            found = connection.execute(
-                select(
-                    Token.id, Token.last_used_at, User.id, User.name, User.is_admin, User.created_at
-                )
-                .join(User, User.id == Token.user_id)
-                .where(Token.digest == token_digest(token), Token.revoked_at.is_(None))
-            ).first()
+            found = connection.execute(TOKEN_OWNER, {"digest": token_digest(token)}).first()
         if found is None:
             return None
         token_id, last_used_at, user_id, name, is_admin, created_at = found
