@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, text
 
 from service.db import engine as engine_module
 from service.store import Store
@@ -50,20 +51,29 @@ def test_a_read_session_runs_each_statement_on_its_own(store: Store) -> None:
         assert session.scalar(text(own)) is False
 
 
+@contextmanager
+def one_connection_pool(monkeypatch: pytest.MonkeyPatch, ping_after_s: float) -> Iterator[Engine]:
+    """An engine as make_engine builds it, with one pooled connection and a short idle time."""
+    monkeypatch.setattr(engine_module, "PING_AFTER_S", ping_after_s)
+    engine = engine_module.make_engine(f"{PG_SERVER}/postgres", pool_size=1, max_overflow=0)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
 def test_a_connection_in_use_is_not_pinged_an_idle_one_is(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(engine_module, "PING_AFTER_S", 0.3)
-    engine = engine_module.make_engine(f"{PG_SERVER}/postgres", pool_size=1, max_overflow=0)
     pings: list[str] = []
-    original = engine.dialect.do_ping
+    with one_connection_pool(monkeypatch, 0.3) as engine:
+        original = engine.dialect.do_ping
 
-    def counted(dbapi_connection: object) -> bool:
-        pings.append("ping")
-        return bool(original(dbapi_connection))
+        def counted(dbapi_connection: object) -> bool:
+            pings.append("ping")
+            return bool(original(dbapi_connection))
 
-    monkeypatch.setattr(engine.dialect, "do_ping", counted)
-    try:
+        monkeypatch.setattr(engine.dialect, "do_ping", counted)
         for _ in range(3):
             with engine.connect() as connection:
                 connection.execute(text("SELECT 1"))
@@ -72,19 +82,15 @@ def test_a_connection_in_use_is_not_pinged_an_idle_one_is(
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
         assert pings == ["ping"]
-    finally:
-        engine.dispose()
 
 
 def test_an_idle_connection_the_server_closed_is_replaced_unseen(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The database restarted (here: killed our backend) while the pool held the connection."""
-    monkeypatch.setattr(engine_module, "PING_AFTER_S", 0.2)
-    engine = engine_module.make_engine(f"{PG_SERVER}/postgres", pool_size=1, max_overflow=0)
     connects: list[str] = []
-    event.listen(engine, "connect", lambda *_: connects.append("connect"))
-    try:
+    with one_connection_pool(monkeypatch, 0.2) as engine:
+        event.listen(engine, "connect", lambda *_: connects.append("connect"))
         with engine.connect() as connection:
             backend = connection.scalar(text("SELECT pg_backend_pid()"))
         _terminate(int(backend))
@@ -92,5 +98,3 @@ def test_an_idle_connection_the_server_closed_is_replaced_unseen(
         with engine.connect() as connection:  # no error: the ping found it dead
             assert connection.scalar(text("SELECT pg_backend_pid()")) != backend
         assert connects == ["connect", "connect"]
-    finally:
-        engine.dispose()

@@ -269,19 +269,26 @@ def test_held_parameters_are_stored_in_one_transaction(url: str) -> None:
     assert set(stored.distributions) == {"family", "lr", "depth"}
 
 
-def test_held_parameters_written_again_are_not_stored_twice(url: str) -> None:
-    """A retry after a commit whose answer was lost finds them stored and adds nothing."""
+def _held_trial(url: str) -> tuple[str, optuna.Study, optuna.Trial, dict[str, Any]]:
+    """A worker's trial with three parameters suggested and held: (study name, study, trial,
+    the parameters)."""
     owner = _create(url)
     study = _worker_study(url, owner.study_name)
     trial = study.ask()
     with holding_params(study, trial):
         suggested = _suggest_three(trial)
+    return owner.study_name, study, trial, suggested
+
+
+def test_held_parameters_written_again_are_not_stored_twice(url: str) -> None:
+    """A retry after a commit whose answer was lost finds them stored and adds nothing."""
+    name, study, trial, suggested = _held_trial(url)
     storage: Any = study._storage
     held = list(storage._held[trial._trial_id])
     write_held_params(study, trial)
     storage._held[trial._trial_id] = held  # as if the commit's answer had been lost
     write_held_params(study, trial)
-    assert optuna.load_study(study_name=owner.study_name, storage=url).trials[0].params == suggested
+    assert optuna.load_study(study_name=name, storage=url).trials[0].params == suggested
 
 
 def test_a_held_parameter_is_checked_against_the_study_when_suggested(url: str) -> None:
@@ -300,13 +307,9 @@ def test_a_held_parameter_is_checked_against_the_study_when_suggested(url: str) 
 
 def test_a_worker_trial_is_recorded_with_its_parameters(url: str) -> None:
     """The runner holds the suggested parameters and stores them before the trial is attached."""
-    owner = _create(url)
-    study = _worker_study(url, owner.study_name)
-    trial = study.ask()
-    with holding_params(study, trial):
-        suggested = _suggest_three(trial)
+    name, study, trial, suggested = _held_trial(url)
     db_retry(lambda: write_held_params(study, trial), "store the parameters")
     study.tell(trial, 0.5)
-    again = _worker_study(url, owner.study_name)
+    again = _worker_study(url, name)
     assert again.trials[0].params == suggested
     assert again.trials[0].value == 0.5
