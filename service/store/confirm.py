@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -192,16 +192,48 @@ def plan_confirm(session: Session, source: Study, top: int, seeds: int) -> Confi
     return ConfirmPlan(spec=spec, configurations=n_trials, first_seed=first)
 
 
+PLAN_TRIES = 5  # a confirm request re-plans when a racing one took its seeds first
+
+
+class _SeedsTaken(Exception):
+    """Another confirm study of the source took these seeds between the plan and the insert."""
+
+
+def _seeds_still_fresh(study_id: int, first_seed: int) -> Callable[[Session], None]:
+    """The check a confirm study's insert runs: the source row locked (racing confirm requests
+    queue on it), its seeds counted again; _SeedsTaken when one took them meanwhile."""
+
+    def check(session: Session) -> None:
+        source = session.scalars(
+            select(Study).where(Study.id == study_id).with_for_update(key_share=True)
+        ).one_or_none()
+        if source is None:
+            raise NotFound(f"study {study_id} does not exist")
+        if fresh_seed(session, source) > first_seed:
+            raise _SeedsTaken()
+
+    return check
+
+
 def create_confirm_study(
     studies: Studies, owner: UserInfo, study_id: int, *, top: int, seeds: int
 ) -> StudyInfo:
     """A confirm study of `study_id`, owned by `owner`: each family's `top` best complete
     configurations and the baseline re-trained with `seeds` fresh seeds. NotFound, or Conflict
-    when there is nothing to confirm; ValueError for top or seeds out of bounds."""
-    with studies.db.session() as session:
-        source = session.get(Study, study_id)
-        if source is None:
-            raise NotFound(f"study {study_id} does not exist")
-        plan = plan_confirm(session, source, top, seeds)
-    study, _ = studies.create(owner, plan.spec, confirms_study_id=study_id)
-    return study
+    when there is nothing to confirm; ValueError for top or seeds out of bounds.
+
+    Two requests at once get disjoint seeds: the plan is checked again in the insert's
+    transaction, under the source row's lock, and made again when a racing request won."""
+    for _ in range(PLAN_TRIES):
+        with studies.db.session() as session:
+            source = session.get(Study, study_id)
+            if source is None:
+                raise NotFound(f"study {study_id} does not exist")
+            plan = plan_confirm(session, source, top, seeds)
+        check = _seeds_still_fresh(study_id, plan.first_seed)
+        try:
+            study, _ = studies.create(owner, plan.spec, confirms_study_id=study_id, check=check)
+        except _SeedsTaken:
+            continue
+        return study
+    raise Conflict(f"study {study_id}: other confirm requests kept taking its fresh seeds; retry")

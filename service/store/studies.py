@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -232,13 +232,15 @@ class Studies:
         idempotency_key: str | None = None,
         *,
         confirms_study_id: int | None = None,
+        check: Callable[[Session], None] | None = None,
     ) -> tuple[StudyInfo, bool]:
         """Validate the spec, store it, create its Optuna study and enqueue its baselines and
         the spec's `enqueue` configurations.
 
         Returns (study, created); created is False when `idempotency_key` named an earlier one.
         Raises search_space.spec.SpecError for an invalid spec. `confirms_study_id`: the study
-        a confirm study re-trains (see `confirm`).
+        a confirm study re-trains (see `confirm`). `check` runs in the insert's transaction,
+        before the insert (a confirm study's seeds are checked there); what it raises stops it.
         """
         # A new spec: the submission-only checks too (stored specs are spared them). Its bounds
         # keep priority and n_trials storable.
@@ -248,7 +250,7 @@ class Studies:
             if earlier is not None:
                 return earlier, False
         try:
-            study_id = self._insert(owner, spec, idempotency_key, confirms_study_id)
+            study_id = self._insert(owner, spec, idempotency_key, confirms_study_id, check)
         except IntegrityError:
             # A concurrent request with the same key won the race: answer with its study.
             earlier = self._by_key(owner.id, idempotency_key or "", spec)
@@ -277,9 +279,18 @@ class Studies:
         return self.get(study_id)
 
     def _insert(
-        self, owner: UserInfo, spec: StudySpec, key: str | None, confirms: int | None = None
+        self,
+        owner: UserInfo,
+        spec: StudySpec,
+        key: str | None,
+        confirms: int | None = None,
+        check: Callable[[Session], None] | None = None,
     ) -> int:
-        with self.db.session() as session:
+        # immediate: on SQLite the check and the insert are one writer's, as the row lock a
+        # check takes makes them on PostgreSQL.
+        with self.db.session(immediate=check is not None) as session:
+            if check is not None:
+                check(session)
             row = new_study_row(owner.id, spec, key=key, confirms=confirms)
             session.add(row)
             session.flush()

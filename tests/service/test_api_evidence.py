@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -20,6 +22,7 @@ from sqlalchemy import select, update
 
 from service.db import Run, Training, TrainingState, utcnow
 from service.store import Store
+from service.store import confirm as confirm_module
 from service.store.confirm import create_confirm_study
 from tests.service.conftest import Person, add_trial, new_person, spec
 from tests.service.test_evidence_stats import ELU, GELU, PAU, RELU, SMU
@@ -417,3 +420,36 @@ def test_the_confirm_study_judges_itself_against_its_sources_baseline(
     }
     assert rows_csv["smu"]["confirm_verdict"] == "better"
     assert rows_csv["smu"]["confirm_study_id"] == str(confirm_id)
+
+
+def test_two_confirm_requests_at_once_get_disjoint_seeds(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both plan before either stores its study (held at a barrier): the second one's insert
+    finds its seeds taken, plans again and gets the next fresh ones."""
+    owner = new_person(store, "racing-confirms")
+    source, _ = store.studies.create(owner.info, spec(name="raced", n_trials=5, seed=0, seeds=2))
+    add_trial(store, source.id, family="relu", params={"activation": "relu"}, value=0.8)
+    barrier = threading.Barrier(2, timeout=30)
+    planned = threading.local()
+    original = confirm_module.plan_confirm
+
+    def plan_then_wait(*args: Any, **kwargs: Any) -> Any:
+        plan = original(*args, **kwargs)
+        if not getattr(planned, "once", False):  # the first plan of each request only
+            planned.once = True
+            barrier.wait()
+        return plan
+
+    monkeypatch.setattr(confirm_module, "plan_confirm", plan_then_wait)
+    with ThreadPoolExecutor(2) as pool:
+        made = list(
+            pool.map(
+                lambda _: create_confirm_study(
+                    store.studies, owner.info, source.id, top=1, seeds=3
+                ),
+                range(2),
+            )
+        )
+    ranges = sorted((s.spec["seed"], s.spec["seed"] + s.spec["seeds"] - 1) for s in made)
+    assert ranges == [(2, 4), (5, 7)]  # one past the source's seeds 0..1, then past the first
