@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -384,8 +385,10 @@ def test_ctrl_c_on_follow_says_the_study_keeps_running(
         cwd=ROOT, env=environment(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True,
     )  # fmt: skip
-    time.sleep(4)  # started, polling
-    assert process.poll() is None, process.communicate()
+    # Following: its progress bar is on stderr (a fixed sleep was a guess on a slow machine).
+    if "study " not in _read_until(process, "study "):
+        process.kill()
+        pytest.fail(f"no progress bar within 60 s: {process.communicate()}")
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=30)
     assert process.returncode == 130, stderr
@@ -393,6 +396,25 @@ def test_ctrl_c_on_follow_says_the_study_keeps_running(
     study_id = int(re.search(r"study (\d+) keeps running", stderr).group(1))  # type: ignore[union-attr]
     assert f"`actsearch status {study_id} --follow`" in stderr
     assert store.studies.get(study_id).status == "queued"  # following stopped, not the study
+
+
+def _read_until(process: subprocess.Popen[str], text: str, timeout_s: float = 60.0) -> str:
+    """What the process wrote on stderr until `text` appeared (or the timeout, or its end)."""
+    assert process.stderr is not None
+    stderr = process.stderr
+    seen: list[str] = []
+
+    def read() -> None:
+        while text not in "".join(seen[-len(text) :]):
+            char = stderr.read(1)
+            if not char:
+                return
+            seen.append(char)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout_s)
+    return "".join(seen)
 
 
 def test_live_progress_reads_as_a_sentence() -> None:
