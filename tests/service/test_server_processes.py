@@ -82,10 +82,13 @@ def serve(db_url: str, home: Path, processes: int) -> Iterator[tuple[str, subpro
 @contextmanager
 def only(pid: int, among: list[int]) -> Iterator[None]:
     """Only `pid` accepts connections meanwhile: the others are stopped (briefly: the
-    supervisor replaces a process that does not answer its health check for 5 s)."""
+    supervisor replaces a process that does not answer its health check for 5 s, which a
+    loaded machine can reach while the other one serves; the replacement shares every state
+    these tests check, so it may serve too)."""
     paused = [p for p in among if p != pid]
     for other in paused:
-        os.kill(other, signal.SIGSTOP)
+        with suppress(ProcessLookupError):  # replaced by the supervisor already
+            os.kill(other, signal.SIGSTOP)
     try:
         yield
     finally:
