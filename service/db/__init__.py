@@ -3,7 +3,6 @@
 from service.db.engine import (
     is_sqlite,
     make_engine,
-    make_read_sessionmaker,
     make_sessionmaker,
     session_scope,
 )
@@ -74,7 +73,6 @@ __all__ = [
     "is_permanent_db_error",
     "is_sqlite",
     "make_engine",
-    "make_read_sessionmaker",
     "make_sessionmaker",
     "optuna_storage",
     "session_scope",

@@ -124,15 +124,6 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def make_read_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    """Sessions for reads that need no transaction: on PostgreSQL in autocommit (no BEGIN and
-    COMMIT round trips; under READ COMMITTED every statement reads its own snapshot either way).
-    SQLite keeps its transactions (our BEGIN listener; nothing crosses a network there)."""
-    if is_sqlite(str(engine.url)):
-        return make_sessionmaker(engine)
-    return make_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
-
-
 @contextmanager
 def session_scope(factory: sessionmaker[Session], *, immediate: bool = False) -> Iterator[Session]:
     """One transaction: commit on success, roll back on error, always close.

@@ -15,7 +15,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.db import (
     is_sqlite,
     make_engine,
-    make_read_sessionmaker,
     make_sessionmaker,
     optuna_storage,
     session_scope,
@@ -96,13 +95,23 @@ class Database:
         with session_scope(self.sessions, immediate=immediate) as session:
             yield session
 
+    def _read_engine(self) -> Engine:
+        """The engine reads go through: on PostgreSQL in autocommit (no BEGIN and COMMIT round
+        trips; under READ COMMITTED every statement reads its own snapshot either way), made once
+        and sharing the pool. SQLite keeps its transactions (nothing crosses a network there)."""
+        if self.sqlite:
+            return self.engine
+        if self._autocommit is None:
+            self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        return self._autocommit
+
     @contextmanager
     def reading(self) -> Iterator[Session]:
-        """A session for reads only (the API's tags, token checks, pages): on PostgreSQL one
-        round trip per statement, no BEGIN and COMMIT (service.db.engine.make_read_sessionmaker).
-        A write in it commits statement by statement: use `session()` for writes."""
+        """A session for reads only (the read model's pages): on PostgreSQL one round trip per
+        statement (`_read_engine`). A write in it commits statement by statement: use
+        `session()` for writes."""
         if self._reads is None:
-            self._reads = make_read_sessionmaker(self.engine)
+            self._reads = make_sessionmaker(self._read_engine())
         with session_scope(self._reads) as session:
             yield session
 
@@ -110,13 +119,7 @@ class Database:
     def read_connection(self) -> Iterator[Connection]:
         """A connection for one or two Core statements of a read on every request (the token
         check, an ETag): as `reading()` without the ORM session's work."""
-        if self.sqlite:
-            with self.engine.begin() as connection:
-                yield connection
-            return
-        if self._autocommit is None:
-            self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
-        with self._autocommit.connect() as connection:
+        with self._read_engine().begin() as connection:
             yield connection
 
     def dispose(self) -> None:
