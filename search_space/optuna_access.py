@@ -42,6 +42,7 @@ import copy
 import inspect
 from collections.abc import Container, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
@@ -49,6 +50,9 @@ import optuna
 from optuna.distributions import BaseDistribution, check_distribution_compatibility
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import CursorResult, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
 
 try:
     from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
@@ -120,6 +124,8 @@ def tell_without_reread(
     trial: optuna.Trial,
     value: float | Sequence[float] | None,
     state: TrialState | None,
+    *,
+    verify: bool = True,
 ) -> None:
     """`study.tell(..., skip_if_finished=True)` without the re-read that builds its return value.
 
@@ -129,12 +135,14 @@ def tell_without_reread(
     Its body, `_tell_with_warning`, does everything else: the state check, the sampler's
     `after_trial` and the write. Its read of the trial for the state check is served from the
     `Trial`'s own copy once the trial's state column says it still runs (`known_trial`). An
-    Optuna without it gets the public call.
+    Optuna without it gets the public call. `verify=False` skips even that read: for a trial
+    whose writes are held (`holding_params`), whose end is written under the trial row's lock,
+    where a trial finished meanwhile is left as it is (`HeldWrites.write`).
     """
     if _tell_with_warning is None:
         study.tell(trial, value, state=state, skip_if_finished=True)
         return
-    with known_trial(study, trial):  # its state check reads one column, not the whole trial
+    with known_trial(study, trial, verify=verify):  # its state check: one column or none
         _tell_with_warning(
             study=study, trial=trial, value_or_values=value, state=state, skip_if_finished=True
         )
@@ -148,14 +156,15 @@ def worker_storage(storage: optuna.storages.BaseStorage) -> optuna.storages.Base
 
 
 @contextmanager
-def known_trial(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
-    """Within the block, reading `trial` back costs one statement while it is still running."""
+def known_trial(study: optuna.Study, trial: optuna.Trial, *, verify: bool = True) -> Iterator[None]:
+    """Within the block, reading `trial` back costs one statement while it is still running
+    (none without `verify`: the `Trial`'s own copy is taken as it is)."""
     storage = study._storage
     frozen = getattr(trial, "_cached_frozen_trial", None)
     if _CachedStorage is None or not isinstance(storage, _WaitingLookupStorage) or frozen is None:
         yield
         return
-    storage.lend(frozen, verify=True)
+    storage.lend(frozen, verify=verify)
     try:
         yield
     finally:
@@ -195,10 +204,13 @@ def undo_started(study: optuna.Study, started: list[tuple[int, bool]], reason: s
 
 @contextmanager
 def holding_params(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
-    """Within the block, the trial's new parameters are kept for `write_held_params`.
+    """Within the block, and after it until `release_writes`, the trial's writes are held.
 
-    A block left by an exception drops them: the trial is failed without them (its run records
-    the parameters it got). Storages without the batch write each parameter as Optuna does.
+    Held writes (its suggested parameters, its reported values, its end as `tell` writes it)
+    are stored by `write_held` in a transaction of their own, or by `held_writes(...).write`
+    inside a caller's transaction. A block left by an exception drops the parameters it held
+    (the trial is failed without them; its run records the parameters it got). Storages
+    without the batch write write everything as Optuna does.
     """
     storage = study._storage
     if not _BATCH_PARAMS or not isinstance(storage, _WaitingLookupStorage):
@@ -208,16 +220,80 @@ def holding_params(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        storage.drop_held(trial_id_of(trial))
+        storage.drop_held_params(trial_id_of(trial))
         raise
 
 
-def write_held_params(study: optuna.Study, trial: optuna.Trial) -> None:
-    """Store what `holding_params` kept, in one transaction (again after a failure: the
-    parameters stay held until they are stored, and one stored already is not written twice)."""
+def holds(study: optuna.Study, trial: optuna.Trial) -> bool:
+    """Whether the trial's writes are held (see `holding_params`)."""
     storage = study._storage
-    if _BATCH_PARAMS and isinstance(storage, _WaitingLookupStorage):
-        storage.write_held(trial_id_of(trial))
+    return isinstance(storage, _HOLDING) and trial_id_of(trial) in cast(Any, storage)._held
+
+
+def held_writes(study: optuna.Study, trial: optuna.Trial) -> HeldWrites | None:
+    """What the trial's writes held now are, to be written inside a caller's transaction
+    (None: nothing held, or a storage that holds nothing)."""
+    storage = study._storage
+    if not isinstance(storage, _HOLDING):
+        return None
+    return cast(Any, storage).held(trial_id_of(trial))
+
+
+def write_held(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Store what is held of the trial, in one transaction (again after a failure: what is held
+    stays held until it is stored, and a parameter stored already is not written twice)."""
+    held = held_writes(study, trial)
+    if held is not None:
+        held.write_alone()
+
+
+def release_writes(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Stop holding the trial's writes; what was never written is dropped (the run ended
+    without a transaction to write it in: handed back, reaped, or its result dropped)."""
+    storage = study._storage
+    if isinstance(storage, _HOLDING):
+        cast(Any, storage).release(trial_id_of(trial))
+
+
+@dataclass
+class _Held:
+    """One trial's writes that this process holds (see `holding_params`)."""
+
+    params: list[_HeldParam] = field(default_factory=list)
+    steps: list[tuple[int, float]] = field(default_factory=list)  # reported (step, value)
+    end: tuple[TrialState, list[float] | None] | None = None  # what `tell` writes
+
+
+@dataclass(frozen=True)
+class HeldWrites:
+    """A snapshot of one trial's held writes: `write(session)` inside the caller's transaction,
+    then `written()` once it committed. A transaction that rolled back leaves them held."""
+
+    storage: Any
+    trial_id: int
+    params: tuple[_HeldParam, ...]
+    steps: tuple[tuple[int, float], ...]
+    end: tuple[TrialState, list[float] | None] | None
+
+    @property
+    def ends(self) -> bool:
+        """Whether the trial's end (`tell`) is among them."""
+        return self.end is not None
+
+    def write(self, session: Session) -> None:
+        """Write them with this session's connection, in its transaction (not committed here)."""
+        self.storage.write_in(session, self)
+
+    def written(self) -> None:
+        """The transaction that wrote them committed: they are no longer held."""
+        self.storage.written(self)
+
+    def write_alone(self) -> None:
+        """Write them in a transaction of their own."""
+        backend: Any = self.storage._backend
+        with _create_scoped_session(backend.scoped_session, True) as session:
+            self.write(session)
+        self.written()
 
 
 def _only_waiting(states: Container[TrialState] | None) -> bool:
@@ -235,7 +311,7 @@ if _CachedStorage is not None:
             # trial id -> (the trial as this process knows it, whether to check it still runs)
             self._lent: dict[int, tuple[FrozenTrial, bool]] = {}
             self._started: list[tuple[int, bool]] | None = None  # see `started_trials`
-            self._held: dict[int, list[_HeldParam]] = {}  # see `holding_params`
+            self._held: dict[int, _Held] = {}  # see `holding_params`
 
         def track(self, started: list[tuple[int, bool]] | None) -> None:
             self._started = started
@@ -254,6 +330,10 @@ if _CachedStorage is not None:
         def set_trial_state_values(
             self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
         ) -> bool:
+            held = self._held.get(trial_id)
+            if held is not None and state.is_finished():
+                held.end = (state, None if values is None else [float(v) for v in values])
+                return True  # written with the run's outcome (HeldWrites)
             if state == TrialState.RUNNING and values is None:
                 changed = self._start_waiting(trial_id)
             else:
@@ -263,10 +343,21 @@ if _CachedStorage is not None:
             return changed
 
         def hold(self, trial_id: int) -> None:
-            self._held.setdefault(trial_id, [])
+            self._held.setdefault(trial_id, _Held())
 
-        def drop_held(self, trial_id: int) -> None:
+        def drop_held_params(self, trial_id: int) -> None:
+            held = self._held.get(trial_id)
+            if held is not None:
+                held.params.clear()
+
+        def release(self, trial_id: int) -> None:
             self._held.pop(trial_id, None)
+
+        def held(self, trial_id: int) -> HeldWrites | None:
+            held = self._held.get(trial_id)
+            if held is None or not (held.params or held.steps or held.end):
+                return None
+            return HeldWrites(self, trial_id, tuple(held.params), tuple(held.steps), held.end)
 
         def set_trial_param(
             self,
@@ -284,32 +375,69 @@ if _CachedStorage is not None:
                 known = self._studies[study_id].param_distribution.get(param_name)
             if known is not None:  # what Optuna checks before it writes
                 check_distribution_compatibility(known, distribution)
-            held.append((param_name, param_value_internal, distribution, known))
+            held.params.append((param_name, param_value_internal, distribution, known))
 
-        def write_held(self, trial_id: int) -> None:
+        def set_trial_intermediate_value(
+            self, trial_id: int, step: int, intermediate_value: float
+        ) -> None:
             held = self._held.get(trial_id)
-            if held:
-                backend: Any = self._backend
-                params = _models.TrialParamModel
-                with _create_scoped_session(backend.scoped_session, True) as session:
-                    stored = set(
-                        session.scalars(
-                            select(params.param_name).where(params.trial_id == trial_id)
-                        )
-                    )  # a retry after a commit whose answer was lost
-                    for name, value, distribution, known in held:
-                        if name not in stored:
-                            backend._set_trial_param_without_commit(
-                                session, trial_id, name, value, distribution, known
-                            )
-                self._remember_distributions(trial_id, held)
-            self._held.pop(trial_id, None)
+            if held is None:
+                super().set_trial_intermediate_value(trial_id, step, intermediate_value)
+            else:
+                held.steps.append((step, intermediate_value))
 
-        def _remember_distributions(self, trial_id: int, held: list[_HeldParam]) -> None:
+        def write_in(self, session: Session, writes: HeldWrites) -> None:
+            """Optuna's own writes of these, in the session's transaction.
+
+            A trial already finished (reaped: its run was taken from this worker) gets no
+            reported value and no end: Optuna would refuse them, and the run's own transaction
+            must not fail for it (its run row says what happened).
+            """
+            backend: Any = self._backend
+            trial_id = writes.trial_id
+            if writes.params:
+                params = _models.TrialParamModel
+                stored = set(
+                    session.scalars(select(params.param_name).where(params.trial_id == trial_id))
+                )  # a retry after a commit whose answer was lost
+                for name, value, distribution, known in writes.params:
+                    if name not in stored:
+                        backend._set_trial_param_without_commit(
+                            session, trial_id, name, value, distribution, known
+                        )
+            if not (writes.steps or writes.end):
+                return
+            trial = _models.TrialModel.find_or_raise_by_id(
+                trial_id, session, for_update=writes.end is not None
+            )
+            if trial.state.is_finished():
+                return
+            for step, value in writes.steps:
+                session.execute(_step_upsert(session, trial_id, step, value))
+            if writes.end is not None:
+                state, values = writes.end
+                for objective, value in enumerate(values or ()):
+                    backend._set_trial_value_without_commit(session, trial, objective, value)
+                trial.state = state  # as RDBStorage.set_trial_state_values writes an end
+                trial.datetime_complete = datetime.now()
+            session.flush()
+
+        def written(self, writes: HeldWrites) -> None:
+            held = self._held.get(writes.trial_id)
+            if held is None:
+                return
+            del held.params[: len(writes.params)]
+            del held.steps[: len(writes.steps)]
+            if writes.params:
+                self._remember_distributions(writes.trial_id, writes.params)
+            if writes.end is not None:
+                self._held.pop(writes.trial_id, None)  # nothing follows a trial's end
+
+        def _remember_distributions(self, trial_id: int, params: Sequence[_HeldParam]) -> None:
             with self._lock:
                 study_id, _ = self._trial_id_to_study_id_and_number[trial_id]
                 known = self._studies[study_id].param_distribution
-                for name, _value, distribution, _known in held:
+                for name, _value, distribution, _known in params:
                     known.setdefault(name, distribution)
 
         def get_trial(self, trial_id: int) -> FrozenTrial:
@@ -400,3 +528,19 @@ if _CachedStorage is not None:
                 study: Any = self._studies.setdefault(study_id, _StudyInfo())
                 self._add_trials_to_cache(study_id, trials)
                 study.unfinished_trial_ids.update(t._trial_id for t in trials)
+
+    _HOLDING: tuple[type, ...] = (_WaitingLookupStorage,) if _BATCH_PARAMS else ()
+else:  # pragma: no cover - depends on the installed Optuna
+    _HOLDING = ()
+
+
+def _step_upsert(session: Session, trial_id: int, step: int, value: float) -> Any:
+    """Optuna's row for a reported value, written again when reported again (as Optuna does)."""
+    model = _models.TrialIntermediateValueModel
+    stored, kind = model.intermediate_value_to_stored_repr(value)
+    dialect = session.get_bind().dialect.name
+    insert = (postgresql_insert if dialect == "postgresql" else sqlite_insert)(model)
+    values = {"intermediate_value": stored, "intermediate_value_type": kind}
+    return insert.values(trial_id=trial_id, step=step, **values).on_conflict_do_update(
+        index_elements=[model.trial_id, model.step], set_=values
+    )

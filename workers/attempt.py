@@ -34,7 +34,7 @@ import optuna
 from optuna.trial import TrialState
 
 from search_space.contract import TrialConfig
-from search_space.optuna_access import tell_without_reread
+from search_space.optuna_access import HeldWrites, held_writes, holds, tell_without_reread
 from service.db.outage import db_retry, describe_db_error, is_db_outage
 from service.settings import Settings
 from service.store import Claim, Cost, NotFound, RunStatus, Store, TrainingRow
@@ -228,10 +228,11 @@ class Attempt:
             self.pending.epochs.append(report)
             if self.cost is None:  # a multi-objective trial cannot be reported to (nor pruned)
                 self.pending.optuna.append((report.epoch, float(report.val_acc)))
+                self._report_to_optuna()  # held: stored with the epoch, in its transaction
             self._stop_if_asked(self._flush(), last)
             # At the last epoch of the last seed pruning saves nothing and would file a whole
             # result as pruned (TPE then ranks it below every complete trial): report only.
-            prune = self.cost is None and self._report_to_optuna(consult_pruner=not last)
+            prune = self.cost is None and not last and self._should_prune()
         else:
             log.info(
                 "run %s seed %d/%d epoch %d/%d: val_acc %.4f",
@@ -278,6 +279,8 @@ class Attempt:
             self._flush(wait=True)
 
     def _store_epoch(self, report: Any, *, wait: bool) -> RunStatus:
+        held = held_writes(self.study, self.trial)  # the values reported to Optuna meanwhile
+
         def write() -> RunStatus:
             return self.store.runs.report_epoch(
                 self.run_id,
@@ -287,27 +290,39 @@ class Attempt:
                 img_per_s=_finite(report.img_per_s),
                 elapsed_s=_finite(report.elapsed_s),
                 worker_id=self.context.worker_id,
+                also=None if held is None else held.write,
             )
 
         try:
-            return db_retry(
+            status = db_retry(
                 write, "store an epoch", attempts=0 if wait else 1, stop=self.context.aborting
             )
         except NotFound as error:
             raise Stop("abandoned") from error  # the study was deleted meanwhile
+        if held is not None and status.running:
+            held.written()
+        return status
 
-    def _report_to_optuna(self, *, consult_pruner: bool = True) -> bool:
-        """Report buffered values to Optuna; whether the pruner says stop (False if unreachable)."""
+    def _report_to_optuna(self) -> None:
+        """Report buffered values to Optuna (kept while the database is unreachable)."""
         try:
             while self.pending.optuna:
                 epoch, value = self.pending.optuna[0]
                 self.trial.report(value, epoch)
                 self.pending.optuna.pop(0)
-            if not consult_pruner or isinstance(self.study.pruner, optuna.pruners.NopPruner):
-                return False  # spares the pruner's read of every trial in the study
-            return bool(self.trial.should_prune())
         except optuna.exceptions.UpdateFinishedTrialError as error:
             raise Stop("abandoned") from error  # reaped meanwhile: Optuna's trial is failed
+        except Exception as error:
+            if not is_db_outage(error):
+                raise
+            log.warning("run %s: report to Optuna kept (%s)", self.run_id, describe_db_error(error))
+
+    def _should_prune(self) -> bool:
+        """Whether the pruner says stop (False if the database is unreachable)."""
+        if self.pending.optuna or isinstance(self.study.pruner, optuna.pruners.NopPruner):
+            return False  # not reported yet; or spares the pruner's read of every trial
+        try:
+            return bool(self.trial.should_prune())
         except Exception as error:
             if not is_db_outage(error):
                 raise
@@ -343,7 +358,8 @@ class Attempt:
             return self._fail(
                 "error", f"the cost could not be measured: {error}", None, traceback.format_exc()
             )
-        stored = self._finish(
+        self._finish(
+            _Told(value, None, cost),
             state="complete",
             value=value,
             value_std=value_std,
@@ -353,8 +369,6 @@ class Attempt:
             reused_from_run=None if trained else results[0].reused_from_run,
             cost=cost,
         )
-        if stored:
-            self._tell(value, cost=cost)
         log.info(
             "run %s complete: val_acc %.4f test_acc %.4f in %.1f s%s",
             self.run_id, value, statistics.fmean(tests), time.monotonic() - self.started,
@@ -397,8 +411,7 @@ class Attempt:
 
     def _pruned(self) -> Outcome:
         self._flush_final()
-        if self._finish(state="pruned", value=self.last_val):
-            self._tell(None, TrialState.PRUNED)
+        self._finish(_Told(None, TrialState.PRUNED), state="pruned", value=self.last_val)
         log.info("run %s pruned after epoch %s", self.run_id, (self.last_epoch or 0) + 1)
         return Outcome("pruned", value=self.last_val, reason="pruned")
 
@@ -410,14 +423,14 @@ class Attempt:
             return Outcome("abandoned", reason="worker_lost")
         self._flush_final()
         if reason == "cancelled":
-            if self._finish(
+            self._finish(
+                _Told(None, TrialState.FAIL),
                 state="cancelled",
                 value=self.last_val,
                 failure_reason="cancelled",
                 failure_message="the study was cancelled",
                 failure_epoch=self.last_epoch,
-            ):
-                self._tell(None, TrialState.FAIL)
+            )
             log.info("run %s cancelled with its study", self.run_id)
             return Outcome("cancelled", reason="cancelled")
         why = "its study was paused" if reason == "paused" else "worker stopped (signal)"
@@ -440,28 +453,38 @@ class Attempt:
 
     def _fail(self, reason: str, message: str, epoch: int | None, details: str | None) -> Outcome:
         self._flush_final()
-        if self._finish(
+        self._finish(
+            _Told(None, TrialState.FAIL),
             state="failed",
             value=None,
             failure_reason=reason,
             failure_message=message,
             failure_epoch=epoch,
             log_tail=(details or message)[-LOG_TAIL_CHARS:],
-        ):
-            self._tell(None, TrialState.FAIL)
+        )
         where = f" at epoch {epoch + 1}" if epoch is not None else ""
         log.warning("run %s failed (%s%s): %s", self.run_id, reason, where, message)
         return Outcome("failed", reason=reason)
 
-    def _finish(self, *, state: str, value: float | None, **fields: Any) -> bool:
-        """Store the outcome (waiting for the database); False if the run was reaped meanwhile."""
+    def _finish(self, told: _Told, *, state: str, value: float | None, **fields: Any) -> bool:
+        """Store the outcome and tell Optuna (waiting for the database); False if the run was
+        reaped meanwhile (its result is dropped).
+
+        Where the trial's writes are held, the trial's end is written in the outcome's own
+        transaction and the run is stored synced; otherwise Optuna is told afterwards."""
         if state == "complete":
             self._flush_final()
+        holding = holds(self.study, self.trial)
+        held = self._held_end(told) if holding else None
         try:
-            return bool(
+            stored = bool(
                 db_retry(
                     lambda: self.store.runs.finish(
-                        self.run_id, state=state, value=_finite(value), **fields
+                        self.run_id,
+                        state=state,
+                        value=_finite(value),
+                        tell=None if held is None else held.write,
+                        **fields,
                     ),
                     "store the run's outcome",
                     stop=self.context.aborting,
@@ -470,22 +493,34 @@ class Attempt:
         except NotFound:
             log.warning("run %s is gone (study deleted?); its outcome is dropped", self.run_id)
             return False
+        if stored and held is not None:
+            held.written()
+        elif stored and not holding:
+            self._tell(told)
+        # Held, but Optuna's end could not be made: stored unsynced, the reconciler tells it.
+        return stored
 
-    def _tell(
-        self, value: float | None, state: TrialState | None = None, cost: Cost | None = None
-    ) -> None:
-        """Report buffered epochs to Optuna, then finish its trial (waiting for the database).
+    def _held_end(self, told: _Told) -> HeldWrites | None:
+        """Tell Optuna while the trial's writes are held: what it would write, to be stored
+        with the outcome (None: it could not be made)."""
+        try:
+            self._report_to_optuna()
+            tell_without_reread(self.study, self.trial, told.values(), told.state, verify=False)
+        except Exception:
+            log.exception("run %s: Optuna's end of the trial could not be made", self.run_id)
+            return None  # stored unsynced: the reconciler tells Optuna from the run's record
+        held = held_writes(self.study, self.trial)
+        return held if held is not None and held.ends else None
 
-        A complete run with a cost is told [accuracy, cost] (the study has two directions)."""
+    def _tell(self, told: _Told) -> None:
+        """Report buffered epochs to Optuna, then finish its trial (waiting for the database)."""
 
         def tell() -> None:
             while self.pending.optuna:
                 epoch, reported = self.pending.optuna[0]
                 self.trial.report(reported, epoch)
                 self.pending.optuna.pop(0)
-            told = _finite(value) if state is None else None
-            values = [told, cost.value] if told is not None and cost is not None else told
-            tell_without_reread(self.study, self.trial, values, state)
+            tell_without_reread(self.study, self.trial, told.values(), told.state)
 
         try:
             db_retry(tell, "tell Optuna the result", stop=self.context.aborting)
@@ -496,6 +531,23 @@ class Attempt:
             log.exception("run %s: Optuna could not be told the result", self.run_id)
             return
         self.context.told.append(self.run_id)
+
+
+@dataclass(frozen=True)
+class _Told:
+    """What Optuna is told at a run's end: a value (complete) or a state (pruned, failed).
+
+    A complete run with a cost is told [accuracy, cost] (the study has two directions)."""
+
+    value: float | None
+    state: TrialState | None = None
+    cost: Cost | None = None
+
+    def values(self) -> float | list[float] | None:
+        told = _finite(self.value) if self.state is None else None
+        if told is not None and self.cost is not None:
+            return [told, self.cost.value]
+        return told
 
 
 def _finite(value: float | None) -> float | None:

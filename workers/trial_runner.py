@@ -24,12 +24,13 @@ import optuna
 from search_space.contract import DatasetConfig
 from search_space.optuna_access import (
     create_running_trial,
+    held_writes,
     holding_params,
+    release_writes,
     started_trials,
     trial_id_of,
     undo_started,
     worker_storage,
-    write_held_params,
 )
 from search_space.samplers import MissingPackage, make_pruner, make_sampler
 from search_space.spec import SpecError, StudySpec, parse_spec
@@ -86,18 +87,32 @@ class TrialRunner(RunContext):
             log.exception("study %s: Optuna could not create a trial", claim.study_id)
             return self._refuse(claim, f"Optuna could not create a trial: {_describe(error)}")
         try:
-            with holding_params(study, trial):  # stored in one transaction, not one each
+            return self._run_trial(claim, spec, study, trial, data, load_s)
+        finally:
+            release_writes(study, trial)
+
+    def _run_trial(
+        self,
+        claim: Claim,
+        spec: StudySpec,
+        study: optuna.Study,
+        trial: optuna.Trial,
+        data: Any,
+        load_s: float,
+    ) -> Outcome:
+        # The trial's Optuna writes are held from here on and written in our transactions: its
+        # parameters with the attach, each reported value with its epoch, its end with the
+        # run's outcome (search_space.optuna_access.HeldWrites): one commit each, not two.
+        try:
+            with holding_params(study, trial):
                 config = db_retry(
                     lambda: suggest_trial(trial, spec), "suggest the parameters", stop=self.stopping
                 )
-            db_retry(
-                lambda: write_held_params(study, trial), "store the parameters", stop=self.stopping
-            )
         except Exception as error:
             return self._failed_before_training(claim, study, trial, error)
         params = dict(trial.params)
         family = config.activation.family
-        self._attach(claim, trial, family, config.canonical())
+        self._attach(claim, study, trial, family, config.canonical())
         log.info(
             "run %s: study %s trial #%s attempt %s started (%s) %s",
             claim.run_id, claim.study_id, trial.number, claim.attempt,
@@ -122,18 +137,21 @@ class TrialRunner(RunContext):
     ) -> Outcome:
         """The trial exists but its config could not be made: store it as an error, go on."""
         trace = traceback.format_exc()
-        self._attach(claim, trial, None, None)
+        self._attach(claim, study, trial, None, None)
         attempt = Attempt(self, claim, study, trial, None, None)
         return attempt._fail("error", f"no trial config: {_describe(error)}", None, trace)
 
     def _attach(
         self,
         claim: Claim,
+        study: optuna.Study,
         trial: optuna.Trial,
         family: str | None,
         config: dict[str, Any] | None,
     ) -> None:
+        """Record the trial with its run; its held parameters are stored in that transaction."""
         params = dict(trial.params)
+        held = held_writes(study, trial)
         db_retry(
             lambda: self.store.runs.attach_trial(
                 claim.run_id,
@@ -142,10 +160,13 @@ class TrialRunner(RunContext):
                 params=params,
                 family=family,
                 config=config,
+                also=None if held is None else held.write,
             ),
             "attach the trial",
             stop=self.stopping,
         )
+        if held is not None:
+            held.written()
 
     def _refuse_here(self, claim: Claim, message: str) -> Outcome:
         """This machine cannot run the study (its data, a package): fail it only if no other can."""

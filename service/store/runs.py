@@ -9,7 +9,7 @@ queued retry with the same parameters, so a retry never counts twice.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -39,6 +39,10 @@ from service.store.trainings import release_unfinished
 
 log = logging.getLogger(__name__)
 
+# Writes a caller adds to one of ours, in the same transaction (the worker's held Optuna
+# writes, search_space.optuna_access.HeldWrites: one commit where there were two).
+AlsoWrite = Callable[[Session], None]
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -59,6 +63,11 @@ class RunStatus:
 
     state: str  # the run's state; anything but "running" means stop
     study_status: str  # cancelled / paused / failed / ... of its study
+
+    @property
+    def running(self) -> bool:
+        """Whether the run is still this worker's to train."""
+        return self.state == RunState.RUNNING
 
     @property
     def stop_reason(self) -> str | None:
@@ -282,8 +291,9 @@ class Runs:
         params: dict[str, Any],
         family: str | None,
         config: dict[str, Any] | None,
+        also: AlsoWrite | None = None,
     ) -> None:
-        """Record which Optuna trial a run is and what it trains."""
+        """Record which Optuna trial a run is and what it trains (`also`: in this transaction)."""
         with self.db.session() as session:
             done = session.execute(
                 update(Run)
@@ -298,6 +308,8 @@ class Runs:
             )
             if not cast(CursorResult[Any], done).rowcount:
                 raise NotFound(f"run {run_id} does not exist")
+            if also is not None:
+                also(session)
 
     def report_epoch(
         self,
@@ -309,8 +321,12 @@ class Runs:
         img_per_s: float | None,
         elapsed_s: float | None,
         worker_id: str | None = None,
+        also: AlsoWrite | None = None,
     ) -> RunStatus:
-        """Store one epoch's values at once (idempotent: a repeat after a reconnect overwrites)."""
+        """Store one epoch's values at once (idempotent: a repeat after a reconnect overwrites).
+
+        `also` is written in the same transaction while the run is still running (its reported
+        value to Optuna); a run taken from its worker meanwhile gets only the epoch row."""
         now, beat = utcnow(), self.db.clock()
         with self.db.session() as session:
             # Three statements in all: this runs every epoch of every trial on every worker.
@@ -347,6 +363,8 @@ class Runs:
                     .where(Worker.id == worker_id)
                     .values(current_epoch=epoch, img_per_s=img_per_s, heartbeat_at=beat)
                 )
+            if also is not None and status[0] == RunState.RUNNING:
+                also(session)
             return RunStatus(state=status[0], study_status=status[1] or "deleted")
 
     def status(self, run_id: int) -> RunStatus:
@@ -375,10 +393,13 @@ class Runs:
         config: dict[str, Any] | None = None,
         reused_from_run: int | None = None,
         cost: Cost | None = None,
+        tell: AlsoWrite | None = None,
     ) -> bool:
         """Store a run's outcome; False when the run had been reaped meanwhile (result dropped).
 
         `cost`: a multi-objective study's second value, with what it measures and where.
+        `tell`: the Optuna trial's end, written in this transaction; the run is then stored
+        synced (else the worker tells Optuna afterwards and marks it, see reconcile).
 
         `config` replaces the stored trial config when the run trained another seed than the one
         it was attached with (a reseed); `reused_from_run` names the run whose recorded result
@@ -406,7 +427,7 @@ class Runs:
             run.record = record
             run.log_tail = log_tail
             run.finished_at = now
-            run.optuna_synced = False  # until the worker (or the reconciler) tells Optuna
+            run.optuna_synced = tell is not None  # else: once the worker (or reconciler) tells
             run.reused_from_run = reused_from_run
             if cost is not None:
                 run.cost, run.cost_kind, run.cost_device = cost.value, cost.kind, cost.device
@@ -418,6 +439,8 @@ class Runs:
                 run.peak_mem_bytes = record.get("peak_memory_bytes")
             # After every field is set: its query flushes the run in one UPDATE, not two.
             release_unfinished(session, [run_id])
+            if tell is not None:
+                tell(session)
             if run.worker_id:
                 session.execute(
                     update(Worker)

@@ -7,10 +7,17 @@ from typing import Any
 import optuna
 import pytest
 from optuna.trial import TrialState
-from sqlalchemy import event
+from sqlalchemy import create_engine, event
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
-from search_space.optuna_access import holding_params, worker_storage, write_held_params
+from search_space.optuna_access import (
+    held_writes,
+    holding_params,
+    release_writes,
+    worker_storage,
+    write_held,
+)
 from search_space.optuna_access import tell_without_reread as tell_optuna
 from service.db.outage import db_retry
 from service.store.runs import Claim
@@ -261,7 +268,7 @@ def test_held_parameters_are_stored_in_one_transaction(url: str) -> None:
         assert trial.params == suggested  # the trial knows them at once
     assert not [s for s in statements if "INSERT INTO trial_params" in s]
     commits = _commits(study)
-    write_held_params(study, trial)
+    write_held(study, trial)
     assert commits == ["commit"]
     assert len([s for s in statements if "INSERT INTO trial_params" in s]) == 3
     stored = optuna.load_study(study_name=owner.study_name, storage=url).trials[0]
@@ -284,10 +291,10 @@ def test_held_parameters_written_again_are_not_stored_twice(url: str) -> None:
     """A retry after a commit whose answer was lost finds them stored and adds nothing."""
     name, study, trial, suggested = _held_trial(url)
     storage: Any = study._storage
-    held = list(storage._held[trial._trial_id])
-    write_held_params(study, trial)
-    storage._held[trial._trial_id] = held  # as if the commit's answer had been lost
-    write_held_params(study, trial)
+    held = list(storage._held[trial._trial_id].params)
+    write_held(study, trial)
+    storage._held[trial._trial_id].params[:] = held  # as if the commit's answer had been lost
+    write_held(study, trial)
     assert optuna.load_study(study_name=name, storage=url).trials[0].params == suggested
 
 
@@ -297,19 +304,74 @@ def test_a_held_parameter_is_checked_against_the_study_when_suggested(url: str) 
     first = study.ask()
     with holding_params(study, first):
         first.suggest_float("lr", 1e-3, 1.0, log=True)
-    write_held_params(study, first)
+    write_held(study, first)
     second = study.ask()
     with pytest.raises(ValueError, match="different distribution"), holding_params(study, second):
         second.suggest_categorical("lr", ["a", "b"])  # another kind of distribution
-    write_held_params(study, second)  # nothing held any more: nothing written
+    write_held(study, second)  # nothing held any more: nothing written
     assert optuna.load_study(study_name=owner.study_name, storage=url).trials[1].params == {}
 
 
-def test_a_worker_trial_is_recorded_with_its_parameters(url: str) -> None:
-    """The runner holds the suggested parameters and stores them before the trial is attached."""
+def test_a_held_trial_is_stored_whole_in_one_transaction(url: str) -> None:
+    """Parameters, reported values and the end that `tell` writes are held until written."""
     name, study, trial, suggested = _held_trial(url)
-    db_retry(lambda: write_held_params(study, trial), "store the parameters")
-    study.tell(trial, 0.5)
-    again = _worker_study(url, name)
-    assert again.trials[0].params == suggested
-    assert again.trials[0].value == 0.5
+    trial.report(0.25, 0)
+    trial.report(0.4, 1)
+    assert trial.should_prune() is False  # the pruner sees the held values
+    tell_optuna(study, trial, 0.5, None, verify=False)
+    assert _worker_study(url, name).trials[0].state == TrialState.RUNNING  # nothing written yet
+    commits = _commits(study)
+    db_retry(lambda: write_held(study, trial), "store the trial")
+    assert commits == ["commit"]
+    again = _worker_study(url, name).trials[0]
+    assert again.params == suggested
+    assert again.intermediate_values == {0: 0.25, 1: 0.4}
+    assert (again.state, again.value) == (TrialState.COMPLETE, 0.5)
+    assert again.datetime_complete is not None
+    assert held_writes(study, trial) is None  # nothing is held after the trial's end
+
+
+def test_held_writes_go_into_the_callers_transaction(url: str) -> None:
+    """Written with another session's connection, they commit or roll back with it."""
+    name, study, trial, suggested = _held_trial(url)
+    trial.report(0.25, 0)
+    engine = create_engine(url)
+    held = held_writes(study, trial)
+    assert held is not None
+    with Session(engine) as session, session.begin():
+        held.write(session)
+        session.rollback()
+    assert _worker_study(url, name).trials[0].params == {}
+    held = held_writes(study, trial)  # a rolled-back transaction leaves them held
+    assert held is not None and len(held.params) == 3 and held.steps == ((0, 0.25),)
+    with Session(engine) as session, session.begin():
+        held.write(session)
+    held.written()
+    assert held_writes(study, trial) is None
+    stored = _worker_study(url, name).trials[0]
+    assert (stored.params, stored.intermediate_values) == (suggested, {0: 0.25})
+    engine.dispose()
+
+
+def test_a_trial_finished_meanwhile_gets_no_held_value_nor_end(url: str) -> None:
+    """Reaped while it trained (its trial failed elsewhere): the caller's transaction still
+    commits, and the failed trial stays as it is."""
+    name, study, trial, _ = _held_trial(url)
+    write_held(study, trial)
+    elsewhere = optuna.storages.RDBStorage(url)
+    elsewhere.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    trial.report(0.25, 0)
+    tell_optuna(study, trial, 0.5, None, verify=False)
+    write_held(study, trial)
+    stored = _worker_study(url, name).trials[0]
+    assert (stored.state, stored.value, stored.intermediate_values) == (TrialState.FAIL, None, {})
+    assert held_writes(study, trial) is None
+
+
+def test_released_writes_are_dropped(url: str) -> None:
+    name, study, trial, _ = _held_trial(url)
+    trial.report(0.25, 0)
+    release_writes(study, trial)
+    assert held_writes(study, trial) is None
+    trial.report(0.5, 1)  # no longer held: written at once, as Optuna writes it
+    assert _worker_study(url, name).trials[0].intermediate_values == {1: 0.5}

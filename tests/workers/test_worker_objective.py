@@ -17,7 +17,7 @@ from typing import Any
 import optuna
 import pytest
 from optuna.trial import TrialState
-from sqlalchemy import update
+from sqlalchemy import event, update
 from worker_helpers import (
     epochs_of,
     make_image_folder,
@@ -585,11 +585,46 @@ def test_tell_optuna_finishes_trials_and_skips_finished_ones(
     assert trials[0].value == 0.75 and trials[1].value == 0.25 and trials[2].value is None
 
 
-def test_a_told_run_is_marked_synced_by_the_next_claim(
+def test_a_run_and_its_trials_end_are_stored_in_one_transaction(
     store: Store, user: UserInfo, folder: Path, training: TorchTraining
 ) -> None:
-    """The runner notes what it told Optuna; the worker's next claim records it, in its own
-    transaction (no UPDATE of its own per trial)."""
+    """The trial's end is written with the run's outcome: the run is stored synced, nothing is
+    left for the next claim or the reconciler; its parameters and reported values are there."""
+    study, _ = store.studies.create(user, tiny_spec(folder, n_trials=1, epochs=2))
+    runner = _runner(store, training)
+    claim = store.runs.claim_next("w-test")
+    assert claim is not None
+    commits: list[str] = []
+    event.listen(store.db.engine, "commit", lambda *_: commits.append("ours"))
+    assert runner.run(claim).state == "complete"
+    assert runner.told == []
+    (run,) = runs_of(store, study.id)
+    assert run.optuna_synced
+    (trial,) = optuna.load_study(study_name=claim.optuna_name, storage=store.db.optuna).trials
+    assert (trial.state, trial.value) == (TrialState.COMPLETE, run.value)
+    assert trial.params == run.params
+    assert sorted(trial.intermediate_values) == [0, 1]
+    second = store.studies.create(user, tiny_spec(folder, n_trials=1, epochs=2))[0]
+    sent: list[str] = []  # what Optuna's own connections send
+    event.listen(store.db.optuna.engine, "before_cursor_execute", lambda *a: sent.append(a[2]))
+    commits.clear()
+    claim = store.runs.claim_next("w-test", study_ids=[second.id])
+    assert claim is not None and runner.run(claim).state == "complete"
+    # Claim, attach (+ parameters), 2 epochs (+ reported values), 1 training's claim and
+    # result, outcome (+ end): Optuna's own transactions are only its trial's creation and reads.
+    assert len(commits) == 7
+    writes = [s.split(" ")[:3] for s in sent if s.lstrip().startswith(("INSERT", "UPDATE"))]
+    assert writes == [["INSERT", "INTO", "trials"], ["UPDATE", "trials", "SET"]]  # its creation
+    assert runs_of(store, second.id)[0].optuna_synced
+
+
+def test_without_held_writes_a_told_run_is_marked_synced_by_the_next_claim(
+    store: Store, user: UserInfo, folder: Path, training: TorchTraining, monkeypatch: Any
+) -> None:
+    """A storage that cannot hold Optuna's writes: the runner tells Optuna after the outcome
+    and notes it; the worker's next claim records it (no transaction of its own)."""
+    monkeypatch.setattr(optuna_access, "_BATCH_PARAMS", False)
+    monkeypatch.setattr(optuna_access, "_HOLDING", ())
     study, _ = store.studies.create(user, tiny_spec(folder, n_trials=2, epochs=1))
     runner = _runner(store, training)
     first = store.runs.claim_next("w-test")
