@@ -50,6 +50,7 @@ import optuna
 from optuna.distributions import BaseDistribution, check_distribution_compatibility
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import CursorResult, select, update
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -387,40 +388,43 @@ if _CachedStorage is not None:
                 held.steps.append((step, intermediate_value))
 
         def write_in(self, session: Session, writes: HeldWrites) -> None:
-            """Optuna's own writes of these, in the session's transaction.
+            """The rows Optuna's RDBStorage would write for these, in the session's transaction.
 
-            A trial already finished (reaped: its run was taken from this worker) gets no
-            reported value and no end: Optuna would refuse them, and the run's own transaction
-            must not fail for it (its run row says what happened).
+            Statements in bulk, not Optuna's ORM calls (a read of the trial per parameter and
+            per value): one read of the trial's state (locked when its end is written), then
+            one statement per table. Written again (a retry after a commit whose answer was
+            lost) they change nothing. A trial already finished (reaped: its run was taken from
+            this worker) gets none of them: Optuna would refuse them, and the run's own
+            transaction must not fail for it (its run row says what happened). Reported values
+            alone are written without that read: their caller (the epoch's transaction) writes
+            them only while the run still runs under its row lock, and a reaper fails the trial
+            only after it committed the run's end.
             """
-            backend: Any = self._backend
-            trial_id = writes.trial_id
-            if writes.params:
-                params = _models.TrialParamModel
-                stored = set(
-                    session.scalars(select(params.param_name).where(params.trial_id == trial_id))
-                )  # a retry after a commit whose answer was lost
-                for name, value, distribution, known in writes.params:
-                    if name not in stored:
-                        backend._set_trial_param_without_commit(
-                            session, trial_id, name, value, distribution, known
-                        )
-            if not (writes.steps or writes.end):
-                return
-            trial = _models.TrialModel.find_or_raise_by_id(
-                trial_id, session, for_update=writes.end is not None
+            trials = _models.TrialModel.__table__
+            if writes.params or writes.end is not None:
+                read = select(trials.c.state).where(trials.c.trial_id == writes.trial_id)
+                state = session.scalar(read.with_for_update() if writes.end is not None else read)
+                if state is None or TrialState(state).is_finished():
+                    return
+            insert = (
+                postgresql_insert
+                if session.get_bind().dialect.name == "postgresql"
+                else sqlite_insert
             )
-            if trial.state.is_finished():
-                return
-            for step, value in writes.steps:
-                session.execute(_step_upsert(session, trial_id, step, value))
+            for statement in _held_rows(insert, writes):
+                session.execute(statement)
             if writes.end is not None:
-                state, values = writes.end
-                for objective, value in enumerate(values or ()):
-                    backend._set_trial_value_without_commit(session, trial, objective, value)
-                trial.state = state  # as RDBStorage.set_trial_state_values writes an end
-                trial.datetime_complete = datetime.now()
-            session.flush()
+                end, _values = writes.end
+                session.execute(
+                    update(trials)
+                    .where(trials.c.trial_id == writes.trial_id)
+                    .values(
+                        {
+                            trials.c.state: end,
+                            trials.c.datetime_complete: _stored_now("datetime_complete"),
+                        }
+                    )
+                )
 
         def written(self, writes: HeldWrites) -> None:
             held = self._held.get(writes.trial_id)
@@ -479,7 +483,12 @@ if _CachedStorage is not None:
                 started = session.execute(
                     update(model)
                     .where(model.trial_id == trial_id, model.state == TrialState.WAITING)
-                    .values(state=TrialState.RUNNING, datetime_start=datetime.now())
+                    .values(
+                        {
+                            model.__table__.c.state: TrialState.RUNNING,
+                            model.__table__.c.datetime_start: _stored_now("datetime_start"),
+                        }
+                    )
                     .execution_options(synchronize_session=False)
                 )
             return bool(cast(CursorResult[Any], started).rowcount)
@@ -534,13 +543,59 @@ else:  # pragma: no cover - depends on the installed Optuna
     _HOLDING = ()
 
 
-def _step_upsert(session: Session, trial_id: int, step: int, value: float) -> Any:
-    """Optuna's row for a reported value, written again when reported again (as Optuna does)."""
-    model = _models.TrialIntermediateValueModel
-    stored, kind = model.intermediate_value_to_stored_repr(value)
-    dialect = session.get_bind().dialect.name
-    insert = (postgresql_insert if dialect == "postgresql" else sqlite_insert)(model)
-    values = {"intermediate_value": stored, "intermediate_value_type": kind}
-    return insert.values(trial_id=trial_id, step=step, **values).on_conflict_do_update(
-        index_elements=[model.trial_id, model.step], set_=values
-    )
+def _held_rows(insert: Any, writes: HeldWrites) -> Iterator[Any]:
+    """One multi-row INSERT per Optuna table that has rows among the held writes."""
+    trial_id = writes.trial_id
+    if writes.params:
+        params = _models.TrialParamModel.__table__
+        rows = [
+            {"trial_id": trial_id, "param_name": name, "param_value": value,
+             "distribution_json": optuna.distributions.distribution_to_json(distribution)}
+            for name, value, distribution, _known in writes.params
+        ]  # fmt: skip
+        yield (
+            insert(params)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=[params.c.trial_id, params.c.param_name])
+        )
+    if writes.steps:
+        model = _models.TrialIntermediateValueModel
+        steps = model.__table__
+        rows = []
+        for step, value in dict(writes.steps).items():  # a step reported twice: the last value
+            stored, step_kind = model.intermediate_value_to_stored_repr(value)
+            rows.append({"trial_id": trial_id, "step": step, "intermediate_value": stored,
+                         "intermediate_value_type": step_kind})  # fmt: skip
+        upsert = insert(steps).values(rows)
+        yield upsert.on_conflict_do_update(
+            index_elements=[steps.c.trial_id, steps.c.step],
+            set_={
+                name: upsert.excluded[name]
+                for name in ("intermediate_value", "intermediate_value_type")
+            },
+        )
+    _state, values = writes.end or (None, None)
+    if values:
+        model_values = _models.TrialValueModel
+        table = model_values.__table__
+        rows = []
+        for objective, value in enumerate(values):
+            stored, kind = model_values.value_to_stored_repr(value)
+            rows.append({"trial_id": trial_id, "objective": objective, "value": stored,
+                         "value_type": kind})  # fmt: skip
+        upsert = insert(table).values(rows)
+        yield upsert.on_conflict_do_update(
+            index_elements=[table.c.trial_id, table.c.objective],
+            set_={name: upsert.excluded[name] for name in ("value", "value_type")},
+        )
+
+
+def _stored_now(column: str) -> datetime:
+    """`datetime.now()` as Optuna's trial model stores it in `column` (datetime_start or
+    datetime_complete: local time up to Optuna 4, naive UTC since 5), for a statement that
+    writes the column directly: set on a model object, read back from the column's attribute."""
+    model = _models.TrialModel
+    probe = model()
+    setattr(probe, column, datetime.now())
+    mapped = sa_inspect(model).get_property_by_column(model.__table__.c[column])
+    return cast(datetime, getattr(probe, mapped.key))

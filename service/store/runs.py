@@ -198,13 +198,21 @@ class Runs:
 
     def _complete_if_done(self, session: Session, study_id: int) -> None:
         """A study whose budget (or time) is used and whose runs have all ended is completed."""
-        used, open_runs, _ = self._budget(session, study_id)
-        if open_runs:
-            return
+        runs = select(
+            func.count().filter(Run.counts_budget.is_(True)).label("used"),
+            func.count().filter(Run.state.in_((RunState.QUEUED, RunState.RUNNING))).label("open"),
+        ).where(Run.study_id == study_id)
+        counts = runs.subquery()
+        # One round trip (it runs with every finished run): the counts and the study's limits.
         row = session.execute(
-            select(Study.spec, Study.started_at, Study.n_trials).where(Study.id == study_id)
-        ).one_or_none()
-        if row is not None and row.n_trials > used:
+            select(counts.c.used, counts.c.open, Study.spec, Study.started_at, Study.n_trials)
+            .select_from(counts)
+            .outerjoin(Study, Study.id == study_id)
+        ).one()
+        used = int(row.used or 0)
+        if row.open:
+            return
+        if row.n_trials is not None and row.n_trials > used:
             limit = _time_limit_reached(row.spec, row.started_at, utcnow())
             if limit is not None:
                 self._complete_for_time(session, study_id, limit, used, row.n_trials)

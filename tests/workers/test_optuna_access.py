@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import optuna
@@ -270,7 +273,7 @@ def test_held_parameters_are_stored_in_one_transaction(url: str) -> None:
     commits = _commits(study)
     write_held(study, trial)
     assert commits == ["commit"]
-    assert len([s for s in statements if "INSERT INTO trial_params" in s]) == 3
+    assert len([s for s in statements if "INSERT INTO trial_params" in s]) == 1  # 3 rows
     stored = optuna.load_study(study_name=owner.study_name, storage=url).trials[0]
     assert stored.params == suggested
     assert set(stored.distributions) == {"family", "lr", "depth"}
@@ -375,3 +378,31 @@ def test_released_writes_are_dropped(url: str) -> None:
     assert held_writes(study, trial) is None
     trial.report(0.5, 1)  # no longer held: written at once, as Optuna writes it
     assert _worker_study(url, name).trials[0].intermediate_values == {1: 0.5}
+
+
+@pytest.fixture
+def away_from_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """This process's local time five hours from UTC (the machine's is often UTC itself)."""
+    monkeypatch.setenv("TZ", "EST+05")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_times_written_directly_read_back_as_optunas_own(url: str, away_from_utc: None) -> None:
+    """A held end's datetime_complete and an enqueued trial's datetime_start are stored the way
+    Optuna's model stores them (naive UTC since Optuna 5): read back, they are now."""
+    owner = _create(url)
+    owner.enqueue_trial({"lr": 0.1})
+    study = _worker_study(url, owner.study_name)
+    trial = study.ask()  # the enqueued one, started by our conditional UPDATE
+    with holding_params(study, trial):
+        trial.suggest_float("lr", 1e-3, 1.0, log=True)
+    tell_optuna(study, trial, 0.5, None, verify=False)
+    write_held(study, trial)
+    (stored,) = _worker_study(url, owner.study_name).trials
+    now = datetime.now()
+    assert stored.datetime_start is not None and stored.datetime_complete is not None
+    assert abs(stored.datetime_start - now) < timedelta(minutes=5)
+    assert abs(stored.datetime_complete - now) < timedelta(minutes=5)
