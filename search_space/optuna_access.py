@@ -21,11 +21,15 @@ again for its state check and the sampler's `after_trial`; `known_trial` hands i
 own up-to-date copy after one statement that reads the trial's state, so a trial finished
 elsewhere (reaped) is still read in full and skipped exactly as Optuna skips it.
 
-And it writes a trial's suggested parameters in one transaction (`holding_params`, then
-`write_held_params`) instead of one per parameter: Optuna commits each `suggest_*` on its own
-(three statements and a commit each), the worker only needs them stored before it records the
-trial and trains. A parameter is still checked against the study's known distribution when it
-is suggested, as Optuna checks it.
+And it holds a worker's writes of a trial instead of committing each on its own (`holding_params`
+until `release_writes`): the suggested parameters (Optuna commits each `suggest_*` alone, three
+statements and a commit each), each reported value (`Trial.report`), and the trial's end
+(`set_trial_state_values` as `tell` calls it, after its checks and the sampler's `after_trial`).
+`held_writes(...).write(session)` writes them as Optuna's RDBStorage would, in bulk, inside a
+caller's transaction: the worker's attach, epoch and outcome transactions (service.store.runs),
+so a trial costs one commit per step instead of two, and a run's outcome and its trial's end
+commit together. A parameter is still checked against the study's known distribution when it is
+suggested, as Optuna checks it.
 
 It remembers which trials an `ask` set running, so that an `ask` which fails part-way (the
 sampler raises, or the database goes away while the `Trial` is built) can undo them

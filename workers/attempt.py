@@ -1,10 +1,13 @@
 """One attempt at one trial: train every seed, report each epoch live, store the outcome.
 
-Order of writes: each epoch is stored at once and reported to Optuna (pruning); the run's outcome
-is stored, then told to Optuna, then the run is marked synced (service.store.reconcile repairs a
-trial whose telling was cut short). Every database write is retried with back-off while the
-database is unreachable: epoch reports are buffered meanwhile and training goes on; the final
-result waits for the database (a second SIGTERM ends that wait).
+Order of writes: each epoch is reported to Optuna and stored at once, Optuna's value in the
+epoch's own transaction (search_space.optuna_access.HeldWrites), then the pruner is asked; the
+run's outcome and its Optuna trial's end are stored in one transaction, the run marked synced.
+Where the trial's writes are not held (a storage that cannot), or its end could not be made,
+the outcome is stored first and Optuna told afterwards (service.store.reconcile repairs a trial
+whose telling was cut short). Every database write is retried with back-off while the database
+is unreachable: epoch reports are buffered meanwhile and training goes on; the final result
+waits for the database (a second SIGTERM ends that wait).
 
 A study with a cost objective (spec `objectives`: [accuracy, step_time | params]) is told
 [accuracy, cost]: the cost is measured here after training (workers.cost) and stored with the
