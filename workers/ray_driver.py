@@ -86,6 +86,7 @@ class _Slot:
     seen: bool = False  # answered a status call once: it was placed and started
     status: dict[str, Any] = field(default_factory=dict)
     leaving_since: float | None = None  # released: asked to stop at this monotonic time
+    stop_sent: bool = False  # its stop call went out (only once it has been seen)
     aborted: bool = False
 
     @property
@@ -273,6 +274,8 @@ class RayDriver:
                 continue
             except ray.exceptions.RayError:
                 continue  # restarting, or its node is gone and Ray is placing it anew
+            if slot.leaving_since is not None:
+                self._send_stop(slot)  # released before it first answered (a slow start)
             state = slot.status.get("state")
             if state == "fatal":
                 self.fatal = f"slot {slot.index}: {slot.status.get('error')}"
@@ -333,6 +336,15 @@ class RayDriver:
     def _leave(self, slot: _Slot) -> None:
         slot.leaving_since = time.monotonic()
         if slot.seen:
+            self._send_stop(slot)
+
+    @staticmethod
+    def _send_stop(slot: _Slot) -> None:
+        """Ask a slot to finish its epoch and stop, once. A slot released before it first
+        answered a status call gets it when it does: it may have started training meanwhile,
+        and without it the drain waited its full DRAIN_S and then aborted the epoch."""
+        if not slot.stop_sent:
+            slot.stop_sent = True
             slot.handle.stop.remote()
 
     def _finish_leaving(self, ray: Any, limit_s: float = RELEASE_S) -> None:

@@ -22,7 +22,6 @@ from sqlalchemy.orm import Session
 
 from service.db import (
     ACTIVE_STUDY_STATUSES,
-    FINAL_STUDY_STATUSES,
     FINISHED_RUN_STATES,
     RUNNABLE_STUDY_STATUSES,
     Epoch,
@@ -35,6 +34,7 @@ from service.db import (
     utcnow,
 )
 from service.store.base import Database, NotFound
+from service.store.completion import complete, complete_if_done, stop_for_time, time_limit_reached
 from service.store.trainings import release_unfinished
 
 log = logging.getLogger(__name__)
@@ -154,8 +154,8 @@ class Runs:
         if study is None:
             return None
         n_trials, optuna_name, spec, started_at = study
-        if _time_limit_reached(spec, started_at, now) is not None:
-            self._stop_for_time(session, study_id)
+        if time_limit_reached(spec, started_at, now) is not None:
+            stop_for_time(session, study_id)
             return None
         used, open_runs, retry_id = self._budget(session, study_id)
         if retry_id is not None:
@@ -166,7 +166,7 @@ class Runs:
             session.add(run)
         else:
             if not open_runs:
-                self._complete(session, study_id)
+                complete(session, study_id)
             return None
         run.state = RunState.RUNNING
         run.worker_id = worker_id
@@ -195,76 +195,6 @@ class Runs:
             ).where(Run.study_id == study_id)
         ).one()
         return int(used or 0), int(open_runs or 0), retry_id
-
-    def _complete_if_done(self, session: Session, study_id: int) -> None:
-        """A study whose budget (or time) is used and whose runs have all ended is completed."""
-        runs = select(
-            func.count().filter(Run.counts_budget.is_(True)).label("used"),
-            func.count().filter(Run.state.in_((RunState.QUEUED, RunState.RUNNING))).label("open"),
-        ).where(Run.study_id == study_id)
-        counts = runs.subquery()
-        # One round trip (it runs with every finished run): the counts and the study's limits.
-        row = session.execute(
-            select(counts.c.used, counts.c.open, Study.spec, Study.started_at, Study.n_trials)
-            .select_from(counts)
-            .outerjoin(Study, Study.id == study_id)
-        ).one()
-        used = int(row.used or 0)
-        if row.open:
-            return
-        if row.n_trials is not None and row.n_trials > used:
-            limit = _time_limit_reached(row.spec, row.started_at, utcnow())
-            if limit is not None:
-                self._complete_for_time(session, study_id, limit, used, row.n_trials)
-            return
-        self._complete(session, study_id, used)
-
-    def _stop_for_time(self, session: Session, study_id: int) -> None:
-        """Past timeouts.study_s: no new trial, no queued retry; completed once none runs."""
-        now = utcnow()
-        session.execute(
-            update(Run)
-            .where(Run.study_id == study_id, Run.state == RunState.QUEUED)
-            .values(
-                state=RunState.CANCELLED,
-                failure_reason="time_limit",
-                failure_message="the study reached its time limit (timeouts.study_s)",
-                finished_at=now,
-            )
-            .execution_options(synchronize_session=False)
-        )
-        self._complete_if_done(session, study_id)
-
-    @staticmethod
-    def _complete_for_time(
-        session: Session, study_id: int, limit: int, used: int, n_trials: int
-    ) -> None:
-        now = utcnow()
-        session.execute(
-            update(Study)
-            .where(Study.id == study_id, Study.status.not_in(FINAL_STUDY_STATUSES))
-            .values(
-                status=StudyStatus.COMPLETED,
-                finished_at=now,
-                updated_at=now,
-                error=f"stopped at its time limit (timeouts.study_s = {limit} s) after "
-                f"{used} of its {n_trials} trials",
-            )
-            .execution_options(synchronize_session=False)
-        )
-
-    @staticmethod
-    def _complete(session: Session, study_id: int, used: int | None = None) -> None:
-        """Mark the study completed if its budget (`used` units, None: known to be) is spent."""
-        query = update(Study).where(Study.id == study_id, Study.status.not_in(FINAL_STUDY_STATUSES))
-        if used is not None:
-            query = query.where(Study.n_trials <= used)
-        now = utcnow()
-        session.execute(
-            query.values(
-                status=StudyStatus.COMPLETED, finished_at=now, updated_at=now
-            ).execution_options(synchronize_session=False)
-        )
 
     def release(self, run_id: int) -> None:
         """Undo a claim that never reached Optuna (e.g. its data is missing): no trace is left.
@@ -458,7 +388,7 @@ class Runs:
                     )
                 )
             session.flush()
-            self._complete_if_done(session, run.study_id)
+            complete_if_done(session, run.study_id)
             return True
 
     def record_of(self, run_id: int) -> dict[str, Any] | None:
@@ -540,7 +470,7 @@ class Runs:
             trial_id = run.optuna_trial_id
             if study is not None and not retry:
                 session.flush()
-                self._complete_if_done(session, study.id)
+                complete_if_done(session, study.id)
         log.warning("run %s lost its worker; %s", run_id, "retry queued" if retry else "no retry")
         if trial_id is not None and self._fail_optuna_trial(trial_id):
             self.mark_synced(run_id)
@@ -586,16 +516,6 @@ class Runs:
         self._reap(run_id, utcnow(), handed_back=True)
         with self.db.session() as session:
             self._get(session, run_id).failure_message = reason
-
-
-def _time_limit_reached(
-    spec: dict[str, Any] | None, started_at: datetime | None, now: datetime
-) -> int | None:
-    """The study's timeouts.study_s when its time since the first claim has reached it."""
-    limit = ((spec or {}).get("timeouts") or {}).get("study_s")
-    if not limit or started_at is None:
-        return None
-    return int(limit) if (now - started_at).total_seconds() >= limit else None
 
 
 def study_status(study_id: Any) -> Any:

@@ -406,3 +406,74 @@ def test_times_written_directly_read_back_as_optunas_own(url: str, away_from_utc
     assert stored.datetime_start is not None and stored.datetime_complete is not None
     assert abs(stored.datetime_start - now) < timedelta(minutes=5)
     assert abs(stored.datetime_complete - now) < timedelta(minutes=5)
+
+
+def _sent(study: optuna.Study) -> list[tuple[str, Any]]:
+    """Every statement the study's storage sends from now on, with its parameters."""
+    sent: list[tuple[str, Any]] = []
+    engine = study._storage._backend.engine  # type: ignore[attr-defined]
+    event.listen(engine, "before_cursor_execute", lambda *a: sent.append((a[2], a[3])))
+    return sent
+
+
+def _loaded_ids(sent: list[tuple[str, Any]]) -> set[int]:
+    """Trial ids named by the whole-trial loads (`SELECT trials.trial_id AS …`) among `sent`."""
+    ids: set[int] = set()
+    for statement, params in sent:
+        if statement.lstrip().startswith("SELECT trials.trial_id AS"):
+            if isinstance(params, dict):  # psycopg: the IN list's keys are trial_id_1_<n>
+                ids.update(v for k, v in params.items() if k.startswith("trial_id_1_"))
+            else:  # sqlite: positional, between the study's id and the "newer than" bound
+                ids.update(params[1:-1])
+    return ids
+
+
+def test_a_read_of_finished_trials_loads_only_trials_newly_finished_elsewhere(url: str) -> None:
+    """The pruner's read, each epoch: this worker's own running trial is not loaded back, a
+    trial another worker finished is, once; one this worker ended is known without a load."""
+    owner = _create(url)
+    study, other = (_worker_study(url, owner.study_name) for _ in range(2))
+    first = study.ask()
+    study.tell(first, 0.1)
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 1  # the cache is built
+    mine = study.ask()
+    with holding_params(study, mine):
+        mine.suggest_float("lr", 1e-3, 1.0, log=True)
+    mine.report(0.2, 0)
+    theirs = other.ask()
+    other.tell(theirs, 0.3)
+    sent = _sent(study)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    assert [(t.number, t.value) for t in complete] == [(0, 0.1), (theirs.number, 0.3)]
+    assert _loaded_ids(sent) == {theirs._trial_id}
+    sent.clear()
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 2
+    assert len(sent) == 1  # which trials finished: none new
+    tell_optuna(study, mine, 0.5, None, verify=False)
+    write_held(study, mine)
+    sent.clear()
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    assert [(t.number, t.value) for t in complete] == [(0, 0.1), (1, 0.5), (2, 0.3)]
+    ended = complete[1]
+    assert ended.intermediate_values == {0: 0.2} and ended.params == mine.params
+    assert _loaded_ids(sent) == set()  # ended here: known without loading it back
+    again = _worker_study(url, owner.study_name).get_trials(states=(TrialState.COMPLETE,))
+    assert [(t.number, t.value) for t in again] == [(t.number, t.value) for t in complete]
+
+
+def test_a_full_read_still_sees_every_running_trial(url: str) -> None:
+    """After reads of finished trials only, a read of all trials (TPE's) has the running ones
+    with their latest values, as Optuna's refresh gives them."""
+    owner = _create(url)
+    study, other = (_worker_study(url, owner.study_name) for _ in range(2))
+    first = study.ask()
+    study.tell(first, 0.1)
+    study.get_trials(states=(TrialState.COMPLETE,))
+    theirs = other.ask()
+    study.get_trials(states=(TrialState.COMPLETE,))  # theirs: running, not loaded
+    theirs.report(0.7, 0)
+    everything = {t.number: t for t in study.get_trials()}
+    assert everything[theirs.number].state == TrialState.RUNNING
+    assert everything[theirs.number].intermediate_values == {0: 0.7}
+    other.tell(theirs, 0.9)
+    assert [t.value for t in study.get_trials(states=(TrialState.COMPLETE,))] == [0.1, 0.9]
