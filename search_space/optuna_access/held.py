@@ -78,34 +78,31 @@ def held_rows(insert: Any, writes: HeldWrites) -> Iterator[Any]:
         )
     if writes.steps:
         model = _models.TrialIntermediateValueModel
-        steps = model.__table__
         rows = []
         for step, value in dict(writes.steps).items():  # a step reported twice: the last value
             stored, step_kind = model.intermediate_value_to_stored_repr(value)
             rows.append({"trial_id": trial_id, "step": step, "intermediate_value": stored,
                          "intermediate_value_type": step_kind})  # fmt: skip
-        upsert = insert(steps).values(rows)
-        yield upsert.on_conflict_do_update(
-            index_elements=[steps.c.trial_id, steps.c.step],
-            set_={
-                name: upsert.excluded[name]
-                for name in ("intermediate_value", "intermediate_value_type")
-            },
-        )
+        yield _upsert(insert, model.__table__, rows, "step")
     _state, values = writes.end or (None, None)
     if values:
-        model_values = _models.TrialValueModel
-        table = model_values.__table__
+        value_model = _models.TrialValueModel
         rows = []
         for objective, value in enumerate(values):
-            stored, kind = model_values.value_to_stored_repr(value)
+            stored, kind = value_model.value_to_stored_repr(value)
             rows.append({"trial_id": trial_id, "objective": objective, "value": stored,
                          "value_type": kind})  # fmt: skip
-        upsert = insert(table).values(rows)
-        yield upsert.on_conflict_do_update(
-            index_elements=[table.c.trial_id, table.c.objective],
-            set_={name: upsert.excluded[name] for name in ("value", "value_type")},
-        )
+        yield _upsert(insert, value_model.__table__, rows, "objective")
+
+
+def _upsert(insert: Any, table: Any, rows: list[dict[str, Any]], key: str) -> Any:
+    """Rows keyed by (trial_id, `key`), written again over what a row already holds."""
+    upsert = insert(table).values(rows)
+    keys = ("trial_id", key)
+    return upsert.on_conflict_do_update(
+        index_elements=[table.c[name] for name in keys],
+        set_={name: upsert.excluded[name] for name in rows[0] if name not in keys},
+    )
 
 
 def stored_now(column: str) -> datetime:

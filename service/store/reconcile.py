@@ -1,13 +1,16 @@
 """Keep Optuna's trials in step with our runs: the runs table is the truth.
 
-A run's outcome is committed in our tables first and told to Optuna afterwards, in another
-transaction (Optuna's storage has its own). A worker killed between the two, or a tell that
-failed, would leave the Optuna trial RUNNING for ever: TPE's constant liar counts it in flight,
-optuna-dashboard shows a trial that never ends. A worker killed after Optuna created a trial and
-before the run recorded its id leaves a RUNNING trial that no run points to.
+A worker writes a run's outcome and its Optuna trial's end in one transaction (its held Optuna
+writes, search_space.optuna_access) and stores the run synced. Where it could not (the trial's
+end could not be made, a storage that does not hold Optuna's writes) and where a run is reaped,
+the outcome is committed first and Optuna told afterwards, in another transaction: a worker
+killed between the two, or a tell that failed, would leave the Optuna trial RUNNING for ever
+(TPE's constant liar counts it in flight, optuna-dashboard shows a trial that never ends). A
+worker killed after Optuna created a trial and before the run recorded its id leaves a RUNNING
+trial that no run points to.
 
-So every run that ends is stored with `optuna_synced = false` (Runs.finish, reaping), and set
-true once Optuna has been told. `Reconciler.sweep()`, which every live worker runs at its
+So such a run is stored with `optuna_synced = false` (Runs.finish without the trial's end,
+reaping), and set true once Optuna has been told. `Reconciler.sweep()`, which every live worker runs at its
 heartbeat (as it reaps lost runs), repairs what was left behind:
 
 1. A run that ended more than `settle_s` ago, still not synced, with an Optuna trial: the trial is

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -77,6 +78,19 @@ def _optuna_trials(store: Store, study_name: str) -> list[optuna.trial.FrozenTri
     )
 
 
+def _attached_trial(store: Store, name: str, worker_id: str) -> tuple[optuna.Study, Any]:
+    """The study's Optuna study, and a claim whose run is attached to a new running trial."""
+    optuna_study = optuna.load_study(study_name=name, storage=store.db.optuna)
+    trial = optuna_study.ask()
+    claim = store.runs.claim_next(worker_id)
+    assert claim is not None
+    store.runs.attach_trial(
+        claim.run_id, trial_id=trial._trial_id, number=trial.number, params={}, family="relu",
+        config=None,
+    )  # fmt: skip
+    return optuna_study, claim
+
+
 def _study(store: Store, folder: Path) -> tuple[int, str]:
     spec = tiny_spec(folder, n_trials=1, activations={"relu": {}})
     study, _ = store.studies.create(make_user(store), spec)
@@ -124,14 +138,7 @@ def test_a_run_stored_without_its_trials_end_is_told_by_the_reconciler(
     storage that does not hold Optuna's writes): the reconciler sets the trial from the run."""
     store = open_store(url)
     study_id, name = _study(store, folder)
-    optuna_study = optuna.load_study(study_name=name, storage=store.db.optuna)
-    trial = optuna_study.ask()
-    claim = store.runs.claim_next("w-gone")
-    assert claim is not None
-    store.runs.attach_trial(
-        claim.run_id, trial_id=trial._trial_id, number=trial.number, params={}, family="relu",
-        config=None,
-    )  # fmt: skip
+    optuna_study, claim = _attached_trial(store, name, "w-gone")
     assert store.runs.finish(claim.run_id, state="complete", value=0.625)
     (run,) = runs_of(store, study_id)
     assert not run.optuna_synced and optuna_study.trials[0].state == TrialState.RUNNING
@@ -180,14 +187,7 @@ def test_the_reconciler_leaves_live_and_referenced_trials_alone(
 ) -> None:
     store = open_store(url)
     _, name = _study(store, folder)
-    optuna_study = optuna.load_study(study_name=name, storage=store.db.optuna)
-    live = optuna_study.ask()
-    claim = store.runs.claim_next("w-live")
-    assert claim is not None
-    store.runs.attach_trial(
-        claim.run_id, trial_id=live._trial_id, number=live.number, params={}, family="relu",
-        config=None,
-    )  # fmt: skip
+    optuna_study, claim = _attached_trial(store, name, "w-live")
     reconciler = Reconciler(store.db, settle_s=0.0)
     for _ in range(3):
         report = reconciler.sweep()
