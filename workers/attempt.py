@@ -306,13 +306,17 @@ class Attempt:
             held.written()
         return status
 
+    def _report_pending(self) -> None:
+        """Report buffered values to Optuna, in order (each one dropped once reported)."""
+        while self.pending.optuna:
+            epoch, value = self.pending.optuna[0]
+            self.trial.report(value, epoch)
+            self.pending.optuna.pop(0)
+
     def _report_to_optuna(self) -> None:
         """Report buffered values to Optuna (kept while the database is unreachable)."""
         try:
-            while self.pending.optuna:
-                epoch, value = self.pending.optuna[0]
-                self.trial.report(value, epoch)
-                self.pending.optuna.pop(0)
+            self._report_pending()
         except optuna.exceptions.UpdateFinishedTrialError as error:
             raise Stop("abandoned") from error  # reaped meanwhile: Optuna's trial is failed
         except Exception as error:
@@ -469,9 +473,9 @@ class Attempt:
         log.warning("run %s failed (%s%s): %s", self.run_id, reason, where, message)
         return Outcome("failed", reason=reason)
 
-    def _finish(self, told: _Told, *, state: str, value: float | None, **fields: Any) -> bool:
-        """Store the outcome and tell Optuna (waiting for the database); False if the run was
-        reaped meanwhile (its result is dropped).
+    def _finish(self, told: _Told, *, state: str, value: float | None, **fields: Any) -> None:
+        """Store the outcome and tell Optuna (waiting for the database); a run reaped meanwhile
+        has its result dropped.
 
         Where the trial's writes are held, the trial's end is written in the outcome's own
         transaction and the run is stored synced; otherwise Optuna is told afterwards."""
@@ -495,13 +499,12 @@ class Attempt:
             )
         except NotFound:
             log.warning("run %s is gone (study deleted?); its outcome is dropped", self.run_id)
-            return False
+            return
         if stored and held is not None:
             held.written()
         elif stored and not holding:
             self._tell(told)
         # Held, but Optuna's end could not be made: stored unsynced, the reconciler tells it.
-        return stored
 
     def _held_end(self, told: _Told) -> HeldWrites | None:
         """Tell Optuna while the trial's writes are held: what it would write, to be stored
@@ -519,10 +522,7 @@ class Attempt:
         """Report buffered epochs to Optuna, then finish its trial (waiting for the database)."""
 
         def tell() -> None:
-            while self.pending.optuna:
-                epoch, reported = self.pending.optuna[0]
-                self.trial.report(reported, epoch)
-                self.pending.optuna.pop(0)
+            self._report_pending()
             tell_without_reread(self.study, self.trial, told.values(), told.state)
 
         try:
