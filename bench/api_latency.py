@@ -8,13 +8,15 @@ ANALYZEs it (the state autovacuum keeps); starts the real `actsearch serve` (`--
 server processes; or the app in a thread of this process) and measures over HTTP:
 
 - sequential: each route alone, warm-up then `--requests` requests one after another (httpx),
-  p50/p90/p99. Twice: as an unchanged study is read (answers kept per tag), and `cold`: the
-  study's change counter bumped before every request, so that every answer is computed.
+  p50/p90/p99. Three times: as an unchanged study is read (answers kept per tag); `cold`: the
+  study's change counter bumped before every request, so that every answer is computed; and
+  `polled`: the same changes, asked as the dashboard polls (Cache-Control: max-stale=10: the
+  server answers with what it has and computes the current answer in the background).
 - concurrent: `--clients` clients at once for `--duration` seconds over the hot routes (study
   list, study detail, trials page, leaderboard, summary, workers; bench/http_load.py), in
   scenarios: `static` (nothing changes), `live` (simulated workers heartbeat their running
   trials with live progress every 5 s and a trial finishes every 2 s), each with and without
-  If-None-Match (`-conditional`: as the dashboard and `--follow` poll).
+  If-None-Match and max-stale=10 (`-conditional`: as the dashboard and `--follow` poll).
 
 Targets (issue 21; the 2-core machine, PostgreSQL): one client, 100,000 trials in a
 study and 1,000,000 in the database: p99 < 50 ms on every route; 50 clients on a 10,000-trial
@@ -202,17 +204,23 @@ def _bump(store: Store, study_id: int) -> None:
 
 
 def time_endpoint(
-    client: httpx.Client, path: str, params: dict[str, Any], n: int, warmup: int, cold: Any
+    client: httpx.Client,
+    path: str,
+    params: dict[str, Any],
+    n: int,
+    warmup: int,
+    cold: Any,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Latency samples (ms) of n sequential requests after warm-up; `cold()` before each."""
     for _ in range(warmup):
-        client.get(path, params=params).raise_for_status()
+        client.get(path, params=params, headers=headers).raise_for_status()
     samples = []
     for _ in range(n):
         if cold is not None:
             cold()
         began = time.perf_counter()
-        response = client.get(path, params=params)
+        response = client.get(path, params=params, headers=headers)
         samples.append((time.perf_counter() - began) * 1000)
         response.raise_for_status()
     return {"n": n, "p50_ms": statistics.median(samples), "p90_ms": percentile(samples, 90),
@@ -223,18 +231,21 @@ def time_endpoint(
 def sequential(
     base: str, token: str, store: Store, study_id: int, best: int, args: argparse.Namespace
 ) -> dict[str, Any]:
-    """Each route alone, as kept answers and cold."""
+    """Each route alone: kept answers; cold (a change before every request: each answer
+    computed); polled (the same changes, asked as the dashboard polls: an older answer up to
+    10 s old accepted while the current one is computed in the background)."""
     out: dict[str, Any] = {}
+    bump = lambda: _bump(store, study_id)  # noqa: E731
+    polls = {"Cache-Control": "max-stale=10"}
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60) as c:
         for label, path, params in endpoints(study_id, best):
             kept = time_endpoint(c, path, params, args.requests, args.warmup, None)
-            cold = time_endpoint(
-                c, path, params, args.cold_requests, 2, lambda: _bump(store, study_id)
-            )
+            cold = time_endpoint(c, path, params, args.cold_requests, 2, bump)
+            polled = time_endpoint(c, path, params, args.cold_requests, 2, bump, polls)
             request = {"path": path.replace(str(study_id), "{id}"), "params": params}
-            out[label] = {"kept": kept, "cold": cold, "request": request}
-            log.info("%-24s kept p99 %6.1f ms, cold p99 %6.1f ms", label, kept["p99_ms"],
-                     cold["p99_ms"])  # fmt: skip
+            out[label] = {"kept": kept, "cold": cold, "polled": polled, "request": request}
+            log.info("%-24s kept p99 %6.1f ms, cold p99 %6.1f ms, polled p99 %6.1f ms", label,
+                     kept["p99_ms"], cold["p99_ms"], polled["p99_ms"])  # fmt: skip
     return out
 
 
@@ -366,9 +377,11 @@ def main() -> int:
         }
         if args.mode in ("sequential", "both"):
             seq = sequential(server.base, token, store, study_id, best, args)
-            worst = max(r[kind]["p99_ms"] for r in seq.values() for kind in ("kept", "cold"))
-            report |= {"target_p99_ms": TARGET_P99_MS, "worst_p99_ms": round(worst, 2),
-                       "meets_target": worst < TARGET_P99_MS, "endpoints": seq}  # fmt: skip
+            worst = {kind: max(r[kind]["p99_ms"] for r in seq.values())
+                     for kind in ("kept", "cold", "polled")}  # fmt: skip
+            report |= {"target_p99_ms": TARGET_P99_MS, "worst_p99_ms": worst,
+                       "meets_target": {k: v < TARGET_P99_MS for k, v in worst.items()},
+                       "endpoints": seq}  # fmt: skip
         if args.mode in ("concurrent", "both"):
             report["concurrent"] = concurrent(server, token, store, study_id, args)
             report["concurrent_target"] = {"requests_per_s": TARGET_RPS,
@@ -405,15 +418,16 @@ def print_report(report: dict[str, Any], out: Path) -> None:
           f"at start, {m['load_avg_1m']:.1f} at end")  # fmt: skip
     if "endpoints" in report:
         print(f"\none client, sequential ({'kept'} answers / cold: every answer computed)")
-        print(f"{'route':<26}{'p50':>8}{'p99':>8}{'cold p50':>10}{'cold p99':>10}{'bytes':>9}")
+        print(f"{'route':<26}{'p50':>8}{'p99':>8}{'cold p50':>10}{'cold p99':>10}"
+              f"{'polled p50':>12}{'polled p99':>12}{'bytes':>9}")  # fmt: skip
         for label, r in report["endpoints"].items():
-            k, c = r["kept"], r["cold"]
+            k, c, p = r["kept"], r["cold"], r["polled"]
             print(f"{label:<26}{k['p50_ms']:>8.1f}{k['p99_ms']:>8.1f}{c['p50_ms']:>10.1f}"
-                  f"{c['p99_ms']:>10.1f}{k['bytes']:>9}")  # fmt: skip
-        verdict = "meets" if report["meets_target"] else "MISSES"
-        print(
-            f"worst p99 {report['worst_p99_ms']:.1f} ms: {verdict} the {TARGET_P99_MS:.0f} ms target"
-        )
+                  f"{c['p99_ms']:>10.1f}{p['p50_ms']:>12.1f}{p['p99_ms']:>12.1f}"
+                  f"{k['bytes']:>9}")  # fmt: skip
+        for kind, worst in report["worst_p99_ms"].items():
+            verdict = "meets" if report["meets_target"][kind] else "MISSES"
+            print(f"{kind}: worst p99 {worst:.1f} ms: {verdict} the {TARGET_P99_MS:.0f} ms target")
     for scenario, r in report.get("concurrent", {}).items():
         a = r["all"]
         print(f"\n{r['clients']} clients, {r['duration_s']:.0f} s, {scenario}: "

@@ -38,6 +38,7 @@ import os
 import platform
 import random
 import socket
+import statistics
 import sys
 import threading
 import time
@@ -433,17 +434,19 @@ def run_plan(args: argparse.Namespace) -> dict[str, Any]:
             for workers in steps:
                 for path in paths:
                     target = bouncer if path == "pgbouncer" else server
-                    for system in systems:
-                        trials = trials_for(workers, args)
-                        run = measure(
-                            system, server, target, workers, trials, args.epochs,
-                            args.max_processes, not args.without_version_triggers,
-                        )  # fmt: skip
-                        runs.append(run)
-                        _print_run(run)
-                        if args.partial:  # a run cut short by a time limit keeps what it measured
-                            with open(args.partial, "a") as out:
-                                out.write(json.dumps(run, default=str) + "\n")
+                    for repeat in range(args.repeats):
+                        for system in order_of(systems, repeat):
+                            trials = trials_for(workers, args)
+                            run = measure(
+                                system, server, target, workers, trials, args.epochs,
+                                args.max_processes, not args.without_version_triggers,
+                            )  # fmt: skip
+                            run["repeat"] = repeat
+                            runs.append(run)
+                            _print_run(run)
+                            if args.partial:  # a run cut short by a time limit keeps its figures
+                                with open(args.partial, "a") as out:
+                                    out.write(json.dumps(run, default=str) + "\n")
     return {
         "machine": info,
         "settings": {
@@ -453,6 +456,7 @@ def run_plan(args: argparse.Namespace) -> dict[str, Any]:
             "pgbouncer_pool_size": args.pool_size,
             "max_connections": args.max_connections,
             "max_processes": args.max_processes,
+            "repeats": args.repeats,
             "version_triggers": not args.without_version_triggers,
         },
         "runs": runs,
@@ -460,24 +464,38 @@ def run_plan(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def order_of(systems: list[str], repeat: int) -> list[str]:
+    """Which system goes first alternates between repeats, so a drift in the machine's load
+    (another job starting, the page cache warming) does not always favour the same one."""
+    return systems if repeat % 2 == 0 else systems[::-1]
+
+
 def ratios(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Ours / plain Optuna trials/s for each (workers, path) measured for both."""
-    by_key = {(r["workers"], r["path"], r["system"]): r for r in runs}
-    out = []
-    for (workers, path, system), ours in sorted(by_key.items()):
-        peer = by_key.get((workers, path, "optuna"))
+    """Ours / plain Optuna trials/s for each (workers, path) measured for both: the median of
+    the repeats' ratios (each repeat's pair ran back to back), with every repeat's ratio."""
+    by_key = {(r["workers"], r["path"], r.get("repeat", 0), r["system"]): r for r in runs}
+    pairs: dict[tuple[int, str], list[tuple[float, float]]] = defaultdict(list)
+    for (workers, path, repeat, system), ours in sorted(by_key.items()):
+        peer = by_key.get((workers, path, repeat, "optuna"))
         if system != "ours" or peer is None:
             continue
-        out.append(
-            {
-                "workers": workers,
-                "path": path,
-                "ours_over_optuna": ours["trials_per_s"] / peer["trials_per_s"],
-                "ours_over_optuna_steady": ours["trials_per_s_steady"]
-                / peer["trials_per_s_steady"],
-            }
+        pairs[(workers, path)].append(
+            (
+                ours["trials_per_s"] / peer["trials_per_s"],
+                ours["trials_per_s_steady"] / peer["trials_per_s_steady"],
+            )
         )
-    return out
+    return [
+        {
+            "workers": workers,
+            "path": path,
+            "repeats": len(found),
+            "ours_over_optuna": statistics.median(whole for whole, _ in found),
+            "ours_over_optuna_steady": statistics.median(steady for _, steady in found),
+            "ours_over_optuna_each": [round(whole, 3) for whole, _ in found],
+        }
+        for (workers, path), found in sorted(pairs.items())
+    ]
 
 
 # -- output -----------------------------------------------------------------------------------
@@ -522,11 +540,12 @@ def markdown(result: dict[str, Any]) -> str:
         "|---|---|---|---:|---:|---:|---:|---:|---:|---|---|",
         *[table_row(run) for run in result["runs"]],
         "",
-        "| workers | path | ours / plain Optuna (trials/s) | steady |",
-        "|---|---|---:|---:|",
+        "| workers | path | ours / plain Optuna (trials/s), median | steady, median | each repeat |",
+        "|---|---|---:|---:|---|",
         *[
             f"| {r['workers']} | {r['path']} | {r['ours_over_optuna']:.2f} "
-            f"| {r['ours_over_optuna_steady']:.2f} |"
+            f"| {r['ours_over_optuna_steady']:.2f} "
+            f"| {' / '.join(f'{x:.2f}' for x in r.get('ours_over_optuna_each', []))} |"
             for r in result["ratios"]
         ],
         "",
@@ -547,6 +566,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=3, help="epoch reports per trial")
     parser.add_argument("--trials", type=int, default=400, help="at least this many per run")
     parser.add_argument("--per-worker", type=int, default=4, help="at least this many per worker")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="runs per point; the ratio is their median"
+    )
     parser.add_argument("--max-processes", type=int, default=16, help="beyond: threads")
     parser.add_argument("--pool-size", type=int, default=20, help="PgBouncer server connections")
     parser.add_argument("--max-connections", type=int, default=1500, help="the private server's")

@@ -15,7 +15,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from service.api import errors, etag
+from service.api import errors, polls
 from service.api.routes import ROUTERS
 from service.api.security import SecurityHeadersMiddleware
 from service.dashboard import routes as dashboard
@@ -150,12 +150,12 @@ def create_app(
     app.state.store = store
     app.state.settings = settings
     app.state.sessions = SessionSigner(shared_secret(store.db, settings.session_secret))
-    etag.install(app)  # first: its middleware is the innermost, next to the routes
+    polls.install(app)  # first: its middleware is the innermost, next to the routes
     errors.install(app)
     # Outermost: every answer, the 500s and 503s of the error middleware too, gets the headers.
     app.add_middleware(SecurityHeadersMiddleware)
     for router in ROUTERS:
-        app.include_router(router, prefix="/api/v1")
+        polls.include_router(app, router, prefix="/api/v1")
     dashboard.install(app)
     app.openapi = lambda: _openapi_with_spec(app)  # type: ignore[method-assign]
     return app

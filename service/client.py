@@ -15,6 +15,7 @@ from service.settings import default_home
 
 CLIENT_FILE = "client.json"  # written by `actsearch up`: the local URL and the admin's login token
 DEFAULT_URL = "http://127.0.0.1:8000"
+POLL_MAX_STALE_S = 10  # a followed study may show an answer this old (seconds); see poll()
 
 
 class ApiError(Exception):
@@ -167,10 +168,13 @@ class Client:
     def poll(self, path: str, params: dict[str, Any] | None = None) -> Any:
         """GET → JSON, conditionally: the ETag of this path and query's last answer goes along
         as If-None-Match, and while the API answers 304 (unchanged; no body) that answer is
-        returned again (a fresh copy)."""
+        returned again (a fresh copy). For following a study: an answer up to POLL_MAX_STALE_S
+        old is accepted (the server computes the current one meanwhile, for the next poll)."""
         key = f"{path}?{urlencode(sorted((params or {}).items()))}"
         kept = self._kept.get(key)
-        headers = {"If-None-Match": kept[0]} if kept else {}
+        headers = {"Cache-Control": f"max-stale={POLL_MAX_STALE_S}"}
+        if kept:
+            headers["If-None-Match"] = kept[0]
         response = self.request("GET", path, params=params, headers=headers)
         if response.status_code == 304 and kept:
             return json.loads(kept[1])

@@ -6,23 +6,25 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from service.api.security import require_same_origin_intent
 from service.store import Store, StudyInfo, UserInfo
 
 SESSION_COOKIE = "actsearch_session"
+USER_KEY = "user"  # request.state: the user service.api.polls already found for this request
 bearer = HTTPBearer(auto_error=False, description="a token from `actsearch users create`")
 
 
-def get_store(request: Request) -> Store:
-    """The app's store (built by create_app)."""
+async def get_store(request: Request) -> Store:
+    """The app's store (built by create_app). Async: a plain function would cost a thread hop."""
     return request.app.state.store
 
 
 StoreDep = Annotated[Store, Depends(get_store)]
 
 
-def current_user(
+async def current_user(
     request: Request,
     store: StoreDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
@@ -32,12 +34,15 @@ def current_user(
     A change made with the cookie must come from the dashboard's own pages (403 otherwise):
     another page of the same site gets the cookie too (service.api.security).
     """
+    found: UserInfo | None = getattr(request.state, USER_KEY, None)
+    if found is not None:  # a poll's token, checked by service.api.polls for this very request
+        return found
     token = credentials.credentials if credentials else None
     if token is None:
         token = request.app.state.sessions.token_from_cookie(request.cookies.get(SESSION_COOKIE))
         if token is not None:
             require_same_origin_intent(request, token)
-    user = store.users.authenticate(token) if token else None
+    user = await run_in_threadpool(store.users.authenticate, token) if token else None
     if user is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

@@ -20,11 +20,21 @@ Answers are also kept per process (`AnswerCache`), keyed by route, query and tag
 dashboards polling one study cost one computation per change, not 50. Every user sees the same
 answer on these routes (all users read all studies); the token is still checked first.
 
-When a change makes an answer miss, the first request computes it and the others asking for the
-same key meanwhile wait for it (`Flights`: one flight per key and process) instead of computing
-the same leaderboard side by side. They wait in the event loop, holding no request thread (the
-route the leader runs needs one), for `FLIGHT_WAIT_S` at most; a leader without an answer (an
-error, a 404) lets them compute their own.
+When a change makes an answer miss, the first request computes it (it leads the flight of that
+answer: `Flights`, one per route, tag and process) and the others asking meanwhile do not compute
+the same leaderboard side by side:
+
+- where an answer of the route is kept under an older tag, they get that one at once, with its
+  own (older) tag, as a cache serves a stale answer while it revalidates (RFC 5861). The tag
+  names what the body shows, so the client's next poll gets the new answer; only polls that
+  arrive while the new answer is computed (tens of milliseconds) see the older one;
+- otherwise (nothing kept yet) they wait for the leader, in the event loop, holding no request
+  thread (the route the leader runs needs one), for `FLIGHT_WAIT_S` at most; a leader without
+  an answer (an error, a 404) hands the lead to one of them.
+
+A route is made conditional by declaring one of the dependencies at the end (`STUDY`, `LIVE`,
+`STUDIES`, `CAMPAIGN`); service.api.polls, a middleware, finds such a route for each GET and
+does the rest (token, tag, 304, kept answer, flight) before FastAPI's routing.
 """
 
 from __future__ import annotations
@@ -36,16 +46,13 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import anyio
-from fastapi import Depends, FastAPI, Header, Request, Response
+from fastapi import Depends, Header
 from sqlalchemy import BigInteger, Integer, bindparam, func, literal, null, or_, select, union_all
-from starlette.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.deps import CurrentUser
 from service.db import Campaign, CampaignStatus, Run, RunState, Study
@@ -55,8 +62,6 @@ from service.store import Database
 Kind = Literal["study", "live", "studies"]
 WALL_CLOCK_S = 30  # a running campaign's tag changes at least this often
 CACHE_CONTROL = "private, no-cache"  # store it, but ask again (If-None-Match) before using it
-STATE_KEY = "answer_cache_key"  # request.state: where the capture middleware files the answer
-FLIGHT_KEY = "answer_flight"  # request.state: the key this request leads the flight of
 FLIGHT_WAIT_S = 5.0  # the longest a request waits for another's answer before computing its own
 SERVICE = Path(__file__).resolve().parents[1]
 
@@ -167,13 +172,15 @@ class Answer:
 
     body: bytes
     media_type: str
+    kept_at: float = field(default_factory=time.monotonic)
 
 
 class AnswerCache:
-    """Answers by (path, query, tag), least recently used out first, bounded in bytes.
+    """Answers by route (path and query) and tag, least recently used out first, bounded in bytes.
 
-    A key names the tag it was built under, so a change (a new tag) never meets an old answer;
-    old keys just age out.
+    A tag changes with what the answer shows, so a change never meets an old answer under the
+    new tag; old ones age out. The newest answer of each route is also found without its tag
+    (`newest`): what a poll gets while another request computes the current one.
     """
 
     def __init__(self, max_entries: int = 512, max_bytes: int = 64 << 20) -> None:
@@ -181,30 +188,42 @@ class AnswerCache:
         self.max_bytes = max_bytes
         self.max_answer = max_bytes // 8
         self._lock = threading.Lock()
-        self._answers: OrderedDict[str, Answer] = OrderedDict()
+        self._answers: OrderedDict[tuple[str, str], Answer] = OrderedDict()
+        self._newest: dict[str, str] = {}  # route → the tag of its answer kept last
         self._bytes = 0
 
-    def get(self, key: str) -> Answer | None:
-        """The answer kept under key, if any."""
+    def get(self, route: str, tag: str) -> Answer | None:
+        """The answer kept for `route` under `tag`, if any."""
         with self._lock:
-            answer = self._answers.get(key)
+            answer = self._answers.get((route, tag))
             if answer is not None:
-                self._answers.move_to_end(key)
+                self._answers.move_to_end((route, tag))
             return answer
 
-    def put(self, key: str, answer: Answer) -> None:
+    def newest(self, route: str) -> tuple[str, Answer] | None:
+        """The tag and answer of `route` kept last, whatever its tag."""
+        with self._lock:
+            tag = self._newest.get(route)
+            answer = None if tag is None else self._answers.get((route, tag))
+            return None if tag is None or answer is None else (tag, answer)
+
+    def put(self, route: str, tag: str, answer: Answer) -> None:
         """Keep an answer (one larger than an eighth of the budget is not kept)."""
         if len(answer.body) > self.max_answer:
             return
+        key = (route, tag)
         with self._lock:
             previous = self._answers.pop(key, None)
             if previous is not None:
                 self._bytes -= len(previous.body)
             self._answers[key] = answer
+            self._newest[route] = tag
             self._bytes += len(answer.body)
             while len(self._answers) > self.max_entries or self._bytes > self.max_bytes:
-                _, dropped = self._answers.popitem(last=False)
+                (old_route, old_tag), dropped = self._answers.popitem(last=False)
                 self._bytes -= len(dropped.body)
+                if self._newest.get(old_route) == old_tag:
+                    del self._newest[old_route]
 
     def __len__(self) -> int:
         with self._lock:
@@ -212,21 +231,23 @@ class AnswerCache:
 
 
 class Flights:
-    """Answers being computed, by key: the leader's event, set when its answer is kept or not.
+    """Answers being computed, by route and tag: the leader's event, set when its answer is kept
+    or not.
 
     Used from the event loop only (dependencies and middleware are async), so no lock."""
 
     def __init__(self) -> None:
-        self._events: dict[str, asyncio.Event] = {}
+        self._events: dict[tuple[str, str], asyncio.Event] = {}
+        self.revalidating: set[str] = set()  # routes computed in the background (service.api.polls)
 
-    def lead(self, key: str) -> asyncio.Event | None:
+    def lead(self, key: tuple[str, str]) -> asyncio.Event | None:
         """None: this request leads (others wait for it); else the leader's event to wait on."""
         event = self._events.get(key)
         if event is None:
             self._events[key] = asyncio.Event()
         return event
 
-    def land(self, key: str) -> None:
+    def land(self, key: tuple[str, str]) -> None:
         """The leader is done (answer kept or not): its waiters look again."""
         event = self._events.pop(key, None)
         if event is not None:
@@ -236,78 +257,12 @@ class Flights:
         return len(self._events)
 
 
-class NotModified(Exception):
-    """The client's copy is current: 304."""
-
-    def __init__(self, tag: str) -> None:
-        super().__init__(tag)
-        self.tag = tag
-
-
-class Kept(Exception):
-    """An answer kept under the current tag: sent as it is, the route not run."""
-
-    def __init__(self, tag: str, answer: Answer) -> None:
-        super().__init__(tag)
-        self.tag = tag
-        self.answer = answer
-
-
-def _headers(tag: str) -> dict[str, str]:
+def headers(tag: str) -> dict[str, str]:
+    """The headers of an answer under `tag`: a 200's and a 304's."""
     return {"ETag": tag, "Cache-Control": CACHE_CONTROL}
 
 
-async def _not_modified(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, NotModified)
-    return Response(status_code=304, headers=_headers(exc.tag))
-
-
-async def _kept(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, Kept)
-    return Response(exc.answer.body, media_type=exc.answer.media_type, headers=_headers(exc.tag))
-
-
-class KeepAnswersMiddleware:
-    """Files the 200 of a conditional route under the key its dependency chose (request.state)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("method") != "GET":
-            await self.app(scope, receive, send)
-            return
-        parts: list[bytes] = []
-        media_type = ""
-
-        async def send_and_keep(message: Message) -> None:
-            nonlocal media_type
-            await send(message)
-            key = scope.get("state", {}).get(STATE_KEY)
-            if key is None:
-                return
-            if message["type"] == "http.response.start":
-                if message["status"] != 200:
-                    scope["state"][STATE_KEY] = None
-                    return
-                for name, value in message.get("headers", []):
-                    if name == b"content-type":
-                        media_type = value.decode("latin-1")
-            elif message["type"] == "http.response.body":
-                parts.append(message.get("body", b""))
-                if not message.get("more_body", False):
-                    cache: AnswerCache = scope["app"].state.answers
-                    cache.put(key, Answer(b"".join(parts), media_type))
-
-        try:
-            await self.app(scope, receive, send_and_keep)
-        finally:
-            flight = scope.get("state", {}).get(FLIGHT_KEY)
-            if flight is not None:
-                scope["app"].state.flights.land(flight)
-
-
-# -- the dependency routes declare ----------------------------------------------------------------
+# -- the dependencies routes declare --------------------------------------------------------------
 IfNoneMatch = Annotated[
     str | None,
     Header(
@@ -318,95 +273,21 @@ IfNoneMatch = Annotated[
 ]
 
 
-def _answer_key(request: Request, tag: str) -> str:
-    return f"{request.url.path}?{request.url.query}#{tag}"
+def _declares(kind: str) -> Callable[..., Any]:
+    """A dependency that marks a route conditional: service.api.polls answers its polls and tags
+    its 200s. It documents If-None-Match and needs the user (401 before anything else)."""
 
-
-async def _conditional(
-    request: Request, response: Response, tag: str, if_none_match: str | None
-) -> None:
-    if matches(if_none_match, tag):
-        raise NotModified(tag)
-    key = _answer_key(request, tag)
-    cache: AnswerCache = request.app.state.answers
-    kept = cache.get(key) or await _wait_or_lead(request, key)
-    if kept is not None:
-        raise Kept(tag, kept)
-    response.headers.update(_headers(tag))
-    request.state.answer_cache_key = key
-
-
-async def _wait_or_lead(request: Request, key: str) -> Answer | None:
-    """Another request's answer for `key`, or None: this request computes it (leading the
-    flight unless the wait ran out). A leader that lands without an answer hands the lead to
-    the next waiter, so a failure does not set every waiter computing at once."""
-    flights: Flights = request.app.state.flights
-    cache: AnswerCache = request.app.state.answers
-    deadline = anyio.current_time() + FLIGHT_WAIT_S
-    while True:
-        leader = flights.lead(key)
-        if leader is None:
-            request.state.answer_flight = key  # the middleware lands it, answer or not
-            return None
-        with anyio.move_on_after(deadline - anyio.current_time()):
-            await leader.wait()
-        kept = cache.get(key)
-        if kept is not None or anyio.current_time() >= deadline:
-            return kept  # None: the leader was slow; compute it without leading
-
-
-def _study_id(request: Request) -> int | None:
-    """The path's study id, or None when it is not one (the route's validation answers)."""
-    try:
-        study_id = int(request.path_params.get("study_id", ""))
-    except ValueError:
+    async def conditional(_user: CurrentUser, if_none_match: IfNoneMatch = None) -> None:
         return None
-    return study_id if 1 <= study_id <= 2**31 - 1 else None
+
+    conditional.__name__ = f"conditional_{kind}"
+    return conditional
 
 
-def for_study(kind: Literal["study", "live"]) -> Callable[..., Any]:
-    """A dependency: 304 or a kept answer for the path's study, else the ETag on the answer."""
-
-    async def check(
-        request: Request, response: Response, _user: CurrentUser, if_none_match: IfNoneMatch = None
-    ) -> None:
-        study_id = _study_id(request)
-        if study_id is None:
-            return
-        tag = await run_in_threadpool(study_tag, request.app.state.store.db, study_id, kind)
-        if tag is not None:  # else the route answers 404
-            await _conditional(request, response, tag, if_none_match)
-
-    return check
-
-
-async def for_campaign(
-    request: Request, response: Response, _user: CurrentUser, if_none_match: IfNoneMatch = None
-) -> None:
-    """The dependency of a campaign's detail: 304 or a kept answer, else the ETag."""
-    try:
-        campaign_id = int(request.path_params.get("campaign_id", ""))
-    except ValueError:
-        return
-    if not 1 <= campaign_id <= 2**31 - 1:
-        return  # the route's validation answers
-    tag = await run_in_threadpool(campaign_tag, request.app.state.store.db, campaign_id)
-    if tag is not None:  # else the route answers 404
-        await _conditional(request, response, tag, if_none_match)
-
-
-async def for_studies(
-    request: Request, response: Response, _user: CurrentUser, if_none_match: IfNoneMatch = None
-) -> None:
-    """The dependency of the study list."""
-    tag = await run_in_threadpool(studies_tag, request.app.state.store.db)
-    await _conditional(request, response, tag, if_none_match)
-
-
-STUDY = Depends(for_study("study"))
-LIVE = Depends(for_study("live"))
-STUDIES = Depends(for_studies)
-CAMPAIGN = Depends(for_campaign)
+STUDY = Depends(_declares("study"))  # the study's change counters
+LIVE = Depends(_declares("live"))  # and its running trials' heartbeats
+STUDIES = Depends(_declares("studies"))  # the study list
+CAMPAIGN = Depends(_declares("campaign"))  # a campaign's detail
 
 TAG_HEADER = {
     "ETag": {
@@ -419,12 +300,3 @@ NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
 }
 # A route's responses: its 200 carries the ETag header; 304 when the client's copy is current.
 CONDITIONAL: dict[int | str, dict[str, Any]] = {200: {"headers": TAG_HEADER}, **NOT_MODIFIED}
-
-
-def install(app: FastAPI) -> None:
-    """The answer cache, its middleware (innermost: before any other is added) and handlers."""
-    app.state.answers = AnswerCache()
-    app.state.flights = Flights()
-    app.add_middleware(KeepAnswersMiddleware)
-    app.add_exception_handler(NotModified, _not_modified)
-    app.add_exception_handler(Kept, _kept)

@@ -18,6 +18,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.types import Scope
 
 from search_space.registry import resolve_settings
+from service.api import polls
 from service.api.security import cross_origin_reason
 from service.dashboard.auth import (
     LoginRequired,
@@ -251,7 +252,8 @@ def install(app: FastAPI) -> None:
     app.state.importance = ImportanceCache()
     app.add_exception_handler(LoginRequired, redirect_to_login)
     app.mount(STATIC_PREFIX, RevalidatedStatic(directory=STATIC), name="dashboard-static")
-    app.include_router(router)
-    app.include_router(data_router)
+    # Both through polls: its table of GET routes follows the app's order (data_router polls).
+    polls.include_router(app, router)
+    polls.include_router(app, data_router)
     # A plain route, like FastAPI's own docs route: it is not an API operation.
     app.add_route("/api/v1/docs", api_docs, include_in_schema=False)

@@ -1,5 +1,5 @@
 """The study page polls conditionally: If-None-Match on every poll, 304 while nothing changed,
-and a change still shows (the dashboard server runs two processes: tests/support.py)."""
+an older answer accepted (Cache-Control: max-stale), and a change still shows (the dashboard server runs two processes: tests/support.py)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,13 @@ def test_the_study_page_polls_with_if_none_match_and_takes_304(page: Any, server
     def path_of(url: str) -> str:
         return url.split("//", 1)[1].split("/", 1)[1].split("?", 1)[0].join(["/", ""])
 
-    page.on("request", lambda r: polls.append((path_of(r.url), r.headers.get("if-none-match"))))
+    accepts_older: list[tuple[str, str | None]] = []  # (path, Cache-Control sent)
+
+    def sent(request: Any) -> None:
+        polls.append((path_of(request.url), request.headers.get("if-none-match")))
+        accepts_older.append((path_of(request.url), request.headers.get("cache-control")))
+
+    page.on("request", sent)
     page.on("response", lambda r: answers.append((path_of(r.url), r.status)))
     sign_in(page, server)
     page.goto(f"{server.url}/studies/{study.id}")
@@ -55,6 +61,8 @@ def test_the_study_page_polls_with_if_none_match_and_takes_304(page: Any, server
         assert (path, 304) in answers, f"no 304 for {path}: {answers}"
         conditional = [tag for p, tag in polls if p == path and tag]
         assert conditional and all(tag.startswith('W/"') for tag in conditional)
+        # A poll accepts an answer computed up to 10 s ago (the server revalidates meanwhile).
+        assert {cc for p, cc in accepts_older if p == path} == {"max-stale=10"}
 
     worker.complete(running, curve_of(running.family, running.params, 3))  # a change
     expect(page.locator("#count-value")).to_have_text("2 / 3", timeout=20_000)

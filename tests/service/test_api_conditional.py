@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import optuna
 import pytest
+from fastapi.testclient import TestClient
 
 from service.store import Store
 from tests.service.conftest import Person, add_trial, new_person, spec
@@ -160,3 +161,42 @@ def test_a_kept_answer_is_the_answer(api: httpx.Client, store: Store) -> None:
     assert first.headers["X-Request-ID"] != second.headers["X-Request-ID"]
     csv = fetch(api, owner, path, format="csv")  # another query: another answer
     assert csv.headers["Content-Type"].startswith("text/csv") and csv.text.startswith("family,")
+
+
+def test_the_dashboards_session_cookie_polls_as_a_token_does(
+    client: TestClient, store: Store
+) -> None:
+    """The dashboard polls with its session cookie: 304 while unchanged, the kept answer to a
+    second page. A forged cookie, or a token that is not a bearer one, gets no answer (401) and
+    not even a 404 for a missing study: nothing is read before the caller is known."""
+    owner = new_person(store, "cookie")
+    study, _ = store.studies.create(owner.info, spec(n_trials=2))
+    add_trial(store, study.id, value=0.6)
+    sessions = client.app.state.sessions  # type: ignore[attr-defined]
+    cookie = {"Cookie": f"actsearch_session={sessions.cookie_for(owner.token)}"}
+    path = f"/dashboard/data/studies/{study.id}/summary"
+    first = client.get(path, headers=cookie)
+    assert first.status_code == 200, first.text
+    again = client.get(path, headers={**cookie, "If-None-Match": first.headers["ETag"]})
+    assert again.status_code == 304 and again.content == b""
+    kept = client.get(path, headers={**cookie, "Authorization": "Basic eDp5"})  # cookie still used
+    assert kept.status_code == 200 and kept.content == first.content
+    forged = {"Cookie": f"actsearch_session={owner.token}.{'0' * 64}"}
+    assert client.get(path, headers=forged).status_code == 401
+    assert client.get("/dashboard/data/studies/999999/summary", headers=forged).status_code == 401
+    malformed = {"Cookie": 'actsearch_session="unterminated', "If-None-Match": "*"}
+    assert client.get(path, headers=malformed).status_code == 401
+
+
+def test_a_poll_with_a_path_that_is_not_an_id_gets_the_routes_own_answer(
+    client: TestClient, store: Store
+) -> None:
+    owner = new_person(store, "not-an-id")
+    for path in (
+        "/api/v1/studies/abc",
+        "/api/v1/studies/0/leaderboard",
+        "/api/v1/studies/99999999999",
+    ):
+        response = client.get(path, headers={**owner.headers, "If-None-Match": "*"})
+        assert response.status_code == 422, (path, response.status_code)
+        assert response.json()["detail"], path

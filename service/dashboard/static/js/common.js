@@ -19,19 +19,31 @@ export function csrfHeaders() {
 // unchanged study answers 304 with no body (the server's cost: one indexed read).
 const kept = new Map();
 const KEPT_MAX = 64;
+// A poll accepts an answer up to MAX_STALE_S old: after a change the server answers with the one
+// it has and computes the current one for the next poll. Not for a while after this page changed
+// something itself: its next reads must show that change.
+const MAX_STALE_S = 10;
+let freshUntil = 0;
+
+// This page changed something: its reads ask for current answers for a while.
+export function madeChange() {
+  freshUntil = Date.now() + MAX_STALE_S * 1000;
+}
 
 // Fetch JSON with the session cookie. A 401 means the session ended: go back to the login form.
 // GETs are conditional: on 304 the kept answer is returned (a fresh copy: callers may change it).
 export async function getJSON(url, options = {}) {
   const get = (options.method || "GET").toUpperCase() === "GET";
   const copy = get ? kept.get(url) : undefined;
+  if (!get) madeChange();
+  const stale = get && Date.now() > freshUntil ? { "Cache-Control": `max-stale=${MAX_STALE_S}` } : {};
   const response = await fetch(url, {
     credentials: "same-origin",
     cache: "no-store", // the validators are ours: the browser's cache neither answers nor asks
     ...options,
     headers: {
       Accept: "application/json", ...csrfHeaders(),
-      ...(copy ? { "If-None-Match": copy.etag } : {}), ...(options.headers || {}),
+      ...stale, ...(copy ? { "If-None-Match": copy.etag } : {}), ...(options.headers || {}),
     },
   });
   if (response.status === 304 && copy) {

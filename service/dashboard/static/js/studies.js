@@ -1,6 +1,6 @@
 // Studies page: the list (filter, sort, live progress), submitting a spec, cancel/pause/resume.
 
-import { $, ApiError, LIVE, ageSince, badge, csrfHeaders, currentUser, detailText, duration, el, getJSON, pct, poll, postJSON, progressBar, reportError, toast, trialsDone } from "./common.js";
+import { $, ApiError, LIVE, ageSince, badge, csrfHeaders, currentUser, detailText, duration, el, getJSON, madeChange, pct, poll, postJSON, progressBar, reportError, toast, trialsDone } from "./common.js";
 import { SpecEditor } from "./spec_editor.js";
 
 const EXAMPLE = `# A study: which activation helps this model most? Every field is validated on submit.
@@ -143,6 +143,7 @@ async function submit() {
   $("#spec-status").textContent = "validating…";
   button.disabled = true;
   try {
+    madeChange();
     const response = await fetch("/api/v1/studies", {
       method: "POST", credentials: "same-origin",
       headers: { "Content-Type": "application/yaml", Accept: "application/json", "Idempotency-Key": submissionKey(), ...csrfHeaders() },
