@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,6 +37,34 @@ class Conflict(StoreError):
     """The request contradicts the object's current state (e.g. resuming a finished study)."""
 
 
+class ByVersion:
+    """What was read from a study's rows, kept under the study's change counter.
+
+    as_studies.version is bumped by the database in the transaction of every write a read of the
+    study shows (migrations 0008, 0010), so a value read after seeing version N holds for N:
+    a list of big studies recounts only the one that changed. Bounded, oldest out first."""
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self.max_entries = max_entries
+        self._lock = threading.Lock()
+        self._values: OrderedDict[tuple[str, int, int], Any] = OrderedDict()
+
+    def get(self, kind: str, study_id: int, version: int) -> Any:
+        """The value of `kind` kept for the study at `version`, or MISSING."""
+        with self._lock:
+            return self._values.get((kind, study_id, version), MISSING)
+
+    def put(self, kind: str, study_id: int, version: int, value: Any) -> None:
+        """Keep a value read after seeing `version`."""
+        with self._lock:
+            self._values[(kind, study_id, version)] = value
+            while len(self._values) > self.max_entries:
+                self._values.popitem(last=False)
+
+
+MISSING = object()  # ByVersion.get: nothing kept (None is a value: a study without a best trial)
+
+
 @dataclass
 class Database:
     """Engine, sessions and (lazily) Optuna's storage for one database URL."""
@@ -45,6 +75,7 @@ class Database:
     _optuna: optuna.storages.RDBStorage | None = field(default=None, repr=False)
     _reads: sessionmaker[Session] | None = field(default=None, repr=False)
     _autocommit: Engine | None = field(default=None, repr=False)
+    by_version: ByVersion = field(default_factory=ByVersion, repr=False)
 
     @classmethod
     def open(cls, url: str, *, check: bool = True, **engine_options: Any) -> Database:

@@ -188,3 +188,39 @@ def _commit_bumps_once(store: Store) -> None:
             ).scalar_one()
         assert locked == before  # not locked by the writer, and not bumped yet
     assert version(store, study_id) == before + 1
+
+
+def test_the_study_list_reads_again_only_the_studies_that_changed(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the list shows of a study (its counts, its best trial) is kept under the study's
+    version: after one study of the page changes, only that one is counted again, and every
+    study still shows what its rows say."""
+    from service.store.queries import summaries
+
+    owner = new_person(store, "listed")
+    ids = [new_study(store, owner, name=f"listed-{k}") for k in range(3)]
+    for study_id in ids:
+        add_trial(store, study_id, value=0.5)
+    counted: list[list[int]] = []
+    original = summaries.counts_by_study
+    monkeypatch.setattr(
+        summaries,
+        "counts_by_study",
+        lambda session, study_ids: (
+            counted.append(sorted(study_ids)) or original(session, study_ids)
+        ),
+    )
+
+    def listed() -> dict[int, tuple[int, float | None]]:
+        page = summaries.list_studies(store.db, owner=owner.name, limit=10)
+        return {
+            s.study.id: (s.study.counts.get("complete", 0), s.best.value if s.best else None)
+            for s in page.items
+        }
+
+    assert listed() == {i: (1, 0.5) for i in ids}
+    assert listed() == {i: (1, 0.5) for i in ids}
+    add_trial(store, ids[1], value=0.9)  # one study changes
+    assert listed() == {ids[0]: (1, 0.5), ids[1]: (2, 0.9), ids[2]: (1, 0.5)}
+    assert counted == [sorted(ids), [ids[1]]]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from service.db import FINAL_STUDY_STATUSES, Run, RunState, Study, User
-from service.store.base import Database, NotFound
+from service.store.base import MISSING, Database, NotFound
 from service.store.queries.paging import (
     PageResult,
     SortColumn,
@@ -289,8 +289,9 @@ def list_studies(
         )
         ids = [row["id"] for row in rows]
         studies = _studies_by_id(session, ids)
-        counts = counts_by_study(session, ids)
-        best = best_runs(session, ids)
+        versions = {i: studies[i][0].version for i in ids}
+        counts = _by_version(db, "counts", versions, lambda i: counts_by_study(session, i))
+        best = _by_version(db, "best", versions, lambda i: best_runs(session, i))
         items = [
             StudySummary(
                 study=study_info(studies[i][0], studies[i][1], counts.get(i, {})), best=best.get(i)
@@ -298,6 +299,28 @@ def list_studies(
             for i in ids
         ]
     return PageResult(items, total, limit, offset, next_cursor)
+
+
+def _by_version(
+    db: Database,
+    kind: str,
+    versions: dict[int, int],
+    read: Callable[[list[int]], dict[int, Any]],
+) -> dict[int, Any]:
+    """`read(ids)` for the studies whose value at their version is not kept yet; the rest kept
+    (Database.by_version): after one study of a page changes, only it is read again."""
+    found: dict[int, Any] = {}
+    missing = []
+    for study_id, version in versions.items():
+        value = db.by_version.get(kind, study_id, version)
+        if value is MISSING:
+            missing.append(study_id)
+        elif value is not None:
+            found[study_id] = value
+    fresh = read(missing) if missing else {}
+    for study_id in missing:
+        db.by_version.put(kind, study_id, versions[study_id], fresh.get(study_id))
+    return found | {i: v for i, v in fresh.items() if v is not None}
 
 
 def _studies_by_id(session: Session, ids: Sequence[int]) -> dict[int, tuple[Study, str]]:
