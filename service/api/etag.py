@@ -60,6 +60,7 @@ from service.db.types import UTCDateTime
 from service.store import Database
 
 Kind = Literal["study", "live", "studies"]
+IF_NONE_MATCH_MAX = 2000  # characters: a longer If-None-Match header is refused (422)
 WALL_CLOCK_S = 30  # a running campaign's tag changes at least this often
 CACHE_CONTROL = "private, no-cache"  # store it, but ask again (If-None-Match) before using it
 FLIGHT_WAIT_S = 5.0  # the longest a request waits for another's answer before computing its own
@@ -267,7 +268,7 @@ IfNoneMatch = Annotated[
     str | None,
     Header(
         alias="If-None-Match",
-        max_length=2000,
+        max_length=IF_NONE_MATCH_MAX,
         description="the ETag of the copy you have: 304 without a body while it is current",
     ),
 ]

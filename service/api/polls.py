@@ -52,6 +52,7 @@ from service.store import Store, UserInfo
 
 STATE_KEY = "answer_route"  # request.state: the route (path?query) this request's 200 is kept for
 TAG_KEY = "answer_tag"  # request.state: the tag that 200 is sent with
+UNCHANGED_KEY = "answer_unchanged"  # request.state: the client has that tag: a 304 goes out
 FLIGHT_KEY = "answer_flight"  # request.state: the (route, tag) this request leads the flight of
 MAX_ID = 2**31 - 1
 _REVALIDATING: set[asyncio.Task[None]] = set()
@@ -218,10 +219,15 @@ class ConditionalMiddleware:
         if tag is None:
             return False  # the route answers 404
         if_none_match = _header(scope, b"if-none-match")
-        if etag.matches(if_none_match, tag):
+        if if_none_match is not None and len(if_none_match) > etag.IF_NONE_MATCH_MAX:
+            return False  # the route's validation answers 422
+        route = f"{scope['path']}?{scope.get('query_string', b'').decode('latin-1')}"
+        unchanged = etag.matches(if_none_match, tag)
+        # A 304 here only for a query the route has answered before (so it is a valid one):
+        # otherwise the route validates it, and its 200 goes out as a 304 (_keeping).
+        if unchanged and app.state.answers.newest(route) is not None:
             await _send(scope, send, tag, None)
             return True
-        route = f"{scope['path']}?{scope.get('query_string', b'').decode('latin-1')}"
         kept = app.state.answers.get(route, tag)
         older = None if kept is not None else _stale_allowed(scope, app.state.answers, route)
         if older is not None:
@@ -232,7 +238,7 @@ class ConditionalMiddleware:
         if kept is not None:
             await _send(scope, send, tag, None if etag.matches(if_none_match, tag) else kept)
             return True
-        state[STATE_KEY], state[TAG_KEY] = route, tag
+        state[STATE_KEY], state[TAG_KEY], state[UNCHANGED_KEY] = route, tag, unchanged
         return False
 
     def _revalidate(self, scope: Scope, user: UserInfo, route: str, tag: str) -> None:
@@ -262,11 +268,12 @@ class ConditionalMiddleware:
 
     @staticmethod
     def _keeping(scope: Scope, state: dict[str, Any], send: Send) -> Send:
-        """`send`, adding the tag to the 200 of a request that computes a kept answer, keeping
-        its body."""
+        """`send`, adding the tag to the 200 of a request that computes a kept answer and
+        keeping its body; a 304 instead when the client already has that tag."""
         route = state.get(STATE_KEY)
         if route is None:
             return send
+        tag = state[TAG_KEY]
         parts: list[bytes] = []
         media_type = ""
         ok = False
@@ -278,16 +285,20 @@ class ConditionalMiddleware:
                 if ok:
                     headers = list(message.get("headers", []))
                     media_type = _content_type(headers)
-                    headers += [
-                        (name.lower().encode(), value.encode())
-                        for name, value in etag.headers(state[TAG_KEY]).items()
+                    tagged = [
+                        (k.lower().encode(), v.encode()) for k, v in etag.headers(tag).items()
                     ]
-                    message = {**message, "headers": headers}
+                    if state.get(UNCHANGED_KEY):
+                        message = {**message, "status": 304, "headers": tagged}
+                    else:
+                        message = {**message, "headers": headers + tagged}
             elif message["type"] == "http.response.body" and ok:
                 parts.append(message.get("body", b""))
                 if not message.get("more_body", False):
                     answer = etag.Answer(b"".join(parts), media_type)
-                    scope["app"].state.answers.put(route, state[TAG_KEY], answer)
+                    scope["app"].state.answers.put(route, tag, answer)
+                if state.get(UNCHANGED_KEY):
+                    message = {**message, "body": b""}  # a 304 has none
             await send(message)
 
         return send_and_keep

@@ -200,3 +200,18 @@ def test_a_poll_with_a_path_that_is_not_an_id_gets_the_routes_own_answer(
         response = client.get(path, headers={**owner.headers, "If-None-Match": "*"})
         assert response.status_code == 422, (path, response.status_code)
         assert response.json()["detail"], path
+
+
+def test_a_poll_is_validated_as_the_route_validates_it(api: httpx.Client, store: Store) -> None:
+    """Answered before routing or not, a poll is refused as the route refuses it: an
+    If-None-Match over 2,000 characters, or a query the route rejects, is a 422 even when an
+    answer is kept and `*` matches every tag; a first poll holding the current tag gets a 304."""
+    owner = new_person(store, "validated")
+    study, _ = store.studies.create(owner.info, spec(n_trials=2))
+    tagged(api, owner, f"/studies/{study.id}")  # an answer kept for the route
+    too_long = fetch(api, owner, f"/studies/{study.id}", "W/" + '"' + "x" * 2001 + '"')
+    assert too_long.status_code == 422, too_long.text
+    assert fetch(api, owner, "/studies", "*", limit=100_000).status_code == 422
+    first = fetch(api, owner, "/studies", tag="*", limit=7)  # never asked before: the route runs
+    assert first.status_code == 304 and first.content == b"" and first.headers["ETag"]
+    assert fetch(api, owner, "/studies", tag="*", limit=7).status_code == 304
