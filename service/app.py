@@ -7,7 +7,6 @@ import contextlib
 import logging
 import os
 import signal
-import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -37,13 +36,6 @@ POOL: dict[str, Any] = {
     "pool_size": REQUEST_THREADS,
     "max_overflow": 4,
 }  # 4: the background loop, bursts
-
-
-# How long a thread may hold the GIL while another waits for it. The event loop answers polls in
-# a few hundred microseconds each, between request threads that compute answers (a leaderboard:
-# tens of milliseconds of Python); with Python's default 5 ms a computing thread keeps the loop
-# waiting that long at each of its wake-ups, and under many clients every poll queues behind it.
-SWITCH_INTERVAL_S = 0.001
 
 
 async def reap_forever(store: Store, grace_s: float, interval_s: float) -> None:
@@ -76,7 +68,6 @@ def _lifespan(
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         anyio.to_thread.current_default_thread_limiter().total_tokens = REQUEST_THREADS
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
         task = None
         if reap_interval_s:
             task = asyncio.create_task(reap_forever(store, settings.grace_s, reap_interval_s))
