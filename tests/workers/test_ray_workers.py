@@ -4,6 +4,7 @@ on the CPU), a killed actor, and the CLI end to end."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -372,7 +373,10 @@ def test_slot_lost_with_its_node_is_retried_identically_and_placed_on_another_no
 ) -> None:
     def lose_node(_handle: Any, status: dict[str, Any]) -> None:
         (node,) = [n for n in ray_cluster.worker_nodes if n.node_id == status["node_id"]]
-        ray_cluster.remove_node(node, allow_graceful=False)  # as a node that loses power
+        # A node that loses power: its processes stop at once. remove_node alone stops the
+        # slot's process only after its raylet, and a fast trial sometimes finished meanwhile.
+        os.kill(status["pid"], signal.SIGKILL)
+        ray_cluster.remove_node(node, allow_graceful=False)
 
     try:
         before, back = _lose_a_slot_mid_trial(pg_url, tmp_path, folder, lose_node)
