@@ -172,9 +172,9 @@ class Client:
         old is accepted (the server computes the current one meanwhile, for the next poll)."""
         key = f"{path}?{urlencode(sorted((params or {}).items()))}"
         kept = self._kept.get(key)
-        headers = {"Cache-Control": f"max-stale={POLL_MAX_STALE_S}"}
-        if kept:
-            headers["If-None-Match"] = kept[0]
+        headers = {}
+        if kept:  # a repeat poll: it may keep its copy while the server computes the new one
+            headers = {"If-None-Match": kept[0], "Cache-Control": f"max-stale={POLL_MAX_STALE_S}"}
         response = self.request("GET", path, params=params, headers=headers)
         if response.status_code == 304 and kept:
             return json.loads(kept[1])

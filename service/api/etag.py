@@ -21,16 +21,10 @@ dashboards polling one study cost one computation per change, not 50. Every user
 answer on these routes (all users read all studies); the token is still checked first.
 
 When a change makes an answer miss, the first request computes it (it leads the flight of that
-answer: `Flights`, one per route, tag and process) and the others asking meanwhile do not compute
-the same leaderboard side by side:
-
-- where an answer of the route is kept under an older tag, they get that one at once, with its
-  own (older) tag, as a cache serves a stale answer while it revalidates (RFC 5861). The tag
-  names what the body shows, so the client's next poll gets the new answer; only polls that
-  arrive while the new answer is computed (tens of milliseconds) see the older one;
-- otherwise (nothing kept yet) they wait for the leader, in the event loop, holding no request
-  thread (the route the leader runs needs one), for `FLIGHT_WAIT_S` at most; a leader without
-  an answer (an error, a 404) hands the lead to one of them.
+answer: `Flights`, one per route, tag and process) and the others asking meanwhile wait for it
+in the event loop, holding no request thread (the route the leader runs needs one), for
+`FLIGHT_WAIT_S` at most; a leader without an answer (an error, a 404) hands the lead to one of
+them. A poll that accepts an older answer (max-stale) is not made to wait: service.api.polls.
 
 A route is made conditional by declaring one of the dependencies at the end (`STUDY`, `LIVE`,
 `STUDIES`, `CAMPAIGN`); service.api.polls, a middleware, finds such a route for each GET and

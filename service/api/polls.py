@@ -15,15 +15,15 @@ does not exist (404), an id that is not one (422).
 A request that goes on carries what was learned (request.state): the user, so the route does
 not check the token again, and the route and tag its 200 is kept under; the ETag and
 Cache-Control are added to that 200 here. Requests that miss one answer at once do not all
-compute it (etag.Flights): one does, the others get the route's older answer meanwhile, or wait
-for the new one when none is kept.
+compute it (etag.Flights): one does, the others wait for its answer.
 
 A request may say it accepts an older answer (`Cache-Control: max-stale=N`, RFC 9111; the
-dashboard's polls and `--follow` send it): after a change it then gets the route's newest kept
-answer at once, if that was computed at most N seconds ago, under that answer's own tag, and the
-current one is computed in the background for the next poll (stale-while-revalidate). Without
-the directive the first request after a change computes and gets the current answer, so a
-client always reads its own changes.
+dashboard's and `--follow`'s repeat polls send it): after a change it then gets the route's
+newest kept answer at once, if that was computed at most N seconds ago, and the current one is
+computed in the background for the next poll (stale-while-revalidate). A client holding a copy
+gets the older answer only when it is that copy (a 304): tags do not say which of two answers
+is newer, and a poll must never go back in time. Without the directive a read after a change
+gets the current answer, so a client always reads its own changes.
 """
 
 from __future__ import annotations
@@ -234,7 +234,7 @@ class ConditionalMiddleware:
             self._revalidate(scope, user, route, tag)
             tag, kept = older
         elif kept is None:
-            tag, kept = await _wait_or_lead(app, state, route, tag)
+            tag, kept = await _wait_or_lead(app, scope, state, route, tag)
         if kept is not None:
             await _send(scope, send, tag, None if etag.matches(if_none_match, tag) else kept)
             return True
@@ -334,7 +334,12 @@ def _stale_allowed(
     if accepted is None:
         return None
     older = answers.newest(route)
-    return older if older and time.monotonic() - older[1].kept_at <= accepted else None
+    if older is None or time.monotonic() - older[1].kept_at > accepted:
+        return None
+    held = _header(scope, b"if-none-match")
+    # A client holding a copy gets the older answer only if it is that copy (a 304): tags say
+    # nothing of which of two is newer, and a poll must never go back in time.
+    return older if held is None or etag.matches(held, older[0]) else None
 
 
 async def _send(scope: Scope, send: Send, tag: str, answer: etag.Answer | None) -> None:
@@ -347,7 +352,7 @@ async def _send(scope: Scope, send: Send, tag: str, answer: etag.Answer | None) 
 
 
 async def _wait_or_lead(
-    app: Any, state: dict[str, Any], route: str, tag: str
+    app: Any, scope: Scope, state: dict[str, Any], route: str, tag: str
 ) -> tuple[str, etag.Answer | None]:
     """While another request computes the answer under `tag`: the route's older answer with its
     own tag, or (none kept) the leader's answer once it lands. (tag, None): this request
@@ -361,7 +366,7 @@ async def _wait_or_lead(
         if leader is None:
             state[FLIGHT_KEY] = (route, tag)  # the middleware lands it, answer or not
             return tag, None
-        older = answers.newest(route)
+        older = _stale_allowed(scope, answers, route)  # only for a poll that accepts one
         if older is not None:
             return older
         with anyio.move_on_after(deadline - anyio.current_time()):

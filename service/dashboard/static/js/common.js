@@ -36,7 +36,7 @@ export async function getJSON(url, options = {}) {
   const get = (options.method || "GET").toUpperCase() === "GET";
   const copy = get ? kept.get(url) : undefined;
   if (!get) madeChange();
-  const stale = get && Date.now() > freshUntil ? { "Cache-Control": `max-stale=${MAX_STALE_S}` } : {};
+  const stale = copy && Date.now() > freshUntil ? { "Cache-Control": `max-stale=${MAX_STALE_S}` } : {};
   const response = await fetch(url, {
     credentials: "same-origin",
     cache: "no-store", // the validators are ours: the browser's cache neither answers nor asks
