@@ -1,8 +1,9 @@
 """Data for the API and dashboard benchmarks: big studies, a big database, and a study that lives.
 
-- fill(): one study of N attempts (runs and their epochs, bulk-inserted as multi-row statements)
-  with a realistic mix of families, states, parameters, values and records; at most `running`
-  trials run at once (as many as there are GPUs).
+- fill(): one study of N attempts (runs, their epochs and their trainings ledger rows, as the
+  workers write them; bulk-inserted as multi-row statements) with a realistic mix of families,
+  states, parameters, values and records; at most `running` trials run at once (as many as there
+  are GPUs).
 - replicate(): copies of that study's rows into other studies, server-side (INSERT … SELECT), so
   that the database holds 1,000,000 trials while one study has 100,000.
 - LiveStudy: simulated workers that heartbeat their running trials with live progress and finish
@@ -11,6 +12,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import threading
 import time
@@ -19,7 +21,7 @@ from typing import Any, cast
 
 from sqlalchemy import CursorResult, insert, select, text
 
-from service.db import Epoch, Run, RunState
+from service.db import Epoch, Run, RunState, Training, TrainingState
 from service.store import Store
 
 SPEC: dict[str, Any] = {
@@ -138,6 +140,23 @@ def _run_row(
     }  # fmt: skip
 
 
+def _training_row(run: dict[str, Any]) -> dict[str, Any]:
+    """The ledger row a worker leaves for a trial's one seed: complete with its accuracies,
+    running (holding its lock) while the trial runs, failed when it ended otherwise."""
+    key = hashlib.sha256(repr(sorted(run["config"].items())).encode()).hexdigest()
+    state = {"complete": TrainingState.COMPLETE, "running": TrainingState.RUNNING}.get(
+        run["state"], TrainingState.FAILED
+    )
+    return {
+        "study_id": run["study_id"], "run_id": run["id"], "key": key, "config_key": key,
+        "lock_key": f"{run['study_id']}:{key}" if state == TrainingState.RUNNING else None,
+        "family": run["family"], "seed": run["config"]["seed"], "state": state,
+        "val_acc": run["value"], "test_acc": run["test_acc"], "reused_from": None,
+        "data_checksum": "0" * 64, "code_version": "bench", "created_at": run["created_at"],
+        "finished_at": run["finished_at"],
+    }  # fmt: skip
+
+
 def _next_id(store: Store) -> int:
     with store.db.session() as session:
         return int(session.scalar(text("SELECT COALESCE(MAX(id), 0) FROM as_runs")) or 0) + 1
@@ -164,8 +183,10 @@ def fill(
                  "created_at": row["created_at"]}
                 for e in range(row["epochs_done"])
             ]  # fmt: skip
+        trainings = [_training_row(row) for row in runs if row["state"] != "queued"]
         with store.db.session() as session:
             session.execute(insert(Run).values(runs))
+            session.execute(insert(Training).values(trainings))
             for at in range(0, len(epoch_rows), EPOCH_CHUNK):
                 session.execute(insert(Epoch).values(epoch_rows[at : at + EPOCH_CHUNK]))
     _sync_sequence(store)
@@ -173,13 +194,17 @@ def fill(
 
 RUN_COLUMNS = [c.name for c in Run.__table__.columns if c.name not in ("id", "study_id")]
 EPOCH_COLUMNS = [c.name for c in Epoch.__table__.columns if c.name != "run_id"]
+TRAINING_COLUMNS = [
+    c.name for c in Training.__table__.columns if c.name not in ("id", "study_id", "run_id")
+]
 
 
 def replicate(store: Store, source_id: int, target_id: int, *, epochs: bool = True) -> int:
-    """Copy every run (with `epochs`, and its epochs) of one study into another, in the database;
-    rows copied."""
+    """Copy every run (with `epochs`, and its epochs and ended trainings) of one study into
+    another, in the database; rows copied."""
     offset = _next_id(store) - 1
     run_columns, epoch_columns = ", ".join(RUN_COLUMNS), ", ".join(EPOCH_COLUMNS)
+    training_columns = ", ".join(TRAINING_COLUMNS)
     with store.db.session() as session:
         result = session.execute(
             text(
@@ -198,6 +223,15 @@ def replicate(store: Store, source_id: int, target_id: int, *, epochs: bool = Tr
                     " WHERE r.study_id = :source"
                 ),
                 {"offset": offset, "source": source_id},
+            )
+            # Its ended trainings too (a running one's lock is its study's alone).
+            session.execute(
+                text(
+                    f"INSERT INTO as_trainings (study_id, run_id, {training_columns}) "
+                    f"SELECT :target, run_id + :offset, {training_columns} FROM as_trainings "
+                    "WHERE study_id = :source AND lock_key IS NULL"
+                ),
+                {"offset": offset, "target": target_id, "source": source_id},
             )
     _sync_sequence(store)
     return int(copied)

@@ -135,6 +135,12 @@ RUN_SUMMARY_COLUMNS = (
 )
 
 
+# Complete, scored runs of a family that reused nothing: the partial index of 0011.
+UNREUSED_RUNS = (
+    "state = 'complete' AND value IS NOT NULL AND family IS NOT NULL AND reused_from_run IS NULL"
+)
+
+
 class Run(Base):
     """One attempt at one trial: who ran it, how it ended, and everything it measured."""
 
@@ -158,6 +164,15 @@ class Run(Base):
             "id",
             postgresql_where=text("NOT optuna_synced"),
             sqlite_where=text("NOT optuna_synced"),
+        ),
+        # 0011: the complete runs that may stand for trainings of their own (the evidence).
+        Index(
+            "ix_as_runs_study_unreused",
+            "study_id",
+            "id",
+            postgresql_include=["family", "value", "test_acc", "value_std"],
+            postgresql_where=text(UNREUSED_RUNS),
+            sqlite_where=text(UNREUSED_RUNS),
         ),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -240,6 +255,15 @@ class Training(Base):
         Index("ix_as_trainings_study_config", "study_id", "config_key", "seed"),
         Index("ix_as_trainings_study_family", "study_id", "family", "state"),
         Index("ix_as_trainings_run", "run_id"),
+        # 0011: complete trainings in key order, with what the evidence sums (covering).
+        Index(
+            "ix_as_trainings_study_key",
+            "study_id",
+            "state",
+            "key",
+            "id",
+            postgresql_include=["family", "val_acc", "test_acc"],
+        ),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("as_studies.id", ondelete="CASCADE"))

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Text, cast, exists, func, select, union_all
+from sqlalchemy import Select, Text, cast, exists, func, select, union_all
 from sqlalchemy.orm import Session
 
 from service.db import Run, Study, Training, TrainingState
@@ -88,15 +88,16 @@ class Comparison:
     test_mean: float | None
 
 
-def _unledgered(study_id: int) -> list[ColumnElement[bool]]:
-    """The complete runs of a study that no ledger row speaks for (stored before it)."""
-    return [
+def _unledgered_ids(study_id: int) -> Select[Any]:
+    """The complete runs of a study that no ledger row speaks for (stored before it), by id:
+    the partial index ix_as_runs_study_unreused holds exactly the candidates (0011)."""
+    return select(Run.id).where(
         Run.study_id == study_id,
         SCORED,
         Run.family.is_not(None),
         Run.reused_from_run.is_(None),
         ~exists().where(Training.run_id == Run.id),
-    ]
+    )
 
 
 def study_trainings(session: Session, study_id: int, *, seeds: int = 2) -> StudyTrainings:
@@ -104,21 +105,28 @@ def study_trainings(session: Session, study_id: int, *, seeds: int = 2) -> Study
 
     `seeds`: the study's seeds per trial; with one, no run can have trained several (and the
     records of such runs are not looked for)."""
-    firsts = (
-        select(func.min(Training.id))
+    # The first complete row of each key: one pass over ix_as_trainings_study_key in key order
+    # (the group-then-join-back form probed the table once per training: 280 ms at 100,000).
+    ordered = (
+        select(
+            Training.family.label("family"),
+            Training.val_acc.label("val"),
+            Training.test_acc.label("test"),
+            Training.key.label("key"),
+            func.lag(Training.key).over(order_by=(Training.key, Training.id)).label("previous"),
+        )
         .where(Training.study_id == study_id, Training.state == TrainingState.COMPLETE)
-        .group_by(Training.key)
+        .subquery()
     )
-    ledger = select(
-        Training.family.label("family"),
-        Training.val_acc.label("val"),
-        Training.test_acc.label("test"),
-    ).where(Training.id.in_(firsts))
+    ledger = select(ordered.c.family, ordered.c.val, ordered.c.test).where(
+        ordered.c.previous.is_distinct_from(ordered.c.key)
+    )
     # One seed each (several-seed runs are read below); the stored config text is its identity.
+    # The ledger-less runs are found on two indexes first; only they are read for their config.
     identity = func.coalesce(cast(Run.config, Text), cast(Run.id, Text))
     legacy = (
         select(Run.family, Run.value, Run.test_acc, identity)
-        .where(*_unledgered(study_id), Run.value_std.is_(None))
+        .where(Run.id.in_(_unledgered_ids(study_id).where(Run.value_std.is_(None))))
         .distinct()
         .subquery()
     )
@@ -169,7 +177,7 @@ def _several_seeds(session: Session, study_id: int) -> StudyTrainings:
     config, seed and results)."""
     rows = session.execute(
         select(Run.family, Run.config, Run.record, Run.value, Run.test_acc).where(
-            *_unledgered(study_id), Run.value_std.is_not(None)
+            Run.id.in_(_unledgered_ids(study_id).where(Run.value_std.is_not(None)))
         )
     ).all()
     seen: set[str] = set()

@@ -249,13 +249,17 @@ def _best_trials(
 
 
 def _medians(session: Session, study_id: int, counts: dict[str, int]) -> dict[str, float]:
-    """Each family's median value: the one or two middle values, read in index order."""
+    """Each family's median value: the one or two middle values, read in index order.
+
+    Ordered by value alone: ties do not change the middle value, and an order the covering index
+    (ix_as_runs_study_summary) gives needs no sort (with the id as tie-break, PostgreSQL sorted
+    each family's values: 14 ms against 2 ms a family at 100,000 trials)."""
     if not counts:
         return {}
     probes = [
         select(Run.family, Run.value)
         .where(Run.study_id == study_id, Run.family == family, SCORED)
-        .order_by(Run.value, Run.id)
+        .order_by(Run.value)
         .offset((n - 1) // 2)
         .limit(1 if n % 2 else 2)
         .subquery()
