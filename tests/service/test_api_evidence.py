@@ -218,6 +218,25 @@ def test_runs_stored_before_the_ledger_stand_for_their_trainings(
     assert relu["search"]["test_mean"] == pytest.approx(0.82)
 
 
+def test_a_key_recorded_twice_counts_once_with_its_first_rows_results(
+    api: httpx.Client, store: Store
+) -> None:
+    """Repeats of one key whose results differ (a nondeterministic kernel): the first row of the
+    key counts, wherever its id falls among the other keys' rows."""
+    owner = new_person(store, "first-of-key")
+    study, _ = store.studies.create(owner.info, spec(name="first-of-key", baselines=["relu"]))
+    run = run_id(store, study.id, add_trial(store, study.id, family="relu", value=0.8))
+    late = add_training(store, study.id, "relu", 0.70, 0.69, run=run, key="b" * 64)
+    add_training(store, study.id, "relu", 0.80, 0.79, run=run, key="a" * 64)
+    add_training(store, study.id, "relu", 0.90, 0.89, run=run, key=late)  # the repeat
+    add_training(store, study.id, "relu", 0.95, 0.95, run=run, key="a" * 64)  # another
+    add_training(store, study.id, "relu", 0.99, 0.99, run=run, key="c" * 64, state="failed")
+    relu = {r["family"]: r for r in leaderboard(api, owner, study.id)["rows"]}["relu"]
+    assert relu["trainings"] == 2
+    check_interval(relu["search"], [0.70, 0.80])
+    assert relu["search"]["test_mean"] == pytest.approx(0.74)
+
+
 # -- confirm -------------------------------------------------------------------------------------
 def test_confirm_refuses_what_it_cannot_do(
     api: httpx.Client, store: Store, searched: dict[str, Any], bob: Person
