@@ -165,6 +165,7 @@ class Run(Base):
             postgresql_where=text("NOT optuna_synced"),
             sqlite_where=text("NOT optuna_synced"),
         ),
+        Index("ix_as_runs_study_changed", "study_id", "changed_xid"),  # 0012
         # 0011: the complete runs that may stand for trainings of their own (the evidence).
         Index(
             "ix_as_runs_study_unreused",
@@ -218,6 +219,8 @@ class Run(Base):
     cost: Mapped[float | None] = mapped_column(Float)
     cost_kind: Mapped[str | None] = mapped_column(String(16))
     cost_device: Mapped[str | None] = mapped_column(String(200))
+    # PostgreSQL: the transaction that last changed what a leaderboard reads (0012, a trigger).
+    changed_xid: Mapped[int | None] = mapped_column(BigInteger)
     epochs: Mapped[list[Epoch]] = relationship(
         back_populates="run", cascade="all, delete-orphan", order_by="Epoch.epoch"
     )
@@ -255,6 +258,7 @@ class Training(Base):
         Index("ix_as_trainings_study_config", "study_id", "config_key", "seed"),
         Index("ix_as_trainings_study_family", "study_id", "family", "state"),
         Index("ix_as_trainings_run", "run_id"),
+        Index("ix_as_trainings_study_changed", "study_id", "changed_xid"),  # 0012
         # 0011: complete trainings in key order, with what the evidence sums (covering).
         Index(
             "ix_as_trainings_study_key",
@@ -281,6 +285,8 @@ class Training(Base):
     code_version: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # PostgreSQL: the transaction that last changed what a leaderboard reads (0012, a trigger).
+    changed_xid: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Meta(Base):
