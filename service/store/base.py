@@ -76,6 +76,8 @@ class Database:
     _reads: sessionmaker[Session] | None = field(default=None, repr=False)
     _autocommit: Engine | None = field(default=None, repr=False)
     by_version: ByVersion = field(default_factory=ByVersion, repr=False)
+    # What a process keeps of the database for reads (service.store.queries.board_facts).
+    caches: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def open(cls, url: str, *, check: bool = True, **engine_options: Any) -> Database:

@@ -19,7 +19,7 @@ seeds (older studies with `seeds` > 1) are read.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,11 +159,12 @@ def _aggregate(session: Session, rows: Any) -> StudyTrainings:
     ).group_by(rows.c.family)
     out: StudyTrainings = {}
     for family, n, *sums in session.execute(statement):
-        out[str(family)] = FamilyTrainings(int(n), _summary(*sums[:3]), _summary(*sums[3:]))
+        summaries = moments_summary(*sums[:3]), moments_summary(*sums[3:])
+        out[str(family)] = FamilyTrainings(int(n), *summaries)
     return out
 
 
-def _summary(n: Any, total: Any, squares: Any) -> Summary:
+def moments_summary(n: Any, total: Any, squares: Any) -> Summary:
     """A metric's summary from its count and shifted sums."""
     count = int(n or 0)
     if not count or total is None or squares is None:
@@ -267,14 +268,15 @@ def confirm_links(session: Session, study_id: int, confirms: int | None) -> Link
 
 
 def confirmation(
-    session: Session, study_id: int, links: Links, own: StudyTrainings
+    read: Callable[[int], StudyTrainings], study_id: int, links: Links, own: StudyTrainings
 ) -> tuple[int, StudyTrainings] | None:
     """Whose fresh-seed trainings confirm this study's families: its own when it is a confirm
-    study, else those of its newest confirm study with a complete training (None: none yet)."""
+    study, else those of its newest confirm study with a complete training (None: none yet).
+    `read(study id)`: a study's trainings."""
     if links.confirms is not None:
         return study_id, own
     for confirm_id in reversed(links.confirmed_by):
-        found = study_trainings(session, confirm_id)
+        found = read(confirm_id)
         if found:
             return confirm_id, found
     return None

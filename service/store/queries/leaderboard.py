@@ -20,10 +20,12 @@ from sqlalchemy.orm import Session
 from service.db import Run, Study
 from service.evidence import ALPHA
 from service.store.base import Database, NotFound
+from service.store.queries.board_facts import BoardAnswers, board_facts
 from service.store.queries.evidence import (
     Comparison,
     FamilyTrainings,
     Links,
+    StudyTrainings,
     compare,
     confirm_links,
     confirmation,
@@ -147,9 +149,11 @@ def rank_key(stats: FamilyStats) -> tuple[bool, float, float, str]:
 def leaderboard(db: Database, study_id: int) -> LeaderboardView:
     """Every family with a trial, ranked by rank_key, each against the baseline family.
 
-    Three statements for the trial statistics whatever the study's size (the grouped aggregates
-    from the covering index, one probe per family for its best trial and one for its median),
-    then the study's trainings and, if it has one, its confirm study's.
+    On PostgreSQL the trials' statistics and the trainings come from the facts this process
+    keeps of the study (service.store.queries.board_facts: the rows changed since its last read);
+    otherwise three statements for the trial statistics (the grouped aggregates from the covering
+    index, one probe per family for its best trial and one for its median), then the study's
+    trainings and, if it has one, its confirm study's.
     """
     with db.reading() as session:
         study = session.execute(
@@ -158,17 +162,28 @@ def leaderboard(db: Database, study_id: int) -> LeaderboardView:
         if study is None:
             raise NotFound(f"study {study_id} does not exist")
         spec, confirms = dict(study.spec), study.confirms_study_id
-        stats = sorted(family_stats(session, study_id), key=rank_key)
-        scored = {s.family: s.n for s in stats if s.n}
-        best_trials = _best_trials(session, study_id, list(scored))
-        medians = _medians(session, study_id, scored)
+        facts = None if db.sqlite else board_facts(db.caches)
+        answers = facts.answers(session, study_id) if facts else None
+        if answers is None:
+            answers = _read_answers(session, study_id)
+        stats = sorted(answers.stats, key=rank_key)
         baseline = study_baseline(session, spec, confirms)
-        own = study_trainings(session, study_id, seeds=int(spec.get("seeds") or 1))
+
+        def trainings(of: int, seeds: int = 2) -> StudyTrainings:
+            found = facts.trainings(session, of) if facts else None
+            return study_trainings(session, of, seeds=seeds) if found is None else found
+
+        own = answers.trainings
+        if own is None:
+            own = study_trainings(session, study_id, seeds=int(spec.get("seeds") or 1))
         links = confirm_links(session, study_id, confirms)
         # A campaign's later stage trains promoted configurations with fresh seeds: its own
         # trainings confirm, as a confirm study's do (docs/campaigns.md).
         later_stage = bool(study.stage)
-        confirmed = (study_id, own) if later_stage else confirmation(session, study_id, links, own)
+        confirmed = (
+            (study_id, own) if later_stage else confirmation(trainings, study_id, links, own)
+        )
+        best_trials, medians = answers.best_trials, answers.medians
     search = compare(own, baseline, study_id, "search")
     confirm = compare(confirmed[1], baseline, confirmed[0], "confirm") if confirmed else {}
     base = next((s for s in stats if s.family == baseline), None)
@@ -215,6 +230,16 @@ def _view(
         confirmed_by=links.confirmed_by,
         confirmation_study_id=confirmation_id,
     )
+
+
+def _read_answers(session: Session, study_id: int) -> BoardAnswers:
+    """What the leaderboard reads of the study's trials, read in full (SQLite, or a study whose
+    facts a process does not keep: service.store.queries.board_facts); trainings left to
+    study_trainings."""
+    stats = family_stats(session, study_id)
+    scored = {s.family: s.n for s in stats if s.n}
+    best_trials = _best_trials(session, study_id, list(scored))
+    return BoardAnswers(stats, best_trials, _medians(session, study_id, scored), None)
 
 
 def _no_trainings(family: str, baseline: str, study_id: int) -> Comparison:
