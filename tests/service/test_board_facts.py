@@ -177,6 +177,7 @@ def check_same(facts: Any, store: Store, study_id: int) -> None:
         kept = facts.answers(session, study_id)
     assert kept is not None
     expected, trainings = read_in_full(store, study_id)
+    assert kept.counts == expected.counts
     assert [s.family for s in kept.stats] == [s.family for s in expected.stats]
     for got, want in zip(kept.stats, expected.stats, strict=True):
         assert (got.runs, got.n, got.states, got.best) == (

@@ -232,6 +232,7 @@ class StudyFacts:
         self.by_key: dict[str, list[int]] = {}  # complete trainings' ids per key, ascending
         self.ledger_rows: Counter[int] = Counter()  # trainings per run id, any state
         self.uncovered = 0  # runs that stand alone and that no ledger row speaks for
+        self.budget: Counter[str] = Counter()  # runs using the study's budget, by state
 
     # -- reading -------------------------------------------------------------------------------
     def refresh(self, session: Session) -> None:
@@ -270,6 +271,8 @@ class StudyFacts:
         self._apply_runs(runs, count=False)
         self._apply_trainings(trainings, count=False)
         for run_id, fact in self.runs.items():
+            if fact.budget:
+                self.budget[fact.state] += 1
             if fact.family is not None:
                 self._family(fact.family).collect(run_id, fact)
             if fact.may_stand_alone and not self.ledger_rows[run_id]:
@@ -322,6 +325,8 @@ class StudyFacts:
         self._count_run(run_id, fact, +1)
 
     def _count_run(self, run_id: int, fact: RunFact, sign: int) -> None:
+        if fact.budget:
+            self.budget[fact.state] += sign
         if fact.family is not None:
             family = self._family(fact.family)
             family.change(run_id, fact, sign)
@@ -390,6 +395,10 @@ class StudyFacts:
         return len(self.runs) + len(self.trainings)
 
     # -- answers -----------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        """As service.store.queries.summaries.study_aggregates' counts."""
+        return {state.value: self.budget[state.value] for state in RunState}
+
     def family_stats(self) -> list[FamilyStats]:
         """As service.store.queries.summaries.family_stats."""
         found = []
@@ -465,6 +474,7 @@ def _summary(moments: Moments) -> Summary:
 class BoardAnswers:
     """What the leaderboard reads of a study's trials and trainings, at one moment."""
 
+    counts: dict[str, int]  # runs using the budget by state (study_aggregates' counts)
     stats: list[FamilyStats]
     best_trials: dict[str, tuple[int | None, float | None, float | None]]
     medians: dict[str, float]
@@ -486,7 +496,8 @@ class BoardFacts:
         with facts.lock:
             facts.refresh(session)
             found = None if facts.odd else BoardAnswers(
-                facts.family_stats(), facts.best_trials(), facts.medians(), facts.trainings_of()
+                facts.counts(), facts.family_stats(), facts.best_trials(), facts.medians(),
+                facts.trainings_of(),
             )  # fmt: skip
         self._evict()
         return found

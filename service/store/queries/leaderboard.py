@@ -31,7 +31,7 @@ from service.store.queries.evidence import (
     confirmation,
     study_trainings,
 )
-from service.store.queries.summaries import SCORED, FamilyStats, family_stats
+from service.store.queries.summaries import SCORED, FamilyStats, study_aggregates
 
 DEFAULT_BASELINE = "relu"
 RANKED_BY = "best"
@@ -236,10 +236,12 @@ def _read_answers(session: Session, study_id: int) -> BoardAnswers:
     """What the leaderboard reads of the study's trials, read in full (SQLite, or a study whose
     facts a process does not keep: service.store.queries.board_facts); trainings left to
     study_trainings."""
-    stats = family_stats(session, study_id)
+    aggregates = study_aggregates(session, study_id)
+    stats = aggregates.families
     scored = {s.family: s.n for s in stats if s.n}
     best_trials = _best_trials(session, study_id, list(scored))
-    return BoardAnswers(stats, best_trials, _medians(session, study_id, scored), None)
+    medians = _medians(session, study_id, scored)
+    return BoardAnswers(aggregates.counts, stats, best_trials, medians, None)
 
 
 def _no_trainings(family: str, baseline: str, study_id: int) -> Comparison:

@@ -342,7 +342,7 @@ def study_detail(db: Database, study_id: int) -> StudyDetailView:
         ).first()
         if row is None:
             raise NotFound(f"study {study_id} does not exist")
-        aggregates = study_aggregates(session, study_id)
+        aggregates = _aggregates(db, session, study_id)
         info = study_info(row[0], row[1], aggregates.counts)
         links = _links(session, study_id, info.confirms_study_id)
         return StudyDetailView(
@@ -352,6 +352,18 @@ def study_detail(db: Database, study_id: int) -> StudyDetailView:
             confirms=next((link for link in links if link.id == info.confirms_study_id), None),
             confirmed_by=[link for link in links if link.id != info.confirms_study_id],
         )
+
+
+def _aggregates(db: Database, session: Session, study_id: int) -> StudyAggregates:
+    """Counts and family statistics: from the facts this process keeps of the study on
+    PostgreSQL (service.store.queries.board_facts), else one grouped scan."""
+    if not db.sqlite:
+        from service.store.queries.board_facts import board_facts  # it imports this module
+
+        answers = board_facts(db.caches).answers(session, study_id)
+        if answers is not None:
+            return StudyAggregates(answers.counts, answers.stats)
+    return study_aggregates(session, study_id)
 
 
 def _links(session: Session, study_id: int, confirms: int | None) -> list[StudyLink]:
