@@ -103,6 +103,15 @@ def db_url(
         yield url
 
 
+@pytest.fixture(scope="module")
+def pg_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    """A store on a PostgreSQL database of the test module's own."""
+    with migrated_database("postgres", tmp_path_factory.mktemp("db")) as url:
+        opened = Store.open(url)
+        yield opened
+        opened.dispose()
+
+
 @contextmanager
 def migrated_database(backend: str, folder: Path) -> Iterator[str]:
     """A migrated database: an SQLite file in `folder`, or a PostgreSQL database of our own

@@ -10,7 +10,6 @@ import importlib
 import math
 import random
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +28,6 @@ pytestmark = [pytest.mark.postgres, pytest.mark.timeout(300)]
 
 FAMILIES = ("relu", "gelu", "smu")
 STATES = ("complete", "complete", "complete", "pruned", "failed", "cancelled")
-
-
-@pytest.fixture(scope="module")
-def pg_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    with migrated_database("postgres", tmp_path_factory.mktemp("facts")) as url:
-        opened = Store.open(url)
-        yield opened
-        opened.dispose()
 
 
 class History:
@@ -274,12 +265,18 @@ def test_a_writer_that_commits_after_a_later_one_is_not_missed(pg_store: Store) 
     check_same(facts, pg_store, study_id)
 
 
-def test_the_leaderboard_reads_the_kept_facts_and_follows_changes(pg_store: Store) -> None:
-    study_id = new_study(pg_store, "facts-board")
-    history = History(pg_store, study_id, 11)
-    for _ in range(60):
+def walked(store: Store, name: str, seed: int, steps: int) -> int:
+    """A new study after `steps` random steps, every run with a ledger row."""
+    study_id = new_study(store, name)
+    history = History(store, study_id, seed)
+    for _ in range(steps):
         history.step()
-    cover_every_run(pg_store, study_id)
+    cover_every_run(store, study_id)
+    return study_id
+
+
+def test_the_leaderboard_reads_the_kept_facts_and_follows_changes(pg_store: Store) -> None:
+    study_id = walked(pg_store, "facts-board", 11, 60)
     first = leaderboard_module.leaderboard(pg_store.db, study_id)
     assert board.board_facts(pg_store.db.caches)._studies[study_id].since is not None
     with pg_store.db.session() as session:
@@ -298,11 +295,7 @@ def test_the_leaderboard_reads_the_kept_facts_and_follows_changes(pg_store: Stor
 
 def test_rows_written_before_the_change_ids_are_read_once_in_full(pg_store: Store) -> None:
     """Rows of an upgraded database carry no change id: the first read takes every row."""
-    study_id = new_study(pg_store, "facts-old")
-    history = History(pg_store, study_id, 5)
-    for _ in range(40):
-        history.step()
-    cover_every_run(pg_store, study_id)
+    study_id = walked(pg_store, "facts-old", 5, 40)
     with pg_store.db.session() as session:
         for table in ("as_runs", "as_trainings"):
             session.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER {table}_stamp_update"))
@@ -341,11 +334,7 @@ def test_the_sqlite_leaderboard_reads_in_full(tmp_path: Path) -> None:
 def test_a_deleted_row_is_noticed_by_the_periodic_count(
     pg_store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    study_id = new_study(pg_store, "facts-deleted")
-    history, facts = History(pg_store, study_id, 13), board.BoardFacts()
-    for _ in range(30):
-        history.step()
-    cover_every_run(pg_store, study_id)
+    study_id, facts = walked(pg_store, "facts-deleted", 13, 30), board.BoardFacts()
     check_same(facts, pg_store, study_id)
     with pg_store.db.session() as session:
         session.execute(

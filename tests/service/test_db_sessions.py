@@ -16,18 +16,15 @@ from sqlalchemy import Engine, create_engine, event, text
 
 from service.db import engine as engine_module
 from service.store import Store
-from tests.service.conftest import PG_SERVER, migrated_database
+from tests.service.conftest import PG_SERVER
 
 pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+def store(pg_store: Store) -> Store:
     """A store on a PostgreSQL database of this module's own."""
-    with migrated_database("postgres", tmp_path_factory.mktemp("db")) as url:
-        opened = Store.open(url)
-        yield opened
-        opened.dispose()
+    return pg_store
 
 
 def _terminate(backend_pid: int) -> None:
