@@ -1,12 +1,13 @@
 """Read queries for the API and dashboard: filtering, sorting, pagination and summaries in SQL.
 
 Nothing here loads a study's trials into Python to page or aggregate them. By concern:
-`paging` (limits, sorts, cursors), `summaries` (study lists, progress, family statistics),
+`paging` (limits, sorts, cursors), `summaries` (study lists, progress, family statistics), `detail` (one study's page),
 `trials` (pages, one trial, exports), `leaderboard` (the ranked families), `evidence` (the
 trainings behind each family's statistics), `workers`, `pareto` (a multi-objective study's
 Pareto front: the front needs every complete trial's two values, read in one indexed query).
 """
 
+from service.store.queries.detail import StudyDetailView, StudyLink, study_detail
 from service.store.queries.evidence import Comparison
 from service.store.queries.leaderboard import (
     EVIDENCE,
@@ -22,15 +23,12 @@ from service.store.queries.summaries import (
     STUDY_SORTS,
     BestRun,
     FamilyStats,
-    StudyDetailView,
-    StudyLink,
     StudySummary,
     best_run,
     family_stats,
     list_studies,
     progress,
     study_aggregates,
-    study_detail,
 )
 from service.store.queries.trials import (
     TRIAL_SORTS,
