@@ -8,7 +8,6 @@ the baseline), so the verdicts on the page are known.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -17,24 +16,9 @@ from playwright.sync_api import expect
 from test_dash_fit import WINDOW, assert_fits
 
 from service.store import Store
-from tests.service.campaign_helpers import campaign, stage_studies, train_study
+from tests.service.campaign_helpers import at_stage, campaign, stage_studies, train_study
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
-
-
-def at_stage(store: Store, campaign_id: int, stage: int) -> None:
-    """Advance until `stage` is set up (the server's own loop may be doing it at the same time:
-    either does it, once)."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        store.campaigns.advance()
-        info = store.campaigns.get(campaign_id)
-        if (info.stage > stage or (info.stage == stage and info.stage_ready)) or (
-            info.status != "running"
-        ):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"campaign {campaign_id} never reached stage {stage + 1}")
 
 
 def run_campaign(store: Store, name: str, stages: int) -> int:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import random
 import statistics
+import time
 from typing import Any
 
 import optuna
@@ -122,6 +123,24 @@ def train_study(store: Store, study_id: int) -> int:
     while train_trial(store, study_id):
         done += 1
     return done
+
+
+def at_stage(store: Store, campaign_id: int, stage: int, timeout_s: float = 60.0) -> None:
+    """Advance until `stage` is set up, or the campaign has gone past it or ended.
+
+    One `advance()` is not enough where a server runs on the same database: its background
+    loop may hold the set-up lease of the stage this call just opened, and then it sets the stage
+    up itself (either does it, once), a moment later."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        store.campaigns.advance()
+        info = store.campaigns.get(campaign_id)
+        if info.status != "running" or info.stage > stage:
+            return
+        if info.stage == stage and info.stage_ready:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"campaign {campaign_id} never reached stage {stage + 1}")
 
 
 def stage_studies(store: Store, campaign_id: int, stage: int) -> list[Study]:

@@ -11,7 +11,13 @@ import pytest
 
 from service.api.etag import WALL_CLOCK_S
 from service.store import Store
-from tests.service.campaign_helpers import campaign, stage_studies, train_study, train_trial
+from tests.service.campaign_helpers import (
+    at_stage,
+    campaign,
+    stage_studies,
+    train_study,
+    train_trial,
+)
 from tests.service.conftest import Person
 from tests.service.test_api_conditional import assert_changed, assert_unchanged, fetch, tagged
 
@@ -54,7 +60,7 @@ def test_a_campaigns_detail_is_conditional(api: httpx.Client, alice: Person, sto
     assert resumed.status_code == 200, resumed.text
     tag = assert_changed(api, alice, path, tag)
     train_study(store, screen.id)
-    store.campaigns.advance()  # the next stage: new studies, the promotion recorded
+    at_stage(store, campaign_id, 1)  # the next stage: new studies, the promotion recorded
     assert_changed(api, alice, path, tag)
     funnel = fetch(api, alice, path).json()["funnel"]
     assert funnel[0]["state"] == "ended" and funnel[1]["studies"]

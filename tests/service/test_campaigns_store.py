@@ -7,6 +7,7 @@ Trials are trained through the worker-facing store API on a known landscape
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,9 +25,22 @@ from tests.service.campaign_helpers import (
     train_study,
     waiting_params,
 )
-from tests.service.conftest import Person, new_person
+from tests.service.conftest import BACKENDS, Person, migrated_database, new_person
 
 pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Store]:
+    """A database of this module's own: `advance()` moves every campaign of its database, and
+    these tests count the ones it moved (on the session's database, other modules' campaigns
+    and a test server's background loop move them too)."""
+    with migrated_database(request.param, tmp_path_factory.mktemp("db")) as url:
+        opened = Store.open(url)
+        yield opened
+        opened.dispose()
 
 
 def _run_current_stage(store: Store, campaign_id: int) -> list[int]:
@@ -133,12 +147,10 @@ def _race(racer: Store, barrier: threading.Barrier, moved: list[list[int]]) -> N
         moved.append(racer.campaigns.advance())
 
 
-def test_racing_advancers_create_each_stage_exactly_once(
-    store: Store, alice: Person, db_url: str
-) -> None:
+def test_racing_advancers_create_each_stage_exactly_once(store: Store, alice: Person) -> None:
     """Eight stores (as eight processes would hold), released at once, advance together."""
     info, _ = store.campaigns.create(alice.info, campaign())
-    stores = [Store.open(db_url) for _ in range(8)]
+    stores = [Store.open(store.db.url) for _ in range(8)]
     try:
         for stage in (1, 2):
             _run_current_stage(store, info.id)
@@ -200,7 +212,7 @@ def test_pause_holds_the_next_stage_until_resume_and_cancel_ends_everything(
 
 
 def test_a_stage_set_up_again_after_a_lost_lease_enqueues_each_configuration_once(
-    store: Store, alice: Person, db_url: str
+    store: Store, alice: Person
 ) -> None:
     """The setup is idempotent: run twice (a holder presumed dead), nothing is doubled."""
     info, _ = store.campaigns.create(alice.info, campaign())
@@ -224,7 +236,7 @@ def test_a_stage_set_up_again_after_a_lost_lease_enqueues_each_configuration_onc
 
 
 def test_deleting_a_stage_study_alone_is_refused_and_the_campaign_takes_them_all(
-    store: Store, db_url: str
+    store: Store,
 ) -> None:
     owner = new_person(store, "owner")
     info, _ = store.campaigns.create(owner.info, campaign())

@@ -8,14 +8,13 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from service.store import Store
-from tests.service.campaign_helpers import campaign, stage_studies, train_study
+from tests.service.campaign_helpers import at_stage, campaign, stage_studies, train_study
 from tests.service.conftest import ROOT, Person, Server, new_person
 from tests.service.test_cli_commands import clean, cli, environment, run
 
@@ -37,21 +36,6 @@ def submitted_id(stdout: str) -> int:
     found = re.search(r"campaign (\d+) submitted", stdout)
     assert found, stdout
     return int(found.group(1))
-
-
-def at_stage(store: Store, campaign_id: int, stage: int) -> None:
-    """Advance until `stage` is set up (the server's own loop may be doing it: either does it,
-    once), or the campaign ended."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        store.campaigns.advance()
-        info = store.campaigns.get(campaign_id)
-        if info.status != "running" or info.stage > stage:
-            return
-        if info.stage == stage and info.stage_ready:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"campaign {campaign_id} never reached stage {stage + 1}")
 
 
 def run_stages(store: Store, campaign_id: int, stages: range) -> None:
