@@ -347,3 +347,35 @@ def test_clone_opens_the_spec_editor_with_the_study_spec(page: Any, server: Serv
         k: v for k, v in study.spec.items() if k != "name"
     }
     assert_clean(page)
+
+
+def test_the_first_page_of_trials_is_asked_for_once_when_the_early_request_comes_late(
+    page: Any, server: Server
+) -> None:
+    """first_trials.js (async, in the head) asks for the table's first page while the modules load;
+    when it runs after the table asked for the page itself, it asks nothing: one request."""
+    store = server.store
+    study, _ = store.studies.create(store.users.get_by_name("admin"), spec_text("early-late", 2))
+    worker = FakeWorker(store, "w-early-late")
+    for _ in range(2):
+        run = worker.start(study.id)
+        assert run is not None
+        worker.complete(run, curve_of(run.family, run.params, 2))
+    assert store.studies.get(study.id).status == "completed"  # not live: no polls
+    listing: list[str] = []
+    page.on("request", lambda r: listing.append(r.url) if "/trials?" in r.url else None)
+    held: list[Any] = []
+    page.route("**/js/first_trials.js*", lambda route: held.append(route))  # answered later
+    sign_in(page, server)
+    page.goto(f"{server.url}/studies/{study.id}", wait_until="domcontentloaded")
+    expect(page.locator("#trials-table tbody tr")).to_have_count(2)
+    assert len(held) == 1 and len(listing) == 1
+    page.evaluate(
+        """() => { const s = document.querySelector('script[src*="first_trials.js"]');
+                   window.earlyRan = new Promise((ran) => s.addEventListener('load', ran)); }"""
+    )
+    held[0].continue_()
+    page.evaluate("() => window.earlyRan")  # the late script has run
+    page.wait_for_load_state("networkidle")
+    assert len(listing) == 1, listing
+    assert_clean(page)

@@ -41,7 +41,7 @@ export class TrialTable {
   // modules have loaded (see study.html), which takes a round trip off the first paint.
   fetchPage() {
     const early = window.actsearchFirstTrials;
-    window.actsearchFirstTrials = undefined;
+    window.actsearchFirstTrials = null; // taken, or too late: first_trials.js asks nothing now
     if (early && early.url === this.url()) return early.response.then(readJSON);
     return getJSON(this.url());
   }
