@@ -61,21 +61,17 @@ class HeldWrites:
         self.written()
 
 
-def held_rows(insert: Any, writes: HeldWrites) -> Iterator[Any]:
-    """One multi-row INSERT per Optuna table that has rows among the held writes."""
+def held_rows(insert: Any, writes: HeldWrites) -> Iterator[tuple[Any, list[dict[str, Any]]]]:
+    """Per Optuna table that has rows among the held writes: its statement (built once per
+    dialect) and the rows, to execute as one batch (executemany)."""
     trial_id = writes.trial_id
     if writes.params:
-        params = _models.TrialParamModel.__table__
         rows = [
             {"trial_id": trial_id, "param_name": name, "param_value": value,
              "distribution_json": optuna.distributions.distribution_to_json(distribution)}
             for name, value, distribution, _known in writes.params
         ]  # fmt: skip
-        yield (
-            insert(params)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=[params.c.trial_id, params.c.param_name])
-        )
+        yield _statement(insert, "params"), rows
     if writes.steps:
         model = _models.TrialIntermediateValueModel
         rows = []
@@ -83,7 +79,7 @@ def held_rows(insert: Any, writes: HeldWrites) -> Iterator[Any]:
             stored, step_kind = model.intermediate_value_to_stored_repr(value)
             rows.append({"trial_id": trial_id, "step": step, "intermediate_value": stored,
                          "intermediate_value_type": step_kind})  # fmt: skip
-        yield _upsert(insert, model.__table__, rows, "step")
+        yield _statement(insert, "steps"), rows
     _state, values = writes.end or (None, None)
     if values:
         value_model = _models.TrialValueModel
@@ -92,16 +88,41 @@ def held_rows(insert: Any, writes: HeldWrites) -> Iterator[Any]:
             stored, kind = value_model.value_to_stored_repr(value)
             rows.append({"trial_id": trial_id, "objective": objective, "value": stored,
                          "value_type": kind})  # fmt: skip
-        yield _upsert(insert, value_model.__table__, rows, "objective")
+        yield _statement(insert, "values"), rows
 
 
-def _upsert(insert: Any, table: Any, rows: list[dict[str, Any]], key: str) -> Any:
+# Statements built once per dialect's insert (a statement object keeps its cache key: per call
+# only the rows are bound; built per call, each value cost Python-level coercions).
+_STATEMENTS: dict[tuple[Any, str], Any] = {}
+
+
+def _statement(insert: Any, kind: str) -> Any:
+    key = (insert, kind)
+    if key not in _STATEMENTS:
+        _STATEMENTS[key] = _build(insert, kind)
+    return _STATEMENTS[key]
+
+
+def _build(insert: Any, kind: str) -> Any:
+    if kind == "params":
+        params = _models.TrialParamModel.__table__
+        return insert(params).on_conflict_do_nothing(
+            index_elements=[params.c.trial_id, params.c.param_name]
+        )
+    if kind == "steps":
+        return _upsert(
+            insert, _models.TrialIntermediateValueModel.__table__, "step",
+            ("intermediate_value", "intermediate_value_type"),
+        )  # fmt: skip
+    return _upsert(insert, _models.TrialValueModel.__table__, "objective", ("value", "value_type"))
+
+
+def _upsert(insert: Any, table: Any, key: str, columns: tuple[str, ...]) -> Any:
     """Rows keyed by (trial_id, `key`), written again over what a row already holds."""
-    upsert = insert(table).values(rows)
-    keys = ("trial_id", key)
+    upsert = insert(table)
     return upsert.on_conflict_do_update(
-        index_elements=[table.c[name] for name in keys],
-        set_={name: upsert.excluded[name] for name in rows[0] if name not in keys},
+        index_elements=[table.c.trial_id, table.c[key]],
+        set_={name: upsert.excluded[name] for name in columns},
     )
 
 

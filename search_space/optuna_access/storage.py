@@ -12,7 +12,7 @@ from typing import Any, cast
 import optuna
 from optuna.distributions import BaseDistribution, check_distribution_compatibility
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy import CursorResult, or_, select, update
+from sqlalchemy import CursorResult, bindparam, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -34,6 +34,23 @@ def _batch_params_supported() -> bool:
 
 
 BATCH_PARAMS = _CachedStorage is not None and _batch_params_supported()
+
+# write_in's reads and writes of a trial row, built once (see held._statement).
+_TRIALS = _models.TrialModel.__table__
+_STATE = select(_TRIALS.c.state).where(_TRIALS.c.trial_id == bindparam("b_trial"))
+_STATE_FOR_UPDATE = _STATE.with_for_update()
+_END = (
+    update(_TRIALS)
+    .where(_TRIALS.c.trial_id == bindparam("b_trial"))
+    .values(
+        {
+            _TRIALS.c.state: bindparam("b_state", type_=_TRIALS.c.state.type),
+            _TRIALS.c.datetime_complete: bindparam(
+                "b_complete", type_=_TRIALS.c.datetime_complete.type
+            ),
+        }
+    )
+)
 
 
 def _only_finished(states: Container[TrialState] | None) -> bool:
@@ -147,10 +164,10 @@ if _CachedStorage is not None:
             them only while the run still runs under its row lock, and a reaper fails the trial
             only after it committed the run's end.
             """
-            trials = _models.TrialModel.__table__
+            trial = {"b_trial": writes.trial_id}
             if writes.params or writes.end is not None:
-                read = select(trials.c.state).where(trials.c.trial_id == writes.trial_id)
-                state = session.scalar(read.with_for_update() if writes.end is not None else read)
+                read = _STATE_FOR_UPDATE if writes.end is not None else _STATE
+                state = session.scalar(read, trial)
                 if state is None or TrialState(state).is_finished():
                     return False
             insert = (
@@ -158,20 +175,12 @@ if _CachedStorage is not None:
                 if session.get_bind().dialect.name == "postgresql"
                 else sqlite_insert
             )
-            for statement in held_rows(insert, writes):
-                session.execute(statement)
+            for statement, rows in held_rows(insert, writes):
+                session.execute(statement, rows)
             if writes.end is not None:
                 end, _values = writes.end
-                session.execute(
-                    update(trials)
-                    .where(trials.c.trial_id == writes.trial_id)
-                    .values(
-                        {
-                            trials.c.state: end,
-                            trials.c.datetime_complete: stored_now("datetime_complete"),
-                        }
-                    )
-                )
+                ended = {"b_state": end, "b_complete": stored_now("datetime_complete")}
+                session.execute(_END, {**trial, **ended})
             return True
 
         def written(self, writes: HeldWrites) -> None:

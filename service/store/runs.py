@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import optuna
 from optuna.trial import TrialState
-from sqlalchemy import CursorResult, case, func, select, update
+from sqlalchemy import CursorResult, Table, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -139,18 +139,7 @@ class Runs:
         # UPDATE … RETURNING both locks the study row (until commit: racing claims queue here;
         # SQLite: the whole claim runs under BEGIN IMMEDIATE) and reads what the claim needs, so
         # the lock is held for three statements: this one, the budget count and the insert.
-        study = session.execute(
-            update(Study)
-            .where(Study.id == study_id, Study.status.in_(RUNNABLE_STUDY_STATUSES))
-            .values(
-                last_claim_at=now,
-                updated_at=case((Study.status == StudyStatus.QUEUED, now), else_=Study.updated_at),
-                status=StudyStatus.RUNNING,
-                started_at=case((Study.started_at.is_(None), now), else_=Study.started_at),
-            )
-            .returning(Study.n_trials, Study.optuna_name, Study.spec, Study.started_at)
-            .execution_options(synchronize_session=False)
-        ).one_or_none()
+        study = session.execute(CLAIM_STUDY, {"b_study": study_id, "b_now": now}).one_or_none()
         if study is None:
             return None
         n_trials, optuna_name, spec, started_at = study
@@ -187,13 +176,7 @@ class Runs:
     @staticmethod
     def _budget(session: Session, study_id: int) -> tuple[int, int, int | None]:
         """(budget units used, runs queued or running, oldest queued retry) in one query."""
-        used, open_runs, retry_id = session.execute(
-            select(
-                func.count().filter(Run.counts_budget.is_(True)),
-                func.count().filter(Run.state.in_((RunState.QUEUED, RunState.RUNNING))),
-                func.min(Run.id).filter(Run.state == RunState.QUEUED),
-            ).where(Run.study_id == study_id)
-        ).one()
+        used, open_runs, retry_id = session.execute(BUDGET, {"b_study": study_id}).one()
         return int(used or 0), int(open_runs or 0), retry_id
 
     def release(self, run_id: int) -> None:
@@ -234,15 +217,15 @@ class Runs:
         """Record which Optuna trial a run is and what it trains (`also`: in this transaction)."""
         with self.db.session() as session:
             done = session.execute(
-                update(Run)
-                .where(Run.id == run_id)
-                .values(
-                    optuna_trial_id=trial_id,
-                    trial_number=number,
-                    params=params,
-                    family=family,
-                    config=config,
-                )
+                ATTACH_UPDATE,
+                {
+                    "b_run": run_id,
+                    "b_trial": trial_id,
+                    "b_number": number,
+                    "b_params": params,
+                    "b_family": family,
+                    "b_config": config,
+                },
             )
             if not cast(CursorResult[Any], done).rowcount:
                 raise NotFound(f"run {run_id} does not exist")
@@ -265,21 +248,14 @@ class Runs:
 
         `also` is written in the same transaction while the run is still running (its reported
         value to Optuna); a run taken from its worker meanwhile gets only the epoch row."""
-        now, beat = utcnow(), self.db.clock()
+        now = utcnow()
         with self.db.session() as session:
-            # Three statements in all: this runs every epoch of every trial on every worker.
+            # Three statements in all, built once (module level): this runs every epoch of every
+            # trial on every worker.
+            sqlite_db = self.db.sqlite
+            beat = {"b_beat": self.db.clock()} if sqlite_db else {}
             status = session.execute(
-                update(Run)
-                .where(Run.id == run_id)
-                .values(
-                    epochs_done=case(
-                        (Run.epochs_done < epoch + 1, epoch + 1), else_=Run.epochs_done
-                    ),
-                    heartbeat_at=case(
-                        (Run.state == RunState.RUNNING, beat), else_=Run.heartbeat_at
-                    ),
-                )
-                .returning(Run.state, study_status(Run.study_id))
+                EPOCH_RUN_UPDATE[sqlite_db], {"b_run": run_id, "b_done": epoch + 1, **beat}
             ).one_or_none()
             if status is None:
                 raise NotFound(f"run {run_id} does not exist")
@@ -289,17 +265,14 @@ class Runs:
                 "img_per_s": img_per_s,
                 "elapsed_s": elapsed_s,
             }
-            insert = _upsert(self.db.sqlite)(Epoch).values(
-                run_id=run_id, epoch=epoch, created_at=now, **values
-            )
             session.execute(
-                insert.on_conflict_do_update(index_elements=["run_id", "epoch"], set_=values)
+                EPOCH_UPSERT[sqlite_db],
+                {"run_id": run_id, "epoch": epoch, "created_at": now, **values},
             )
             if worker_id:
                 session.execute(
-                    update(Worker)
-                    .where(Worker.id == worker_id)
-                    .values(current_epoch=epoch, img_per_s=img_per_s, heartbeat_at=beat)
+                    EPOCH_WORKER_UPDATE[sqlite_db],
+                    {"b_worker": worker_id, "b_epoch": epoch, "b_rate": img_per_s, **beat},
                 )
             if also is not None and status[0] == RunState.RUNNING:
                 also(session)
@@ -521,6 +494,109 @@ class Runs:
 def study_status(study_id: Any) -> Any:
     """The status of a run's study as a scalar subquery (None once the study is deleted)."""
     return select(Study.status).where(Study.id == study_id).scalar_subquery()
+
+
+# -- the statements of every trial, built once ---------------------------------------------------
+# A statement object built once keeps its compiled form's cache key (SQLAlchemy memoizes it on
+# the object): per call only the parameters are bound. Built per call, each cost ~60 Python-level
+# coercions and a cache key, a share of a worker's CPU that shows when slots outnumber cores
+# (bench/results/claim_scale-notes.md). Bind names differ from the columns they set (SQLAlchemy
+# keeps those for itself).
+# Core tables, not the ORM entities: no ORM bulk-update work per call.
+_RUN_TABLE = cast(Table, Run.__table__)
+_WORKER_TABLE = cast(Table, Worker.__table__)
+_RUNS = _RUN_TABLE.c
+
+
+def _beat(sqlite_db: bool, column: Any) -> Any:
+    """The heartbeat's clock in a statement built once: bound on SQLite, now() on PostgreSQL
+    (Database.clock)."""
+    return bindparam("b_beat", type_=column.type) if sqlite_db else func.now()
+
+
+def _epoch_run_update(sqlite_db: bool) -> Any:
+    done = bindparam("b_done", type_=_RUNS.epochs_done.type)
+    return (
+        update(_RUN_TABLE)
+        .where(_RUNS.id == bindparam("b_run"))
+        .values(
+            epochs_done=case((_RUNS.epochs_done < done, done), else_=_RUNS.epochs_done),
+            heartbeat_at=case(
+                (_RUNS.state == RunState.RUNNING, _beat(sqlite_db, _RUNS.heartbeat_at)),
+                else_=_RUNS.heartbeat_at,
+            ),
+        )
+        .returning(_RUNS.state, study_status(_RUNS.study_id))
+    )
+
+
+EPOCH_RUN_UPDATE = {True: _epoch_run_update(True), False: _epoch_run_update(False)}
+
+
+def _epoch_upsert(insert: Any) -> Any:
+    """A run's epoch row, written again over itself (a repeat after a reconnect)."""
+    statement = insert(Epoch.__table__)
+    values = ("train_loss", "val_acc", "img_per_s", "elapsed_s")
+    return statement.on_conflict_do_update(
+        index_elements=["run_id", "epoch"], set_={name: statement.excluded[name] for name in values}
+    )
+
+
+EPOCH_UPSERT = {True: _epoch_upsert(sqlite.insert), False: _epoch_upsert(postgresql.insert)}
+
+
+def _epoch_worker_update(sqlite_db: bool) -> Any:
+    workers = _WORKER_TABLE.c
+    return (
+        update(_WORKER_TABLE)
+        .where(workers.id == bindparam("b_worker"))
+        .values(
+            current_epoch=bindparam("b_epoch", type_=workers.current_epoch.type),
+            img_per_s=bindparam("b_rate", type_=workers.img_per_s.type),
+            heartbeat_at=_beat(sqlite_db, workers.heartbeat_at),
+        )
+    )
+
+
+EPOCH_WORKER_UPDATE = {True: _epoch_worker_update(True), False: _epoch_worker_update(False)}
+
+_STUDY_TABLE = cast(Table, Study.__table__)
+_STUDIES = _STUDY_TABLE.c
+_CLAIMED_AT = bindparam("b_now", type_=_STUDIES.last_claim_at.type)
+
+# The claim's lock on its study's row, and what the claim reads from it (see _claim_in).
+CLAIM_STUDY = (
+    update(_STUDY_TABLE)
+    .where(_STUDIES.id == bindparam("b_study"), _STUDIES.status.in_(RUNNABLE_STUDY_STATUSES))
+    .values(
+        last_claim_at=_CLAIMED_AT,
+        updated_at=case(
+            (_STUDIES.status == StudyStatus.QUEUED, _CLAIMED_AT), else_=_STUDIES.updated_at
+        ),
+        status=StudyStatus.RUNNING,
+        started_at=case((_STUDIES.started_at.is_(None), _CLAIMED_AT), else_=_STUDIES.started_at),
+    )
+    .returning(_STUDIES.n_trials, _STUDIES.optuna_name, _STUDIES.spec, _STUDIES.started_at)
+)
+
+# (budget units used, runs queued or running, oldest queued retry) of one study.
+BUDGET = select(
+    func.count().filter(_RUNS.counts_budget.is_(True)),
+    func.count().filter(_RUNS.state.in_((RunState.QUEUED, RunState.RUNNING))),
+    func.min(_RUNS.id).filter(_RUNS.state == RunState.QUEUED),
+).where(_RUNS.study_id == bindparam("b_study"))
+
+ATTACH_UPDATE = (
+    update(_RUN_TABLE)
+    .where(_RUNS.id == bindparam("b_run"))
+    .values(
+        optuna_trial_id=bindparam("b_trial", type_=_RUNS.optuna_trial_id.type),
+        trial_number=bindparam("b_number", type_=_RUNS.trial_number.type),
+        params=bindparam("b_params", type_=_RUNS.params.type),
+        family=bindparam("b_family", type_=_RUNS.family.type),
+        config=bindparam("b_config", type_=_RUNS.config.type),
+    )
+)
 
 
 def _upsert(is_sqlite: bool) -> Any:
