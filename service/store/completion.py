@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from service.db import FINAL_STUDY_STATUSES, Run, RunState, Study, StudyStatus, utcnow
@@ -18,17 +18,7 @@ from service.db import FINAL_STUDY_STATUSES, Run, RunState, Study, StudyStatus, 
 
 def complete_if_done(session: Session, study_id: int) -> None:
     """A study whose budget (or time) is used and whose runs have all ended is completed."""
-    runs = select(
-        func.count().filter(Run.counts_budget.is_(True)).label("used"),
-        func.count().filter(Run.state.in_((RunState.QUEUED, RunState.RUNNING))).label("open"),
-    ).where(Run.study_id == study_id)
-    counts = runs.subquery()
-    # One round trip (it runs with every finished run): the counts and the study's limits.
-    row = session.execute(
-        select(counts.c.used, counts.c.open, Study.spec, Study.started_at, Study.n_trials)
-        .select_from(counts)
-        .outerjoin(Study, Study.id == study_id)
-    ).one()
+    row = session.execute(DONE_COUNTS, {"b_study": study_id}).one()
     used = int(row.used or 0)
     if row.open:
         return
@@ -38,6 +28,28 @@ def complete_if_done(session: Session, study_id: int) -> None:
             _complete_for_time(session, study_id, limit, used, row.n_trials)
         return
     complete(session, study_id, used)
+
+
+def _done_counts() -> Any:
+    """One round trip (it runs with every finished run): the counts and the study's limits.
+    Built once, with the study bound per call."""
+    study_id: Any = bindparam("b_study")
+    counts = (
+        select(
+            func.count().filter(Run.counts_budget.is_(True)).label("used"),
+            func.count().filter(Run.state.in_((RunState.QUEUED, RunState.RUNNING))).label("open"),
+        )
+        .where(Run.study_id == study_id)
+        .subquery()
+    )
+    return (
+        select(counts.c.used, counts.c.open, Study.spec, Study.started_at, Study.n_trials)
+        .select_from(counts)
+        .outerjoin(Study, Study.id == study_id)
+    )
+
+
+DONE_COUNTS = _done_counts()
 
 
 def stop_for_time(session: Session, study_id: int) -> None:

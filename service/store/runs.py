@@ -125,14 +125,9 @@ class Runs:
 
     @staticmethod
     def _candidates(session: Session, study_ids: list[int] | None) -> list[int]:
-        query = select(Study.id).where(Study.status.in_(RUNNABLE_STUDY_STATUSES))
         if study_ids:
-            query = query.where(Study.id.in_(study_ids))
-        # Least recently claimed first among equal priorities: round-robin across studies.
-        query = query.order_by(
-            Study.priority.desc(), Study.last_claim_at.asc().nulls_first(), Study.id
-        )
-        return list(session.scalars(query))
+            return list(session.scalars(CANDIDATES_AMONG, {"b_studies": study_ids}))
+        return list(session.scalars(CANDIDATES))
 
     def _claim_in(self, session: Session, study_id: int, worker_id: str) -> Claim | None:
         now = utcnow()
@@ -348,19 +343,15 @@ class Runs:
             if record:
                 run.img_per_s = record.get("img_per_s")
                 run.peak_mem_bytes = record.get("peak_memory_bytes")
-            # After every field is set: its query flushes the run in one UPDATE, not two.
+            # The run's row first, in one UPDATE once every field is set, then its trainings and
+            # its worker: the order every writer locks them in (see Workers.heartbeat), which
+            # the Core statements below would not flush by themselves.
+            session.flush()
             release_unfinished(session, [run_id])
             if tell is not None:
                 tell(session)
             if run.worker_id:
-                session.execute(
-                    update(Worker)
-                    .where(Worker.id == run.worker_id)
-                    .values(
-                        trials_done=Worker.trials_done + 1, current_run_id=None, current_epoch=None
-                    )
-                )
-            session.flush()
+                session.execute(FINISH_WORKER_UPDATE, {"b_worker": run.worker_id})
             complete_if_done(session, run.study_id)
             return True
 
@@ -585,6 +576,20 @@ BUDGET = select(
     func.count().filter(_RUNS.state.in_((RunState.QUEUED, RunState.RUNNING))),
     func.min(_RUNS.id).filter(_RUNS.state == RunState.QUEUED),
 ).where(_RUNS.study_id == bindparam("b_study"))
+
+# Runnable studies, least recently claimed first among equal priorities: round-robin.
+CANDIDATES = (
+    select(_STUDIES.id)
+    .where(_STUDIES.status.in_(RUNNABLE_STUDY_STATUSES))
+    .order_by(_STUDIES.priority.desc(), _STUDIES.last_claim_at.asc().nulls_first(), _STUDIES.id)
+)
+CANDIDATES_AMONG = CANDIDATES.where(_STUDIES.id.in_(bindparam("b_studies", expanding=True)))
+
+FINISH_WORKER_UPDATE = (
+    update(_WORKER_TABLE)
+    .where(_WORKER_TABLE.c.id == bindparam("b_worker"))
+    .values(trials_done=_WORKER_TABLE.c.trials_done + 1, current_run_id=None, current_epoch=None)
+)
 
 ATTACH_UPDATE = (
     update(_RUN_TABLE)

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy import ColumnElement, Table, bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -163,12 +163,24 @@ class Trainings:
 
 def release_unfinished(session: Session, run_ids: Collection[int]) -> None:
     """In the caller's transaction: the runs' running trainings fail and give up their locks."""
-    session.execute(
-        update(Training)
-        .where(Training.run_id.in_(list(run_ids)), Training.state == TrainingState.RUNNING)
-        .values(state=TrainingState.FAILED, lock_key=None, finished_at=utcnow())
-        .execution_options(synchronize_session=False)
+    session.execute(RELEASE_UNFINISHED, {"b_runs": list(run_ids), "b_now": utcnow()})
+
+
+# Built once: it runs in every finished run's transaction (see service.store.runs, its
+# statements built once). Core, not the ORM entity: no ORM bulk-update work per call.
+_TRAININGS = cast(Table, Training.__table__).c
+RELEASE_UNFINISHED = (
+    update(cast(Table, Training.__table__))
+    .where(
+        _TRAININGS.run_id.in_(bindparam("b_runs", expanding=True)),
+        _TRAININGS.state == TrainingState.RUNNING,
     )
+    .values(
+        state=TrainingState.FAILED,
+        lock_key=None,
+        finished_at=bindparam("b_now", type_=_TRAININGS.finished_at.type),
+    )
+)
 
 
 def _new_row(new: NewTraining, **values: Any) -> Training:
