@@ -8,7 +8,8 @@ from sqlalchemy import select, update
 
 from service.db import Run, RunState, Worker, WorkerStatus, utcnow
 from service.store.base import Database
-from service.store.runs import RunStatus, study_status
+from service.store.run_statements import study_status
+from service.store.runs import RunStatus
 
 
 class Workers:

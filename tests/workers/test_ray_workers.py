@@ -284,9 +284,11 @@ def _lose_a_slot_mid_trial(
     comes back and that the study ends with exactly n_trials; returns the slot's status before
     and after."""
     store = open_store(pg_url)
-    # Enough trials that the queue still wants both slots while the lost one restarts (with
-    # fewer, the driver scales down and stops the restarted slot before it is seen running).
-    n_trials, epochs = 10, 10
+    # Enough trials that the queue still wants both slots while the lost one restarts, which
+    # took ~12 s in CI (with fewer, the slot left finishes the study first, the driver scales
+    # down and stops the restarted slot before it is seen running: 10 trials did, once the
+    # worker path got faster).
+    n_trials, epochs = 40, 10
     study, _ = store.studies.create(make_user(store), _slow_spec(folder, n_trials, epochs))
     app = "actsearch_ray_test"  # tells the slots' connections from this test's own
     settings = Settings(
