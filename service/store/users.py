@@ -83,7 +83,10 @@ class Users:
 
     def create(self, name: str, *, is_admin: bool = False) -> tuple[UserInfo, str]:
         """Create a user with a first token; returns the user and the token (shown once)."""
-        with self.db.session() as session:
+        # Immediate: a read then a write. On SQLite a deferred transaction whose snapshot another
+        # writer committed past fails at its first write with "database is locked" at once,
+        # without waiting (SQLITE_BUSY_SNAPSHOT); BEGIN IMMEDIATE waits for the lock instead.
+        with self.db.session(immediate=True) as session:
             if session.scalar(select(User.id).where(User.name == name)) is not None:
                 raise Conflict(f"user {name!r} already exists")
             user = User(name=name, is_admin=is_admin, created_at=utcnow())
@@ -94,7 +97,7 @@ class Users:
 
     def issue_token(self, user_id: int, label: str = "") -> tuple[TokenInfo, str]:
         """A new token for an existing user."""
-        with self.db.session() as session:
+        with self.db.session(immediate=True) as session:  # a read then a write (see create)
             if session.get(User, user_id) is None:
                 raise NotFound(f"user {user_id} does not exist")
             token = self._issue(session, user_id, label)
